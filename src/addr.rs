@@ -1,0 +1,268 @@
+//! Client addresses as one 128-bit value, prefixes (keys) and CIDR ranges.
+//!
+//! IPv4 addresses are held IPv4-mapped (`::ffff:a.b.c.d`) so that one integer type serves both
+//! families: hashing, masking and comparing a key is a couple of integer operations. Parsing from
+//! log bytes never allocates; the IPv4 path is hand-written because it runs once per log line.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+const V4_MAPPED: u128 = 0xffff_0000_0000;
+const V4_MAPPED_MASK: u128 = !0xffff_ffffu128;
+
+/// A client address (IPv4 held IPv4-mapped).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Addr(pub u128);
+
+impl Addr {
+    /// Parses an IPv4 or IPv6 address from log bytes. `None` for anything else (hostnames,
+    /// `unix:` sockets, garbage).
+    #[inline]
+    pub fn parse(bytes: &[u8]) -> Option<Addr> {
+        if let Some(v4) = parse_ipv4(bytes) {
+            return Some(Addr::from_v4(v4));
+        }
+        if bytes.len() < 2 || bytes.len() > 45 || !bytes.contains(&b':') {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        // A zone index (`fe80::1%eth0`) names an interface, not a client: drop it.
+        let text = text.split('%').next().unwrap_or(text);
+        let v6 = Ipv6Addr::from_str(text).ok()?;
+        Some(Addr::from(IpAddr::V6(v6)))
+    }
+
+    #[inline]
+    pub fn from_v4(v4: u32) -> Addr {
+        Addr(V4_MAPPED | v4 as u128)
+    }
+
+    #[inline]
+    pub fn is_v4(self) -> bool {
+        self.0 & V4_MAPPED_MASK == V4_MAPPED
+    }
+
+    /// The address with all but its first `prefix` bits cleared, where `prefix` counts in the
+    /// address's own family (0..=32 for IPv4, 0..=128 for IPv6).
+    #[inline]
+    pub fn masked(self, prefix: u8) -> Addr {
+        if self.is_v4() {
+            let p = prefix.min(32) as u32;
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            Addr::from_v4((self.0 as u32) & mask)
+        } else {
+            let p = prefix.min(128) as u32;
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            Addr(self.0 & mask)
+        }
+    }
+
+    pub fn to_ip(self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::from(self.0 as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Addr {
+        match ip {
+            IpAddr::V4(v4) => Addr::from_v4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Addr::from_v4(u32::from(v4)),
+                None => Addr(u128::from(v6)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_ip().fmt(f)
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Dotted-quad IPv4 without leading-zero ambiguity (`01.2.3.4` is refused, as std does).
+#[inline]
+fn parse_ipv4(b: &[u8]) -> Option<u32> {
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let mut out: u32 = 0;
+    let mut octets = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let mut v: u32 = 0;
+        while i < b.len() && b[i].is_ascii_digit() {
+            v = v * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || len > 3 || v > 255 || (len > 1 && b[start] == b'0') {
+            return None;
+        }
+        out = (out << 8) | v;
+        octets += 1;
+        if i == b.len() {
+            break;
+        }
+        if b[i] != b'.' || octets == 4 {
+            return None;
+        }
+        i += 1;
+        if i == b.len() {
+            return None;
+        }
+    }
+    (octets == 4).then_some(out)
+}
+
+/// An address range: the unit of allowlists, trusted proxies and aggregated keys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    /// The network address (already masked).
+    pub addr: Addr,
+    /// Prefix length in the address's own family.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: Addr, prefix: u8) -> Cidr {
+        let max = if addr.is_v4() { 32 } else { 128 };
+        let prefix = prefix.min(max);
+        Cidr {
+            addr: addr.masked(prefix),
+            prefix,
+        }
+    }
+
+    /// Whether the range covers exactly one address.
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.addr.is_v4() { 32 } else { 128 }
+    }
+
+    #[inline]
+    pub fn contains(&self, a: Addr) -> bool {
+        a.is_v4() == self.addr.is_v4() && a.masked(self.prefix) == self.addr
+    }
+}
+
+/// Error for a CIDR or address that does not parse; carries the offending text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an IP address or CIDR range: {0:?}")]
+pub struct CidrError(pub String);
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let err = || CidrError(s.to_string());
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| err())?)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip.trim().parse().map_err(|_| err())?;
+        let addr = Addr::from(ip);
+        let max = if addr.is_v4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(err());
+        }
+        Ok(Cidr::new(addr, prefix))
+    }
+}
+
+/// Keys print as a plain address when they are one, else in CIDR form (`2001:db8::/64`).
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ipv4_like_std() {
+        for s in ["1.2.3.4", "255.255.255.255", "0.0.0.0", "10.0.0.1"] {
+            let a = Addr::parse(s.as_bytes()).unwrap();
+            assert!(a.is_v4());
+            assert_eq!(a.to_string(), s);
+        }
+        for s in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.",
+            ".1.2.3",
+            "1..2.3",
+            "a.b.c.d",
+            "",
+        ] {
+            assert_eq!(Addr::parse(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn parses_ipv6_and_drops_zone() {
+        let a = Addr::parse(b"2001:db8::1").unwrap();
+        assert!(!a.is_v4());
+        assert_eq!(a.masked(64).to_string(), "2001:db8::");
+        assert_eq!(Addr::parse(b"fe80::1%eth0").unwrap().to_string(), "fe80::1");
+        assert_eq!(
+            Addr::parse(b"::ffff:1.2.3.4").unwrap().to_string(),
+            "1.2.3.4"
+        );
+        assert_eq!(Addr::parse(b"example.com"), None);
+        assert_eq!(Addr::parse(b"unix:"), None);
+    }
+
+    #[test]
+    fn masks_each_family_in_its_own_bits() {
+        let a = Addr::parse(b"203.0.113.77").unwrap();
+        assert_eq!(a.masked(24).to_string(), "203.0.113.0");
+        assert_eq!(a.masked(32), a);
+        assert_eq!(a.masked(0).to_string(), "0.0.0.0");
+        assert!(a.masked(0).is_v4());
+    }
+
+    #[test]
+    fn cidr_parse_contains_display() {
+        let c: Cidr = "127.0.0.0/8".parse().unwrap();
+        assert!(c.contains(Addr::parse(b"127.1.2.3").unwrap()));
+        assert!(!c.contains(Addr::parse(b"128.0.0.1").unwrap()));
+        // An IPv4 range never covers IPv6 addresses whose low bits happen to match.
+        assert!(!c.contains(Addr::parse(b"::7f00:1").unwrap()));
+        let six: Cidr = "2001:db8:1:2::/64".parse().unwrap();
+        assert_eq!(six.to_string(), "2001:db8:1:2::/64");
+        assert!(six.contains(Addr::parse(b"2001:db8:1:2:ffff::1").unwrap()));
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1");
+        assert!("1.2.3.4/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+    }
+}

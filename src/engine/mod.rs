@@ -1,0 +1,130 @@
+//! The rate engine: per-key `limit_req` buckets, sharded over threads that each own their keys.
+//!
+//! Rules are validated [`RuleSpec`]s; requests arrive as [`Hit`](crate::hit::Hit)s in batches
+//! ([`ShardMsg`]); shards report [`ShardOut`]: offenses (a request nginx would have rejected),
+//! progress ticks of log time, and final statistics.
+
+use crate::addr::Cidr;
+use crate::hit::{Hit, VhostId};
+
+/// A request rate in nginx's units: milli-requests per second (`20r/s` → 20_000, `30r/m` → 500).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub milli_per_sec: u64,
+    /// As written in the config (`"20r/s"`), echoed in events.
+    pub text: String,
+}
+
+/// A status matcher: one code (`404`) or a class (`4xx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u8),
+}
+
+/// One validated rule. Produced by `config`, compiled into matchers by `engine::rule`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSpec {
+    pub name: String,
+    pub rate: Rate,
+    pub burst: u32,
+    /// First ban length.
+    pub ban_ms: u64,
+    /// Repeat offenders within `recidive_window_ms` get `ban * factor^n`, at most `max_ban_ms`.
+    pub ban_factor: f64,
+    pub max_ban_ms: u64,
+    pub recidive_window_ms: u64,
+    /// Upper-case methods; empty = any.
+    pub methods: Vec<String>,
+    /// Empty = any status.
+    pub statuses: Vec<StatusMatch>,
+    /// Path matchers on the request target (query included); each list empty = no constraint,
+    /// otherwise any entry of the list must match.
+    pub path_prefix: Vec<String>,
+    pub path_suffix: Vec<String>,
+    pub path_contains: Vec<String>,
+    /// Lower-case extensions without the dot; a path (query stripped) ending in one is not counted.
+    pub exclude_extensions: Vec<String>,
+    /// Vhost globs (`*.example.com`); empty = every vhost.
+    pub vhosts: Vec<String>,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Key on client + vhost instead of client alone.
+    pub key_by_vhost: bool,
+}
+
+/// Who offended: an address or prefix, and the vhost when the rule keys on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub net: Cidr,
+    /// [`crate::hit::NO_VHOST`] unless the rule keys on client + vhost.
+    pub vhost: VhostId,
+}
+
+/// A request that overflowed a rule's bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offense {
+    pub key: Key,
+    /// Index of the rule in config order.
+    pub rule: u16,
+    /// Log time of the overflowing request.
+    pub time_ms: i64,
+    /// Log time of the first request of this key's current tracking period.
+    pub first_seen_ms: i64,
+    /// Requests counted for this key and rule since `first_seen_ms` (this one included).
+    pub requests: u64,
+    /// Vhost of the overflowing request.
+    pub vhost: VhostId,
+    /// `HIT_*` flags of the overflowing request.
+    pub flags: u8,
+}
+
+/// Producer → shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A batch of hits from one producer. `low_ms` is a promise: the producer will send no hit
+    /// older than `low_ms` minus the allowed lateness (it is the minimum over its open sources of
+    /// the newest time each has produced; `i64::MIN` while unknown).
+    Hits {
+        producer: u32,
+        low_ms: i64,
+        hits: Vec<Hit>,
+    },
+    /// The producer will send nothing more.
+    Done { producer: u32 },
+}
+
+/// Counters a shard reports when it finishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub hits: u64,
+    /// Hits older than the shard's processed watermark (counted, then clamped to it).
+    pub late: u64,
+    /// Most (key, rule) entries tracked at once.
+    pub keys_peak: u64,
+    pub keys_at_end: u64,
+    /// Idle, recovered entries dropped.
+    pub evicted: u64,
+    /// New keys refused because the cap was reached.
+    pub cap_refused: u64,
+    pub offenses: u64,
+}
+
+/// Shard → decider.
+#[derive(Debug)]
+pub enum ShardOut {
+    Offense {
+        shard: u32,
+        offense: Offense,
+    },
+    /// Everything up to `upto_ms` (log time) has been processed by this shard; no offense with an
+    /// earlier time will follow from it.
+    Tick {
+        shard: u32,
+        upto_ms: i64,
+    },
+    Finished {
+        shard: u32,
+        stats: ShardStats,
+    },
+}

@@ -1,0 +1,13 @@
+//! floodwatch: finds HTTP request floods in web-server access logs and decides bans.
+//!
+//! Data flows through the modules in this order: `source` (files, globs, chunks of lines) →
+//! `parse` (a line → `Record`) → `hit` (what the engine needs of it) → `engine` (per-key
+//! `limit_req` buckets on shard threads) → `decide` (offenses → ban/unban events) → output.
+//! `app` wires them together for each command; `config` and `cli` validate input at the edge.
+
+pub mod addr;
+pub mod decide;
+pub mod engine;
+pub mod hit;
+pub mod parse;
+pub mod vhost;

@@ -1,0 +1,3 @@
+//! The `floodwatch` binary: parses arguments, runs the command, maps errors to exit codes.
+
+fn main() {}
