@@ -10,4 +10,5 @@ pub mod decide;
 pub mod engine;
 pub mod hit;
 pub mod parse;
+pub mod source;
 pub mod vhost;
