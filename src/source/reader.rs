@@ -40,17 +40,17 @@ pub struct Chunks {
     consumed: usize,
     eof: bool,
     oversized: u64,
-    disk_bytes: Arc<AtomicU64>,
 }
 
 impl Chunks {
     /// Opens a file, decompressing gzip (also multi-member, as `cat a.gz b.gz` makes) on the fly.
-    pub fn open(path: &Path) -> io::Result<Chunks> {
+    /// `capacity` is the read buffer's size; `disk_bytes` counts the bytes read from disk (it may
+    /// be shared by all the files of a run, for one progress figure).
+    pub fn open(path: &Path, capacity: usize, disk_bytes: Arc<AtomicU64>) -> io::Result<Chunks> {
         let mut file = File::open(path)?;
         let mut magic = [0u8; 2];
         let n = read_full(&mut file, &mut magic)?;
         file.seek(SeekFrom::Start(0))?;
-        let disk_bytes = Arc::new(AtomicU64::new(0));
         let counted = Counted {
             inner: file,
             count: disk_bytes.clone(),
@@ -62,19 +62,22 @@ impl Chunks {
         } else {
             Box::new(counted)
         };
-        Ok(Chunks::from_reader(reader, disk_bytes))
+        Ok(Chunks::from_reader(reader, capacity, disk_bytes))
     }
 
     /// Chunks of any reader (tests, stdin).
-    pub fn from_reader(reader: Box<dyn Read + Send>, disk_bytes: Arc<AtomicU64>) -> Chunks {
+    pub fn from_reader(
+        reader: Box<dyn Read + Send>,
+        capacity: usize,
+        disk_bytes: Arc<AtomicU64>,
+    ) -> Chunks {
         Chunks {
             reader,
-            buf: vec![0; CHUNK],
+            buf: vec![0; capacity.max(1)],
             filled: 0,
             consumed: 0,
             eof: false,
             oversized: 0,
-            disk_bytes,
         }
     }
 
@@ -136,10 +139,6 @@ impl Chunks {
         self.oversized
     }
 
-    /// A handle on the count of bytes read from disk so far (compressed bytes for gzip).
-    pub fn disk_bytes(&self) -> Arc<AtomicU64> {
-        self.disk_bytes.clone()
-    }
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -181,7 +180,7 @@ mod tests {
     }
 
     fn chunks_of(data: Vec<u8>) -> Chunks {
-        Chunks::from_reader(Box::new(Dribble(data, 0)), Arc::default())
+        Chunks::from_reader(Box::new(Dribble(data, 0)), CHUNK, Arc::default())
     }
 
     #[test]
@@ -223,8 +222,8 @@ mod tests {
         enc.write_all(b"c\n").unwrap();
         gz.extend(enc.finish().unwrap());
         std::fs::write(&path, &gz).unwrap();
-        let c = Chunks::open(&path).unwrap();
-        let bytes = c.disk_bytes();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let c = Chunks::open(&path, CHUNK, bytes.clone()).unwrap();
         assert_eq!(
             all_lines(c),
             [b"a\n".to_vec(), b"b\n".to_vec(), b"c\n".to_vec()]
@@ -237,9 +236,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "").unwrap();
-        assert!(all_lines(Chunks::open(&empty).unwrap()).is_empty());
+        assert!(all_lines(Chunks::open(&empty, CHUNK, Arc::default()).unwrap()).is_empty());
         let one = dir.path().join("one");
         std::fs::write(&one, "x").unwrap();
-        assert_eq!(all_lines(Chunks::open(&one).unwrap()), [b"x".to_vec()]);
+        assert_eq!(all_lines(Chunks::open(&one, CHUNK, Arc::default()).unwrap()), [b"x".to_vec()]);
     }
 }
