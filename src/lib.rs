@@ -11,4 +11,5 @@ pub mod engine;
 pub mod hit;
 pub mod parse;
 pub mod source;
+pub mod sys;
 pub mod vhost;
