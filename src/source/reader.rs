@@ -62,15 +62,11 @@ impl Chunks {
         } else {
             Box::new(counted)
         };
-        Ok(Chunks::from_reader(reader, capacity, disk_bytes))
+        Ok(Chunks::from_reader(reader, capacity))
     }
 
     /// Chunks of any reader (tests, stdin).
-    pub fn from_reader(
-        reader: Box<dyn Read + Send>,
-        capacity: usize,
-        disk_bytes: Arc<AtomicU64>,
-    ) -> Chunks {
+    pub fn from_reader(reader: Box<dyn Read + Send>, capacity: usize) -> Chunks {
         Chunks {
             reader,
             buf: vec![0; capacity.max(1)],
@@ -138,7 +134,6 @@ impl Chunks {
     pub fn oversized(&self) -> u64 {
         self.oversized
     }
-
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -180,7 +175,7 @@ mod tests {
     }
 
     fn chunks_of(data: Vec<u8>) -> Chunks {
-        Chunks::from_reader(Box::new(Dribble(data, 0)), CHUNK, Arc::default())
+        Chunks::from_reader(Box::new(Dribble(data, 0)), CHUNK)
     }
 
     #[test]
@@ -239,6 +234,9 @@ mod tests {
         assert!(all_lines(Chunks::open(&empty, CHUNK, Arc::default()).unwrap()).is_empty());
         let one = dir.path().join("one");
         std::fs::write(&one, "x").unwrap();
-        assert_eq!(all_lines(Chunks::open(&one, CHUNK, Arc::default()).unwrap()), [b"x".to_vec()]);
+        assert_eq!(
+            all_lines(Chunks::open(&one, CHUNK, Arc::default()).unwrap()),
+            [b"x".to_vec()]
+        );
     }
 }
