@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::engine::Key;
 
+pub mod allowlist;
+
 /// An event for sinks; serialised as DESIGN.md's JSON schema by `decide::event`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
