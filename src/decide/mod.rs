@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::engine::Key;
 
 pub mod allowlist;
+pub mod ban_table;
 pub mod event;
 
 /// An event for sinks; serialised as DESIGN.md's JSON schema by `decide::event`.
