@@ -6,6 +6,7 @@
 //! `app` wires them together for each command; `config` and `cli` validate input at the edge.
 
 pub mod addr;
+pub mod config;
 pub mod decide;
 pub mod engine;
 pub mod hit;

@@ -5,6 +5,11 @@ use std::sync::Arc;
 
 use crate::engine::Key;
 
+pub mod allowlist;
+pub mod ban_table;
+pub mod decider;
+pub mod event;
+
 /// An event for sinks; serialised as DESIGN.md's JSON schema by `decide::event`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {

@@ -1,0 +1,694 @@
+//! The ban table: which keys are banned under which rule, until when, and how often they were
+//! banned recently.
+//!
+//! Bans are per (key, rule): a key offending under a rule it is already banned by is suppressed,
+//! while a second rule may still ban it (each rule's sinks and durations are its own).
+//! Escalation counts per (key, rule) too, as fail2ban counts per jail: the n-th ban of a key
+//! under a rule whose earlier bans' offenses lie within `recidive_window` lasts
+//! `ban * factor^(n-1)`, at most `max_ban`. Counting across rules would let a cheap rule (say,
+//! 404 scanning) escalate an unrelated one.
+//!
+//! Everything is driven by the caller's clock (log time in replay, wall time in watch): call
+//! [`BanTable::expire`] up to an offense's time before handing it to [`BanTable::offense`].
+//! Memory stays bounded: active bans end, and past bans are forgotten once they leave their
+//! rule's recidive window.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
+use serde::{Deserialize, Serialize};
+
+use super::allowlist::Allowlist;
+use super::{Ban, Unban};
+use crate::addr::Cidr;
+use crate::engine::{Key, Offense, RuleSpec};
+use crate::hit::{HIT_VIA_PROXY, NO_VHOST};
+use crate::vhost::Vhosts;
+
+/// A (key, rule index) pair: the unit of banning.
+type Slot = (Key, u16);
+
+/// What the table needs of a rule, with its texts shared by every event.
+#[derive(Debug)]
+struct RuleInfo {
+    name: Arc<str>,
+    rate: Arc<str>,
+    burst: u32,
+    ban_ms: u64,
+    factor: f64,
+    max_ban_ms: u64,
+    window_ms: u64,
+}
+
+/// Counters since the table was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Offenses handed to [`BanTable::offense`].
+    pub offenses: u64,
+    pub bans: u64,
+    pub unbans: u64,
+    /// Offenses of keys that overlap the allowlist.
+    pub allowlisted: u64,
+    /// Offenses of keys already banned under the same rule.
+    pub suppressed: u64,
+}
+
+pub struct BanTable {
+    rules: Vec<RuleInfo>,
+    allow: Allowlist,
+    vhosts: Vhosts,
+    active: AHashMap<Slot, Ban>,
+    /// Active bans ordered by end, then key and rule: expiry pops from the front, and ties come
+    /// out in the same order whatever order the bans were made in.
+    expiry: BTreeSet<(i64, Slot)>,
+    /// Offense times of past bans per slot, only those still inside the rule's recidive window.
+    history: AHashMap<Slot, Vec<i64>>,
+    /// One entry per remembered ban: (time it leaves the window, slot).
+    forget: BTreeSet<(i64, Slot)>,
+    stats: TableStats,
+}
+
+impl BanTable {
+    /// `rules` in config order (an offense's `rule` indexes them); `vhosts` names vhost ids in
+    /// events.
+    pub fn new(rules: &[RuleSpec], allow: Allowlist, vhosts: Vhosts) -> BanTable {
+        let rules = rules
+            .iter()
+            .map(|r| RuleInfo {
+                name: Arc::from(r.name.as_str()),
+                rate: Arc::from(r.rate.text.as_str()),
+                burst: r.burst,
+                ban_ms: r.ban_ms,
+                factor: r.ban_factor,
+                max_ban_ms: r.max_ban_ms,
+                window_ms: r.recidive_window_ms,
+            })
+            .collect();
+        BanTable {
+            rules,
+            allow,
+            vhosts,
+            active: AHashMap::new(),
+            expiry: BTreeSet::new(),
+            history: AHashMap::new(),
+            forget: BTreeSet::new(),
+            stats: TableStats::default(),
+        }
+    }
+
+    /// Decides on one offense: a new ban, or `None` when the key is allowlisted or already
+    /// banned under this rule. Call [`BanTable::expire`] up to `o.time_ms` first, so that a ban
+    /// that has ended by then no longer suppresses the offense.
+    pub fn offense(&mut self, o: &Offense) -> Option<Ban> {
+        self.stats.offenses += 1;
+        let Some(rule) = self.rules.get(usize::from(o.rule)) else {
+            debug_assert!(false, "offense for unknown rule {}", o.rule);
+            return None;
+        };
+        if self.allow.covers(&o.key.net) {
+            self.stats.allowlisted += 1;
+            return None;
+        }
+        let slot = (o.key, o.rule);
+        if self.active.contains_key(&slot) {
+            self.stats.suppressed += 1;
+            return None;
+        }
+        let window = i64::try_from(rule.window_ms).unwrap_or(i64::MAX);
+        let earliest = o.time_ms.saturating_sub(window);
+        let earlier = self.history.get(&slot).map_or(0, |times| {
+            times
+                .iter()
+                .filter(|&&t| t >= earliest && t <= o.time_ms)
+                .count()
+        });
+        let n = u32::try_from(earlier).unwrap_or(u32::MAX);
+        let ban_ms = ban_length(rule, n);
+        let until_ms = o
+            .time_ms
+            .saturating_add(i64::try_from(ban_ms).unwrap_or(i64::MAX));
+        let ban = Ban {
+            time_ms: o.time_ms,
+            key: o.key,
+            rule: rule.name.clone(),
+            vhost: self.vhosts.name(o.vhost),
+            rate: rule.rate.clone(),
+            burst: rule.burst,
+            requests: o.requests,
+            first_seen_ms: o.first_seen_ms,
+            ban_ms,
+            until_ms,
+            offense: n.saturating_add(1),
+            via_proxy: o.flags & HIT_VIA_PROXY != 0,
+        };
+        self.remember(slot, o.time_ms, window);
+        self.expiry.insert((until_ms, slot));
+        self.active.insert(slot, ban.clone());
+        self.stats.bans += 1;
+        Some(ban)
+    }
+
+    /// Ends every ban whose end is at or before `now_ms`, in order of end time (ties by key,
+    /// then rule), and forgets past bans that have left their recidive window. Each unban is
+    /// timed at its ban's end, not at `now_ms`.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<Unban> {
+        let mut out = Vec::new();
+        while let Some(&(until, slot)) = self.expiry.first() {
+            if until > now_ms {
+                break;
+            }
+            self.expiry.pop_first();
+            if self.active.remove(&slot).is_some() {
+                self.stats.unbans += 1;
+                out.push(Unban {
+                    time_ms: until,
+                    key: slot.0,
+                    rule: self.rule_name(slot.1),
+                });
+            }
+        }
+        self.prune_history(now_ms);
+        out
+    }
+
+    /// When the next ban ends (to schedule a timer in watch mode).
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.expiry.first().map(|&(until, _)| until)
+    }
+
+    /// Active bans, soonest end first.
+    pub fn active(&self) -> impl Iterator<Item = &Ban> + '_ {
+        self.expiry
+            .iter()
+            .filter_map(|(_, slot)| self.active.get(slot))
+    }
+
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_banned(&self, key: &Key, rule: u16) -> bool {
+        self.active.contains_key(&(*key, rule))
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Slots with remembered past bans (for memory accounting).
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    fn rule_name(&self, rule: u16) -> Arc<str> {
+        self.rules
+            .get(usize::from(rule))
+            .map_or_else(|| Arc::from("?"), |r| r.name.clone())
+    }
+
+    fn remember(&mut self, slot: Slot, time_ms: i64, window: i64) {
+        self.history.entry(slot).or_default().push(time_ms);
+        self.forget.insert((time_ms.saturating_add(window), slot));
+    }
+
+    /// Drops ban times that can no longer count: older than their window before `now_ms`.
+    fn prune_history(&mut self, now_ms: i64) {
+        while let Some(&(drop_at, slot)) = self.forget.first() {
+            if drop_at >= now_ms {
+                break;
+            }
+            self.forget.pop_first();
+            let window = self
+                .rules
+                .get(usize::from(slot.1))
+                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
+            if let Some(times) = self.history.get_mut(&slot) {
+                times.retain(|&t| t.saturating_add(window) >= now_ms);
+                if times.is_empty() {
+                    self.history.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// The active bans and the recidive history, in a form that survives a restart (rules by
+    /// name, vhosts by name, keys as text), sorted so that equal tables give equal snapshots.
+    pub fn snapshot(&self) -> Snapshot {
+        let bans = self
+            .active()
+            .map(|b| SavedBan {
+                key: b.key.net.to_string(),
+                key_vhost: self.vhost_text(b.key.vhost),
+                rule: b.rule.to_string(),
+                vhost: b.vhost.as_deref().map(str::to_string),
+                rate: b.rate.to_string(),
+                burst: b.burst,
+                requests: b.requests,
+                first_seen_ms: b.first_seen_ms,
+                time_ms: b.time_ms,
+                ban_ms: b.ban_ms,
+                until_ms: b.until_ms,
+                offense: b.offense,
+                via_proxy: b.via_proxy,
+            })
+            .collect();
+        let mut history: Vec<SavedHistory> = self
+            .history
+            .iter()
+            .map(|(&(key, rule), times)| {
+                let mut times_ms = times.clone();
+                times_ms.sort_unstable();
+                SavedHistory {
+                    key: key.net.to_string(),
+                    key_vhost: self.vhost_text(key.vhost),
+                    rule: self.rule_name(rule).to_string(),
+                    times_ms,
+                }
+            })
+            .collect();
+        history
+            .sort_by(|a, b| (&a.key, &a.key_vhost, &a.rule).cmp(&(&b.key, &b.key_vhost, &b.rule)));
+        Snapshot { bans, history }
+    }
+
+    /// Adds a snapshot's bans and history to the table. Entries naming a rule that no longer
+    /// exists, or a key that does not parse (the file is outside input), are skipped; a slot
+    /// already banned keeps its current ban.
+    pub fn restore(&mut self, snap: &Snapshot) -> RestoreStats {
+        let mut st = RestoreStats::default();
+        for b in &snap.bans {
+            let Some((slot, rule)) = self.slot_of(&b.key, b.key_vhost.as_deref(), &b.rule) else {
+                st.skipped += 1;
+                continue;
+            };
+            if self.active.contains_key(&slot) {
+                st.skipped += 1;
+                continue;
+            }
+            let ban = Ban {
+                time_ms: b.time_ms,
+                key: slot.0,
+                rule: rule.clone(),
+                vhost: b.vhost.as_deref().map(Arc::from),
+                rate: Arc::from(b.rate.as_str()),
+                burst: b.burst,
+                requests: b.requests,
+                first_seen_ms: b.first_seen_ms,
+                ban_ms: b.ban_ms,
+                until_ms: b.until_ms,
+                offense: b.offense,
+                via_proxy: b.via_proxy,
+            };
+            self.expiry.insert((b.until_ms, slot));
+            self.active.insert(slot, ban);
+            st.bans += 1;
+        }
+        for h in &snap.history {
+            let Some((slot, _)) = self.slot_of(&h.key, h.key_vhost.as_deref(), &h.rule) else {
+                st.skipped += 1;
+                continue;
+            };
+            let window = self
+                .rules
+                .get(usize::from(slot.1))
+                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
+            let known: AHashSet<i64> = self
+                .history
+                .get(&slot)
+                .map(|t| t.iter().copied().collect())
+                .unwrap_or_default();
+            for &t in &h.times_ms {
+                if !known.contains(&t) {
+                    self.remember(slot, t, window);
+                }
+            }
+            st.history += 1;
+        }
+        st
+    }
+
+    fn vhost_text(&self, id: u32) -> Option<String> {
+        self.vhosts.name(id).map(|n| n.to_string())
+    }
+
+    fn slot_of(&self, key: &str, key_vhost: Option<&str>, rule: &str) -> Option<(Slot, Arc<str>)> {
+        let net: Cidr = key.parse().ok()?;
+        let idx = self.rules.iter().position(|r| &*r.name == rule)?;
+        let vhost = key_vhost.map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
+        let rule_idx = u16::try_from(idx).ok()?;
+        Some(((Key { net, vhost }, rule_idx), self.rules[idx].name.clone()))
+    }
+}
+
+/// `ban * factor^n`, at most `max_ban`, in whole milliseconds.
+fn ban_length(rule: &RuleInfo, n: u32) -> u64 {
+    let exp = i32::try_from(n).unwrap_or(i32::MAX);
+    let len = rule.ban_ms as f64 * rule.factor.powi(exp);
+    // A NaN (from a nonsensical factor) caps too.
+    if len.is_nan() || len >= rule.max_ban_ms as f64 {
+        rule.max_ban_ms
+    } else {
+        len.round() as u64
+    }
+}
+
+/// The table's state for persistence (serde; the state directory stores it as JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub bans: Vec<SavedBan>,
+    pub history: Vec<SavedHistory>,
+}
+
+/// One active ban, self-describing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedBan {
+    /// Address or CIDR, as in events.
+    pub key: String,
+    /// The vhost of a client + vhost key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vhost: Option<String>,
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
+    pub rate: String,
+    pub burst: u32,
+    pub requests: u64,
+    pub first_seen_ms: i64,
+    pub time_ms: i64,
+    pub ban_ms: u64,
+    pub until_ms: i64,
+    pub offense: u32,
+    #[serde(default)]
+    pub via_proxy: bool,
+}
+
+/// Offense times of a slot's past bans, still inside the recidive window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedHistory {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vhost: Option<String>,
+    pub rule: String,
+    pub times_ms: Vec<i64>,
+}
+
+/// What [`BanTable::restore`] took in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub bans: u64,
+    pub history: u64,
+    /// Entries for rules that no longer exist, unparsable keys, or slots already banned.
+    pub skipped: u64,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::engine::{Rate, RuleSpec};
+
+    pub(crate) fn rule(name: &str, ban_s: u64, factor: f64, max_s: u64, window_s: u64) -> RuleSpec {
+        RuleSpec {
+            name: name.into(),
+            rate: Rate {
+                milli_per_sec: 20_000,
+                text: "20r/s".into(),
+            },
+            burst: 100,
+            ban_ms: ban_s * 1000,
+            ban_factor: factor,
+            max_ban_ms: max_s * 1000,
+            recidive_window_ms: window_s * 1000,
+            methods: vec![],
+            statuses: vec![],
+            path_prefix: vec![],
+            path_suffix: vec![],
+            path_contains: vec![],
+            exclude_extensions: vec![],
+            vhosts: vec![],
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            key_by_vhost: false,
+        }
+    }
+
+    pub(crate) fn offense(key: &str, rule: u16, time_s: i64) -> Offense {
+        Offense {
+            key: Key {
+                net: key.parse().unwrap(),
+                vhost: NO_VHOST,
+            },
+            rule,
+            time_ms: time_s * 1000,
+            first_seen_ms: time_s * 1000 - 4000,
+            requests: 412,
+            vhost: NO_VHOST,
+            flags: 0,
+        }
+    }
+
+    const DAY: u64 = 86_400;
+    const WEEK: u64 = 7 * DAY;
+
+    fn table(rules: &[RuleSpec], allow: &[&str]) -> BanTable {
+        let allow = Allowlist::new(allow.iter().map(|s| s.parse().unwrap()).collect());
+        BanTable::new(rules, allow, Vhosts::new())
+    }
+
+    #[test]
+    fn first_offense_bans_for_the_rule_duration() {
+        let v = Vhosts::new();
+        let site = v.intern(b"example.com");
+        let mut t = BanTable::new(
+            &[rule("default", 600, 2.0, WEEK, DAY)],
+            Allowlist::default(),
+            v,
+        );
+        let mut o = offense("203.0.113.7", 0, 1000);
+        o.vhost = site;
+        o.flags = HIT_VIA_PROXY;
+        let b = t.offense(&o).unwrap();
+        assert_eq!(b.ban_ms, 600_000);
+        assert_eq!(b.until_ms, 1_600_000);
+        assert_eq!(b.offense, 1);
+        assert_eq!(b.requests, 412);
+        assert_eq!(b.first_seen_ms, 996_000);
+        assert_eq!(&*b.rule, "default");
+        assert_eq!(&*b.rate, "20r/s");
+        assert_eq!(b.burst, 100);
+        assert_eq!(b.vhost.as_deref(), Some("example.com"));
+        assert!(b.via_proxy);
+        assert!(t.is_banned(&o.key, 0));
+        assert_eq!(t.active().count(), 1);
+    }
+
+    #[test]
+    fn no_second_ban_while_banned() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        assert!(t.offense(&offense("203.0.113.7", 0, 1000)).is_some());
+        assert!(t.offense(&offense("203.0.113.7", 0, 1001)).is_none());
+        assert!(t.expire(1_599_999).is_empty());
+        assert!(t.offense(&offense("203.0.113.7", 0, 1599)).is_none());
+        assert_eq!(t.stats().suppressed, 2);
+        // At its end time the ban is over and the key may be banned again.
+        let u = t.expire(1_600_000);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].time_ms, 1_600_000);
+        assert!(t.offense(&offense("203.0.113.7", 0, 1600)).is_some());
+    }
+
+    #[test]
+    fn repeat_offenders_escalate_up_to_max_ban() {
+        let mut t = table(&[rule("default", 600, 2.0, 3000, DAY)], &[]);
+        let mut now = 0;
+        let mut lengths = vec![];
+        for _ in 0..5 {
+            let b = t.offense(&offense("198.51.100.1", 0, now)).unwrap();
+            lengths.push((b.offense, b.ban_ms / 1000));
+            now = b.until_ms / 1000 + 10;
+            t.expire(now * 1000);
+        }
+        assert_eq!(
+            lengths,
+            vec![(1, 600), (2, 1200), (3, 2400), (4, 3000), (5, 3000)]
+        );
+    }
+
+    #[test]
+    fn bans_outside_the_recidive_window_do_not_count() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, 3600)], &[]);
+        t.offense(&offense("198.51.100.1", 0, 0)).unwrap();
+        t.expire(600_000);
+        // Exactly one window after the first offense: still counts.
+        assert_eq!(
+            t.offense(&offense("198.51.100.1", 0, 3600))
+                .unwrap()
+                .offense,
+            2
+        );
+        t.expire(3_600_000 + 1_200_000);
+        // 3601 s after the second offense, nothing is recent any more.
+        let b = t.offense(&offense("198.51.100.1", 0, 7201)).unwrap();
+        assert_eq!((b.offense, b.ban_ms), (1, 600_000));
+    }
+
+    #[test]
+    fn escalation_counts_per_rule() {
+        let rules = [
+            rule("a", 600, 2.0, WEEK, DAY),
+            rule("b", 60, 3.0, WEEK, DAY),
+        ];
+        let mut t = table(&rules, &[]);
+        assert_eq!(t.offense(&offense("192.0.2.1", 0, 0)).unwrap().offense, 1);
+        // Banned under `a` does not stop a ban under `b`, which is b's first.
+        let b = t.offense(&offense("192.0.2.1", 1, 5)).unwrap();
+        assert_eq!((b.offense, b.ban_ms, &*b.rule), (1, 60_000, "b"));
+        t.expire(100_000);
+        let b = t.offense(&offense("192.0.2.1", 1, 100)).unwrap();
+        assert_eq!((b.offense, b.ban_ms), (2, 180_000));
+    }
+
+    #[test]
+    fn allowlisted_keys_are_never_banned() {
+        let mut t = table(
+            &[rule("default", 600, 2.0, WEEK, DAY)],
+            &["127.0.0.0/8", "2001:db8::53"],
+        );
+        assert!(t.offense(&offense("127.0.0.1", 0, 0)).is_none());
+        assert!(t.offense(&offense("2001:db8::/64", 0, 0)).is_none());
+        assert!(t.offense(&offense("2001:db8:0:1::/64", 0, 0)).is_some());
+        let s = t.stats();
+        assert_eq!((s.offenses, s.allowlisted, s.bans), (3, 2, 1));
+    }
+
+    #[test]
+    fn client_plus_vhost_keys_are_distinct() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        let mut a = offense("192.0.2.1", 0, 0);
+        a.key.vhost = 1;
+        let mut b = a;
+        b.key.vhost = 2;
+        assert!(t.offense(&a).is_some());
+        assert!(t.offense(&b).is_some());
+        assert!(t.offense(&a).is_none());
+    }
+
+    #[test]
+    fn expiry_is_in_time_order_with_ties_by_key_then_rule() {
+        let rules = [rule("a", 60, 2.0, WEEK, DAY), rule("b", 60, 2.0, WEEK, DAY)];
+        let mut t = table(&rules, &[]);
+        t.offense(&offense("192.0.2.9", 1, 0));
+        t.offense(&offense("192.0.2.9", 0, 0));
+        t.offense(&offense("192.0.2.1", 1, 0));
+        t.offense(&offense("10.0.0.1", 0, -30));
+        assert_eq!(t.next_expiry(), Some(30_000));
+        let got: Vec<_> = t
+            .expire(60_000)
+            .iter()
+            .map(|u| (u.time_ms, u.key.net.to_string(), u.rule.to_string()))
+            .collect();
+        let want = [
+            (30_000, "10.0.0.1", "a"),
+            (60_000, "192.0.2.1", "b"),
+            (60_000, "192.0.2.9", "a"),
+            (60_000, "192.0.2.9", "b"),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|&(t, k, r)| (t, k.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(t.active_len(), 0);
+        assert_eq!(t.next_expiry(), None);
+        assert_eq!(t.stats().unbans, 4);
+    }
+
+    #[test]
+    fn history_is_forgotten_after_the_window() {
+        let mut t = table(&[rule("default", 60, 2.0, WEEK, 3600)], &[]);
+        for i in 0..1000 {
+            t.offense(&offense(&format!("10.0.{}.{}", i / 256, i % 256), 0, i));
+        }
+        t.expire(3000 * 1000);
+        assert_eq!(t.active_len(), 0);
+        assert_eq!(t.history_len(), 1000);
+        t.expire((999 + 3600) * 1000);
+        assert_eq!(t.history_len(), 1);
+        t.expire((1000 + 3600) * 1000);
+        assert_eq!(t.history_len(), 0);
+        assert!(t.forget.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let rules = [
+            rule("a", 600, 2.0, WEEK, DAY),
+            rule("b", 60, 2.0, WEEK, DAY),
+        ];
+        let v = Vhosts::new();
+        v.intern(b"zzz.example");
+        let site = v.intern(b"shop.example");
+        let mut t = BanTable::new(&rules, Allowlist::default(), v);
+        t.offense(&offense("192.0.2.1", 0, 0)).unwrap();
+        t.expire(600_000);
+        t.offense(&offense("192.0.2.1", 0, 700)).unwrap();
+        let mut kv = offense("2001:db8:1:2::/64", 1, 710);
+        kv.key.vhost = site;
+        kv.vhost = site;
+        kv.flags = HIT_VIA_PROXY;
+        t.offense(&kv).unwrap();
+        t.offense(&offense("198.51.100.3", 1, 0)).unwrap();
+        t.expire(705_000);
+
+        let snap = t.snapshot();
+        assert_eq!(snap.bans.len(), 2);
+        assert_eq!(snap.history.len(), 3);
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+
+        // A fresh process interns vhosts in another order: names, not ids, must carry over.
+        let v2 = Vhosts::new();
+        let site2 = v2.intern(b"shop.example");
+        assert_ne!(site2, site);
+        let mut t2 = BanTable::new(&rules, Allowlist::default(), v2);
+        let st = t2.restore(&back);
+        assert_eq!(
+            st,
+            RestoreStats {
+                bans: 2,
+                history: 3,
+                skipped: 0
+            }
+        );
+        assert_eq!(t2.snapshot(), snap);
+
+        // The restored table behaves like the original.
+        let mut kv2 = kv;
+        kv2.key.vhost = site2;
+        kv2.time_ms = 720_000;
+        assert!(t2.offense(&kv2).is_none());
+        let ends: Vec<_> = t2.expire(2_000_000).iter().map(|u| u.time_ms).collect();
+        assert_eq!(ends, vec![770_000, 1_900_000]);
+        let b = t2.offense(&offense("192.0.2.1", 0, 2000)).unwrap();
+        assert_eq!(b.offense, 3);
+        assert_eq!(b.ban_ms, 2_400_000);
+    }
+
+    #[test]
+    fn restore_skips_what_no_longer_fits() {
+        let mut t = table(&[rule("a", 600, 2.0, WEEK, DAY)], &[]);
+        t.offense(&offense("192.0.2.1", 0, 0)).unwrap();
+        let mut snap = t.snapshot();
+        snap.bans[0].rule = "gone".into();
+        snap.history[0].key = "not an address".into();
+        let mut t2 = table(&[rule("a", 600, 2.0, WEEK, DAY)], &[]);
+        assert_eq!(t2.restore(&snap).skipped, 2);
+        assert_eq!(t2.active_len(), 0);
+        // Restoring twice does not double the history.
+        let snap = t.snapshot();
+        t2.restore(&snap);
+        t2.restore(&snap);
+        assert_eq!(t2.snapshot(), snap);
+    }
+}
