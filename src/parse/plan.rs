@@ -231,7 +231,8 @@ fn store<'a>(dest: Dest, v: &'a [u8], rec: &mut Record<'a>) {
         Dest::Skip | Dest::Status | Dest::Bytes => {}
         Dest::Client => rec.client = v,
         Dest::Ident => rec.ident = v,
-        Dest::User => rec.user = v,
+        // Apache logs an empty user name as `""`.
+        Dest::User => rec.user = if v == b"\"\"" { b"" } else { v },
         Dest::Request => rec.request = v,
         Dest::Method => rec.method = v,
         Dest::Target => rec.target = v,

@@ -190,10 +190,14 @@ fn apache_directive(
                 "http_user_agent" => Dest::UserAgent,
                 _ => Dest::Skip,
             };
-            field(Kind::Text, dest, 1, Some(name))
+            // The header as received wins over the original / final request's copy.
+            let rank = if final_mod.is_none() { 2 } else { 1 };
+            field(Kind::Text, dest, rank, Some(name))
         }
         "A" | "C" | "D" | "e" | "f" | "I" | "k" | "L" | "n" | "o" | "p" | "P" | "q" | "R" | "S"
-        | "T" | "X" | "M" | "^ti" | "^to" | "^FU" | "^FB" => field(Kind::Text, Dest::Skip, 0, None),
+        | "T" | "X" | "M" | "x" | "c" | "^ti" | "^to" | "^FU" | "^FB" => {
+            field(Kind::Text, Dest::Skip, 0, None)
+        }
         other => return Err(FormatError::UnknownDirective(format!("%{other}"))),
     };
     f.dash_ok = conditional;
@@ -287,6 +291,12 @@ pub fn apache(spec: &str) -> Result<Plan, FormatError> {
     finish(steps, &s)
 }
 
+/// A field's claim on its slot: its rank, and an unconditional field before a conditional
+/// one of the same rank (`%400r` is often `-`).
+fn weight(f: &Field) -> u16 {
+    f.rank as u16 * 2 + u16::from(!f.dash_ok)
+}
+
 /// Resolves ranks, stops and the request split; refuses an empty format.
 fn finish(mut steps: Vec<Step>, spec: &str) -> Result<Plan, FormatError> {
     if !steps.iter().any(|s| matches!(s, Step::Field(_))) {
@@ -296,13 +306,13 @@ fn finish(mut steps: Vec<Step>, spec: &str) -> Result<Plan, FormatError> {
     let n = steps.len();
     for k in 0..n {
         let Step::Field(f) = &steps[k] else { continue };
-        let (dest, rank) = (f.dest, f.rank);
+        let (dest, rank) = (f.dest, weight(f));
         if dest == Dest::Skip {
             continue;
         }
         let beaten = steps.iter().enumerate().any(|(j, s)| match s {
             Step::Field(g) if j != k && g.dest == dest => {
-                g.rank > rank || (g.rank == rank && j < k)
+                weight(g) > rank || (weight(g) == rank && j < k)
             }
             _ => false,
         });

@@ -367,22 +367,24 @@ impl TimeParts {
         self.frac_ms = Some(ms);
     }
 
-    /// The line's time in UTC ms; `Ok(None)` when the line logged no time, `Err` when the civil
-    /// pieces do not make a valid date.
+    /// The line's time in UTC ms; `Ok(None)` when the line logged no usable time (none, or
+    /// civil pieces without a date and an hour and minute), `Err` when the pieces do not make a
+    /// valid date.
     pub fn resolve(&self) -> Result<Option<i64>, Malformed> {
         let mut best = self.best;
         if let Some(s) = self.epoch_s {
-            let ms = s * 1000;
             if best.is_none() {
-                best = Some((ms, Precision::Seconds));
+                best = Some((s * 1000, Precision::Seconds));
             }
-        } else if self.year.is_some() || self.month.is_some() || self.day.is_some() {
+        } else if let (Some(y), Some(mo), Some(d), Some(h), Some(mi)) =
+            (self.year, self.month, self.day, self.hour, self.minute)
+        {
             let secs = civil_to_unix(
-                self.year.ok_or(Malformed::Time)?,
-                self.month.ok_or(Malformed::Time)?,
-                self.day.ok_or(Malformed::Time)?,
-                self.hour.unwrap_or(0),
-                self.minute.unwrap_or(0),
+                y,
+                mo,
+                d,
+                h,
+                mi,
                 self.second.unwrap_or(0),
                 self.offset_s.unwrap_or(0),
             )
@@ -390,6 +392,10 @@ impl TimeParts {
             if best.is_none() {
                 best = Some((secs * 1000, Precision::Seconds));
             }
+        } else if self.month.is_some_and(|m| !(1..=12).contains(&m))
+            || self.day.is_some_and(|d| !(1..=31).contains(&d))
+        {
+            return Err(Malformed::Time);
         }
         Ok(best.map(|(ms, p)| match (p, self.frac_ms) {
             (Precision::Seconds, Some(f)) => ms + f,
@@ -755,6 +761,13 @@ mod tests {
         let f = Strftime::compile("%Y-%m-%d").unwrap();
         assert!(f.parse(b"2019-13-06", &mut bad).is_some());
         assert_eq!(bad.resolve(), Err(Malformed::Time));
+        let mut date_only = TimeParts::default();
+        assert!(f.parse(b"2019-05-06", &mut date_only).is_some());
+        assert_eq!(date_only.resolve(), Ok(None));
+        let mut bad_day = TimeParts::default();
+        let f = Strftime::compile("%Y-%m-%d %H:%M").unwrap();
+        assert!(f.parse(b"2019-02-30 10:00", &mut bad_day).is_some());
+        assert_eq!(bad_day.resolve(), Err(Malformed::Time));
         assert_eq!(Strftime::compile("%Q"), Err(UnknownConversion('Q')));
     }
 
