@@ -24,6 +24,15 @@ pub enum Tail {
     Combined,
 }
 
+/// What precedes the time.
+#[derive(Default)]
+struct Prefix<'a> {
+    client: &'a [u8],
+    ident: &'a [u8],
+    user: &'a [u8],
+    vhost: &'a [u8],
+}
+
 /// Parses a `combined` (or `common`) line; `line` is non-empty and within `MAX_LINE`.
 #[inline]
 pub fn parse<'a>(
@@ -31,13 +40,12 @@ pub fn parse<'a>(
     times: &mut TimeCache,
     tail: Tail,
 ) -> Result<Record<'a>, Malformed> {
-    let mut rec = Record::default();
-    let lb = match fast_prefix(line, &mut rec) {
+    let mut pre = Prefix::default();
+    let lb = match fast_prefix(line, &mut pre) {
         Some(lb) => lb,
-        None => prefix(line, &mut rec)?,
+        None => prefix(line, &mut pre)?,
     };
     let (secs, after_time) = time(line, lb, times)?;
-    rec.time_ms = secs * 1000;
 
     // The request, quoted; a quote closes it only before ` <status>`.
     let mut pos = skip_spaces(line, after_time);
@@ -48,27 +56,78 @@ pub fn parse<'a>(
         a.first() == Some(&b' ') && matches!(a.get(1), Some(b'0'..=b'9' | b'-' | b' '))
     })
     .ok_or(Malformed::Shape)?;
-    rec.request = &line[pos + 1..close];
-    (rec.method, rec.target, rec.protocol) = split_request(rec.request);
+    let request = &line[pos + 1..close];
+    let (method, target, protocol) = split_request(request);
 
     pos = skip_spaces(line, close + 1);
-    let end = token_end(line, pos);
-    rec.status = status(&line[pos..end])?;
+    let (status, end) = status_at(line, pos)?;
     pos = skip_spaces(line, end);
     if pos == end {
         // Status then end of line: the size is missing.
         return Err(Malformed::Shape);
     }
-    let end = token_end(line, pos);
-    rec.bytes = bytes(&line[pos..end])?;
-    if tail == Tail::Common {
-        return Ok(rec);
+    let (bytes, end) = bytes_at(line, pos)?;
+    let (referer, user_agent): (&[u8], &[u8]) = match tail {
+        Tail::Common => (b"", b""),
+        Tail::Combined => {
+            let (referer, next) = optional_field(line, end)?;
+            (referer, optional_field(line, next)?.0)
+        }
+    };
+    // One struct literal at the end: the record is written straight into the caller's slot.
+    Ok(Record {
+        client: pre.client,
+        ident: pre.ident,
+        user: pre.user,
+        time_ms: secs * 1000,
+        request,
+        method,
+        target,
+        protocol,
+        status,
+        bytes,
+        referer,
+        user_agent,
+        vhost: pre.vhost,
+        real_client: b"",
+    })
+}
+
+/// The status at `pos`: (status, index after it). Three digits then a space is the fast case.
+#[inline]
+fn status_at(line: &[u8], pos: usize) -> Result<(u16, usize), Malformed> {
+    if let Some(&[a, b, c]) = line.get(pos..pos + 3) {
+        let (a, b, c) = (
+            a.wrapping_sub(b'0'),
+            b.wrapping_sub(b'0'),
+            c.wrapping_sub(b'0'),
+        );
+        if a < 10 && b < 10 && c < 10 && matches!(line.get(pos + 3), None | Some(b' ')) {
+            return Ok((a as u16 * 100 + b as u16 * 10 + c as u16, pos + 3));
+        }
     }
-    let (referer, next) = optional_field(line, end)?;
-    rec.referer = referer;
-    let (agent, _) = optional_field(line, next)?;
-    rec.user_agent = agent;
-    Ok(rec)
+    let end = token_end(line, pos);
+    Ok((status(&line[pos..end])?, end))
+}
+
+/// The size at `pos`: (size, index after it).
+#[inline]
+fn bytes_at(line: &[u8], pos: usize) -> Result<(Option<u64>, usize), Malformed> {
+    let mut v: u64 = 0;
+    let mut i = pos;
+    while i < line.len() && i - pos < 19 {
+        let d = line[i].wrapping_sub(b'0');
+        if d >= 10 {
+            break;
+        }
+        v = v * 10 + d as u64;
+        i += 1;
+    }
+    if i > pos && matches!(line.get(i), None | Some(b' ')) {
+        return Ok((Some(v), i));
+    }
+    let end = token_end(line, pos);
+    Ok((bytes(&line[pos..end])?, end))
 }
 
 /// `vhost:port` then a `combined` line (Apache's `vhost_combined`).
@@ -103,8 +162,14 @@ fn optional_field(line: &[u8], from: usize) -> Result<(&[u8], usize), Malformed>
 /// `client ident user [`, single spaces, no empty token: the shape of almost every line.
 /// Returns the index of `[`.
 #[inline]
-fn fast_prefix<'a>(line: &'a [u8], rec: &mut Record<'a>) -> Option<usize> {
-    let a = memchr(b' ', line)?;
+fn fast_prefix<'a>(line: &'a [u8], rec: &mut Prefix<'a>) -> Option<usize> {
+    let a = first_space(line)?;
+    if a > 0 && line[a + 1..].starts_with(b"- - [") {
+        rec.client = &line[..a];
+        rec.ident = &line[a + 1..a + 2];
+        rec.user = &line[a + 3..a + 4];
+        return Some(a + 5);
+    }
     let b = a + 1 + memchr(b' ', &line[a + 1..])?;
     let c = b + 1 + memchr(b' ', &line[b + 1..])?;
     if line.get(c + 1) != Some(&b'[') || a == 0 || b == a + 1 || c == b + 1 {
@@ -116,12 +181,38 @@ fn fast_prefix<'a>(line: &'a [u8], rec: &mut Record<'a>) -> Option<usize> {
     Some(c + 1)
 }
 
+/// Index of the first space, looked for a word at a time: addresses are short, and a memchr
+/// call costs more than the search.
+#[inline]
+fn first_space(b: &[u8]) -> Option<usize> {
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        // A byte equal to ' ' becomes zero; the lowest flagged byte is the first zero.
+        let x = u64::from_le_bytes(word) ^ SPACES;
+        let zero = x.wrapping_sub(LOW) & !x & HIGH;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+        if i >= 64 {
+            return memchr(b' ', &b[i..]).map(|k| i + k);
+        }
+    }
+    b[i..].iter().position(|&c| c == b' ').map(|k| i + k)
+}
+
 /// Most words before the time that [`prefix`] looks at.
 const MAX_WORDS: usize = 24;
 
 /// The general form of what precedes the time. Returns the index of `[`.
 #[cold]
-fn prefix<'a>(line: &'a [u8], rec: &mut Record<'a>) -> Result<usize, Malformed> {
+fn prefix<'a>(line: &'a [u8], rec: &mut Prefix<'a>) -> Result<usize, Malformed> {
     let lb = find_time_bracket(line).ok_or(Malformed::Shape)?;
     // Word spans before the bracket; runs of spaces separate words.
     let mut words = [(0usize, 0usize); MAX_WORDS];
@@ -239,6 +330,21 @@ mod tests {
         assert_eq!(r.referer, b"http://x/");
         assert_eq!(r.user_agent, b"Mozilla/4.08");
         assert_eq!(r.vhost, b"");
+    }
+
+    #[test]
+    fn first_space_in_every_position() {
+        for len in 0..80 {
+            for at in 0..len {
+                let mut v = vec![b'a'; len];
+                v[at] = b' ';
+                if at + 1 < len {
+                    v[at + 1] = b' ';
+                }
+                assert_eq!(first_space(&v), Some(at), "{len} {at}");
+            }
+            assert_eq!(first_space(&vec![b'\xa0'; len]), None);
+        }
     }
 
     #[test]

@@ -5,22 +5,24 @@
 //! not escape at all; a quote therefore closes a field only when what follows it fits the format,
 //! otherwise it is taken as part of the value.
 
-use memchr::{memchr, memchr2, memrchr};
+use memchr::{memchr, memrchr};
 
 use super::Malformed;
 
-/// Index of the quote that closes a quoted field whose content starts at `from`. Backslash
-/// escapes are skipped; a quote closes only when `closes(bytes after it)` holds.
+/// Index of the quote that closes a quoted field whose content starts at `from`. A quote after
+/// an odd run of backslashes is escaped (`\"`, but not `\\"`); a quote closes only when
+/// `closes(bytes after it)` holds.
 #[inline]
 pub fn find_close_quote(line: &[u8], from: usize, closes: impl Fn(&[u8]) -> bool) -> Option<usize> {
     let mut i = from;
     while i < line.len() {
-        let j = i + memchr2(b'"', b'\\', &line[i..])?;
-        if line[j] == b'\\' {
-            i = j + 2;
-            continue;
+        let j = i + memchr(b'"', &line[i..])?;
+        // Backslashes are rare: look back only when the byte before the quote is one.
+        let mut k = j;
+        while k > from && line[k - 1] == b'\\' {
+            k -= 1;
         }
-        if closes(&line[j + 1..]) {
+        if (j - k) % 2 == 0 && closes(&line[j + 1..]) {
             return Some(j);
         }
         i = j + 1;
@@ -103,7 +105,8 @@ pub fn split_request(req: &[u8]) -> (&[u8], &[u8], &[u8]) {
     if req.is_empty() || req == b"-" {
         return (b"", b"", b"");
     }
-    let Some(sp) = memchr(b' ', req) else {
+    // Methods are short: a plain loop beats a memchr call here.
+    let Some(sp) = req.iter().take(33).position(|&b| b == b' ') else {
         return (b"", req, b"");
     };
     let method = &req[..sp];
@@ -113,7 +116,9 @@ pub fn split_request(req: &[u8]) -> (&[u8], &[u8], &[u8]) {
     let rest = &req[skip_spaces(req, sp)..];
     if let Some(j) = memrchr(b' ', rest) {
         let proto = &rest[j + 1..];
-        if proto.len() >= 5 && proto[..5].eq_ignore_ascii_case(b"HTTP/") {
+        if proto.starts_with(b"HTTP/")
+            || (proto.len() >= 5 && proto[..5].eq_ignore_ascii_case(b"HTTP/"))
+        {
             let mut target = &rest[..j];
             while let [head @ .., b' '] = target {
                 target = head;

@@ -11,11 +11,18 @@ use super::Malformed;
 /// Length of `10/Oct/2000:13:55:36 -0700`.
 pub const HTTPDATE_LEN: usize = 26;
 
-/// Per-thread memo of the last access-log date text and its UTC seconds.
+/// Per-thread memo of access-log date texts and their UTC seconds.
+///
+/// Two levels: the last whole text (a repeated second costs one compare), and the last day with
+/// its zone (a new second of the same day costs six digits; logs whose lines are out of order
+/// within a day stay cheap).
 #[derive(Clone, Debug, Default)]
 pub struct TimeCache {
     key: [u8; HTTPDATE_LEN],
     secs: i64,
+    /// `dd/Mon/yyyy` and the zone of the last day seen, and that day's midnight in UTC seconds.
+    day_key: [u8; 16],
+    day_secs: i64,
     valid: bool,
 }
 
@@ -31,7 +38,34 @@ impl TimeCache {
         if self.valid && *key == self.key {
             return Some(self.secs);
         }
-        let secs = parse_httpdate_exact(key)?;
+        self.miss(key)
+    }
+
+    #[inline(never)]
+    fn miss(&mut self, key: &[u8; HTTPDATE_LEN]) -> Option<i64> {
+        let mut day_key = [0u8; 16];
+        day_key[..11].copy_from_slice(&key[..11]);
+        day_key[11..].copy_from_slice(&key[21..]);
+        let secs = if self.valid && day_key == self.day_key {
+            if key[11] != b':' || key[14] != b':' || key[17] != b':' || key[20] != b' ' {
+                return None;
+            }
+            let (h, mi, s) = (
+                num2(&key[12..14])?,
+                num2(&key[15..17])?,
+                num2(&key[18..20])?,
+            );
+            if h > 23 || mi > 59 || s > 59 {
+                return None;
+            }
+            self.day_secs + (h * 3600 + mi * 60 + s) as i64
+        } else {
+            let secs = parse_httpdate_exact(key)?;
+            let clock = num2(&key[12..14])? * 3600 + num2(&key[15..17])? * 60 + num2(&key[18..20])?;
+            self.day_key = day_key;
+            self.day_secs = secs - clock as i64;
+            secs
+        };
         self.key = *key;
         self.secs = secs;
         self.valid = true;
