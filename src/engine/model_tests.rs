@@ -106,13 +106,14 @@ fn engine(
     producers: usize,
     lateness_ms: i64,
     batch: usize,
+    max_keys: usize,
 ) -> (Vec<Seen>, u64) {
     let compiled = Arc::new(CompiledRules::new(rules).unwrap());
     let cfg = ShardConfig {
         shards,
         producers,
         lateness_ms,
-        max_keys: 1 << 20,
+        max_keys,
     };
     let (out, rx) = unbounded();
     let (txs, handles) = spawn_shards(&cfg, compiled.clone(), out);
@@ -232,7 +233,9 @@ proptest! {
         let feed = build_feed(&raw, producers, lateness_ms);
         let hits: Vec<Hit> = feed.hits.iter().map(|&(_, h, _)| h).collect();
         let want = model(&rules, &hits);
-        let (got, late) = engine(&rules, &feed, shards, producers, lateness_ms, batch);
+        // Room for every entry (≤ 42) in one shard, and sweeps from 8 entries on.
+        let max_keys = 64 * shards;
+        let (got, late) = engine(&rules, &feed, shards, producers, lateness_ms, batch, max_keys);
         prop_assert_eq!(late, 0);
         prop_assert_eq!(got, want);
     }
@@ -309,8 +312,8 @@ fn one_log_split_by_vhost_over_two_producers_gives_the_same_offenses() {
             })
             .collect(),
     };
-    let (one, late1) = engine(&rules, &single, 2, 1, 0, 256);
-    let (two, late2) = engine(&rules, &split, 2, 2, 0, 256);
+    let (one, late1) = engine(&rules, &single, 2, 1, 0, 256, 1 << 20);
+    let (two, late2) = engine(&rules, &split, 2, 2, 0, 256, 1 << 20);
     assert_eq!((late1, late2), (0, 0));
     assert!(one.len() > 10, "the log must contain floods: {}", one.len());
     assert!(one.iter().any(|o| o.1 == 2) && one.iter().any(|o| o.1 == 1));

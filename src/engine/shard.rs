@@ -195,8 +195,17 @@ impl Shard {
     }
 
     fn finish(mut self) {
+        // Everything left, including hits at exactly the last watermark (not late, but not
+        // past it either).
         if let Some(last) = self.pending.iter().map(|h| h.time_ms).max() {
-            self.advance(last);
+            self.process(last);
+            if last > self.upto {
+                self.upto = last;
+                let _ = self.out.send(ShardOut::Tick {
+                    shard: self.id,
+                    upto_ms: last,
+                });
+            }
         }
         let t = self.table.stats();
         let stats = ShardStats {
@@ -326,6 +335,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hits_at_the_last_watermark_are_processed_at_the_end() {
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 0)], 1, 1, 0, 1000);
+        let mut r = routers.pop().unwrap();
+        r.push(hit(1, 500));
+        r.flush(500);
+        r.push(hit(1, 500));
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 1);
+        assert_eq!(o.offenses.len(), 1);
+        assert_eq!(o.ticks[0], [500]);
+    }
+
+    #[test]
     fn watermark_waits_for_the_slowest_producer() {
         let (mut routers, handles, rx) = setup(&[spec("r", 1000, 0)], 1, 2, 0, 1000);
         let mut b = routers.pop().unwrap();
@@ -374,7 +399,8 @@ pub(crate) mod tests {
 
     #[test]
     fn eviction_shows_in_stats_only() {
-        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 1)], 1, 1, 0, 1000);
+        // A cap of 16 lets sweeps run from 2 entries on.
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 1)], 1, 1, 0, 16);
         let mut r = routers.pop().unwrap();
         for a in 0..10 {
             r.push(hit(a, 0));
