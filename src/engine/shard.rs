@@ -118,7 +118,7 @@ impl Shard {
                     low_ms,
                     hits,
                 }) => {
-                    self.accept(&hits);
+                    self.accept(hits);
                     if let Some(low) = self.lows.get_mut(producer as usize) {
                         *low = (*low).max(low_ms);
                     }
@@ -146,22 +146,26 @@ impl Shard {
         self.finish();
     }
 
-    fn accept(&mut self, hits: &[Hit]) {
+    fn accept(&mut self, mut hits: Vec<Hit>) {
         self.hits += hits.len() as u64;
         let upto = self.upto;
         let mut late = 0;
-        self.pending.extend(hits.iter().map(|h| {
+        // Clamped in place, then copied as plain memory: building each clamped `Hit` on the
+        // way into `pending` cost a store-forwarding stall per hit.
+        for h in &mut hits {
             if h.time_ms < upto {
+                h.time_ms = upto;
                 late += 1;
-                Hit {
-                    time_ms: upto,
-                    ..*h
-                }
-            } else {
-                *h
             }
-        }));
+        }
         self.late += late;
+        if self.pending.is_empty() && self.pending.capacity() <= hits.capacity() {
+            // Take the batch as it is; a larger buffer is kept instead (dropping it would fault
+            // its pages in again as it regrows).
+            self.pending = hits;
+        } else {
+            self.pending.extend_from_slice(&hits);
+        }
     }
 
     /// Processes everything up to `watermark` and reports the progress.
