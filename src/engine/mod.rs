@@ -7,6 +7,15 @@
 use crate::addr::Cidr;
 use crate::hit::{Hit, VhostId};
 
+pub mod bucket;
+pub mod router;
+pub mod rule;
+pub mod shard;
+pub mod table;
+
+#[cfg(test)]
+mod model_tests;
+
 /// A request rate in nginx's units: milli-requests per second (`20r/s` → 20_000, `30r/m` → 500).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rate {
@@ -107,7 +116,10 @@ pub struct ShardStats {
     pub evicted: u64,
     /// New keys refused because the cap was reached.
     pub cap_refused: u64,
+    /// Offenses reported (overflows outside a key's report suppression).
     pub offenses: u64,
+    /// Every overflowing request, reported or suppressed.
+    pub overflows: u64,
 }
 
 /// Shard → decider.

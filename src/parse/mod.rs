@@ -56,3 +56,14 @@ pub enum Malformed {
 
 /// Lines longer than this are malformed (and skipped without being buffered whole).
 pub const MAX_LINE: usize = 64 * 1024;
+
+mod combined;
+mod format;
+mod plan;
+mod scan;
+mod spec;
+pub mod time;
+
+pub use format::{Format, FormatError};
+pub use scan::{addr_list, split_request};
+pub use time::TimeCache;

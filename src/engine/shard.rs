@@ -1,0 +1,434 @@
+//! Shard threads: each owns the buckets of its keys ([`KeyTable`]) and feeds them hits in log-time
+//! order, merged from several producers by a watermark.
+//!
+//! Producers (one per group of sources) send batches with a low mark: the oldest time they may
+//! still send, give or take the allowed lateness. A shard buffers what arrives and processes, in
+//! time order, the hits up to its watermark: the minimum low mark over the producers still
+//! running, minus the lateness. Because every producer's hits are merged by time before they
+//! touch a bucket, one log split across several files (vhosts) gives the same decisions as the
+//! single file. A hit older than what the shard has already processed is *late*: counted, and
+//! processed as if it came at the watermark. The buffer holds what lies between the slowest
+//! producer and the others; producers must keep roughly in step (the replay merges its sources).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::engine::rule::CompiledRules;
+use crate::engine::table::KeyTable;
+use crate::engine::{ShardMsg, ShardOut, ShardStats};
+use crate::hit::Hit;
+
+/// Batches a shard's channel holds before producers wait (backpressure).
+const QUEUE: usize = 16;
+
+/// How the shards are set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardConfig {
+    pub shards: usize,
+    /// Producers that will each send [`ShardMsg::Done`], with ids `0..producers`.
+    pub producers: usize,
+    /// How far behind its own low mark a producer may still send hits.
+    pub lateness_ms: i64,
+    /// Cap on (key, rule) entries, total across shards.
+    pub max_keys: usize,
+}
+
+/// Starts `cfg.shards` shard threads. Returns one sender per shard (give each producer's
+/// [`Router`](crate::engine::router::Router) clones of all of them) and the threads' handles.
+/// Each shard ends with [`ShardOut::Finished`] once every producer is done (or every sender is
+/// dropped).
+pub fn spawn_shards(
+    cfg: &ShardConfig,
+    rules: Arc<CompiledRules>,
+    out: Sender<ShardOut>,
+) -> (Vec<Sender<ShardMsg>>, Vec<JoinHandle<()>>) {
+    let shards = cfg.shards.max(1);
+    let cap = (cfg.max_keys / shards).max(1);
+    let mut senders = Vec::with_capacity(shards);
+    let mut handles = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let (tx, rx) = bounded(QUEUE);
+        let shard = Shard::new(
+            id as u32,
+            cfg,
+            KeyTable::new(&rules, cap, id as u32),
+            rx,
+            out.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard.run())
+            .expect("the OS refused to start a shard thread");
+        senders.push(tx);
+        handles.push(handle);
+    }
+    (senders, handles)
+}
+
+struct Shard {
+    id: u32,
+    rx: Receiver<ShardMsg>,
+    out: Sender<ShardOut>,
+    table: KeyTable,
+    /// Latest low mark per producer (`i64::MIN` until known).
+    lows: Vec<i64>,
+    done: Vec<bool>,
+    live: usize,
+    lateness: i64,
+    /// Hits not yet processed; sorted by time (stable) whenever the watermark moves.
+    pending: Vec<Hit>,
+    /// Everything up to this time has been processed.
+    upto: i64,
+    hits: u64,
+    late: u64,
+}
+
+impl Shard {
+    fn new(
+        id: u32,
+        cfg: &ShardConfig,
+        table: KeyTable,
+        rx: Receiver<ShardMsg>,
+        out: Sender<ShardOut>,
+    ) -> Shard {
+        let producers = cfg.producers.max(1);
+        Shard {
+            id,
+            rx,
+            out,
+            table,
+            lows: vec![i64::MIN; producers],
+            done: vec![false; producers],
+            live: producers,
+            lateness: cfg.lateness_ms.max(0),
+            pending: Vec::new(),
+            upto: i64::MIN,
+            hits: 0,
+            late: 0,
+        }
+    }
+
+    fn run(mut self) {
+        while self.live > 0 {
+            match self.rx.recv() {
+                Ok(ShardMsg::Hits {
+                    producer,
+                    low_ms,
+                    hits,
+                }) => {
+                    self.accept(hits);
+                    if let Some(low) = self.lows.get_mut(producer as usize) {
+                        *low = (*low).max(low_ms);
+                    }
+                }
+                Ok(ShardMsg::Done { producer }) => {
+                    if let Some(d) = self.done.get_mut(producer as usize) {
+                        if !*d {
+                            *d = true;
+                            self.live -= 1;
+                        }
+                    }
+                }
+                // Every producer dropped its sender: nothing more can come.
+                Err(_) => break,
+            }
+            if self.live > 0 {
+                let low = (0..self.lows.len())
+                    .filter(|&p| !self.done[p])
+                    .map(|p| self.lows[p])
+                    .min()
+                    .unwrap_or(i64::MIN);
+                self.advance(low.saturating_sub(self.lateness));
+            }
+        }
+        self.finish();
+    }
+
+    fn accept(&mut self, mut hits: Vec<Hit>) {
+        self.hits += hits.len() as u64;
+        let upto = self.upto;
+        let mut late = 0;
+        // Clamped in place, then copied as plain memory: building each clamped `Hit` on the
+        // way into `pending` cost a store-forwarding stall per hit.
+        for h in &mut hits {
+            if h.time_ms < upto {
+                h.time_ms = upto;
+                late += 1;
+            }
+        }
+        self.late += late;
+        if self.pending.is_empty() && self.pending.capacity() <= hits.capacity() {
+            // Take the batch as it is; a larger buffer is kept instead (dropping it would fault
+            // its pages in again as it regrows).
+            self.pending = hits;
+        } else {
+            self.pending.extend_from_slice(&hits);
+        }
+    }
+
+    /// Processes everything up to `watermark` and reports the progress.
+    fn advance(&mut self, watermark: i64) {
+        if watermark <= self.upto {
+            return;
+        }
+        self.process(watermark);
+        self.upto = watermark;
+        self.table.advance(watermark);
+        let _ = self.out.send(ShardOut::Tick {
+            shard: self.id,
+            upto_ms: watermark,
+        });
+    }
+
+    /// Runs the pending hits with time ≤ `upto` through the table, in time order.
+    fn process(&mut self, upto: i64) {
+        // Stable and adaptive: the pending tail is already sorted, new batches are nearly so.
+        self.pending.sort_by_key(|h| h.time_ms);
+        let n = self.pending.partition_point(|h| h.time_ms <= upto);
+        let (id, out, table) = (self.id, &self.out, &mut self.table);
+        let mut report = |offense| {
+            // A decider that has gone away no longer cares; keep draining the producers.
+            let _ = out.send(ShardOut::Offense { shard: id, offense });
+        };
+        for h in &self.pending[..n] {
+            table.hit(h, &mut report);
+        }
+        self.pending.drain(..n);
+    }
+
+    fn finish(mut self) {
+        // Everything left, including hits at exactly the last watermark (not late, but not
+        // past it either).
+        if let Some(last) = self.pending.iter().map(|h| h.time_ms).max() {
+            self.process(last);
+            if last > self.upto {
+                self.upto = last;
+                let _ = self.out.send(ShardOut::Tick {
+                    shard: self.id,
+                    upto_ms: last,
+                });
+            }
+        }
+        let t = self.table.stats();
+        let stats = ShardStats {
+            hits: self.hits,
+            late: self.late,
+            keys_peak: t.keys_peak,
+            keys_at_end: self.table.len() as u64,
+            evicted: t.evicted,
+            cap_refused: t.cap_refused,
+            offenses: t.offenses,
+            overflows: t.overflows,
+        };
+        let _ = self.out.send(ShardOut::Finished {
+            shard: self.id,
+            stats,
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::addr::Addr;
+    use crate::engine::router::Router;
+    use crate::engine::rule::tests::spec;
+    use crate::engine::{Offense, RuleSpec};
+    use crossbeam_channel::unbounded;
+
+    /// Runs the shards until they finish: (offenses, ticks per shard, stats per shard).
+    pub(crate) struct Outcome {
+        pub offenses: Vec<Offense>,
+        pub ticks: Vec<Vec<i64>>,
+        pub stats: Vec<ShardStats>,
+    }
+
+    pub(crate) fn collect(rx: Receiver<ShardOut>, shards: usize) -> Outcome {
+        let mut o = Outcome {
+            offenses: vec![],
+            ticks: vec![vec![]; shards],
+            stats: vec![ShardStats::default(); shards],
+        };
+        let mut finished = 0;
+        while finished < shards {
+            match rx.recv().unwrap() {
+                ShardOut::Offense { shard, offense } => {
+                    // Nothing earlier than a shard's last tick may follow it.
+                    let last = o.ticks[shard as usize].last().copied();
+                    assert!(last.is_none_or(|t| offense.time_ms >= t), "{offense:?}");
+                    o.offenses.push(offense);
+                }
+                ShardOut::Tick { shard, upto_ms } => {
+                    let ticks = &mut o.ticks[shard as usize];
+                    assert!(ticks.last().is_none_or(|&t| upto_ms > t));
+                    ticks.push(upto_ms);
+                }
+                ShardOut::Finished { shard, stats } => {
+                    o.stats[shard as usize] = stats;
+                    finished += 1;
+                }
+            }
+        }
+        o
+    }
+
+    fn hit(a: u32, t: i64) -> Hit {
+        Hit {
+            addr: Addr::from_v4(a),
+            time_ms: t,
+            vhost: 0,
+            rules: 1,
+            flags: 0,
+        }
+    }
+
+    fn setup(
+        rules: &[RuleSpec],
+        shards: usize,
+        producers: usize,
+        lateness_ms: i64,
+        max_keys: usize,
+    ) -> (Vec<Router>, Vec<JoinHandle<()>>, Receiver<ShardOut>) {
+        let rules = Arc::new(CompiledRules::new(rules).unwrap());
+        let cfg = ShardConfig {
+            shards,
+            producers,
+            lateness_ms,
+            max_keys,
+        };
+        let (out, rx) = unbounded();
+        let (txs, handles) = spawn_shards(&cfg, rules.clone(), out);
+        let routers = (0..producers)
+            .map(|p| Router::new(txs.clone(), p as u32, rules.route_prefixes()).with_batch_size(3))
+            .collect();
+        (routers, handles, rx)
+    }
+
+    #[test]
+    fn late_hits_are_counted_and_clamped_to_the_watermark() {
+        let rule = RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 0)
+        };
+        let (mut routers, handles, rx) = setup(&[rule], 1, 1, 1000, 1000);
+        let mut r = routers.pop().unwrap();
+        r.push(hit(1, 10_000));
+        r.flush(10_000); // watermark 9000: the hit at 10_000 waits
+        r.push(hit(1, 9_500)); // within lateness, not late; sorted before 10_000
+        r.push(hit(2, 5_000)); // late: processed at 9000
+        r.push(hit(2, 9_000)); // not late (equal to the watermark)
+        r.flush(20_000);
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 1);
+        assert_eq!(o.stats[0].late, 1);
+        assert_eq!(o.stats[0].hits, 4);
+        let mut got: Vec<_> = o
+            .offenses
+            .iter()
+            .map(|x| (x.key.net.addr, x.time_ms))
+            .collect();
+        got.sort();
+        // 1: 9500 then 10_000 (500 ms at 1r/s: 1000 - 500 + 1000 > 0). 2: 9000 twice.
+        assert_eq!(got, [(Addr::from_v4(1), 10_000), (Addr::from_v4(2), 9_000)]);
+        assert_eq!(o.ticks[0], [9_000, 19_000]);
+    }
+
+    #[test]
+    fn hits_at_the_last_watermark_are_processed_at_the_end() {
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 0)], 1, 1, 0, 1000);
+        let mut r = routers.pop().unwrap();
+        r.push(hit(1, 500));
+        r.flush(500);
+        r.push(hit(1, 500));
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 1);
+        assert_eq!(o.offenses.len(), 1);
+        assert_eq!(o.ticks[0], [500]);
+    }
+
+    #[test]
+    fn watermark_waits_for_the_slowest_producer() {
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 0)], 1, 2, 0, 1000);
+        let mut b = routers.pop().unwrap();
+        let mut a = routers.pop().unwrap();
+        a.push(hit(1, 100));
+        a.flush(100);
+        b.push(hit(1, 50));
+        b.flush(50);
+        a.push(hit(1, 200));
+        a.finish();
+        b.flush(300);
+        b.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 1);
+        assert_eq!(o.stats[0].late, 0);
+        assert_eq!(o.ticks[0], [50, 300]);
+        // 50, then 100 overflows (0 - 50 + 1000 > 0) and so does 200 (0 - 150 + 1000).
+        let times: Vec<_> = o.offenses.iter().map(|x| x.time_ms).collect();
+        assert_eq!(times, [100]);
+        assert_eq!(o.stats[0].overflows, 2, "the second one is suppressed");
+    }
+
+    #[test]
+    fn cap_is_split_over_shards_and_refusals_counted() {
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 5)], 2, 1, 0, 4);
+        let mut r = routers.pop().unwrap();
+        for a in 0..40 {
+            r.push(hit(a, 0));
+        }
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 2);
+        let refused: u64 = o.stats.iter().map(|s| s.cap_refused).sum();
+        let kept: u64 = o.stats.iter().map(|s| s.keys_at_end).sum();
+        assert_eq!(refused + kept, 40);
+        assert!(o
+            .stats
+            .iter()
+            .all(|s| s.keys_peak == 2 && s.keys_at_end == 2));
+        assert_eq!(o.stats.iter().map(|s| s.hits).sum::<u64>(), 40);
+    }
+
+    #[test]
+    fn eviction_shows_in_stats_only() {
+        // A cap of 16 lets sweeps run from 2 entries on.
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 1)], 1, 1, 0, 16);
+        let mut r = routers.pop().unwrap();
+        for a in 0..10 {
+            r.push(hit(a, 0));
+        }
+        r.flush(0);
+        r.push(hit(99, 30_000));
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 1);
+        let s = o.stats[0];
+        assert_eq!((s.evicted, s.keys_peak, s.keys_at_end), (10, 10, 1));
+        assert!(o.offenses.is_empty());
+    }
+
+    #[test]
+    fn dropped_senders_end_the_shard() {
+        let (routers, handles, rx) = setup(&[spec("r", 1000, 1)], 2, 1, 0, 1000);
+        drop(routers);
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 2);
+        assert_eq!(o.stats, vec![ShardStats::default(); 2]);
+    }
+}

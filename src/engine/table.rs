@@ -1,0 +1,588 @@
+//! One shard's keys: per rule, a map from key to [`Bucket`], plus the shard's time base,
+//! eviction of idle buckets and the cap on tracked entries.
+//!
+//! [`KeyTable`] is the single-threaded core of a shard (the thread around it only orders hits by
+//! time): it takes hits in time order and reports offenses. Memory is the design constraint
+//! (≤ 100 bytes per tracked key, map overhead included), so a map entry is 40 bytes: a 20-byte
+//! [`Slot`] (address and vhost as `u32`s, no 16-byte alignment) and a 20-byte [`Bucket`] with
+//! times stored as `u32` offsets from the table's epoch.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::addr::{Addr, Cidr};
+use crate::engine::bucket::{Bucket, Limits, Ms, Step};
+use crate::engine::rule::CompiledRules;
+use crate::engine::{Key, Offense};
+use crate::hit::{Hit, RuleMask, VhostId, NO_VHOST};
+
+/// How often (in log time) the table considers a sweep of idle buckets.
+pub const SWEEP_EVERY_MS: i64 = 10_000;
+/// The most entries a table may hold without ever sweeping (see [`KeyTable::new`]).
+const SWEEP_FLOOR_MAX: usize = 1 << 16;
+/// When the cap is reached, an extra sweep may run, at most this often (in log time), so a flood
+/// of new keys does not turn every hit into a full sweep.
+const CAP_SWEEP_EVERY_MS: i64 = 1_000;
+/// The epoch moves forward once offsets pass this (37 days), leaving [`KEEP_MS`] of history.
+const REBASE_AT_MS: i64 = (1 << 32) - (1 << 30);
+/// History kept exact across an epoch move: 2³¹ ms, about 24.8 days.
+const KEEP_MS: i64 = 1 << 31;
+
+/// A map key: the masked address and, when the rule keys on it, the vhost. Held as `u32`s so
+/// that it is 20 bytes with 4-byte alignment (an `Addr` would pad the entry to 16-byte alignment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    addr: [u32; 4],
+    vhost: VhostId,
+}
+
+impl Slot {
+    #[inline]
+    pub fn new(addr: Addr, vhost: VhostId) -> Slot {
+        let a = addr.0;
+        Slot {
+            addr: [
+                a as u32,
+                (a >> 32) as u32,
+                (a >> 64) as u32,
+                (a >> 96) as u32,
+            ],
+            vhost,
+        }
+    }
+}
+
+impl Hash for Slot {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let [a, b, c, d] = self.addr.map(u64::from);
+        h.write_u64(a | b << 32);
+        h.write_u64(c | d << 32);
+        h.write_u32(self.vhost);
+    }
+}
+
+type Map = HashMap<Slot, Bucket, ahash::RandomState>;
+
+/// One rule's buckets and how its keys are formed.
+struct RuleTable {
+    map: Map,
+    limits: Limits,
+    v4_prefix: u8,
+    v6_prefix: u8,
+    by_vhost: bool,
+}
+
+impl RuleTable {
+    /// The key of `hit` under this rule.
+    #[inline]
+    fn key(&self, hit: &Hit) -> Key {
+        let prefix = if hit.addr.is_v4() {
+            self.v4_prefix
+        } else {
+            self.v6_prefix
+        };
+        Key {
+            net: Cidr {
+                addr: hit.addr.masked(prefix),
+                prefix,
+            },
+            vhost: if self.by_vhost { hit.vhost } else { NO_VHOST },
+        }
+    }
+}
+
+/// Counters kept by a [`KeyTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub keys_peak: u64,
+    pub evicted: u64,
+    pub cap_refused: u64,
+    pub offenses: u64,
+    pub overflows: u64,
+}
+
+/// The buckets of one shard, for every rule.
+pub struct KeyTable {
+    rules: Vec<RuleTable>,
+    /// Bits of the rules that exist.
+    known: RuleMask,
+    /// Absolute log time of offset 0; set by the first hit.
+    epoch: Option<i64>,
+    next_sweep: i64,
+    last_sweep: i64,
+    len: usize,
+    cap: usize,
+    /// A due sweep runs only when `len >= max(sweep_floor, 2 * kept)`.
+    sweep_floor: usize,
+    /// Entries left by the last sweep.
+    kept: usize,
+    stats: TableStats,
+    /// Who to name in the cap warning (printed once).
+    shard: u32,
+    warned: bool,
+}
+
+impl KeyTable {
+    /// A table for `rules` holding at most `cap` (key, rule) entries.
+    ///
+    /// Eviction only bounds memory, and in replay nearly every key is idle again before it
+    /// returns, so a sweep every 10 s of log time re-inserts and evicts a key per hit (about a
+    /// third of the engine's time in `benches/engine.rs`). Sweeps are therefore amortised: one
+    /// runs when it is due and the table has at least doubled since the last one kept its
+    /// entries, and holds at least `min(cap / 8, 65536)` entries (a few MB; the cap itself
+    /// forces a sweep whenever it would refuse a key).
+    pub fn new(rules: &CompiledRules, cap: usize, shard: u32) -> KeyTable {
+        let tables = rules
+            .specs()
+            .iter()
+            .map(|s| RuleTable {
+                map: Map::default(),
+                limits: Limits::new(s),
+                v4_prefix: s.ipv4_prefix.min(32),
+                v6_prefix: s.ipv6_prefix.min(128),
+                by_vhost: s.key_by_vhost,
+            })
+            .collect::<Vec<_>>();
+        let known = match tables.len() {
+            n if n >= 32 => RuleMask::MAX,
+            n => (1 << n) - 1,
+        };
+        KeyTable {
+            rules: tables,
+            known,
+            epoch: None,
+            next_sweep: i64::MIN,
+            last_sweep: i64::MIN,
+            len: 0,
+            cap,
+            sweep_floor: (cap / 8).min(SWEEP_FLOOR_MAX),
+            kept: 0,
+            stats: TableStats::default(),
+            shard,
+            warned: false,
+        }
+    }
+
+    /// Counts one request. Hits must come in time order (an earlier time is treated as the
+    /// latest one seen); each overflow outside report suppression goes to `report`.
+    #[inline]
+    pub fn hit(&mut self, hit: &Hit, report: &mut impl FnMut(Offense)) {
+        let t = hit.time_ms;
+        if t >= self.next_sweep {
+            self.maintain(t);
+        }
+        let epoch = self.epoch.unwrap_or(t);
+        let off = offset(t, epoch);
+        let mut bits = hit.rules & self.known;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let key = self.rules[i].key(hit);
+            let slot = Slot::new(key.net.addr, key.vhost);
+            let did = if self.len < self.cap {
+                let rt = &mut self.rules[i];
+                match rt.map.entry(slot) {
+                    Entry::Occupied(mut e) => step(e.get_mut(), off, &rt.limits),
+                    Entry::Vacant(e) => {
+                        e.insert(Bucket::new(off));
+                        self.len += 1;
+                        Did::Counted
+                    }
+                }
+            } else {
+                self.step_at_cap(i, slot, t, off)
+            };
+            if self.len as u64 > self.stats.keys_peak {
+                self.stats.keys_peak = self.len as u64;
+            }
+            match did {
+                Did::Counted => {}
+                Did::Suppressed => self.stats.overflows += 1,
+                Did::Report { first_seen, count } => {
+                    self.stats.overflows += 1;
+                    self.stats.offenses += 1;
+                    report(Offense {
+                        key,
+                        rule: i as u16,
+                        time_ms: t,
+                        first_seen_ms: epoch + i64::from(first_seen),
+                        requests: u64::from(count),
+                        vhost: hit.vhost,
+                        flags: hit.flags,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The slow path when the table is full: existing keys step as usual; for a new key, idle
+    /// buckets are swept first (at most once per [`CAP_SWEEP_EVERY_MS`]), else it is refused.
+    #[cold]
+    fn step_at_cap(&mut self, i: usize, slot: Slot, t: i64, off: Ms) -> Did {
+        let rt = &mut self.rules[i];
+        if let Some(b) = rt.map.get_mut(&slot) {
+            return step(b, off, &rt.limits);
+        }
+        if t >= self.last_sweep.saturating_add(CAP_SWEEP_EVERY_MS) {
+            self.sweep(t);
+        }
+        if self.len < self.cap {
+            self.rules[i].map.insert(slot, Bucket::new(off));
+            self.len += 1;
+            return Did::Counted;
+        }
+        self.stats.cap_refused += 1;
+        if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "floodwatch: shard {}: {} tracked keys reached the cap; new keys are not counted \
+                 until idle ones expire (raise the key limit)",
+                self.shard, self.cap
+            );
+        }
+        Did::Counted
+    }
+
+    /// Sweeps whenever one is due, however small the table (tests and benchmarks).
+    pub fn with_sweep_floor(mut self, entries: usize) -> KeyTable {
+        self.sweep_floor = entries;
+        self
+    }
+
+    /// Lets log time pass without a hit (the watermark moved): sweeps when one is due.
+    pub fn advance(&mut self, t: i64) {
+        if t >= self.next_sweep {
+            self.maintain(t);
+        }
+    }
+
+    /// Periodic work at log time `t`: set or move the epoch, drop idle buckets.
+    fn maintain(&mut self, t: i64) {
+        let epoch = *self.epoch.get_or_insert(t);
+        if t.saturating_sub(epoch) > REBASE_AT_MS {
+            let new_epoch = t - KEEP_MS;
+            let delta = new_epoch.abs_diff(epoch);
+            for rt in &mut self.rules {
+                let rate = rt.limits.rate;
+                rt.map.values_mut().for_each(|b| b.rebase(delta, rate));
+            }
+            self.epoch = Some(new_epoch);
+        }
+        if self.len >= self.sweep_floor.max(self.kept.saturating_mul(2)) {
+            self.sweep(t);
+        }
+        self.next_sweep = t.saturating_add(SWEEP_EVERY_MS);
+    }
+
+    /// Drops every bucket that is idle at `t`; idle buckets equal absent ones, so this changes
+    /// no decision.
+    fn sweep(&mut self, t: i64) {
+        let off = offset(t, self.epoch.unwrap_or(t));
+        let before = self.len;
+        let mut len = 0;
+        for rt in &mut self.rules {
+            let lim = rt.limits;
+            let idle = rt.map.values().filter(|b| b.idle(off, &lim)).count();
+            if idle * 2 > rt.map.len() {
+                // Mostly idle (the usual case in replay: most clients come back after more than
+                // a sweep interval). Erasing entry by entry stalls on each control-byte write,
+                // so empty the map (keeping its memory) and put the few survivors back.
+                let keep: Vec<(Slot, Bucket)> =
+                    rt.map.drain().filter(|(_, b)| !b.idle(off, &lim)).collect();
+                rt.map.extend(keep);
+            } else if idle > 0 {
+                rt.map.retain(|_, b| !b.idle(off, &lim));
+            }
+            len += rt.map.len();
+        }
+        self.len = len;
+        self.kept = len;
+        self.stats.evicted += (before - len) as u64;
+        self.last_sweep = t;
+    }
+
+    /// (key, rule) entries tracked now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Heap bytes held by the maps, from their capacity and hashbrown's layout (one entry and
+    /// one control byte per bucket, buckets a power of two at most 7/8 full, plus one group of
+    /// trailing control bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.rules.iter().map(|rt| map_bytes(&rt.map)).sum()
+    }
+}
+
+/// See [`KeyTable::heap_bytes`].
+fn map_bytes(map: &Map) -> usize {
+    let cap = map.capacity();
+    if cap == 0 {
+        return 0;
+    }
+    let buckets = if cap < 8 {
+        cap + 1
+    } else {
+        (cap * 8 / 7).next_power_of_two()
+    };
+    buckets * (std::mem::size_of::<(Slot, Bucket)>() + 1) + 16
+}
+
+/// What a hit did to one bucket, with just what a report needs (copying the whole bucket out
+/// on every step cost a store-forwarding stall: 43 → 31 ns per step in `benches/engine.rs`).
+enum Did {
+    Counted,
+    Suppressed,
+    Report { first_seen: Ms, count: u32 },
+}
+
+#[inline]
+fn step(b: &mut Bucket, t: Ms, lim: &Limits) -> Did {
+    match b.step(t, lim) {
+        Step::Passed => Did::Counted,
+        Step::Suppressed => Did::Suppressed,
+        Step::Report => Did::Report {
+            first_seen: b.first_seen(),
+            count: b.count(),
+        },
+    }
+}
+
+/// `t` as an offset from `epoch`; [`KeyTable::maintain`] keeps it in range for ordered hits.
+#[inline]
+fn offset(t: i64, epoch: i64) -> Ms {
+    t.saturating_sub(epoch).clamp(0, i64::from(u32::MAX)) as Ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rule::tests::spec;
+    use crate::engine::RuleSpec;
+
+    fn hit(addr: &str, time_ms: i64, rules: RuleMask) -> Hit {
+        Hit {
+            addr: Addr::parse(addr.as_bytes()).unwrap(),
+            time_ms,
+            vhost: 7,
+            rules,
+            flags: 0,
+        }
+    }
+
+    fn run(table: &mut KeyTable, hits: &[Hit]) -> Vec<Offense> {
+        let mut out = Vec::new();
+        for h in hits {
+            table.hit(h, &mut |o| out.push(o));
+        }
+        out
+    }
+
+    #[test]
+    fn entry_is_forty_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 20);
+        assert_eq!(std::mem::size_of::<(Slot, Bucket)>(), 40);
+    }
+
+    #[test]
+    fn memory_per_key_with_twenty_thousand_keys() {
+        let rules = CompiledRules::new(&[spec("r", 20_000, 10)]).unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        for i in 0..20_000u32 {
+            let h = Hit {
+                addr: Addr::from_v4(0x0a00_0000 + i),
+                time_ms: 1_700_000_000_000,
+                vhost: NO_VHOST,
+                rules: 1,
+                flags: 0,
+            };
+            t.hit(&h, &mut |_| {});
+        }
+        assert_eq!(t.len(), 20_000);
+        let per_key = t.heap_bytes() as f64 / 20_000.0;
+        assert!(per_key <= 100.0, "{per_key} bytes per key");
+        // Worst case, just after the map doubled: one entry and one control byte per bucket at
+        // 7/16 load.
+        let worst = (std::mem::size_of::<(Slot, Bucket)>() + 1) as f64 * 16.0 / 7.0;
+        assert!(worst <= 100.0, "{worst} bytes per key");
+    }
+
+    #[test]
+    fn keys_follow_each_rules_prefix_and_vhost() {
+        let by24 = RuleSpec {
+            ipv4_prefix: 24,
+            ..spec("by24", 1000, 0)
+        };
+        let host = RuleSpec {
+            key_by_vhost: true,
+            ..spec("host", 1000, 0)
+        };
+        let rules = CompiledRules::new(&[by24, host]).unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        let mut h2 = hit("10.1.2.4", 0, 0b11);
+        h2.vhost = 8;
+        let out = run(&mut t, &[hit("10.1.2.3", 0, 0b11), h2]);
+        // Same /24, so rule 0 overflows; different vhosts, so rule 1 does not.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.net.to_string(), "10.1.2.0/24");
+        assert_eq!(out[0].key.vhost, NO_VHOST);
+        assert_eq!(out[0].vhost, 8);
+        assert_eq!((out[0].rule, out[0].requests, out[0].time_ms), (0, 2, 0));
+        assert_eq!(t.len(), 3);
+        let six = run(
+            &mut t,
+            &[hit("2001:db8::1", 5, 1), hit("2001:db8::2", 5, 1)],
+        );
+        assert_eq!(six[0].key.net.to_string(), "2001:db8::/64");
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_every_ten_seconds() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 60_000,
+            ..spec("r", 1000, 1)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        let base = 1_000_000;
+        let out = run(
+            &mut t,
+            &[
+                hit("1.1.1.1", base, 1),
+                hit("1.1.1.1", base, 1),
+                hit("1.1.1.1", base, 1), // overflow: suppressed until base + 60 s
+                hit("2.2.2.2", base, 1),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(t.len(), 2);
+        run(&mut t, &[hit("3.3.3.3", base + SWEEP_EVERY_MS, 1)]);
+        assert_eq!(t.stats().evicted, 1, "2.2.2.2 idle, 1.1.1.1 suppressed");
+        assert_eq!(t.len(), 2);
+        t.advance(base + 60_000);
+        assert_eq!(t.stats().evicted, 3);
+        assert!(t.is_empty());
+        assert_eq!(t.stats().keys_peak, 2);
+    }
+
+    #[test]
+    fn sweeps_wait_until_the_table_doubles() {
+        let rules = CompiledRules::new(&[spec("r", 1000, 5)]).unwrap();
+        // Cap 80: sweeps need at least 10 entries.
+        let mut t = KeyTable::new(&rules, 80, 0);
+        let at = |a: u32, time_ms: i64| Hit {
+            addr: Addr::from_v4(a),
+            time_ms,
+            vhost: NO_VHOST,
+            rules: 1,
+            flags: 0,
+        };
+        // Eight keys come once, one keeps coming (and is suppressed after its overflow).
+        let mut hits: Vec<Hit> = (0..8).map(|a| at(a, 0)).collect();
+        hits.extend((0..40).map(|i| at(100, i * 500)));
+        hits.sort_by_key(|h| h.time_ms);
+        assert_eq!(run(&mut t, &hits).len(), 1);
+        assert_eq!(
+            t.stats().evicted,
+            0,
+            "9 entries at 10 s: below the floor of 10"
+        );
+        run(&mut t, &[at(50, 20_000)]);
+        assert_eq!((t.stats().evicted, t.len()), (0, 10));
+        t.advance(30_000);
+        assert_eq!(
+            (t.stats().evicted, t.len()),
+            (9, 1),
+            "the suppressed key stays"
+        );
+        // Next sweep again at 10 entries (the floor is above twice the one kept).
+        run(
+            &mut t,
+            &(200..208).map(|a| at(a, 40_000)).collect::<Vec<_>>(),
+        );
+        t.advance(50_000);
+        assert_eq!((t.stats().evicted, t.len()), (9, 9));
+        run(&mut t, &[at(300, 55_000)]);
+        t.advance(60_000);
+        assert_eq!((t.stats().evicted, t.len()), (18, 1));
+    }
+
+    #[test]
+    fn cap_refuses_new_keys_but_sweeps_first() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 0)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, 2, 0);
+        let hits = [
+            hit("1.1.1.1", 0, 1),
+            hit("2.2.2.2", 0, 1),
+            hit("3.3.3.3", 0, 1), // refused
+            hit("1.1.1.1", 10, 1),
+            hit("4.4.4.4", 500, 1),  // refused: the sweep at 0 is too recent
+            hit("5.5.5.5", 2000, 1), // a sweep frees both (drained after 1 s)
+        ];
+        let out = run(&mut t, &hits);
+        assert_eq!(out.len(), 1, "existing keys still count at the cap");
+        let s = t.stats();
+        assert_eq!((s.cap_refused, s.evicted, t.len()), (2, 2, 1));
+    }
+
+    #[test]
+    fn epoch_moves_after_weeks_without_changing_decisions() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 2)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        let day = 86_400_000i64;
+        let mut all = Vec::new();
+        for d in [0, 20, 40, 45, 80, 200, 200_000] {
+            let at = 1_600_000_000_000 + d * day;
+            // Four at once: the fourth overflows each time, with a fresh tracking period.
+            let hits: Vec<_> = (0..4).map(|_| hit("9.9.9.9", at, 1)).collect();
+            let out = run(&mut t, &hits);
+            assert_eq!(out.len(), 1, "day {d}");
+            assert_eq!((out[0].first_seen_ms, out[0].requests), (at, 4));
+            all.extend(out);
+        }
+        assert_eq!(all.len(), 7);
+    }
+
+    #[test]
+    fn a_bucket_that_never_drains_survives_epoch_moves() {
+        // Rate 0: the bucket never drains, so it is kept; its period start is clamped to the
+        // history the table keeps (documented in `Bucket::rebase`).
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 0, 1)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        let start = 1_600_000_000_000i64;
+        let late = start + 60 * 86_400_000;
+        let out = run(
+            &mut t,
+            &[
+                hit("9.9.9.9", start, 1),
+                hit("9.9.9.9", start + 1, 1),
+                hit("9.9.9.9", late, 1),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].requests, 3);
+        assert_eq!(out[0].first_seen_ms, late - KEEP_MS);
+    }
+}
