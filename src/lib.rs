@@ -6,11 +6,14 @@
 //! `app` wires them together for each command; `config` and `cli` validate input at the edge.
 
 pub mod addr;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod engine;
 pub mod hit;
 pub mod parse;
 pub mod source;
+pub mod summary;
 pub mod sys;
 pub mod vhost;

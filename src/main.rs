@@ -1,3 +1,68 @@
-//! The `floodwatch` binary: parses arguments, runs the command, maps errors to exit codes.
+//! The `floodwatch` binary: parses arguments, runs the command, maps errors to exit codes
+//! (0 ok, 1 runtime error, 2 usage or config error). A closed stdout (`| head`) is success.
 
-fn main() {}
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use floodwatch::app::{self, AppError};
+use floodwatch::cli::{Cli, Command};
+use floodwatch::config::{Config, Overrides};
+use floodwatch::summary;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(AppError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floodwatch: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), AppError> {
+    match cli.command {
+        Command::Replay(a) => {
+            let overrides = Overrides {
+                format: a.format,
+                rate: a.rate,
+                burst: a.burst,
+                ban: a.ban,
+            };
+            let plan = app::plan_replay(a.config.as_deref(), &overrides, &a.paths, a.shards)?;
+            let progress = !a.no_progress && std::io::stderr().is_terminal();
+            // Stdout, not its lock: the decider thread writes the events.
+            let mut stdout = std::io::stdout();
+            let report = app::replay(plan, &mut stdout, progress)?;
+            eprint!("{}", summary::text(&report));
+            if a.summary {
+                writeln!(stdout, "{}", summary::json(&report))
+                    .and_then(|()| stdout.flush())
+                    .map_err(write_error)?;
+            }
+            Ok(())
+        }
+        Command::CheckConfig(a) => {
+            let config = match a.config.as_deref() {
+                Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+                None => Config::default(),
+            };
+            app::check_config(&config)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(config.describe().as_bytes())
+                .map_err(write_error)?;
+            Ok(())
+        }
+    }
+}
+
+fn write_error(e: std::io::Error) -> AppError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        AppError::BrokenPipe
+    } else {
+        AppError::Runtime(format!("writing to stdout: {e}"))
+    }
+}

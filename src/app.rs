@@ -1,0 +1,224 @@
+//! Wiring: builds the pipeline of each command from a validated config and runs it.
+//!
+//! replay: producer (this thread: files → chunks → hits) → router → shard threads → decider
+//! thread → JSON lines on the output. The producer, shards and decider only share channels.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Overrides};
+use crate::decide::allowlist::Allowlist;
+use crate::decide::ban_table::BanTable;
+use crate::decide::decider::{self, DecideStats};
+use crate::decide::event::write_json_line;
+use crate::engine::router::Router;
+use crate::engine::rule::CompiledRules;
+use crate::engine::shard::{spawn_shards, ShardConfig};
+use crate::parse::Format;
+use crate::source::ingest::{Ingest, IngestStats};
+use crate::source::merge::{replay_files, MergeStats};
+use crate::source::paths::{self, LogFile};
+use crate::vhost::Vhosts;
+
+/// Why a command failed, split by exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad arguments or config: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Failure while running: exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// The reader of our output went away (`| head`): not an error.
+    #[error("broken pipe")]
+    BrokenPipe,
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Usage(_) => 2,
+            AppError::Runtime(_) => 1,
+            AppError::BrokenPipe => 0,
+        }
+    }
+}
+
+/// Everything `replay` needs, validated.
+pub struct ReplayPlan {
+    pub config: Config,
+    pub format: Format,
+    pub rules: CompiledRules,
+    pub files: Vec<LogFile>,
+    pub shards: usize,
+}
+
+/// Loads the config, applies the command-line overrides and resolves the paths.
+pub fn plan_replay(
+    config_path: Option<&std::path::Path>,
+    overrides: &Overrides,
+    paths: &[String],
+    shards: Option<usize>,
+) -> Result<ReplayPlan, AppError> {
+    let mut config = match config_path {
+        Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+        None => Config::default(),
+    };
+    config
+        .apply(overrides)
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let format = Format::from_spec(&config.input.format)
+        .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
+    let rules =
+        CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
+    let args: Vec<String> = if paths.is_empty() {
+        config.input.paths.clone()
+    } else {
+        paths.to_vec()
+    };
+    if args.is_empty() {
+        return Err(AppError::Usage(
+            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
+        ));
+    }
+    let files = paths::expand(&args).map_err(|e| AppError::Runtime(e.to_string()))?;
+    let shards = match shards {
+        Some(n) if n > 0 => n,
+        _ => config.engine.shard_count(),
+    };
+    Ok(ReplayPlan {
+        config,
+        format,
+        rules,
+        files,
+        shards,
+    })
+}
+
+/// What a replay saw and decided.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayReport {
+    pub ingest: IngestStats,
+    pub merge: MergeStats,
+    pub decide: DecideStats,
+    pub shards: usize,
+    pub elapsed: Duration,
+}
+
+/// Runs a replay, writing events to `out` as JSON lines, flushed one by one.
+pub fn replay(
+    plan: ReplayPlan,
+    out: &mut (dyn Write + Send),
+    progress: bool,
+) -> Result<ReplayReport, AppError> {
+    let started = Instant::now();
+    let ReplayPlan {
+        config,
+        format,
+        rules,
+        files,
+        shards,
+    } = plan;
+    let rules = Arc::new(rules);
+    let vhosts = Vhosts::new();
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+
+    let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
+    let shard_cfg = ShardConfig {
+        shards,
+        producers: 1,
+        lateness_ms: config.input.lateness_ms as i64,
+        max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
+    };
+    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
+    let router = Router::new(senders, 0, rules.route_prefixes());
+    let mut table = BanTable::new(
+        &config.rules,
+        Allowlist::new(config.allow.clone()),
+        vhosts.clone(),
+    );
+    let disk_bytes = Arc::new(AtomicU64::new(0));
+    let done = AtomicBool::new(false);
+
+    let (merged, decided, write_error) = std::thread::scope(|s| {
+        let decider = s.spawn(|| {
+            let mut line = Vec::with_capacity(512);
+            let mut write_error: Option<io::Error> = None;
+            let stats = decider::run(out_rx, shards, &mut table, &mut |ev| {
+                if write_error.is_some() {
+                    return;
+                }
+                line.clear();
+                write_json_line(ev, &mut line);
+                if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                    write_error = Some(e);
+                }
+            });
+            (stats, write_error)
+        });
+        if progress {
+            s.spawn(|| draw_progress(total_bytes, &disk_bytes, &done));
+        }
+        let mut ingest = Ingest::new(Arc::new(format), rules.clone(), vhosts.clone());
+        let merged = replay_files(&files, &vhosts, &mut ingest, router, &disk_bytes)
+            .map(|m| (m, ingest.stats));
+        for h in shard_handles {
+            let _ = h.join();
+        }
+        let (decided, write_error) = match decider.join() {
+            Ok(r) => r,
+            Err(_) => (
+                DecideStats::default(),
+                Some(io::Error::other("decider thread panicked")),
+            ),
+        };
+        done.store(true, Ordering::Relaxed);
+        (merged, decided, write_error)
+    });
+    if let Some(e) = write_error {
+        return Err(if e.kind() == io::ErrorKind::BrokenPipe {
+            AppError::BrokenPipe
+        } else {
+            AppError::Runtime(format!("writing events: {e}"))
+        });
+    }
+    let (merge, ingest) = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
+    Ok(ReplayReport {
+        ingest,
+        merge,
+        decide: decided,
+        shards,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr_with_hz(10),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    while !done.load(Ordering::Relaxed) {
+        bar.set_position(read.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
+
+/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile.
+pub fn check_config(config: &Config) -> Result<(), AppError> {
+    Format::from_spec(&config.input.format)
+        .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
+    CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Turns a chunk of log lines into hits for the engine: parse, client address, vhost, rule mask.
+//!
+//! This is the per-line hot path of every command. It runs on a producer thread that owns all of
+//! its state (time cache, vhost cache, counters), so it takes no lock and allocates nothing once
+//! the caches are warm.
+
+use std::sync::Arc;
+
+use crate::addr::Addr;
+use crate::engine::router::Router;
+use crate::engine::rule::CompiledRules;
+use crate::hit::{Hit, RuleMask, VhostId, NO_VHOST};
+use crate::parse::{Format, Malformed, TimeCache};
+use crate::vhost::{VhostCache, Vhosts};
+
+/// What happened to the lines a producer saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub lines: u64,
+    pub bytes: u64,
+    /// Lines that are not access-log lines of the format, by [`Malformed`] kind.
+    pub malformed: MalformedCounts,
+    /// Well-formed lines whose client is not an IP address (a hostname, `unix:`...).
+    pub no_client: u64,
+    /// Well-formed lines that no rule counts.
+    pub unmatched: u64,
+    /// Lines handed to the engine.
+    pub hits: u64,
+}
+
+impl IngestStats {
+    pub fn add(&mut self, o: &IngestStats) {
+        self.lines += o.lines;
+        self.bytes += o.bytes;
+        self.malformed.add(&o.malformed);
+        self.no_client += o.no_client;
+        self.unmatched += o.unmatched;
+        self.hits += o.hits;
+    }
+}
+
+/// Malformed lines by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MalformedCounts {
+    pub empty: u64,
+    pub too_long: u64,
+    pub shape: u64,
+    pub time: u64,
+    pub status: u64,
+    pub number: u64,
+    pub other: u64,
+}
+
+impl MalformedCounts {
+    #[inline]
+    pub fn count(&mut self, kind: Malformed) {
+        let slot = match kind {
+            Malformed::Empty => &mut self.empty,
+            Malformed::TooLong => &mut self.too_long,
+            Malformed::Shape => &mut self.shape,
+            Malformed::Time => &mut self.time,
+            Malformed::Status => &mut self.status,
+            Malformed::Number => &mut self.number,
+            #[allow(unreachable_patterns)]
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.empty + self.too_long + self.shape + self.time + self.status + self.number + self.other
+    }
+
+    pub fn add(&mut self, o: &MalformedCounts) {
+        self.empty += o.empty;
+        self.too_long += o.too_long;
+        self.shape += o.shape;
+        self.time += o.time;
+        self.status += o.status;
+        self.number += o.number;
+        self.other += o.other;
+    }
+}
+
+/// One producer thread's line-to-hit converter.
+pub struct Ingest {
+    format: Arc<Format>,
+    rules: Arc<CompiledRules>,
+    times: TimeCache,
+    vhosts: VhostCache,
+    shared_vhosts: Vhosts,
+    /// Rule mask of each vhost id, computed on first sight (vhost globs are not matched per line).
+    vhost_masks: Vec<Option<RuleMask>>,
+    no_vhost_mask: RuleMask,
+    pub stats: IngestStats,
+}
+
+impl Ingest {
+    pub fn new(format: Arc<Format>, rules: Arc<CompiledRules>, vhosts: Vhosts) -> Ingest {
+        let no_vhost_mask = rules.vhost_mask(b"");
+        Ingest {
+            format,
+            rules,
+            times: TimeCache::default(),
+            vhosts: VhostCache::new(vhosts.clone()),
+            shared_vhosts: vhosts,
+            vhost_masks: Vec::new(),
+            no_vhost_mask,
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Parses every line of `chunk` and pushes its hit to `router`. `file_vhost` is the vhost the
+    /// file's path names, used when the format does not log one. Returns the newest log time seen
+    /// in the chunk (`i64::MIN` when no line had one).
+    pub fn chunk(&mut self, chunk: &[u8], file_vhost: VhostId, router: &mut Router) -> i64 {
+        self.stats.bytes += chunk.len() as u64;
+        let mut newest = i64::MIN;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
+            let line = &chunk[start..end];
+            start = end + 1;
+            if line.is_empty() && end == chunk.len() {
+                break; // Nothing after the chunk's last newline.
+            }
+            if let Some(hit) = self.line(line, file_vhost) {
+                newest = newest.max(hit.time_ms);
+                router.push(hit);
+            }
+        }
+        newest
+    }
+
+    /// The hit of one line (without its `\n`), or `None` when it is malformed or uncounted.
+    #[inline]
+    pub fn line(&mut self, line: &[u8], file_vhost: VhostId) -> Option<Hit> {
+        self.stats.lines += 1;
+        let rec = match self.format.parse(line, &mut self.times) {
+            Ok(rec) => rec,
+            Err(kind) => {
+                self.stats.malformed.count(kind);
+                return None;
+            }
+        };
+        let Some(addr) = Addr::parse(rec.client) else {
+            self.stats.no_client += 1;
+            return None;
+        };
+        let vhost = if self.format.has_vhost() {
+            self.vhosts.id(rec.vhost)
+        } else {
+            file_vhost
+        };
+        let rules = self.vhost_mask(vhost) & self.rules.request_mask(&rec);
+        if rules == 0 {
+            self.stats.unmatched += 1;
+            return None;
+        }
+        self.stats.hits += 1;
+        Some(Hit {
+            addr,
+            time_ms: rec.time_ms,
+            vhost,
+            rules,
+            flags: 0,
+        })
+    }
+
+    #[inline]
+    fn vhost_mask(&mut self, vhost: VhostId) -> RuleMask {
+        if vhost == NO_VHOST {
+            return self.no_vhost_mask;
+        }
+        let i = vhost as usize;
+        if let Some(Some(mask)) = self.vhost_masks.get(i) {
+            return *mask;
+        }
+        let name = self.shared_vhosts.name(vhost).unwrap_or_default();
+        let mask = self.rules.vhost_mask(name.as_bytes());
+        if self.vhost_masks.len() <= i {
+            self.vhost_masks.resize(i + 1, None);
+        }
+        self.vhost_masks[i] = Some(mask);
+        mask
+    }
+}

@@ -1,0 +1,270 @@
+//! End-to-end tests of `floodwatch replay` and `check-config`: the real binary on real files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn floodwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(args)
+        .output()
+        .expect("run floodwatch")
+}
+
+fn testdata(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn bans(events: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "ban")
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["time"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn demo_glob() -> String {
+    testdata("replay/vhosts/*/logs/access_log*")
+}
+
+#[test]
+fn demo_bans_exactly_the_flooders() {
+    let out = floodwatch(&["replay", &demo_glob()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    let keys: Vec<String> = bans(&ev).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["198.51.100.23", "2001:db8:bad:1::/64"]);
+
+    let flood = ev.iter().find(|e| e["key"] == "198.51.100.23").unwrap();
+    // 60 r/s against 20r/s burst 100: the 142nd request, in the flood's third second, overflows.
+    assert_eq!(flood["time"], "2026-11-25T10:01:02Z");
+    assert_eq!(flood["first_seen"], "2026-11-25T10:01:00Z");
+    assert_eq!(flood["requests"], 142);
+    assert_eq!(flood["until"], "2026-11-25T10:11:02Z");
+    assert_eq!(flood["ban_seconds"], 600);
+    assert_eq!(flood["vhost"], "example.com");
+    assert_eq!(flood["rule"], "default");
+    assert_eq!(flood["rate"], "20r/s");
+    assert_eq!(flood["burst"], 100);
+    assert_eq!(flood["offense"], 1);
+
+    let six = ev
+        .iter()
+        .find(|e| e["key"] == "2001:db8:bad:1::/64")
+        .unwrap();
+    assert_eq!(six["vhost"], "shop.example.org");
+    // The log ends before any ban expires: no unban.
+    assert!(ev.iter().all(|e| e["type"] == "ban"));
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("malformed 2 "), "{stderr}");
+}
+
+#[test]
+fn summary_flag_appends_a_json_summary() {
+    let out = floodwatch(&["replay", "--summary", &demo_glob()]);
+    assert!(out.status.success());
+    let ev = events(&out);
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["lines"], 11_122);
+    assert_eq!(last["malformed"], 2);
+    assert_eq!(last["bans"], 2);
+    assert_eq!(last["files"], 4);
+}
+
+#[test]
+fn a_short_ban_expires_on_log_time_and_the_flooder_is_banned_again() {
+    let out = floodwatch(&["replay", "--ban", "10s", &demo_glob()]);
+    assert!(out.status.success());
+    let ev = events(&out);
+    let flood: Vec<&Value> = ev.iter().filter(|e| e["key"] == "198.51.100.23").collect();
+    assert_eq!(flood[0]["type"], "ban");
+    assert_eq!(flood[0]["ban_seconds"], 10);
+    assert_eq!(flood[1]["type"], "unban");
+    assert_eq!(flood[1]["time"], "2026-11-25T10:01:12Z");
+    // Still flooding after the ban: banned again, for longer (escalation).
+    assert_eq!(flood[2]["type"], "ban");
+    assert_eq!(flood[2]["offense"], 2);
+    assert!(flood[2]["ban_seconds"].as_u64().unwrap() > 10);
+    // Events come out in log-time order.
+    let times: Vec<&str> = ev.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+}
+
+/// Writes the lines of `src` into `parts` files round-robin, as if one site's log had been
+/// spread over several vhost logs.
+fn split(src: &str, dir: &Path, parts: usize) -> Vec<PathBuf> {
+    let text = std::fs::read(src).unwrap();
+    let mut files: Vec<_> = (0..parts)
+        .map(|i| std::fs::File::create(dir.join(format!("part{i}.log"))).unwrap())
+        .collect();
+    for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        files[i % parts].write_all(line).unwrap();
+    }
+    (0..parts)
+        .map(|i| dir.join(format!("part{i}.log")))
+        .collect()
+}
+
+#[test]
+fn splitting_one_log_over_several_files_gives_the_same_bans() {
+    let src = testdata("replay/vhosts/example.com/logs/access_log");
+    let whole = bans(&events(&floodwatch(&["replay", "--ban", "20s", &src])));
+    assert!(whole.len() >= 2, "{whole:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for parts in [2, 3, 7] {
+        let sub = dir.path().join(parts.to_string());
+        std::fs::create_dir(&sub).unwrap();
+        split(&src, &sub, parts);
+        let glob = format!("{}/*.log", sub.display());
+        let out = floodwatch(&["replay", "--ban", "20s", &glob]);
+        assert!(out.status.success());
+        assert_eq!(bans(&events(&out)), whole, "split into {parts}");
+    }
+}
+
+#[test]
+fn gzip_and_plain_replay_the_same() {
+    let src = testdata("replay/vhosts/shop.example.org/logs/access_log");
+    let dir = tempfile::tempdir().unwrap();
+    // The same Plesk layout, so that the vhost taken from the path is the same too.
+    let logs = dir.path().join("vhosts/shop.example.org/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let gz = logs.join("access_log.2");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&std::fs::read(&src).unwrap()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let plain = floodwatch(&["replay", &src]);
+    let zipped = floodwatch(&["replay", gz.to_str().unwrap()]);
+    assert!(!events(&plain).is_empty());
+    assert_eq!(plain.stdout, zipped.stdout);
+}
+
+#[test]
+fn hostile_bytes_are_counted_as_malformed_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.log");
+    let mut data = Vec::new();
+    data.extend_from_slice(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n");
+    data.extend_from_slice(b"\xff\xfe\xfd not utf-8 at all\n");
+    data.extend_from_slice(b"1.2.3.4 - - [25/Nov/2026:10:00:00 +0000] \"GET /\xc3\x28 HTTP/1.1\" 200 1 \"-\" \"\\\"quoted\\\" agent\"\n");
+    data.extend(std::iter::repeat_n(b'A', 3 << 20));
+    data.extend_from_slice(b"\n\n\r\n");
+    data.extend_from_slice(
+        b"1.2.3.4 - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"truncated",
+    );
+    std::fs::write(&path, &data).unwrap();
+    let out = floodwatch(&["replay", "--summary", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    // TLS, not UTF-8, two empty lines and the truncated last line; the 3 MiB line is dropped
+    // while reading (never buffered whole) and counted as malformed too.
+    assert_eq!(summary["lines"], 6, "{summary}");
+    assert_eq!(summary["malformed"], 6, "{summary}");
+    assert_eq!(summary["hits"], 1, "{summary}");
+}
+
+#[test]
+fn exit_codes_and_errors_name_what_is_wrong() {
+    let out = floodwatch(&["replay", "/nonexistent/access_log"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/access_log"));
+
+    let out = floodwatch(&["replay", "--rate", "20r/x", &demo_glob()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("20r/x"));
+
+    let out = floodwatch(&["replay", "--format", "apache-ish", &demo_glob()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("input.format") && err.contains("apache-ish"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[[rule]]\nname = \"x\"\nrate = \"5r/s\"\nburts = 3\n").unwrap();
+    let out = floodwatch(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("burts"), "{err}");
+
+    let out = floodwatch(&["replay"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_config_prints_what_it_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ok.toml");
+    std::fs::write(
+        &cfg,
+        "[[rule]]\nname = \"wp-login\"\nrate = \"30r/m\"\nburst = 5\nban = \"1h\"\nmethods = [\"POST\"]\npath_suffix = \"/wp-login.php\"\n",
+    )
+    .unwrap();
+    let out = floodwatch(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wp-login") && text.contains("30r/m"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_rule_only_counts_what_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("api.toml");
+    // Only /api/ requests count: the flooder hits `/?s=`, so only the API client can be banned,
+    // and at 15 r/s it stays under 20r/s.
+    std::fs::write(
+        &cfg,
+        "[[rule]]\nname = \"api\"\nrate = \"10r/s\"\nburst = 20\npath_prefix = \"/api/\"\n",
+    )
+    .unwrap();
+    let out = floodwatch(&["replay", "--config", cfg.to_str().unwrap(), &demo_glob()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Vec<String> = bans(&events(&out)).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["192.0.2.80"]);
+}
