@@ -13,12 +13,11 @@ use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::decider::{self, DecideStats};
 use crate::decide::event::write_json_line;
-use crate::engine::router::Router;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::parse::Format;
-use crate::source::ingest::{Ingest, IngestStats};
-use crate::source::merge::{replay_files, MergeStats};
+use crate::source::ingest::IngestStats;
+use crate::source::merge::{replay_files, MergeStats, Pipeline};
 use crate::source::paths::{self, LogFile};
 use crate::vhost::Vhosts;
 
@@ -53,6 +52,8 @@ pub struct ReplayPlan {
     pub rules: CompiledRules,
     pub files: Vec<LogFile>,
     pub shards: usize,
+    /// Producer threads (reading and parsing).
+    pub producers: usize,
 }
 
 /// Loads the config, applies the command-line overrides and resolves the paths.
@@ -61,6 +62,7 @@ pub fn plan_replay(
     overrides: &Overrides,
     paths: &[String],
     shards: Option<usize>,
+    producers: Option<usize>,
 ) -> Result<ReplayPlan, AppError> {
     let mut config = match config_path {
         Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
@@ -94,6 +96,9 @@ pub fn plan_replay(
         rules,
         files,
         shards,
+        producers: producers
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     })
 }
 
@@ -104,6 +109,7 @@ pub struct ReplayReport {
     pub merge: MergeStats,
     pub decide: DecideStats,
     pub shards: usize,
+    pub producers: usize,
     pub elapsed: Duration,
 }
 
@@ -120,6 +126,7 @@ pub fn replay(
         rules,
         files,
         shards,
+        producers,
     } = plan;
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
@@ -132,12 +139,11 @@ pub fn replay(
     let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
     let shard_cfg = ShardConfig {
         shards,
-        producers: 1,
+        producers,
         lateness_ms: config.input.lateness_ms as i64,
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
     let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
-    let router = Router::new(senders, 0, rules.route_prefixes());
     let mut table = BanTable::new(
         &config.rules,
         Allowlist::new(config.allow.clone()),
@@ -165,9 +171,15 @@ pub fn replay(
         if progress {
             s.spawn(|| draw_progress(total_bytes, &disk_bytes, &done));
         }
-        let mut ingest = Ingest::new(Arc::new(format), rules.clone(), vhosts.clone());
-        let merged = replay_files(&files, &vhosts, &mut ingest, router, &disk_bytes)
-            .map(|m| (m, ingest.stats));
+        let pipeline = Pipeline {
+            format: Arc::new(format),
+            rules: rules.clone(),
+            vhosts: &vhosts,
+            senders,
+            producers,
+            progress: disk_bytes.clone(),
+        };
+        let merged = replay_files(&files, pipeline);
         for h in shard_handles {
             let _ = h.join();
         }
@@ -194,6 +206,7 @@ pub fn replay(
         merge,
         decide: decided,
         shards,
+        producers,
         elapsed: started.elapsed(),
     })
 }

@@ -44,6 +44,9 @@ pub struct ReplayArgs {
     /// Shard threads (default: the config's `[engine] shards`, else one per CPU less one).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
+    /// Producer threads reading and parsing (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub producers: Option<usize>,
     /// Never draw the progress bar (it is only drawn when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,

@@ -31,7 +31,13 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 burst: a.burst,
                 ban: a.ban,
             };
-            let plan = app::plan_replay(a.config.as_deref(), &overrides, &a.paths, a.shards)?;
+            let plan = app::plan_replay(
+                a.config.as_deref(),
+                &overrides,
+                &a.paths,
+                a.shards,
+                a.producers,
+            )?;
             let progress = !a.no_progress && std::io::stderr().is_terminal();
             // Stdout, not its lock: the decider thread writes the events.
             let mut stdout = std::io::stdout();

@@ -34,12 +34,14 @@ pub fn text(r: &ReplayReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "floodwatch replay: {} lines from {} files in {:.2} s ({:.2}M lines/s, {:.0} MB/s, {} shards)",
+        "floodwatch replay: {} lines from {} files in {:.2} s ({:.2}M lines/s, {:.0} MB/s, \
+         {} producers, {} shards)",
         n(i.lines),
         n(r.merge.files),
         secs,
         per_second(i.lines, secs) / 1e6,
         per_second(i.bytes, secs) / 1e6,
+        r.producers,
         r.shards,
     );
     let _ = writeln!(

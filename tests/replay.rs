@@ -268,3 +268,32 @@ fn a_config_rule_only_counts_what_it_matches() {
     let keys: Vec<String> = bans(&events(&out)).into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["192.0.2.80"]);
 }
+
+#[test]
+fn thread_counts_do_not_change_the_decisions() {
+    let glob = demo_glob();
+    let reference = floodwatch(&[
+        "replay",
+        "--ban",
+        "15s",
+        "--producers",
+        "1",
+        "--shards",
+        "1",
+        &glob,
+    ]);
+    assert!(events(&reference).len() >= 4);
+    for (p, s) in [("2", "1"), ("1", "3"), ("3", "2"), ("4", "4")] {
+        let out = floodwatch(&[
+            "replay",
+            "--ban",
+            "15s",
+            "--producers",
+            p,
+            "--shards",
+            s,
+            &glob,
+        ]);
+        assert_eq!(out.stdout, reference.stdout, "{p} producers, {s} shards");
+    }
+}
