@@ -3,6 +3,11 @@
 //! Rules are validated [`RuleSpec`]s; requests arrive as [`Hit`](crate::hit::Hit)s in batches
 //! ([`ShardMsg`]); shards report [`ShardOut`]: offenses (a request nginx would have rejected),
 //! progress ticks of log time, and final statistics.
+//!
+//! In the order a request meets them: [`rule`] turns a parsed record into rule bits (on the
+//! parsing thread), [`router`] batches hits to the shard that owns their key, [`shard`] merges
+//! producers by log time and runs [`table`], one shard's maps of key → [`bucket`] state.
+//! `model_tests` checks the whole path against a literal reference model.
 
 use crate::addr::Cidr;
 use crate::hit::{Hit, VhostId};
