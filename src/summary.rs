@@ -47,7 +47,7 @@ pub fn text(r: &ReplayReport) -> String {
     let _ = writeln!(
         s,
         "  malformed {} (shape {}, time {}, status {}, number {}, empty {}, too long {}), \
-         client not an address {}, counted by no rule {}, late {}",
+         client not an address {}, counted by no rule {}, late {}, dated in the future {}",
         n(m.total() + r.merge.oversized),
         n(m.shape),
         n(m.time),
@@ -58,6 +58,7 @@ pub fn text(r: &ReplayReport) -> String {
         n(i.no_client),
         n(i.unmatched),
         n(d.shards.late),
+        n(i.future),
     );
     let _ = writeln!(
         s,
@@ -92,6 +93,7 @@ pub fn json(r: &ReplayReport) -> serde_json::Value {
         "unmatched": i.unmatched,
         "hits": i.hits,
         "late": d.shards.late,
+        "future": i.future,
         "keys_peak": d.shards.keys_peak,
         "keys_at_end": d.shards.keys_at_end,
         "evicted": d.shards.evicted,

@@ -297,3 +297,25 @@ fn thread_counts_do_not_change_the_decisions() {
         assert_eq!(out.stdout, reference.stdout, "{p} producers, {s} shards");
     }
 }
+
+#[test]
+fn a_line_dated_in_the_future_does_not_make_the_rest_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read(testdata("replay/vhosts/example.com/logs/access_log")).unwrap();
+    let mut data =
+        b"10.9.9.9 - - [01/Jan/2099:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"x\"\n"
+            .to_vec();
+    data.extend_from_slice(&src);
+    let path = dir.path().join("access_log");
+    std::fs::write(&path, &data).unwrap();
+    let clean = floodwatch(&[
+        "replay",
+        &testdata("replay/vhosts/example.com/logs/access_log"),
+    ]);
+    let out = floodwatch(&["replay", "--summary", path.to_str().unwrap()]);
+    let ev = events(&out);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["future"], 1);
+    assert_eq!(summary["late"], 0);
+    assert_eq!(bans(&ev), bans(&events(&clean)));
+}

@@ -24,6 +24,9 @@ pub struct IngestStats {
     pub no_client: u64,
     /// Well-formed lines that no rule counts.
     pub unmatched: u64,
+    /// Lines stamped more than a day ahead of the clock (a corrupt line or clock); not counted,
+    /// because one such line would make every later line look late.
+    pub future: u64,
     /// Lines handed to the engine.
     pub hits: u64,
 }
@@ -35,6 +38,7 @@ impl IngestStats {
         self.malformed.add(&o.malformed);
         self.no_client += o.no_client;
         self.unmatched += o.unmatched;
+        self.future += o.future;
         self.hits += o.hits;
     }
 }
@@ -92,7 +96,20 @@ pub struct Ingest {
     /// Rule mask of each vhost id, computed on first sight (vhost globs are not matched per line).
     vhost_masks: Vec<Option<RuleMask>>,
     no_vhost_mask: RuleMask,
+    /// Log times beyond this (ms) are refused; moved forward with the clock at every chunk.
+    future_limit_ms: i64,
     pub stats: IngestStats,
+}
+
+/// How far ahead of the clock a log time may be: time zones are already in the UTC conversion,
+/// so this only has to absorb a badly set server clock.
+const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
+
+fn future_limit() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now.saturating_add(FUTURE_SLACK_MS)
 }
 
 impl Ingest {
@@ -106,6 +123,7 @@ impl Ingest {
             shared_vhosts: vhosts,
             vhost_masks: Vec::new(),
             no_vhost_mask,
+            future_limit_ms: future_limit(),
             stats: IngestStats::default(),
         }
     }
@@ -115,6 +133,7 @@ impl Ingest {
     /// in the chunk (`i64::MIN` when no line had one).
     pub fn chunk(&mut self, chunk: &[u8], file_vhost: VhostId, router: &mut Router) -> i64 {
         self.stats.bytes += chunk.len() as u64;
+        self.future_limit_ms = future_limit();
         let mut newest = i64::MIN;
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
@@ -142,6 +161,10 @@ impl Ingest {
                 return None;
             }
         };
+        if rec.time_ms > self.future_limit_ms {
+            self.stats.future += 1;
+            return None;
+        }
         let Some(addr) = Addr::parse(rec.client) else {
             self.stats.no_client += 1;
             return None;
