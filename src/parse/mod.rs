@@ -67,3 +67,6 @@ pub mod time;
 pub use format::{Format, FormatError};
 pub use scan::{addr_list, split_request};
 pub use time::TimeCache;
+
+#[cfg(test)]
+mod proptests;
