@@ -1189,3 +1189,62 @@ fn malformed_kinds_never_parse() {
     assert_eq!(r.target, b"/\xff\xfe");
     eprintln!("malformed kinds: {checked} (line, format) pairs refused");
 }
+
+// ---- No allocation per line ----
+
+/// Counts allocations made by the current thread (tests run on several threads at once).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc;
+
+#[test]
+fn parsing_does_not_allocate() {
+    let formats = [
+        fmt("combined"),
+        fmt("common"),
+        fmt(
+            r#"nginx:'$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for"'"#,
+        ),
+        fmt(
+            r#"apache:%h %l %u [%{%d/%b/%Y:%H:%M:%S %z}t] \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\""#,
+        ),
+    ];
+    let shop = read("lnav/logfile_shop_access_log.0");
+    let apache = read("elastic-examples/apache_logs");
+    let all: Vec<&[u8]> = lines(&shop).into_iter().chain(lines(&apache)).collect();
+    let mut times = TimeCache::new();
+    let mut parsed = 0usize;
+    let before = ALLOCS.with(|n| n.get());
+    for f in &formats {
+        for line in &all {
+            parsed += usize::from(f.parse(line, &mut times).is_ok());
+        }
+    }
+    let allocs = ALLOCS.with(|n| n.get()) - before;
+    assert_eq!(
+        allocs,
+        0,
+        "{allocs} allocations for {} lines",
+        4 * all.len()
+    );
+    // combined and the strftime Apache format: all 11,000 but apache_logs' line 8899; common:
+    // all; the nginx format with a trailing forwarded-for field: the shop log's 1,000 only.
+    assert_eq!(parsed, 10_999 + 11_000 + 1000 + 10_999);
+}

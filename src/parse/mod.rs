@@ -3,6 +3,11 @@
 //! A format (`combined`, `common`, `vhost_combined`, or a custom nginx `log_format` / Apache
 //! `LogFormat` string) is compiled once into a field plan ([`Format`]); parsing walks the plan
 //! over the line's bytes. Anything that does not fit the plan is [`Malformed`], never a panic.
+//!
+//! Files: `format.rs` (specs → [`Format`], the entry point), `combined.rs` (the hand-written fast
+//! parser for `combined`/`common`/`vhost_combined`), `spec.rs` (nginx and Apache format strings →
+//! plans), `plan.rs` (running a plan), `scan.rs` (quotes, status, size, request line), `time.rs`
+//! (timestamps and the per-thread [`TimeCache`]).
 
 /// One parsed access-log line. Every slice borrows the line; fields the format does not log are
 /// empty slices (`-` is kept as `-`, so callers can tell "logged as absent" from "not logged").
@@ -67,3 +72,6 @@ pub mod time;
 pub use format::{Format, FormatError};
 pub use scan::{addr_list, split_request};
 pub use time::TimeCache;
+
+#[cfg(test)]
+mod proptests;

@@ -6,7 +6,7 @@
 //! quotes them, or at the end of the line. Bytes after the last step are ignored, so a log
 //! whose format grew extra trailing fields still parses.
 
-use memchr::{memchr, memmem};
+use memchr::memchr;
 
 use super::scan::{self, find_close_quote, split_request};
 use super::time::{
@@ -139,7 +139,7 @@ impl Plan {
         for step in &self.steps {
             match step {
                 Step::Lit(lit) => {
-                    if !line[pos..].starts_with(lit) {
+                    if !starts_with(&line[pos..], lit) {
                         return Err(Malformed::Shape);
                     }
                     pos += lit.len();
@@ -255,10 +255,7 @@ fn text_end(stop: &Stop, line: &[u8], pos: usize) -> Result<usize, Malformed> {
                 .position(|&b| b == b'?' || b == b' ')
                 .unwrap_or(rest.len()),
         ),
-        Stop::Lit(lit) => match lit.len() {
-            1 => memchr(lit[0], rest),
-            _ => memmem::find(rest, lit),
-        },
+        Stop::Lit(lit) => find_lit(rest, lit),
         Stop::Quoted { next, last } => {
             let tail = &next[1..];
             return find_close_quote(line, pos, |after| {
@@ -268,6 +265,27 @@ fn text_end(stop: &Stop, line: &[u8], pos: usize) -> Result<usize, Malformed> {
         }
     };
     found.map(|k| pos + k).ok_or(Malformed::Shape)
+}
+
+/// `hay.starts_with(lit)` for the short literals of a format, without a `memcmp` call.
+#[inline]
+fn starts_with(hay: &[u8], lit: &[u8]) -> bool {
+    hay.len() >= lit.len() && hay.iter().zip(lit).all(|(a, b)| a == b)
+}
+
+/// First occurrence of a (short) literal: its first byte by memchr, then the rest compared.
+#[inline]
+fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
+    let (&first, more) = lit.split_first()?;
+    let mut from = 0;
+    while let Some(k) = memchr(first, &hay[from..]) {
+        let at = from + k;
+        if starts_with(&hay[at + 1..], more) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Parses a time field at the start of `t` into `parts`; returns the bytes consumed.
@@ -340,5 +358,20 @@ fn precision(frac: bool) -> Precision {
         Precision::Millis
     } else {
         Precision::Seconds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_search() {
+        assert_eq!(find_lit(b"a - b - c", b" - "), Some(1));
+        assert_eq!(find_lit(b"a -x - c", b" - "), Some(4));
+        assert_eq!(find_lit(b"a -", b" - "), None);
+        assert_eq!(find_lit(b"abc", b""), None);
+        assert!(starts_with(b"abc", b"ab"));
+        assert!(!starts_with(b"a", b"ab"));
     }
 }

@@ -30,16 +30,46 @@ pub fn find_close_quote(line: &[u8], from: usize, closes: impl Fn(&[u8]) -> bool
     None
 }
 
-/// First `"` in `hay`. On x86_64 the SSE2 searcher (always present there) is called directly:
-/// for the short distances of log fields, memchr's runtime dispatch costs more than the search.
+/// First `"` in `hay`.
+///
+/// Log fields are short (tens of bytes), so the search is a plain loop of 16-byte SSE2 compares
+/// (SSE2 is part of every x86_64 CPU): memchr's dispatch, alignment and unrolling cost more than
+/// they save at these distances (combined on the lnav shop log: 14.1M → 19.5M lines/s).
 #[inline(always)]
 fn find_quote(hay: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        match memchr::arch::x86_64::sse2::memchr::One::new(b'"') {
-            Some(one) => one.find(hay),
-            None => memchr(b'"', hay),
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let n = hay.len();
+        if n >= 16 {
+            let mut i = 0;
+            // SAFETY: SSE2 is in the x86_64 baseline, and every load reads the 16 bytes at
+            // `i..i + 16` or `n - 16..n`, both inside `hay` (`i + 16 <= n`, `n >= 16`).
+            unsafe {
+                let quote = _mm_set1_epi8(b'"' as i8);
+                while i + 16 <= n {
+                    let v = _mm_loadu_si128(hay.as_ptr().add(i).cast::<__m128i>());
+                    let m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u32;
+                    if m != 0 {
+                        return Some(i + m.trailing_zeros() as usize);
+                    }
+                    i += 16;
+                }
+                if i < n {
+                    // The last, overlapping 16 bytes; bytes before `i` were already seen.
+                    let v = _mm_loadu_si128(hay.as_ptr().add(n - 16).cast::<__m128i>());
+                    let m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u32;
+                    let m = m >> (i - (n - 16));
+                    if m != 0 {
+                        return Some(i + m.trailing_zeros() as usize);
+                    }
+                }
+            }
+            return None;
         }
+        hay.iter().position(|&b| b == b'"')
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -220,6 +250,21 @@ mod tests {
         assert_eq!(bytes(b"-"), Ok(None));
         assert_eq!(bytes(b"12a"), Err(Malformed::Number));
         assert_eq!(bytes(b"99999999999999999999"), Err(Malformed::Number));
+    }
+
+    #[test]
+    fn find_quote_every_position_and_length() {
+        for len in 0..70 {
+            assert_eq!(find_quote(&vec![b'a'; len]), None, "{len}");
+            for at in 0..len {
+                let mut v = vec![b'a'; len];
+                v[at] = b'"';
+                if at + 3 < len {
+                    v[at + 3] = b'"';
+                }
+                assert_eq!(find_quote(&v), Some(at), "{len} {at}");
+            }
+        }
     }
 
     #[test]
