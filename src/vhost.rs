@@ -9,6 +9,10 @@ use ahash::AHashMap;
 
 use crate::hit::{VhostId, NO_VHOST};
 
+/// Distinct vhost names remembered; later new names are treated as unknown. A big Plesk server
+/// has thousands of domains, not hundreds of thousands.
+pub const MAX_VHOSTS: usize = 200_000;
+
 /// The process-wide registry of vhost names; cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Vhosts {
@@ -35,6 +39,10 @@ impl Vhosts {
         let mut reg = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&id) = reg.ids.get(&text) {
             return id;
+        }
+        if reg.names.len() >= MAX_VHOSTS {
+            // `$host` is sent by the client: a flood of made-up names must not grow this forever.
+            return NO_VHOST;
         }
         let id = reg.names.len() as VhostId;
         reg.names.push(text.clone());
@@ -95,5 +103,15 @@ mod tests {
         assert_eq!(v.name(x).as_deref(), Some("example.com"));
         assert_eq!(a.id(b"-"), NO_VHOST);
         assert_eq!(v.name(NO_VHOST), None);
+    }
+
+    #[test]
+    fn made_up_names_stop_at_the_cap() {
+        let v = Vhosts::new();
+        for i in 0..MAX_VHOSTS {
+            assert_ne!(v.intern(format!("h{i}").as_bytes()), NO_VHOST);
+        }
+        assert_eq!(v.intern(b"one-too-many"), NO_VHOST);
+        assert_eq!(v.intern(b"h7"), 7);
     }
 }
