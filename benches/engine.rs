@@ -58,20 +58,7 @@ fn rule(name: &str, milli_per_sec: u64, burst: u32) -> RuleSpec {
             text: String::new(),
         },
         burst,
-        ban_ms: 600_000,
-        ban_factor: 2.0,
-        max_ban_ms: 86_400_000,
-        recidive_window_ms: 86_400_000,
-        methods: vec![],
-        statuses: vec![],
-        path_prefix: vec![],
-        path_suffix: vec![],
-        path_contains: vec![],
-        exclude_extensions: vec![],
-        vhosts: vec![],
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-        key_by_vhost: false,
+        ..floodwatch::config::default_rule()
     }
 }
 

@@ -405,30 +405,16 @@ pub struct RestoreStats {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::engine::{Rate, RuleSpec};
+    use crate::engine::RuleSpec;
 
     pub(crate) fn rule(name: &str, ban_s: u64, factor: f64, max_s: u64, window_s: u64) -> RuleSpec {
         RuleSpec {
             name: name.into(),
-            rate: Rate {
-                milli_per_sec: 20_000,
-                text: "20r/s".into(),
-            },
-            burst: 100,
             ban_ms: ban_s * 1000,
             ban_factor: factor,
             max_ban_ms: max_s * 1000,
             recidive_window_ms: window_s * 1000,
-            methods: vec![],
-            statuses: vec![],
-            path_prefix: vec![],
-            path_suffix: vec![],
-            path_contains: vec![],
-            exclude_extensions: vec![],
-            vhosts: vec![],
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-            key_by_vhost: false,
+            ..crate::config::default_rule()
         }
     }
 

@@ -348,19 +348,9 @@ pub(crate) mod tests {
             },
             burst,
             ban_ms: 600_000,
-            ban_factor: 2.0,
             max_ban_ms: 86_400_000,
             recidive_window_ms: 86_400_000,
-            methods: vec![],
-            statuses: vec![],
-            path_prefix: vec![],
-            path_suffix: vec![],
-            path_contains: vec![],
-            exclude_extensions: vec![],
-            vhosts: vec![],
-            ipv4_prefix: 32,
-            ipv6_prefix: 64,
-            key_by_vhost: false,
+            ..crate::config::default_rule()
         }
     }
 
