@@ -319,3 +319,31 @@ fn a_line_dated_in_the_future_does_not_make_the_rest_late() {
     assert_eq!(summary["late"], 0);
     assert_eq!(bans(&ev), bans(&events(&clean)));
 }
+
+#[test]
+fn a_line_older_than_the_lateness_is_counted_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access_log");
+    let mut data = Vec::new();
+    // 40k lines over 40,000 s (several read chunks), then one line ten hours older than the end:
+    // it cannot be taken in order any more (lines out of order within one read chunk still are).
+    for i in 0..40_000u32 {
+        let (h, m, s) = (i / 3600, i / 60 % 60, i % 60);
+        writeln!(
+            data,
+            "10.0.{}.{} - - [25/Nov/2026:{h:02}:{m:02}:{s:02} +0000] \"GET /page/{i} HTTP/1.1\" 200 512 \"-\" \"agent/1.0 {}\"",
+            i % 200,
+            i % 250 + 1,
+            "x".repeat(40)
+        )
+        .unwrap();
+    }
+    data.extend_from_slice(
+        b"10.1.1.1 - - [25/Nov/2026:01:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"x\"\n",
+    );
+    std::fs::write(&path, &data).unwrap();
+    let out = floodwatch(&["replay", "--summary", path.to_str().unwrap()]);
+    let summary = events(&out).pop().unwrap();
+    assert_eq!(summary["lines"], 40_001);
+    assert_eq!(summary["late"], 1, "{summary}");
+}
