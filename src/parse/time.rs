@@ -18,10 +18,10 @@ pub const HTTPDATE_LEN: usize = 26;
 /// within a day stay cheap).
 #[derive(Clone, Debug, Default)]
 pub struct TimeCache {
+    /// The last text seen and its UTC seconds.
     key: [u8; HTTPDATE_LEN],
     secs: i64,
-    /// `dd/Mon/yyyy` and the zone of the last day seen, and that day's midnight in UTC seconds.
-    day_key: [u8; 16],
+    /// UTC seconds of midnight of `key`'s day in `key`'s zone.
     day_secs: i64,
     valid: bool,
 }
@@ -38,15 +38,7 @@ impl TimeCache {
         if self.valid && same_date(key, &self.key) {
             return Some(self.secs);
         }
-        self.miss(key)
-    }
-
-    #[inline(never)]
-    fn miss(&mut self, key: &[u8; HTTPDATE_LEN]) -> Option<i64> {
-        let mut day_key = [0u8; 16];
-        day_key[..11].copy_from_slice(&key[..11]);
-        day_key[11..].copy_from_slice(&key[21..]);
-        let secs = if self.valid && day_key == self.day_key {
+        let secs = if self.valid && same_day(key, &self.key) {
             if key[11] != b':' || key[14] != b':' || key[17] != b':' || key[20] != b' ' {
                 return None;
             }
@@ -60,27 +52,41 @@ impl TimeCache {
             }
             self.day_secs + (h * 3600 + mi * 60 + s) as i64
         } else {
-            let secs = parse_httpdate_exact(key)?;
-            let clock = num2(&key[12..14])? * 3600 + num2(&key[15..17])? * 60 + num2(&key[18..20])?;
-            self.day_key = day_key;
-            self.day_secs = secs - clock as i64;
-            secs
+            self.new_day(key)?
         };
         self.key = *key;
         self.secs = secs;
+        Some(secs)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_day(&mut self, key: &[u8; HTTPDATE_LEN]) -> Option<i64> {
+        let secs = parse_httpdate_exact(key)?;
+        let clock = num2(&key[12..14])? * 3600 + num2(&key[15..17])? * 60 + num2(&key[18..20])?;
+        self.day_secs = secs - clock as i64;
         self.valid = true;
         Some(secs)
     }
 }
 
-/// `a == b` as three word compares (the array `==` becomes a library call).
+/// Same `dd/Mon/yyyy` and zone (bytes 0..11 and 21..26).
+#[inline(always)]
+fn same_day(a: &[u8; HTTPDATE_LEN], b: &[u8; HTTPDATE_LEN]) -> bool {
+    word(a, 0) == word(b, 0) && word(a, 3) == word(b, 3) && word(a, 18) >> 24 == word(b, 18) >> 24
+}
+
+/// Eight bytes of `x` from `at`, as one integer (little-endian: byte `at` lowest).
+#[inline(always)]
+fn word(x: &[u8; HTTPDATE_LEN], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&x[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// `a == b` as four word compares (the array `==` becomes a library call).
 #[inline(always)]
 fn same_date(a: &[u8; HTTPDATE_LEN], b: &[u8; HTTPDATE_LEN]) -> bool {
-    let word = |x: &[u8; HTTPDATE_LEN], at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&x[at..at + 8]);
-        u64::from_ne_bytes(w)
-    };
     // Bytes 0..8, 8..16, 16..24 and 18..26 (overlapping) cover all 26.
     word(a, 0) == word(b, 0)
         && word(a, 8) == word(b, 8)
