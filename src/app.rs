@@ -71,10 +71,8 @@ pub fn plan_replay(
     config
         .apply(overrides)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let format = Format::from_spec(&config.input.format)
-        .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
-    let rules =
-        CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
+    let format = compile_format(&config)?;
+    let rules = compile_rules(&config)?;
     let args: Vec<String> = if paths.is_empty() {
         config.input.paths.clone()
     } else {
@@ -230,8 +228,30 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
 
 /// Checks what a config implies beyond its own syntax: the format compiles, the rules compile.
 pub fn check_config(config: &Config) -> Result<(), AppError> {
-    Format::from_spec(&config.input.format)
-        .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
-    CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
+    compile_format(config)?;
+    compile_rules(config)?;
     Ok(())
+}
+
+/// The configured log format, which must log a client and a time: without them nothing can be
+/// counted, and every line would silently fall into one key at one instant.
+fn compile_format(config: &Config) -> Result<Format, AppError> {
+    let err = |what: String| AppError::Usage(format!("{}: input.format: {what}", config.origin));
+    let format = Format::from_spec(&config.input.format).map_err(|e| err(e.to_string()))?;
+    if !format.has_client() {
+        return Err(err(
+            "the format logs no client address (%h, %a or $remote_addr)".into(),
+        ));
+    }
+    if !format.has_time() {
+        return Err(err(
+            "the format logs no time (%t, $time_local, $msec...)".into()
+        ));
+    }
+    Ok(format)
+}
+
+fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
+    CompiledRules::new(&config.rules)
+        .map_err(|e| AppError::Usage(format!("{}: rule: {e}", config.origin)))
 }

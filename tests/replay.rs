@@ -224,6 +224,16 @@ fn exit_codes_and_errors_name_what_is_wrong() {
 
     let out = floodwatch(&["replay"]);
     assert_eq!(out.status.code(), Some(2));
+
+    let out = floodwatch(&[
+        "replay",
+        "--format",
+        "nginx:'$remote_addr \"$request\" $status'",
+        &demo_glob(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no time"), "{err}");
 }
 
 #[test]
