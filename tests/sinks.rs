@@ -95,3 +95,147 @@ fn sink_config_errors_name_the_key_and_file_and_exit_2() {
         );
     }
 }
+
+/// Lines in an nginx format whose every text field, the Host header included, is under the
+/// client's control.
+const HOSTILE_FORMAT: &str = r#"nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$host""#;
+
+/// A log in which flooders send shell and firewall syntax in every field, and the expected
+/// vhost each one's ban may carry to a command ("-" when the Host is not a plain name).
+fn hostile_log(dir: &Path) -> (String, Vec<(&'static str, String)>) {
+    let pwned = |n: u32| dir.join(format!("pwned{n}")).display().to_string();
+    let payloads = [
+        format!("$(touch {})", pwned(1)),
+        format!("`touch {}`", pwned(2)),
+        format!("x; touch {}", pwned(3)),
+        format!("' ; touch {} ; '", pwned(4)),
+        format!("\\x22 ; touch {} \\x0A", pwned(5)),
+        format!("-rf {{ 0.0.0.0/0 }}; touch {}", pwned(6)),
+        "ok.example.com".to_string(),
+    ];
+    let clients = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "203.0.113.4",
+        "2001:db8:66::1",
+        "203.0.113.6",
+        "203.0.113.7",
+    ];
+    let mut log = String::new();
+    let mut expected = Vec::new();
+    for (i, (client, p)) in clients.iter().zip(&payloads).enumerate() {
+        for n in 0..20 {
+            log.push_str(&format!(
+                "{client} - {p} [25/Nov/2026:10:00:{:02} +0000] \"GET /{p}?{n} HTTP/1.1\" 200 5 \"{p}\" \"{p}\" \"{p}\"\n",
+                i * 2
+            ));
+        }
+        // A raw newline in the middle of a field, as a broken or hostile writer might leave.
+        log.push_str(&format!(
+            "{client} - - [25/Nov/2026:10:00:{:02} +0000] \"GET /$(touch {})\n; rm -rf / HTTP/1.1\" 200 5 \"-\" \"-\" \"-\"\n",
+            i * 2,
+            pwned(7)
+        ));
+        let vhost = if p == "ok.example.com" {
+            p.clone()
+        } else {
+            "-".into()
+        };
+        expected.push((*client, vhost));
+    }
+    // Much later, so that every ban expires within the replay.
+    log.push_str("192.0.2.1 - - [25/Nov/2026:10:05:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"-\" \"x.example\"\n");
+    (log, expected)
+}
+
+#[test]
+fn hostile_log_content_never_reaches_a_command_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, expected) = hostile_log(dir.path());
+    let log_path = dir.path().join("access.log");
+    std::fs::write(&log_path, &log).unwrap();
+    let argv_file = dir.path().join("argv.txt");
+    let events_file = dir.path().join("events.jsonl");
+    // The command prints each argument it gets between `<` and `>`, one per line.
+    let record = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"printf '<%s>\\\\n' \\\"$@\\\" >> \\\"$0\\\"; echo >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\", \"{{ip}}\", \"{{prefix_len}}\", \"{{family}}\", \"{{rule}}\", \"{{vhost}}\", \"{{ban_seconds}}\", \"{{until}}\"]",
+            argv_file.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1m\"\n\n\
+             [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            record("ban"),
+            record("unban"),
+            events_file.display().to_string()
+        ),
+    );
+    let out = floodwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        HOSTILE_FORMAT,
+        log_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if std::env::var_os("SHOW").is_some() {
+        eprintln!("{}", std::fs::read_to_string(&argv_file).unwrap());
+        eprintln!("{}", std::fs::read_to_string(&events_file).unwrap());
+    }
+
+    for n in 1..=7 {
+        assert!(!dir.path().join(format!("pwned{n}")).exists(), "pwned{n}");
+    }
+    let argv = std::fs::read_to_string(&argv_file).unwrap();
+    let mut calls: Vec<&str> = argv.split("\n\n").filter(|c| !c.is_empty()).collect();
+    calls.sort();
+    let mut want = Vec::new();
+    for (client, vhost) in &expected {
+        let key: floodwatch::addr::Cidr = client.parse().unwrap();
+        // IPv6 clients are keyed by their /64.
+        let key = if key.addr.is_v4() {
+            key
+        } else {
+            floodwatch::addr::Cidr::new(key.addr, 64)
+        };
+        let family = if key.addr.is_v4() { 4 } else { 6 };
+        for what in ["ban", "unban"] {
+            want.push(format!(
+                "<{what}>\n<{key}>\n<{}>\n<{}>\n<{family}>\n<flood>\n<{vhost}>\n<60>\n<",
+                key.addr, key.prefix
+            ));
+        }
+    }
+    assert_eq!(calls.len(), want.len(), "{argv}");
+    for w in &want {
+        assert!(
+            calls.iter().any(|c| c.starts_with(w.as_str())),
+            "no call starting {w:?} in:\n{argv}"
+        );
+    }
+    // Every argument is one of the values above or an RFC 3339 time, nothing else.
+    for line in argv.lines().filter(|l| !l.is_empty()) {
+        let v = line
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix('>'))
+            .unwrap_or_else(|| panic!("argument split over lines: {line:?}"));
+        let plain = v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:-/".contains(&b));
+        assert!(plain, "unexpected argument {v:?}");
+    }
+
+    // The JSON lines file has one well-formed object per event; the hostile vhost text is
+    // inside JSON strings, escaped, never a line of its own.
+    let events = json_lines(&std::fs::read_to_string(&events_file).unwrap());
+    assert_eq!(events.len(), 2 * expected.len());
+    assert!(events
+        .iter()
+        .any(|e| e["vhost"].as_str().is_some_and(|v| v.contains("$(touch"))));
+}

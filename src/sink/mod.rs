@@ -7,6 +7,7 @@
 //! ([`Common`]) are taken out here, the rest is read by the sink's own config struct with unknown
 //! keys refused, and every error names `sink[i].key` and the file.
 
+pub mod exec;
 pub mod jsonl;
 pub mod runner;
 
@@ -131,10 +132,11 @@ pub struct SinkSpec {
 #[derive(Clone, Debug)]
 pub enum SinkKind {
     Jsonl(jsonl::JsonlConfig),
+    Exec(exec::ExecConfig),
 }
 
 /// The sink types known, for error messages.
-pub const SINK_TYPES: &[&str] = &["jsonl"];
+pub const SINK_TYPES: &[&str] = &["jsonl", "exec"];
 
 impl SinkSpec {
     /// Opens files, compiles templates: what can only fail at run time.
@@ -142,6 +144,7 @@ impl SinkSpec {
         let (name, dry) = (self.name.clone(), self.common.dry_run);
         Ok(match &self.kind {
             SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::new(c, name, dry)?),
+            SinkKind::Exec(c) => Box::new(exec::Exec::new(c, name, dry)),
         })
     }
 }
@@ -242,6 +245,7 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
     }
     let kind = match kind_name.as_str() {
         "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
+        "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
         other => {
             return Err(at.error(
                 "type",
@@ -339,6 +343,11 @@ mod tests {
         assert_eq!(s[1].common.queue_size, 5);
         assert!(s[1].common.dry_run && !s[1].common.proxied);
         assert_eq!(s[1].common.retry_max_delay, Duration::from_secs(2));
+        let e = parse("[[sink]]\ntype = \"exec\"\nban = [\"true\"]\n").unwrap();
+        assert!(
+            !e[0].common.proxied,
+            "a firewall cannot block a client behind a CDN"
+        );
     }
 
     #[test]
@@ -367,6 +376,18 @@ mod tests {
             (
                 "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nretry_max_delay = \"soon\"\n",
                 "test.toml: sink[0].retry_max_delay: \"soon\" is not a duration",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = []\n",
+                "test.toml: sink[0].ban: empty command",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = [\"x\", \"{adress}\"]\n",
+                "test.toml: sink[0].ban: unknown placeholder {adress}",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = [\"x\"]\ntimeout = 5\n",
+                "test.toml: sink[0].timeout: invalid type",
             ),
             (
                 "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nqueue_size = 0\n",
