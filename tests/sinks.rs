@@ -239,3 +239,209 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
         .iter()
         .any(|e| e["vhost"].as_str().is_some_and(|v| v.contains("$(touch"))));
 }
+
+/// A real nginx on loopback with its own prefix, config, pid file and logs in a temp dir;
+/// stopped on drop.
+struct TestNginx {
+    bin: PathBuf,
+    prefix: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+fn nginx_bin() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    let has_curl = Command::new("curl").arg("--version").output().is_ok();
+    match found {
+        Some(p) if has_curl => p,
+        _ => panic!(
+            "this test needs nginx and curl: run `bash .ci/run` (it installs them with apt-get), \
+             or `apt-get install -y nginx curl`"
+        ),
+    }
+}
+
+impl TestNginx {
+    fn start(prefix: &Path) -> TestNginx {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = nginx_bin();
+        // Workers run as an unprivileged user when started as root: they must reach the files.
+        std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(prefix.join("html")).unwrap();
+        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        std::fs::write(prefix.join("html/index.html"), "ok\n").unwrap();
+        std::fs::write(prefix.join("deny.conf"), "").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = prefix.display();
+        std::fs::write(
+            prefix.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
+                 proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    include {p}/deny.conf;\n\
+                 root {p}/html;\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let mut args = TestNginx::base_args(prefix);
+        args.extend(["-g".into(), "daemon off;".into()]);
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = TestNginx {
+            bin,
+            prefix: prefix.to_path_buf(),
+            port,
+            child,
+        };
+        n.wait_for_status("127.0.0.1", 200);
+        n
+    }
+
+    fn base_args(prefix: &Path) -> Vec<String> {
+        let p = prefix.display();
+        vec![
+            "-p".into(),
+            format!("{p}/"),
+            "-c".into(),
+            format!("{p}/nginx.conf"),
+            "-e".into(),
+            format!("{p}/error.log"),
+        ]
+    }
+
+    /// The nginx argv with `extra` appended, as TOML.
+    fn command_toml(&self, extra: &[&str]) -> String {
+        let mut argv = vec![self.bin.display().to_string()];
+        argv.extend(TestNginx::base_args(&self.prefix));
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        format!("{argv:?}")
+    }
+
+    fn status_from(&self, source: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(["--interface", source])
+            .arg(format!("http://127.0.0.1:{}/", self.port))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    }
+
+    /// Polls until a request from `source` gets `want`: a reload takes effect when nginx's new
+    /// workers have started, a moment after `nginx -s reload` returns.
+    fn wait_for_status(&self, source: &str, want: u16) {
+        let mut got = 0;
+        for _ in 0..100 {
+            got = self.status_from(source);
+            if got == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
+        panic!("from {source}: got HTTP {got}, want {want}; nginx error log:\n{log}");
+    }
+}
+
+impl Drop for TestNginx {
+    fn drop(&mut self) {
+        let mut args = TestNginx::base_args(&self.prefix);
+        args.extend(["-s".into(), "stop".into()]);
+        let _ = Command::new(&self.bin).args(&args).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn flood_lines(client: &str, second: u32) -> String {
+    (0..20)
+        .map(|n| {
+            format!(
+                "{client} - - [25/Nov/2026:10:00:{second:02} +0000] \"GET /?{n} HTTP/1.1\" 200 5 \"-\" \"flood\"\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = TestNginx::start(dir.path());
+    assert_eq!(nginx.status_from("127.0.0.2"), 200, "not banned yet");
+    let deny = dir.path().join("deny.conf");
+    let events = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"30s\"\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\nreload_command = {}\n\
+             min_reload_interval = \"200ms\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            deny.display().to_string(),
+            nginx.command_toml(&["-t", "-q"]),
+            nginx.command_toml(&["-s", "reload"]),
+            events.display().to_string(),
+        ),
+    );
+    let replay = |log: &str| {
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, log).unwrap();
+        let out = floodwatch(&[
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("sink[0] nginx: "), "{}", stderr(&out));
+    };
+
+    // 127.0.0.2 floods; the log ends while it is banned.
+    let mut log = flood_lines("127.0.0.2", 0);
+    log.push_str(
+        "127.0.0.1 - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+    );
+    replay(&log);
+    let text = std::fs::read_to_string(&deny).unwrap();
+    assert!(text.contains("deny 127.0.0.2;\n"), "{text}");
+    nginx.wait_for_status("127.0.0.2", 403);
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+
+    // The same flood, then the log goes on past the ban's end: the ban expires and the file is
+    // regenerated without it.
+    log.push_str(
+        "127.0.0.1 - - [25/Nov/2026:10:01:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+    );
+    replay(&log);
+    let text = std::fs::read_to_string(&deny).unwrap();
+    assert!(!text.contains("deny"), "{text}");
+    let ev = json_lines(&std::fs::read_to_string(&events).unwrap());
+    assert!(ev
+        .iter()
+        .any(|e| e["type"] == "unban" && e["key"] == "127.0.0.2"));
+    nginx.wait_for_status("127.0.0.2", 200);
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+}

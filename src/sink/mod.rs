@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod jsonl;
+pub mod nginx;
 pub mod runner;
 
 use std::fmt;
@@ -133,10 +134,11 @@ pub struct SinkSpec {
 pub enum SinkKind {
     Jsonl(jsonl::JsonlConfig),
     Exec(exec::ExecConfig),
+    Nginx(nginx::NginxConfig),
 }
 
 /// The sink types known, for error messages.
-pub const SINK_TYPES: &[&str] = &["jsonl", "exec"];
+pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "exec"];
 
 impl SinkSpec {
     /// Opens files, compiles templates: what can only fail at run time.
@@ -145,6 +147,7 @@ impl SinkSpec {
         Ok(match &self.kind {
             SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::new(c, name, dry)?),
             SinkKind::Exec(c) => Box::new(exec::Exec::new(c, name, dry)),
+            SinkKind::Nginx(c) => Box::new(nginx::Nginx::new(c, name, dry)),
         })
     }
 }
@@ -246,6 +249,7 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
     let kind = match kind_name.as_str() {
         "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
         "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
+        "nginx" => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
         other => {
             return Err(at.error(
                 "type",
@@ -376,6 +380,14 @@ mod tests {
             (
                 "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nretry_max_delay = \"soon\"\n",
                 "test.toml: sink[0].retry_max_delay: \"soon\" is not a duration",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nmin_reload_interval = \"often\"\n",
+                "test.toml: sink[0].min_reload_interval: \"often\" is not a duration",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nreload_command = []\n",
+                "test.toml: sink[0].reload_command: empty command",
             ),
             (
                 "[[sink]]\ntype = \"exec\"\nban = []\n",

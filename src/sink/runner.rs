@@ -250,7 +250,10 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // The end: do whatever is still held back, waiting for it if need be.
+        // The end: one last flush (so that a sink that got no event still writes its state,
+        // an empty nginx file replacing a stale one), then whatever is held back, waiting for
+        // it if need be.
+        flush_at = self.flush(&mut *sink);
         while let Some(at) = flush_at {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
             flush_at = self.flush(&mut *sink);
