@@ -445,3 +445,105 @@ fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry()
     nginx.wait_for_status("127.0.0.2", 200);
     assert_eq!(nginx.status_from("127.0.0.1"), 200);
 }
+
+/// A minimal HTTP/1.1 server (keep-alive) answering 200 to every request and collecting the
+/// request bodies, in order of arrival.
+fn serve_http(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut len = 0;
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if first {
+                            assert!(line.starts_with("POST /events "), "{line}");
+                            first = false;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    got.lock().unwrap().push(String::from_utf8(body).unwrap());
+                    (&conn)
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    bodies
+}
+
+#[test]
+fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let events = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
+             retry_max_delay = \"200ms\"\n[sink.headers]\nAuthorization = \"Bearer t0ken\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            events.display().to_string()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["replay", "--ban", "10s", "--config"])
+        .arg(&config)
+        .arg(demo_glob())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down until the replay has certainly tried (the jsonl sink has written its events).
+    let mut waited = 0;
+    while std::fs::read_to_string(&events).map_or(0, |t| t.lines().count()) < 3 {
+        waited += 1;
+        assert!(waited < 1500, "the replay wrote no events");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let bodies = serve_http(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+
+    let written = std::fs::read_to_string(&events).unwrap();
+    let want: Vec<&str> = written.lines().collect();
+    assert_eq!(*bodies.lock().unwrap(), want);
+    assert!(
+        err.contains("sink[0] webhook: delivering failed, will retry"),
+        "{err}"
+    );
+    let report = err
+        .lines()
+        .find(|l| l.starts_with("floodwatch: sink[0] webhook: ") && l.contains("delivered"))
+        .unwrap();
+    assert!(
+        report.contains(&format!("{} delivered, 0 failed, 0 dropped", want.len())),
+        "{report}"
+    );
+    assert!(!err.contains("t0ken"), "a header value was logged: {err}");
+}

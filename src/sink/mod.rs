@@ -11,6 +11,7 @@ pub mod exec;
 pub mod jsonl;
 pub mod nginx;
 pub mod runner;
+pub mod webhook;
 
 use std::fmt;
 use std::time::Duration;
@@ -135,10 +136,11 @@ pub enum SinkKind {
     Jsonl(jsonl::JsonlConfig),
     Exec(exec::ExecConfig),
     Nginx(nginx::NginxConfig),
+    Webhook(webhook::WebhookConfig),
 }
 
 /// The sink types known, for error messages.
-pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "exec"];
+pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "exec", "webhook"];
 
 impl SinkSpec {
     /// Opens files, compiles templates: what can only fail at run time.
@@ -148,6 +150,7 @@ impl SinkSpec {
             SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::new(c, name, dry)?),
             SinkKind::Exec(c) => Box::new(exec::Exec::new(c, name, dry)),
             SinkKind::Nginx(c) => Box::new(nginx::Nginx::new(c, name, dry)),
+            SinkKind::Webhook(c) => Box::new(webhook::Webhook::new(c, name, dry)),
         })
     }
 }
@@ -250,6 +253,7 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
         "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
         "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
         "nginx" => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
+        "webhook" => SinkKind::Webhook(webhook::WebhookConfig::check(read(&at, &rest)?, &at)?),
         other => {
             return Err(at.error(
                 "type",
@@ -288,16 +292,32 @@ fn read<T: DeserializeOwned>(at: &At, table: &toml::Table) -> Result<T, ConfigEr
     })
 }
 
-/// The key of the `key = value` line (or `[key]` sub-table) around byte `pos`.
+/// The key of the `key = value` line (or `[key]` sub-table) around byte `pos`, with the
+/// sub-table it is in (`headers.x`).
 fn key_at(text: &str, pos: usize) -> Option<String> {
-    let start = text.get(..pos)?.rfind('\n').map_or(0, |i| i + 1);
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
-    let key = match line.split_once('=') {
-        Some((k, _)) => k,
-        None => line.trim().trim_start_matches('[').trim_end_matches(']'),
+    let table = |l: &str| {
+        let l = l.trim();
+        (l.starts_with('[') && l.ends_with(']')).then(|| {
+            l.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        })
     };
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty()).then(|| key.to_string())
+    if let Some(t) = table(line) {
+        return (!t.is_empty()).then_some(t);
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    Some(match before[..start].lines().rev().find_map(table) {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// The name in backticks of a serde message such as "missing field `path`".
@@ -390,6 +410,18 @@ mod tests {
                 "test.toml: sink[0].reload_command: empty command",
             ),
             (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"ftp://x\"\n",
+                "test.toml: sink[0].url: \"ftp://x\" is not an http",
+            ),
+            (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"http://x\"\nheaders = { a = 1 }\n",
+                "test.toml: sink[0].headers.a: invalid type",
+            ),
+            (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"http://x\"\n[sink.headers]\nX = \"a\\nb\"\n",
+                "test.toml: sink[0].headers.X: a header value cannot contain a line break",
+            ),
+            (
                 "[[sink]]\ntype = \"exec\"\nban = []\n",
                 "test.toml: sink[0].ban: empty command",
             ),
@@ -417,5 +449,6 @@ mod tests {
         assert_eq!(key_at(text, 13).as_deref(), Some("path"));
         assert_eq!(key_at(text, 0).as_deref(), Some("a"));
         assert_eq!(key_at(text, 15).as_deref(), Some("headers"));
+        assert_eq!(key_at(text, 29).as_deref(), Some("headers.x"));
     }
 }
