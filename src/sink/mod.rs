@@ -7,6 +7,7 @@
 //! ([`Common`]) are taken out here, the rest is read by the sink's own config struct with unknown
 //! keys refused, and every error names `sink[i].key` and the file.
 
+pub mod cloudflare;
 pub mod exec;
 pub mod jsonl;
 pub mod nginx;
@@ -137,10 +138,11 @@ pub enum SinkKind {
     Exec(exec::ExecConfig),
     Nginx(nginx::NginxConfig),
     Webhook(webhook::WebhookConfig),
+    Cloudflare(cloudflare::CloudflareConfig),
 }
 
 /// The sink types known, for error messages.
-pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "exec", "webhook"];
+pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "cloudflare", "exec", "webhook"];
 
 impl SinkSpec {
     /// Opens files, compiles templates: what can only fail at run time.
@@ -151,6 +153,7 @@ impl SinkSpec {
             SinkKind::Exec(c) => Box::new(exec::Exec::new(c, name, dry)),
             SinkKind::Nginx(c) => Box::new(nginx::Nginx::new(c, name, dry)),
             SinkKind::Webhook(c) => Box::new(webhook::Webhook::new(c, name, dry)),
+            SinkKind::Cloudflare(c) => Box::new(cloudflare::Cloudflare::new(c, name, dry)?),
         })
     }
 }
@@ -254,6 +257,9 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
         "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
         "nginx" => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
         "webhook" => SinkKind::Webhook(webhook::WebhookConfig::check(read(&at, &rest)?, &at)?),
+        "cloudflare" => {
+            SinkKind::Cloudflare(cloudflare::CloudflareConfig::check(read(&at, &rest)?, &at)?)
+        }
         other => {
             return Err(at.error(
                 "type",
@@ -420,6 +426,22 @@ mod tests {
             (
                 "[[sink]]\ntype = \"webhook\"\nurl = \"http://x\"\n[sink.headers]\nX = \"a\\nb\"\n",
                 "test.toml: sink[0].headers.X: a header value cannot contain a line break",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\napi_token_env = \"T\"\n",
+                "test.toml: sink[0].zone_id: give exactly one of zone_id",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\n",
+                "test.toml: sink[0].api_token_env: give exactly one",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\napi_token_env = \"T\"\nmode = \"nuke\"\n",
+                "test.toml: sink[0].mode: \"nuke\" is not one of block, challenge",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\napi_token_env = \"T\"\nnotes = \"a b\"\n",
+                "test.toml: sink[0].notes: expected 1 to 64",
             ),
             (
                 "[[sink]]\ntype = \"exec\"\nban = []\n",
