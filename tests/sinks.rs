@@ -157,6 +157,7 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     std::fs::write(&log_path, &log).unwrap();
     let argv_file = dir.path().join("argv.txt");
     let events_file = dir.path().join("events.jsonl");
+    let deny_file = dir.path().join("deny.conf");
     // The command prints each argument it gets between `<` and `>`, one per line.
     let record = |what: &str| {
         format!(
@@ -169,10 +170,13 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
         &format!(
             "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1m\"\n\n\
              [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
-             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n",
             record("ban"),
             record("unban"),
-            events_file.display().to_string()
+            events_file.display().to_string(),
+            deny_file.display().to_string(),
         ),
     );
     let out = floodwatch(&[
@@ -238,6 +242,39 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     assert!(events
         .iter()
         .any(|e| e["vhost"].as_str().is_some_and(|v| v.contains("$(touch"))));
+    // Every ban expired: the nginx file is empty again.
+    assert!(!std::fs::read_to_string(&deny_file)
+        .unwrap()
+        .contains("deny"));
+
+    // The same log ending before the bans expire: the nginx file holds exactly one deny line
+    // per flooder, each a canonical address or prefix.
+    let cut = log.trim_end().rfind('\n').unwrap();
+    std::fs::write(&log_path, &log[..=cut]).unwrap();
+    let out = floodwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        HOSTILE_FORMAT,
+        log_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deny = std::fs::read_to_string(&deny_file).unwrap();
+    let mut denied = Vec::new();
+    for line in deny.lines().filter(|l| !l.starts_with("# ")) {
+        let net = line
+            .strip_prefix("deny ")
+            .and_then(|l| l.strip_suffix(';'))
+            .unwrap_or_else(|| panic!("unexpected line {line:?} in\n{deny}"));
+        let parsed: floodwatch::addr::Cidr = net.parse().unwrap();
+        assert_eq!(parsed.to_string(), net);
+        denied.push(net.to_string());
+    }
+    assert_eq!(denied.len(), expected.len(), "{deny}");
+    for n in 1..=7 {
+        assert!(!dir.path().join(format!("pwned{n}")).exists(), "pwned{n}");
+    }
 }
 
 /// A real nginx on loopback with its own prefix, config, pid file and logs in a temp dir;
@@ -546,4 +583,91 @@ fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
         "{report}"
     );
     assert!(!err.contains("t0ken"), "a header value was logged: {err}");
+}
+
+#[test]
+fn one_replay_drives_every_sink_and_they_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = serve_http(listener);
+    let events = dir.path().join("events.jsonl");
+    let deny = dir.path().join("deny.conf");
+    let calls = dir.path().join("calls.txt");
+    let exec = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
+            calls.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"jsonl\"\npath = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
+             [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
+             [[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n",
+            events.display().to_string(),
+            deny.display().to_string(),
+            exec("ban"),
+            exec("unban"),
+        ),
+    );
+    // A short ban: flooders are banned, unbanned on log time and banned again.
+    let out = floodwatch(&[
+        "replay",
+        "--ban",
+        "10s",
+        "--config",
+        config.to_str().unwrap(),
+        &demo_glob(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let ev = json_lines(&lines);
+    assert!(ev.iter().any(|e| e["type"] == "unban"), "{lines}");
+    // exec saw every ban and unban, in order.
+    let want_calls: String = ev
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}\n",
+                e["type"].as_str().unwrap(),
+                e["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), want_calls);
+    // The webhook got every event.
+    assert_eq!(*bodies.lock().unwrap(), lines.lines().collect::<Vec<_>>());
+    // The nginx file denies exactly the keys still banned at the end (its batching of writes
+    // and its deny lines are tested on their own above).
+    let mut active = std::collections::BTreeSet::new();
+    for e in &ev {
+        let key = e["key"].as_str().unwrap().to_string();
+        if e["type"] == "ban" {
+            active.insert(key);
+        } else {
+            active.remove(&key);
+        }
+    }
+    // In the demo every ban has ended by the last line: expiry must have removed each deny.
+    assert!(active.is_empty(), "{active:?}");
+    let denied: std::collections::BTreeSet<String> = std::fs::read_to_string(&deny)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("deny ")?.strip_suffix(';').map(String::from))
+        .collect();
+    assert_eq!(denied, active);
+    for sink in [
+        "sink[0] jsonl",
+        "sink[1] nginx",
+        "sink[2] exec",
+        "sink[3] webhook",
+    ] {
+        let want = format!("{sink}: {} delivered, 0 failed", ev.len());
+        assert!(stderr(&out).contains(&want), "{want}: {}", stderr(&out));
+    }
 }

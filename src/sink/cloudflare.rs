@@ -349,7 +349,8 @@ impl Cloudflare {
     /// Our rules at Cloudflare (id, target value, notes), all pages.
     fn list_ours(&mut self) -> Result<Vec<(String, String, String)>, SinkError> {
         let mut out = Vec::new();
-        for page in 1.. {
+        // At most 100,000 rules (Cloudflare allows 50,000 per zone): a bad answer cannot loop us.
+        for page in 1..=1000u64 {
             let url = format!(
                 "{}?notes={}&per_page=100&page={page}",
                 self.rules_path(),

@@ -119,7 +119,11 @@ impl Sink for Jsonl {
             return out
                 .write_all(&self.line)
                 .and_then(|()| out.flush())
-                .map_err(|e| SinkError::io(format!("writing to stdout: {e}")));
+                .map_err(|e| match e.kind() {
+                    // The reader is gone (`| head`): it will not come back.
+                    std::io::ErrorKind::BrokenPipe => SinkError::refused("stdout closed"),
+                    _ => SinkError::io(format!("writing to stdout: {e}")),
+                });
         }
         let line = std::mem::take(&mut self.line);
         let written = self

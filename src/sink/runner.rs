@@ -94,6 +94,7 @@ impl Sinks {
                     name: spec.name.clone(),
                     ..SinkReport::default()
                 },
+                failing_since: None,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sink-{}", feeds.len()))
@@ -219,6 +220,10 @@ struct Worker {
     retry_max: Duration,
     give_up_after: Duration,
     report: SinkReport,
+    /// When the sink started failing (reset by any success). `give_up_after` counts from here,
+    /// not per event: once an outage has lasted that long, each later event gets one try until
+    /// one succeeds, rather than every queued event waiting out the whole period again.
+    failing_since: Option<Instant>,
 }
 
 impl Worker {
@@ -269,12 +274,12 @@ impl Worker {
 
     /// Runs `f` until it succeeds, fails for good, or has failed for `give_up_after`.
     fn retry<T>(&mut self, what: &str, mut f: impl FnMut() -> Result<T, SinkError>) -> Option<T> {
-        let started = Instant::now();
         let mut delay = FIRST_RETRY.min(self.retry_max);
         let mut attempt = 0u32;
         loop {
             let e = match f() {
                 Ok(v) => {
+                    self.failing_since = None;
                     if attempt > 0 {
                         log(
                             &self.name,
@@ -289,7 +294,8 @@ impl Worker {
                 log(&self.name, format_args!("{what} failed: {e}"));
                 return None;
             }
-            if started.elapsed() >= self.give_up_after {
+            let since = *self.failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.give_up_after {
                 log(
                     &self.name,
                     format_args!("{what}: giving up after {attempt} retries: {e}"),
@@ -403,6 +409,7 @@ mod tests {
                 name: "probe".into(),
                 ..SinkReport::default()
             },
+            failing_since: None,
         };
         let handle = std::thread::spawn(move || worker.run(Box::new(probe), rx));
         let feed = Feed {
