@@ -522,4 +522,23 @@ mod tests {
         let missing = run_command("/nonexistent/floodwatch-test", &[], Duration::from_secs(1));
         assert!(missing.is_err());
     }
+
+    #[test]
+    fn dry_run_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("made");
+        let c = ExecConfig {
+            ban: Template::compile(&argv(&["touch", made.to_str().unwrap()])).unwrap(),
+            unban: None,
+            timeout: Duration::from_secs(10),
+        };
+        Exec::new(&c, "t".into(), true)
+            .deliver(&Event::Ban(ban("10.0.0.1", None)))
+            .unwrap();
+        assert!(!made.exists());
+        Exec::new(&c, "t".into(), false)
+            .deliver(&Event::Ban(ban("10.0.0.1", None)))
+            .unwrap();
+        assert!(made.exists());
+    }
 }
