@@ -16,6 +16,7 @@ use crate::decide::event::write_json_line;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::parse::Format;
+use crate::sink::{self, SinkSpec, Sinks};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline};
 use crate::source::paths::{self, LogFile};
@@ -54,6 +55,8 @@ pub struct ReplayPlan {
     pub shards: usize,
     /// Producer threads (reading and parsing).
     pub producers: usize,
+    /// Checked `[[sink]]` tables; none = events go to `out` as JSON lines.
+    pub sinks: Vec<SinkSpec>,
 }
 
 /// Loads the config, applies the command-line overrides and resolves the paths.
@@ -73,6 +76,7 @@ pub fn plan_replay(
         .map_err(|e| AppError::Usage(e.to_string()))?;
     let format = compile_format(&config)?;
     let rules = compile_rules(&config)?;
+    let sinks = sink::parse_sinks(&config).map_err(|e| AppError::Usage(e.to_string()))?;
     let args: Vec<String> = if paths.is_empty() {
         config.input.paths.clone()
     } else {
@@ -97,6 +101,7 @@ pub fn plan_replay(
         producers: producers
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        sinks,
     })
 }
 
@@ -125,7 +130,13 @@ pub fn replay(
         files,
         shards,
         producers,
+        sinks,
     } = plan;
+    // Started before any line is read, so that a sink that cannot start stops the replay early.
+    let mut sinks = match sinks.is_empty() {
+        true => None,
+        false => Some(Sinks::start(&sinks).map_err(|e| AppError::Runtime(e.to_string()))?),
+    };
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
     let total_bytes: u64 = files
@@ -155,6 +166,10 @@ pub fn replay(
             let mut line = Vec::with_capacity(512);
             let mut write_error: Option<io::Error> = None;
             let stats = decider::run(out_rx, shards, &mut table, &mut |ev| {
+                if let Some(sinks) = sinks.as_mut() {
+                    sinks.emit(ev);
+                    return;
+                }
                 if write_error.is_some() {
                     return;
                 }
@@ -191,6 +206,8 @@ pub fn replay(
         done.store(true, Ordering::Relaxed);
         (merged, decided, write_error)
     });
+    // Every sink delivers or reports what it was given before replay ends.
+    let failed = finish_sinks(sinks);
     if let Some(e) = write_error {
         return Err(if e.kind() == io::ErrorKind::BrokenPipe {
             AppError::BrokenPipe
@@ -199,6 +216,9 @@ pub fn replay(
         });
     }
     let (merge, ingest) = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
+    if let Some(msg) = failed {
+        return Err(AppError::Runtime(msg));
+    }
     Ok(ReplayReport {
         ingest,
         merge,
@@ -207,6 +227,20 @@ pub fn replay(
         producers,
         elapsed: started.elapsed(),
     })
+}
+
+/// Waits for the sinks and reports on stderr what each did; `Some` names the sinks that failed
+/// to deliver some events (dropped bans are reported but are not a failure: see `sink::runner`).
+fn finish_sinks(sinks: Option<Sinks>) -> Option<String> {
+    let reports = sinks?.finish();
+    let mut failed = Vec::new();
+    for r in &reports {
+        eprintln!("floodwatch: {r}");
+        if r.failed > 0 {
+            failed.push(format!("{}: {} events not delivered", r.name, r.failed));
+        }
+    }
+    (!failed.is_empty()).then(|| failed.join("; "))
 }
 
 fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
@@ -230,6 +264,7 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
 pub fn check_config(config: &Config) -> Result<(), AppError> {
     compile_format(config)?;
     compile_rules(config)?;
+    sink::parse_sinks(config).map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(())
 }
 

@@ -1,0 +1,476 @@
+//! Sinks: where ban and unban events go once decided (a JSON lines file, an nginx deny file,
+//! firewall commands, a webhook).
+//!
+//! Every sink implements [`Sink`] and runs on its own thread behind a bounded queue
+//! ([`runner`]), so a slow or unreachable sink never holds up detection. This module holds the
+//! trait, its error type, and the checking of the `[[sink]]` tables: the keys every sink has
+//! ([`Common`]) are taken out here, the rest is read by the sink's own config struct with unknown
+//! keys refused, and every error names `sink[i].key` and the file.
+
+pub mod cloudflare;
+pub mod exec;
+pub mod jsonl;
+pub mod nginx;
+pub mod runner;
+pub mod webhook;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind};
+use crate::decide::Event;
+
+pub use runner::{SinkReport, Sinks};
+
+/// Why a sink could not do what an event asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub kind: SinkErrorKind,
+    pub message: String,
+    /// The other end said when to come back (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SinkErrorKind {
+    /// A file could not be read or written, a connection failed: worth retrying.
+    Io,
+    /// The other end failed or was busy (HTTP 5xx, 429): worth retrying.
+    Unavailable,
+    /// Refused for good (a command exited non-zero, HTTP 4xx, `nginx -t` failed): retrying the
+    /// same event would fail the same way, so it is reported instead.
+    Refused,
+}
+
+impl SinkError {
+    pub fn io(message: impl Into<String>) -> SinkError {
+        SinkError::new(SinkErrorKind::Io, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> SinkError {
+        SinkError::new(SinkErrorKind::Unavailable, message)
+    }
+
+    pub fn refused(message: impl Into<String>) -> SinkError {
+        SinkError::new(SinkErrorKind::Refused, message)
+    }
+
+    fn new(kind: SinkErrorKind, message: impl Into<String>) -> SinkError {
+        SinkError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind != SinkErrorKind::Refused
+    }
+}
+
+/// Where events go. The runner calls `begin` once, `deliver` for each event in order, and
+/// `flush` whenever its queue runs empty and at the end; a failed call is retried with backoff
+/// when the error says it may succeed later, so each call must be safe to repeat.
+pub trait Sink: Send {
+    /// Prepares (reads the current state of a file, checks a connection...).
+    fn begin(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn deliver(&mut self, event: &Event) -> Result<(), SinkError>;
+
+    /// Does work that was batched or held back. `Some(d)`: there is still work, call again in
+    /// `d` (an nginx reload waiting for its minimum interval).
+    fn flush(&mut self) -> Result<Option<Duration>, SinkError> {
+        Ok(None)
+    }
+}
+
+/// Logs a sink's message on stderr (the events themselves go to the sinks, never here).
+pub fn log(name: &str, msg: fmt::Arguments) {
+    eprintln!("floodwatch: {name}: {msg}");
+}
+
+/// Keys every `[[sink]]` table may have, whatever its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Common {
+    /// Log what would be done instead of doing it.
+    pub dry_run: bool,
+    /// Whether bans of clients seen through a trusted proxy (`via_proxy`) go to this sink.
+    pub proxied: bool,
+    /// Events the sink's queue holds before bans are dropped (see [`runner`]).
+    pub queue_size: usize,
+    /// Longest wait between two retries (the wait doubles from 0.5 s up to this).
+    pub retry_max_delay: Duration,
+    /// How long one event is retried before it is reported as failed.
+    pub give_up_after: Duration,
+}
+
+const DEFAULT_QUEUE: usize = 10_000;
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+const DEFAULT_GIVE_UP: Duration = Duration::from_secs(3600);
+const COMMON_KEYS: &[&str] = &[
+    "type",
+    "dry_run",
+    "proxied",
+    "queue_size",
+    "retry_max_delay",
+    "give_up_after",
+];
+
+/// One checked `[[sink]]` table, ready to build.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    /// `sink[i] type`, for logs.
+    pub name: String,
+    pub common: Common,
+    pub kind: SinkKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    Jsonl(jsonl::JsonlConfig),
+    Exec(exec::ExecConfig),
+    Nginx(nginx::NginxConfig),
+    Webhook(webhook::WebhookConfig),
+    Cloudflare(cloudflare::CloudflareConfig),
+}
+
+/// The sink types known, for error messages.
+pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "cloudflare", "exec", "webhook"];
+
+impl SinkSpec {
+    /// Opens files, compiles templates: what can only fail at run time.
+    pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+        let (name, dry) = (self.name.clone(), self.common.dry_run);
+        Ok(match &self.kind {
+            SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::new(c, name, dry)?),
+            SinkKind::Exec(c) => Box::new(exec::Exec::new(c, name, dry)),
+            SinkKind::Nginx(c) => Box::new(nginx::Nginx::new(c, name, dry)),
+            SinkKind::Webhook(c) => Box::new(webhook::Webhook::new(c, name, dry)),
+            SinkKind::Cloudflare(c) => Box::new(cloudflare::Cloudflare::new(c, name, dry)?),
+        })
+    }
+}
+
+/// Checks every `[[sink]]` table of `config`.
+pub fn parse_sinks(config: &Config) -> Result<Vec<SinkSpec>, ConfigError> {
+    config
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| parse_sink(i, t, &config.origin))
+        .collect()
+}
+
+/// Where a sink table's error is: the file and `sink[i].key`.
+pub struct At<'a> {
+    pub origin: &'a str,
+    pub index: usize,
+}
+
+impl At<'_> {
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.error_of(ConfigErrorKind::Invalid, key, message)
+    }
+
+    fn error_of(
+        &self,
+        kind: ConfigErrorKind,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let key = if key.is_empty() {
+            format!("sink[{}]", self.index)
+        } else {
+            format!("sink[{}].{key}", self.index)
+        };
+        ConfigError {
+            kind,
+            origin: self.origin.to_string(),
+            position: None,
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// A duration value such as `"30s"`.
+    pub fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+        parse_duration(text)
+            .map(Duration::from_millis)
+            .map_err(|m| self.error(key, m))
+    }
+}
+
+fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpec, ConfigError> {
+    let at = At { origin, index };
+    // The config layer has already checked that `type` is a non-empty string.
+    let kind_name = table
+        .get("type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut rest = table.clone();
+    for k in COMMON_KEYS {
+        rest.remove(*k);
+    }
+    let bool_key = |key: &str, default: bool| match table.get(key) {
+        None => Ok(default),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(_) => Err(at.error_of(ConfigErrorKind::WrongType, key, "expected true or false")),
+    };
+    let duration_key = |key: &str, default: Duration| match table.get(key) {
+        None => Ok(default),
+        Some(toml::Value::String(s)) => at.duration(key, s),
+        Some(_) => Err(at.error_of(
+            ConfigErrorKind::WrongType,
+            key,
+            "expected a duration such as \"30s\"",
+        )),
+    };
+    // A client behind a CDN reaches the server from the CDN's addresses: only a sink that
+    // blocks at the CDN (or just reports) can act on such a ban.
+    let proxied_default = matches!(kind_name.as_str(), "jsonl" | "webhook" | "cloudflare");
+    let queue_size = match table.get("queue_size") {
+        None => DEFAULT_QUEUE,
+        Some(toml::Value::Integer(n)) if *n >= 1 && *n <= 10_000_000 => *n as usize,
+        Some(_) => return Err(at.error("queue_size", "expected a number from 1 to 10000000")),
+    };
+    let common = Common {
+        dry_run: bool_key("dry_run", false)?,
+        proxied: bool_key("proxied", proxied_default)?,
+        queue_size,
+        retry_max_delay: duration_key("retry_max_delay", DEFAULT_RETRY_MAX)?,
+        give_up_after: duration_key("give_up_after", DEFAULT_GIVE_UP)?,
+    };
+    if common.retry_max_delay.is_zero() {
+        return Err(at.error("retry_max_delay", "must be more than 0"));
+    }
+    let kind = match kind_name.as_str() {
+        "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
+        "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
+        "nginx" => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
+        "webhook" => SinkKind::Webhook(webhook::WebhookConfig::check(read(&at, &rest)?, &at)?),
+        "cloudflare" => {
+            SinkKind::Cloudflare(cloudflare::CloudflareConfig::check(read(&at, &rest)?, &at)?)
+        }
+        other => {
+            return Err(at.error(
+                "type",
+                format!(
+                    "unknown sink type {other:?} (known: {})",
+                    SINK_TYPES.join(", ")
+                ),
+            ))
+        }
+    };
+    Ok(SinkSpec {
+        name: format!("sink[{index}] {kind_name}"),
+        common,
+        kind,
+    })
+}
+
+/// Reads a sink's own keys into its raw config struct (`deny_unknown_fields`). The table is
+/// written back out as TOML and read from that text, so that serde's error carries a span,
+/// which names the key at fault.
+fn read<T: DeserializeOwned>(at: &At, table: &toml::Table) -> Result<T, ConfigError> {
+    let text = toml::to_string(table).map_err(|e| at.error("", e.to_string()))?;
+    toml::from_str(&text).map_err(|e| {
+        let message = e.message().to_string();
+        let key = e
+            .span()
+            .and_then(|s| key_at(&text, s.start))
+            .or_else(|| quoted_name(&message))
+            .unwrap_or_default();
+        let kind = if message.starts_with("unknown field") {
+            ConfigErrorKind::UnknownKey
+        } else {
+            ConfigErrorKind::WrongType
+        };
+        at.error_of(kind, &key, message)
+    })
+}
+
+/// The key of the `key = value` line (or `[key]` sub-table) around byte `pos`, with the
+/// sub-table it is in (`headers.x`).
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let table = |l: &str| {
+        let l = l.trim();
+        (l.starts_with('[') && l.ends_with(']')).then(|| {
+            l.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        })
+    };
+    if let Some(t) = table(line) {
+        return (!t.is_empty()).then_some(t);
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    Some(match before[..start].lines().rev().find_map(table) {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The name in backticks of a serde message such as "missing field `path`".
+fn quoted_name(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once('`')?;
+    let (name, _) = rest.split_once('`')?;
+    Some(name.to_string())
+}
+
+/// An argv from config: a non-empty list of strings.
+pub fn check_argv(at: &At, key: &str, argv: &[String]) -> Result<(), ConfigError> {
+    match argv.first() {
+        None => Err(at.error(
+            key,
+            "empty command (expected e.g. [\"nginx\", \"-s\", \"reload\"])",
+        )),
+        Some(p) if p.trim().is_empty() => Err(at.error(key, "the program name is empty")),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<SinkSpec>, ConfigError> {
+        let config = Config::parse(text, "test.toml").unwrap();
+        parse_sinks(&config)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn common_keys_and_defaults() {
+        let s = parse(
+            "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"x\"\ndry_run = true\nqueue_size = 5\n\
+             retry_max_delay = \"2s\"\nproxied = false\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].name, "sink[0] jsonl");
+        assert!(s[0].common.proxied);
+        assert!(!s[0].common.dry_run);
+        assert_eq!(s[0].common.queue_size, DEFAULT_QUEUE);
+        assert_eq!(s[1].common.queue_size, 5);
+        assert!(s[1].common.dry_run && !s[1].common.proxied);
+        assert_eq!(s[1].common.retry_max_delay, Duration::from_secs(2));
+        let e = parse("[[sink]]\ntype = \"exec\"\nban = [\"true\"]\n").unwrap();
+        assert!(
+            !e[0].common.proxied,
+            "a firewall cannot block a client behind a CDN"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_sink_key_and_file() {
+        for (text, want) in [
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\ncolour = 1\n",
+                "test.toml: sink[0].colour: unknown field `colour`",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = 3\n",
+                "test.toml: sink[0].path: invalid type",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\n",
+                "test.toml: sink[0].path: missing field",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\n[[sink]]\ntype = \"carrier-pigeon\"\n",
+                "test.toml: sink[1].type: unknown sink type \"carrier-pigeon\"",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\ndry_run = \"yes\"\n",
+                "test.toml: sink[0].dry_run: expected true or false",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nretry_max_delay = \"soon\"\n",
+                "test.toml: sink[0].retry_max_delay: \"soon\" is not a duration",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nmin_reload_interval = \"often\"\n",
+                "test.toml: sink[0].min_reload_interval: \"often\" is not a duration",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nreload_command = []\n",
+                "test.toml: sink[0].reload_command: empty command",
+            ),
+            (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"ftp://x\"\n",
+                "test.toml: sink[0].url: \"ftp://x\" is not an http",
+            ),
+            (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"http://x\"\nheaders = { a = 1 }\n",
+                "test.toml: sink[0].headers.a: invalid type",
+            ),
+            (
+                "[[sink]]\ntype = \"webhook\"\nurl = \"http://x\"\n[sink.headers]\nX = \"a\\nb\"\n",
+                "test.toml: sink[0].headers.X: a header value cannot contain a line break",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\napi_token_env = \"T\"\n",
+                "test.toml: sink[0].zone_id: give exactly one of zone_id",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\n",
+                "test.toml: sink[0].api_token_env: give exactly one",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\napi_token_env = \"T\"\nmode = \"nuke\"\n",
+                "test.toml: sink[0].mode: \"nuke\" is not one of block, challenge",
+            ),
+            (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\napi_token_env = \"T\"\nnotes = \"a b\"\n",
+                "test.toml: sink[0].notes: expected 1 to 64",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = []\n",
+                "test.toml: sink[0].ban: empty command",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = [\"x\", \"{adress}\"]\n",
+                "test.toml: sink[0].ban: unknown placeholder {adress}",
+            ),
+            (
+                "[[sink]]\ntype = \"exec\"\nban = [\"x\"]\ntimeout = 5\n",
+                "test.toml: sink[0].timeout: invalid type",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nqueue_size = 0\n",
+                "test.toml: sink[0].queue_size: expected a number",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.starts_with(want), "{text}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn key_at_finds_the_line_key() {
+        let text = "a = 1\npath = 3\n[headers]\nx = 1\n";
+        assert_eq!(key_at(text, 13).as_deref(), Some("path"));
+        assert_eq!(key_at(text, 0).as_deref(), Some("a"));
+        assert_eq!(key_at(text, 15).as_deref(), Some("headers"));
+        assert_eq!(key_at(text, 29).as_deref(), Some("headers.x"));
+    }
+}

@@ -1,0 +1,673 @@
+//! End-to-end tests of the sinks: the real binary replaying real files into each configured
+//! `[[sink]]`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn floodwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(args)
+        .output()
+        .expect("run floodwatch")
+}
+
+fn demo_glob() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/replay/vhosts/*/logs/access_log*")
+        .display()
+        .to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("floodwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn jsonl_sinks_write_what_stdout_gets_without_sinks() {
+    let plain = floodwatch(&["replay", "--ban", "10s", &demo_glob()]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let expected = String::from_utf8_lossy(&plain.stdout).into_owned();
+    assert!(json_lines(&expected).len() >= 3, "{expected}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"jsonl\"\npath = {:?}\n\n[[sink]]\ntype = \"jsonl\"\npath = \"-\"\n",
+            file.display().to_string()
+        ),
+    );
+    let out = floodwatch(&[
+        "replay",
+        "--ban",
+        "10s",
+        "--config",
+        config.to_str().unwrap(),
+        &demo_glob(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), expected);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let n = json_lines(&expected).len();
+    assert!(
+        stderr(&out).contains(&format!("sink[0] jsonl: {n} delivered, 0 failed")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sink_config_errors_name_the_key_and_file_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nbogus = true\n",
+    );
+    let glob = demo_glob();
+    for args in [vec!["replay", &glob], vec!["check-config"]] {
+        let cmd = args[0];
+        let mut args = args.clone();
+        args.extend(["--config", config.to_str().unwrap()]);
+        let out = floodwatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{}: sink[0].bogus: unknown field",
+                config.display()
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// Lines in an nginx format whose every text field, the Host header included, is under the
+/// client's control.
+const HOSTILE_FORMAT: &str = r#"nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$host""#;
+
+/// A log in which flooders send shell and firewall syntax in every field, and the expected
+/// vhost each one's ban may carry to a command ("-" when the Host is not a plain name).
+fn hostile_log(dir: &Path) -> (String, Vec<(&'static str, String)>) {
+    let pwned = |n: u32| dir.join(format!("pwned{n}")).display().to_string();
+    let payloads = [
+        format!("$(touch {})", pwned(1)),
+        format!("`touch {}`", pwned(2)),
+        format!("x; touch {}", pwned(3)),
+        format!("' ; touch {} ; '", pwned(4)),
+        format!("\\x22 ; touch {} \\x0A", pwned(5)),
+        format!("-rf {{ 0.0.0.0/0 }}; touch {}", pwned(6)),
+        "ok.example.com".to_string(),
+    ];
+    let clients = [
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+        "203.0.113.4",
+        "2001:db8:66::1",
+        "203.0.113.6",
+        "203.0.113.7",
+    ];
+    let mut log = String::new();
+    let mut expected = Vec::new();
+    for (i, (client, p)) in clients.iter().zip(&payloads).enumerate() {
+        for n in 0..20 {
+            log.push_str(&format!(
+                "{client} - {p} [25/Nov/2026:10:00:{:02} +0000] \"GET /{p}?{n} HTTP/1.1\" 200 5 \"{p}\" \"{p}\" \"{p}\"\n",
+                i * 2
+            ));
+        }
+        // A raw newline in the middle of a field, as a broken or hostile writer might leave.
+        log.push_str(&format!(
+            "{client} - - [25/Nov/2026:10:00:{:02} +0000] \"GET /$(touch {})\n; rm -rf / HTTP/1.1\" 200 5 \"-\" \"-\" \"-\"\n",
+            i * 2,
+            pwned(7)
+        ));
+        let vhost = if p == "ok.example.com" {
+            p.clone()
+        } else {
+            "-".into()
+        };
+        expected.push((*client, vhost));
+    }
+    // Much later, so that every ban expires within the replay.
+    log.push_str("192.0.2.1 - - [25/Nov/2026:10:05:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"-\" \"x.example\"\n");
+    (log, expected)
+}
+
+#[test]
+fn hostile_log_content_never_reaches_a_command_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, expected) = hostile_log(dir.path());
+    let log_path = dir.path().join("access.log");
+    std::fs::write(&log_path, &log).unwrap();
+    let argv_file = dir.path().join("argv.txt");
+    let events_file = dir.path().join("events.jsonl");
+    let deny_file = dir.path().join("deny.conf");
+    // The command prints each argument it gets between `<` and `>`, one per line.
+    let record = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"printf '<%s>\\\\n' \\\"$@\\\" >> \\\"$0\\\"; echo >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\", \"{{ip}}\", \"{{prefix_len}}\", \"{{family}}\", \"{{rule}}\", \"{{vhost}}\", \"{{ban_seconds}}\", \"{{until}}\"]",
+            argv_file.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1m\"\n\n\
+             [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n",
+            record("ban"),
+            record("unban"),
+            events_file.display().to_string(),
+            deny_file.display().to_string(),
+        ),
+    );
+    let out = floodwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        HOSTILE_FORMAT,
+        log_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if std::env::var_os("SHOW").is_some() {
+        eprintln!("{}", std::fs::read_to_string(&argv_file).unwrap());
+        eprintln!("{}", std::fs::read_to_string(&events_file).unwrap());
+    }
+
+    for n in 1..=7 {
+        assert!(!dir.path().join(format!("pwned{n}")).exists(), "pwned{n}");
+    }
+    let argv = std::fs::read_to_string(&argv_file).unwrap();
+    let mut calls: Vec<&str> = argv.split("\n\n").filter(|c| !c.is_empty()).collect();
+    calls.sort();
+    let mut want = Vec::new();
+    for (client, vhost) in &expected {
+        let key: floodwatch::addr::Cidr = client.parse().unwrap();
+        // IPv6 clients are keyed by their /64.
+        let key = if key.addr.is_v4() {
+            key
+        } else {
+            floodwatch::addr::Cidr::new(key.addr, 64)
+        };
+        let family = if key.addr.is_v4() { 4 } else { 6 };
+        for what in ["ban", "unban"] {
+            want.push(format!(
+                "<{what}>\n<{key}>\n<{}>\n<{}>\n<{family}>\n<flood>\n<{vhost}>\n<60>\n<",
+                key.addr, key.prefix
+            ));
+        }
+    }
+    assert_eq!(calls.len(), want.len(), "{argv}");
+    for w in &want {
+        assert!(
+            calls.iter().any(|c| c.starts_with(w.as_str())),
+            "no call starting {w:?} in:\n{argv}"
+        );
+    }
+    // Every argument is one of the values above or an RFC 3339 time, nothing else.
+    for line in argv.lines().filter(|l| !l.is_empty()) {
+        let v = line
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix('>'))
+            .unwrap_or_else(|| panic!("argument split over lines: {line:?}"));
+        let plain = v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:-/".contains(&b));
+        assert!(plain, "unexpected argument {v:?}");
+    }
+
+    // The JSON lines file has one well-formed object per event; the hostile vhost text is
+    // inside JSON strings, escaped, never a line of its own.
+    let events = json_lines(&std::fs::read_to_string(&events_file).unwrap());
+    assert_eq!(events.len(), 2 * expected.len());
+    assert!(events
+        .iter()
+        .any(|e| e["vhost"].as_str().is_some_and(|v| v.contains("$(touch"))));
+    // Every ban expired: the nginx file is empty again.
+    assert!(!std::fs::read_to_string(&deny_file)
+        .unwrap()
+        .contains("deny"));
+
+    // The same log ending before the bans expire: the nginx file holds exactly one deny line
+    // per flooder, each a canonical address or prefix.
+    let cut = log.trim_end().rfind('\n').unwrap();
+    std::fs::write(&log_path, &log[..=cut]).unwrap();
+    let out = floodwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--format",
+        HOSTILE_FORMAT,
+        log_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deny = std::fs::read_to_string(&deny_file).unwrap();
+    let mut denied = Vec::new();
+    for line in deny.lines().filter(|l| !l.starts_with("# ")) {
+        let net = line
+            .strip_prefix("deny ")
+            .and_then(|l| l.strip_suffix(';'))
+            .unwrap_or_else(|| panic!("unexpected line {line:?} in\n{deny}"));
+        let parsed: floodwatch::addr::Cidr = net.parse().unwrap();
+        assert_eq!(parsed.to_string(), net);
+        denied.push(net.to_string());
+    }
+    assert_eq!(denied.len(), expected.len(), "{deny}");
+    for n in 1..=7 {
+        assert!(!dir.path().join(format!("pwned{n}")).exists(), "pwned{n}");
+    }
+}
+
+/// A real nginx on loopback with its own prefix, config, pid file and logs in a temp dir;
+/// stopped on drop.
+struct TestNginx {
+    bin: PathBuf,
+    prefix: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+fn nginx_bin() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    let has_curl = Command::new("curl").arg("--version").output().is_ok();
+    match found {
+        Some(p) if has_curl => p,
+        _ => panic!(
+            "this test needs nginx and curl: run `bash .ci/run` (it installs them with apt-get), \
+             or `apt-get install -y nginx curl`"
+        ),
+    }
+}
+
+impl TestNginx {
+    fn start(prefix: &Path) -> TestNginx {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = nginx_bin();
+        // Workers run as an unprivileged user when started as root: they must reach the files.
+        std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(prefix.join("html")).unwrap();
+        std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+        std::fs::write(prefix.join("html/index.html"), "ok\n").unwrap();
+        std::fs::write(prefix.join("deny.conf"), "").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = prefix.display();
+        std::fs::write(
+            prefix.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
+                 proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    include {p}/deny.conf;\n\
+                 root {p}/html;\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let mut args = TestNginx::base_args(prefix);
+        args.extend(["-g".into(), "daemon off;".into()]);
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = TestNginx {
+            bin,
+            prefix: prefix.to_path_buf(),
+            port,
+            child,
+        };
+        n.wait_for_status("127.0.0.1", 200);
+        n
+    }
+
+    fn base_args(prefix: &Path) -> Vec<String> {
+        let p = prefix.display();
+        vec![
+            "-p".into(),
+            format!("{p}/"),
+            "-c".into(),
+            format!("{p}/nginx.conf"),
+            "-e".into(),
+            format!("{p}/error.log"),
+        ]
+    }
+
+    /// The nginx argv with `extra` appended, as TOML.
+    fn command_toml(&self, extra: &[&str]) -> String {
+        let mut argv = vec![self.bin.display().to_string()];
+        argv.extend(TestNginx::base_args(&self.prefix));
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        format!("{argv:?}")
+    }
+
+    fn status_from(&self, source: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(["--interface", source])
+            .arg(format!("http://127.0.0.1:{}/", self.port))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    }
+
+    /// Polls until a request from `source` gets `want`: a reload takes effect when nginx's new
+    /// workers have started, a moment after `nginx -s reload` returns.
+    fn wait_for_status(&self, source: &str, want: u16) {
+        let mut got = 0;
+        for _ in 0..100 {
+            got = self.status_from(source);
+            if got == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
+        panic!("from {source}: got HTTP {got}, want {want}; nginx error log:\n{log}");
+    }
+}
+
+impl Drop for TestNginx {
+    fn drop(&mut self) {
+        let mut args = TestNginx::base_args(&self.prefix);
+        args.extend(["-s".into(), "stop".into()]);
+        let _ = Command::new(&self.bin).args(&args).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn flood_lines(client: &str, second: u32) -> String {
+    (0..20)
+        .map(|n| {
+            format!(
+                "{client} - - [25/Nov/2026:10:00:{second:02} +0000] \"GET /?{n} HTTP/1.1\" 200 5 \"-\" \"flood\"\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = TestNginx::start(dir.path());
+    assert_eq!(nginx.status_from("127.0.0.2"), 200, "not banned yet");
+    let deny = dir.path().join("deny.conf");
+    let events = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"30s\"\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\nreload_command = {}\n\
+             min_reload_interval = \"200ms\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            deny.display().to_string(),
+            nginx.command_toml(&["-t", "-q"]),
+            nginx.command_toml(&["-s", "reload"]),
+            events.display().to_string(),
+        ),
+    );
+    let replay = |log: &str| {
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, log).unwrap();
+        let out = floodwatch(&[
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("sink[0] nginx: "), "{}", stderr(&out));
+    };
+
+    // 127.0.0.2 floods; the log ends while it is banned.
+    let mut log = flood_lines("127.0.0.2", 0);
+    log.push_str(
+        "127.0.0.1 - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+    );
+    replay(&log);
+    let text = std::fs::read_to_string(&deny).unwrap();
+    assert!(text.contains("deny 127.0.0.2;\n"), "{text}");
+    nginx.wait_for_status("127.0.0.2", 403);
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+
+    // The same flood, then the log goes on past the ban's end: the ban expires and the file is
+    // regenerated without it.
+    log.push_str(
+        "127.0.0.1 - - [25/Nov/2026:10:01:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+    );
+    replay(&log);
+    let text = std::fs::read_to_string(&deny).unwrap();
+    assert!(!text.contains("deny"), "{text}");
+    let ev = json_lines(&std::fs::read_to_string(&events).unwrap());
+    assert!(ev
+        .iter()
+        .any(|e| e["type"] == "unban" && e["key"] == "127.0.0.2"));
+    nginx.wait_for_status("127.0.0.2", 200);
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+}
+
+/// A minimal HTTP/1.1 server (keep-alive) answering 200 to every request and collecting the
+/// request bodies, in order of arrival.
+fn serve_http(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut len = 0;
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if first {
+                            assert!(line.starts_with("POST /events "), "{line}");
+                            first = false;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    got.lock().unwrap().push(String::from_utf8(body).unwrap());
+                    (&conn)
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    bodies
+}
+
+#[test]
+fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let events = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n\
+             retry_max_delay = \"200ms\"\n[sink.headers]\nAuthorization = \"Bearer t0ken\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            events.display().to_string()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["replay", "--ban", "10s", "--config"])
+        .arg(&config)
+        .arg(demo_glob())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down until the replay has certainly tried (the jsonl sink has written its events).
+    let mut waited = 0;
+    while std::fs::read_to_string(&events).map_or(0, |t| t.lines().count()) < 3 {
+        waited += 1;
+        assert!(waited < 1500, "the replay wrote no events");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let bodies = serve_http(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+
+    let written = std::fs::read_to_string(&events).unwrap();
+    let want: Vec<&str> = written.lines().collect();
+    assert_eq!(*bodies.lock().unwrap(), want);
+    assert!(
+        err.contains("sink[0] webhook: delivering failed, will retry"),
+        "{err}"
+    );
+    let report = err
+        .lines()
+        .find(|l| l.starts_with("floodwatch: sink[0] webhook: ") && l.contains("delivered"))
+        .unwrap();
+    assert!(
+        report.contains(&format!("{} delivered, 0 failed, 0 dropped", want.len())),
+        "{report}"
+    );
+    assert!(!err.contains("t0ken"), "a header value was logged: {err}");
+}
+
+#[test]
+fn one_replay_drives_every_sink_and_they_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = serve_http(listener);
+    let events = dir.path().join("events.jsonl");
+    let deny = dir.path().join("deny.conf");
+    let calls = dir.path().join("calls.txt");
+    let exec = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
+            calls.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"jsonl\"\npath = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
+             [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
+             [[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n",
+            events.display().to_string(),
+            deny.display().to_string(),
+            exec("ban"),
+            exec("unban"),
+        ),
+    );
+    // A short ban: flooders are banned, unbanned on log time and banned again.
+    let out = floodwatch(&[
+        "replay",
+        "--ban",
+        "10s",
+        "--config",
+        config.to_str().unwrap(),
+        &demo_glob(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let ev = json_lines(&lines);
+    assert!(ev.iter().any(|e| e["type"] == "unban"), "{lines}");
+    // exec saw every ban and unban, in order.
+    let want_calls: String = ev
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}\n",
+                e["type"].as_str().unwrap(),
+                e["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), want_calls);
+    // The webhook got every event.
+    assert_eq!(*bodies.lock().unwrap(), lines.lines().collect::<Vec<_>>());
+    // The nginx file denies exactly the keys still banned at the end (its batching of writes
+    // and its deny lines are tested on their own above).
+    let mut active = std::collections::BTreeSet::new();
+    for e in &ev {
+        let key = e["key"].as_str().unwrap().to_string();
+        if e["type"] == "ban" {
+            active.insert(key);
+        } else {
+            active.remove(&key);
+        }
+    }
+    // In the demo every ban has ended by the last line: expiry must have removed each deny.
+    assert!(active.is_empty(), "{active:?}");
+    let denied: std::collections::BTreeSet<String> = std::fs::read_to_string(&deny)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("deny ")?.strip_suffix(';').map(String::from))
+        .collect();
+    assert_eq!(denied, active);
+    for sink in [
+        "sink[0] jsonl",
+        "sink[1] nginx",
+        "sink[2] exec",
+        "sink[3] webhook",
+    ] {
+        let want = format!("{sink}: {} delivered, 0 failed", ev.len());
+        assert!(stderr(&out).contains(&want), "{want}: {}", stderr(&out));
+    }
+}
