@@ -297,6 +297,10 @@ fn find_time_bracket(line: &[u8]) -> Option<usize> {
 #[inline]
 fn time(line: &[u8], lb: usize, times: &mut TimeCache) -> Result<(i64, usize), Malformed> {
     let t = lb + 1;
+    // Every accepted time starts with its day: `[[01/Jan/...` is not a time.
+    if !line.get(t).is_some_and(u8::is_ascii_digit) {
+        return Err(Malformed::Time);
+    }
     if line.get(t + HTTPDATE_LEN) == Some(&b']') {
         let secs = times
             .httpdate(&line[t..t + HTTPDATE_LEN])
@@ -317,6 +321,13 @@ mod tests {
 
     fn p(line: &str) -> Result<Record<'_>, Malformed> {
         parse(line.as_bytes(), &mut TimeCache::new(), Tail::Combined)
+    }
+
+    /// Found by the reference-model property test: a doubled bracket was taken for a time.
+    #[test]
+    fn a_doubled_time_bracket_is_refused() {
+        let line = r#"0.100.10.10 10.100.10.10 - [[01/Jan/1960:00:00:00 +0000] "GET /a HTTP/1.1" 200 - "-" "-""#;
+        assert!(p(line).is_err());
     }
 
     #[test]

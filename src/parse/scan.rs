@@ -163,7 +163,13 @@ pub fn split_request(req: &[u8]) -> (&[u8], &[u8], &[u8]) {
     let rest = &req[skip_spaces(req, sp)..];
     // The usual ending, ` HTTP/1.1`, without a search.
     if let Some(tail) = rest.len().checked_sub(9).map(|k| &rest[k..]) {
-        if tail[0] == b' ' && tail[1..6] == *b"HTTP/" && tail[7] == b'.' && rest.len() > 9 {
+        if tail[0] == b' '
+            && tail[1..6] == *b"HTTP/"
+            && tail[6].is_ascii_digit()
+            && tail[7] == b'.'
+            && tail[8].is_ascii_digit()
+            && rest.len() > 9
+        {
             let mut target = &rest[..rest.len() - 9];
             while let [head @ .., b' '] = target {
                 target = head;
@@ -211,6 +217,15 @@ pub fn addr_list(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the reference-model property test: ` HTTP/ .1` is not a protocol.
+    #[test]
+    fn a_protocol_needs_its_version_digits() {
+        let (m, t, p) = split_request(b"OPTIONS /a HTTP/ .1");
+        assert_eq!((m, t, p), (&b"OPTIONS"[..], &b"/a HTTP/ .1"[..], &b""[..]));
+        let (_, t, p) = split_request(b"GET /a HTTP/1.1");
+        assert_eq!((t, p), (&b"/a"[..], &b"HTTP/1.1"[..]));
+    }
 
     #[test]
     fn request_split_forms() {
