@@ -1,8 +1,10 @@
 //! Model-based test of `source::tail::Tailer`: random sequences of writes (whole lines, partial
-//! lines, oversized lines), rename rotation (with and without a new file), copytruncate,
-//! deletion, re-creation and restarts (checkpoint, drop the tailer, actions while it is down,
-//! reopen from the checkpoint) are applied to a real file in a temporary directory, polling at
-//! random points; after each poll the lines read must equal what a model of the files says.
+//! lines, oversized lines), rename rotation (with and without a new file), writes to the rotated
+//! or deleted file by a server that has not reopened its log yet, copytruncate, deletion,
+//! re-creation and restarts (checkpoint, drop the tailer, actions while it is down, reopen from
+//! the checkpoint) are applied to a real file in a temporary directory, polling at random points;
+//! after each poll the lines read must equal what a model of the files says. It runs with no
+//! grace period for rotated files and with one that never ends.
 //!
 //! The model keeps the bytes of every file the path ever named and which one the tailer follows
 //! at which offset, and states the contract in a few lines (see [`Model::poll`] and
@@ -12,8 +14,11 @@
 //! What the model says is lost, because no tailer of a path can read it:
 //! - lines written before a copytruncate but after the last poll (they are only in the copy),
 //!   and the unfinished line of a truncated file;
+//! - lines written to a rotated file after its grace (with no grace: after the poll that saw the
+//!   new file), or after the next rotation;
 //! - what the tailer had not read of a file when it was stopped, if the path names another file
-//!   (or none) when it starts again: it resumes only in the same file.
+//!   (or none) when it starts again: it resumes only in the same file; and what a rotated file
+//!   still in its grace gets after a stop.
 //!
 //! Lines longer than `MAX_LINE` are left out on both sides: the tailer drops them, or hands them
 //! out complete for the parser to reject.
@@ -22,6 +27,7 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use floodwatch::config::StartAt;
 use floodwatch::parse::MAX_LINE;
@@ -42,6 +48,11 @@ enum Action {
     /// `create`.
     Rotate {
         create: bool,
+    },
+    /// The server writes `lines` lines to the file it had open before the last rotation or
+    /// deletion (finishing its unfinished line first).
+    WriteOld {
+        lines: u8,
     },
     /// Copies the file away and truncates it (logrotate's `copytruncate`).
     CopyTruncate,
@@ -66,6 +77,7 @@ fn action() -> impl Strategy<Value = Action> {
         6 => write,
         4 => Just(Action::Poll),
         1 => any::<bool>().prop_map(|create| Action::Rotate { create }),
+        2 => (1u8..3).prop_map(|lines| Action::WriteOld { lines }),
         1 => Just(Action::CopyTruncate),
         1 => Just(Action::Delete),
         1 => Just(Action::Recreate),
@@ -91,12 +103,32 @@ struct Model {
     /// whole line.
     cur: Option<(usize, u32)>,
     pos: usize,
+    /// A rotated file still read, and the offset after its last whole line read.
+    retiring: Option<(usize, usize)>,
+    /// Whether rotated files are kept (a grace period that never ends) or left at once.
+    keep_rotated: bool,
     /// The tailer's position when stopped.
     saved: Option<(Option<(usize, u32)>, usize)>,
     lines: Vec<Vec<u8>>,
 }
 
 impl Model {
+    /// The whole lines of file `f` after `pos`, and if `all`, its unterminated rest.
+    fn read(&mut self, f: usize, pos: &mut usize, all: bool) {
+        let rest = &self.files[f].data[*pos..];
+        let whole = if all {
+            rest.len()
+        } else {
+            rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+        };
+        self.lines.extend(
+            rest[..whole]
+                .split_inclusive(|&b| b == b'\n')
+                .map(<[u8]>::to_vec),
+        );
+        *pos += whole;
+    }
+
     fn append(&mut self, bytes: &[u8]) {
         let f = match self.at_path {
             Some(f) => f,
@@ -125,10 +157,16 @@ impl Model {
         };
     }
 
-    /// Every whole line of the followed file after our offset (from 0 if it was truncated);
-    /// then, if the path names another file, the unterminated rest of this one, and the new
-    /// file from its start. A deleted file is kept until the path names a file again.
+    /// The new whole lines of a rotated file being kept; every whole line of the followed file
+    /// after our offset (from 0 if it was truncated); then, if the path names another file, the
+    /// new file from its start, and the followed file is kept for its grace, or left with its
+    /// unterminated rest (as is a kept one on the next rotation). A deleted file is followed
+    /// until the path names a file again.
     fn poll(&mut self) {
+        if let Some((r, mut pos)) = self.retiring {
+            self.read(r, &mut pos, false);
+            self.retiring = Some((r, pos));
+        }
         loop {
             let Some((f, seen)) = self.cur else {
                 match self.at_path {
@@ -145,18 +183,18 @@ impl Model {
                 self.pos = 0;
                 self.cur = Some((f, file.generation));
             }
-            let rest = &file.data[self.pos..];
-            let whole = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            self.lines.extend(
-                rest[..whole]
-                    .split_inclusive(|&b| b == b'\n')
-                    .map(<[u8]>::to_vec),
-            );
-            self.pos += whole;
+            let mut pos = self.pos;
+            self.read(f, &mut pos, false);
+            self.pos = pos;
             match self.at_path {
                 Some(now) if now != f => {
-                    if whole < rest.len() {
-                        self.lines.push(rest[whole..].to_vec());
+                    if let Some((r, mut rpos)) = self.retiring.take() {
+                        self.read(r, &mut rpos, true);
+                    }
+                    if self.keep_rotated {
+                        self.retiring = Some((f, pos));
+                    } else {
+                        self.read(f, &mut pos, true);
                     }
                     self.cur = None;
                 }
@@ -167,6 +205,7 @@ impl Model {
 
     fn stop(&mut self) {
         self.saved = Some((self.cur, self.pos));
+        self.retiring = None;
     }
 
     /// Resumes at the saved offset if the path names the same file, not truncated since, at
@@ -198,30 +237,43 @@ struct World {
     dir: PathBuf,
     path: PathBuf,
     start_at: StartAt,
+    grace: Duration,
     tailer: Option<Tailer>,
     checkpoint: Option<Checkpoint>,
     /// Next line number, and the unwritten rest of the line being written.
     next: u64,
     pending: Vec<u8>,
+    /// The server's handle on the file before the last rotation or deletion, its model index,
+    /// and the rest of the line it had not finished there.
+    old: Option<(fs::File, usize, Vec<u8>)>,
     moved: u32,
     model: Model,
     got: Vec<Vec<u8>>,
 }
 
 impl World {
-    fn new(start_at: StartAt) -> World {
+    fn new(start_at: StartAt, keep_rotated: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         World {
             dir: dir.path().to_path_buf(),
             path: dir.path().join("access_log"),
             _dir: dir,
             start_at,
+            grace: if keep_rotated {
+                Duration::MAX
+            } else {
+                Duration::ZERO
+            },
             tailer: None,
             checkpoint: None,
             next: 0,
             pending: Vec::new(),
+            old: None,
             moved: 0,
-            model: Model::default(),
+            model: Model {
+                keep_rotated,
+                ..Model::default()
+            },
             got: Vec::new(),
         }
     }
@@ -238,6 +290,27 @@ impl World {
         line.resize(line.len() + len, fill);
         line.push(b'\n');
         line
+    }
+
+    /// The server keeps its handle on the file the path names, and what it had not finished.
+    fn server_moves_on(&mut self) {
+        let f = self.model.at_path.unwrap();
+        let handle = OpenOptions::new().append(true).open(&self.path).unwrap();
+        self.old = Some((handle, f, std::mem::take(&mut self.pending)));
+    }
+
+    fn write_old(&mut self, lines: u8) {
+        let Some((mut handle, f, rest)) = self.old.take() else {
+            return;
+        };
+        let mut bytes = rest;
+        for _ in 0..lines {
+            let line = self.line(false);
+            bytes.extend_from_slice(&line);
+        }
+        handle.write_all(&bytes).unwrap();
+        self.model.files[f].data.extend_from_slice(&bytes);
+        self.old = Some((handle, f, Vec::new()));
     }
 
     fn write(&mut self, lines: u8, long: bool, cut: Option<u8>) {
@@ -275,8 +348,7 @@ impl World {
                 if self.model.at_path.is_none() {
                     return;
                 }
-                // The writer reopens the path: what it had not finished stays unfinished.
-                self.pending.clear();
+                self.server_moves_on();
                 let to = self.aside();
                 fs::rename(&self.path, to).unwrap();
                 self.model.at_path = None;
@@ -303,11 +375,13 @@ impl World {
                 file.generation += 1;
             }
             Action::Delete => {
-                if self.model.at_path.take().is_some() {
-                    self.pending.clear();
+                if self.model.at_path.is_some() {
+                    self.server_moves_on();
+                    self.model.at_path = None;
                     fs::remove_file(&self.path).unwrap();
                 }
             }
+            Action::WriteOld { lines } => self.write_old(lines),
             Action::Recreate => {
                 if self.model.at_path.is_none() {
                     fs::File::create(&self.path).unwrap();
@@ -327,7 +401,8 @@ impl World {
 
     fn start(&mut self) {
         if self.tailer.is_none() {
-            let t = Tailer::open(&self.path, self.start_at, self.checkpoint.as_ref()).unwrap();
+            let mut t = Tailer::open(&self.path, self.start_at, self.checkpoint.as_ref()).unwrap();
+            t.set_rotate_grace(self.grace);
             self.tailer = Some(t);
             self.model.start();
         }
@@ -363,12 +438,14 @@ fn show(l: &[u8]) -> String {
     String::from_utf8_lossy(&l[..l.len().min(40)]).into_owned()
 }
 
-fn run(prelude: &[Action], start_at: StartAt, actions: &[Action]) -> World {
-    let mut w = World::new(start_at);
+fn run(prelude: &[Action], start_at: StartAt, keep_rotated: bool, actions: &[Action]) -> World {
+    let mut w = World::new(start_at, keep_rotated);
     for a in prelude {
         w.apply(a);
     }
-    w.tailer = Some(Tailer::open(&w.path, start_at, None).unwrap());
+    let mut t = Tailer::open(&w.path, start_at, None).unwrap();
+    t.set_rotate_grace(w.grace);
+    w.tailer = Some(t);
     w.model.open(start_at);
     for a in actions {
         w.apply(a);
@@ -390,10 +467,11 @@ proptest! {
             0..3,
         ),
         beginning in any::<bool>(),
+        keep_rotated in any::<bool>(),
         actions in prop::collection::vec(action(), 1..40),
     ) {
         let start_at = if beginning { StartAt::Beginning } else { StartAt::End };
-        run(&prelude, start_at, &actions);
+        run(&prelude, start_at, keep_rotated, &actions);
     }
 }
 
@@ -420,6 +498,7 @@ fn a_hand_written_history_reads_as_expected() {
     let w = run(
         &[write(2)],
         StartAt::End,
+        false,
         &[
             write(1),   // 000002
             partial(1), // 000003 cut
@@ -452,6 +531,49 @@ fn a_hand_written_history_reads_as_expected() {
             "000005-xxxxx\n",
             "000007-xxxxxxx\n",
             "000008-xxxxxxxx\n"
+        ]
+    );
+}
+
+/// The same with a server that writes to the old file after the rotation, and files kept.
+#[test]
+fn late_writes_to_a_rotated_file_are_read_while_it_is_kept() {
+    use Action::*;
+    let w = run(
+        &[],
+        StartAt::End,
+        true,
+        &[
+            write(1),   // 000000
+            partial(1), // 000001, cut
+            Poll,
+            Rotate { create: true },
+            write(1), // 000002, in the new file
+            Poll,
+            WriteOld { lines: 1 }, // the rest of 000001, then 000003, in the old file
+            write(1),              // 000004
+            Poll,
+            Delete,
+            WriteOld { lines: 1 }, // 000005 in the deleted file
+            Recreate,
+            write(1),              // 000006
+            WriteOld { lines: 1 }, // 000007
+        ],
+    );
+    // The final poll drains the deleted file (5, 7) before it reads its successor (6): order
+    // holds within each file.
+    let got: Vec<String> = w.got.iter().map(|l| show(l)).collect();
+    assert_eq!(
+        got,
+        [
+            "000000-\n",
+            "000002-xx\n",
+            "000001-x\n",
+            "000003-xxx\n",
+            "000004-xxxx\n",
+            "000005-xxxxx\n",
+            "000007-xxxxxxx\n",
+            "000006-xxxxxx\n",
         ]
     );
 }

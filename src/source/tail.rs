@@ -7,26 +7,30 @@
 //! [`TailBuf`]. What happens to the path is checked at every [`Tailer::poll`]:
 //!
 //! - **rename rotation / replacement**: the path names another file. The open file is read to
-//!   its end first (its unterminated last line, if any, is handed out as a line without `\n`),
-//!   then the new file is read from its start.
+//!   its end first, then the new file is read from its start. The old file is still read at each
+//!   poll until it has not grown for a grace period ([`Tailer::set_rotate_grace`]), because
+//!   `logrotate` creates the new file before it tells the server to reopen its logs, and Apache
+//!   workers finish their requests on the old one; lines written there late come after the new
+//!   file's (in order within each file). When it is left, its unterminated last line, if any, is
+//!   handed out as a line without `\n`.
 //! - **copytruncate**: the open file is shorter than our offset, or its first bytes no longer
 //!   match the [`Fingerprint`] taken of them: it was truncated (and maybe written again), so it is
 //!   read from 0.
 //! - **deletion**: the open descriptor keeps being read until the path names a file again.
 //! - **not there yet**: the path is tried at each poll; a file that appears is read from its start.
 //!
-//! Inherent limits (what no tailer of a path can do): lines written to a file after it was
-//! rotated away *and* after the path names a new file that we switched to are not read (a writer
-//! that keeps writing to the old file for a while after `logrotate` created the new one needs the
-//! old descriptor kept for a grace period: left to the watch loop); lines written before a
-//! copytruncate but after our last poll are in the copy, which is not followed; a truncation
-//! followed by a rewrite of the same size and same first bytes before the next poll is
-//! invisible.
+//! Inherent limits (what no tailer of a path can do): lines written to a rotated file after its
+//! grace period, or after a second rotation, are not read; lines written before a copytruncate
+//! but after our last poll are in the copy, which is not followed; a truncation followed by a
+//! rewrite of the same size and same first bytes before the next poll is invisible. A checkpoint
+//! records the current file only: what a rotated file still in its grace period gets after a stop
+//! is not read.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::config::StartAt;
 use crate::parse::MAX_LINE;
@@ -35,6 +39,9 @@ use crate::source::checkpoint::{Checkpoint, Fingerprint, FINGERPRINT_MAX};
 /// Bytes read per `pread`: large enough that a busy file is read in few syscalls, and more than
 /// [`MAX_LINE`] so that every line that may be valid fits.
 pub const TAIL_CHUNK: usize = 1 << 20;
+
+/// How long a rotated file is still read after it stopped growing, unless set otherwise.
+pub const DEFAULT_ROTATE_GRACE: Duration = Duration::from_secs(10);
 
 /// The read buffer, shared by all the tailers one thread polls.
 pub struct TailBuf(Vec<u8>);
@@ -61,11 +68,13 @@ pub struct PollStats {
     pub oversized: u64,
     /// Files opened: one that appeared, or the new file after a rotation.
     pub opened: u32,
-    /// Files left after reading them to their end, because the path names another file.
+    /// Switches to another file because the path names it (the old one is kept for its grace).
     pub rotated: u32,
+    /// Rotated files left for good at the end of their grace period.
+    pub retired: u32,
     /// Truncations seen (copytruncate): the file was read again from 0.
     pub truncated: u32,
-    /// Unterminated last lines of rotated files, handed out without `\n`.
+    /// Unterminated last lines of retired files, handed out without `\n`.
     pub unterminated: u32,
 }
 
@@ -110,10 +119,20 @@ struct Open {
     skip: Option<u64>,
 }
 
+/// A file the path named before, still read for a while.
+struct Retiring {
+    open: Open,
+    /// Its size when it last grew, and since when it has not.
+    size: u64,
+    idle_since: Instant,
+}
+
 /// Follows one path. See the module documentation.
 pub struct Tailer {
     path: PathBuf,
     open: Option<Open>,
+    retiring: Option<Retiring>,
+    grace: Duration,
     started: Started,
     /// For [`Tailer::poll`]; allocated on its first use.
     own_buf: Option<TailBuf>,
@@ -128,6 +147,8 @@ impl Tailer {
         let mut tailer = Tailer {
             path: path.to_path_buf(),
             open: None,
+            retiring: None,
+            grace: DEFAULT_ROTATE_GRACE,
             started: Started::Missing,
             own_buf: None,
         };
@@ -157,6 +178,19 @@ impl Tailer {
         open.fingerprint = Fingerprint::of(head);
         tailer.open = Some(open);
         Ok(tailer)
+    }
+
+    /// How long a rotated file is still read after it stopped growing (zero: it is read to its
+    /// end once, when the switch to the new file is seen).
+    pub fn set_rotate_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// When a rotated file will be left if it does not grow: the watch loop polls then, so that
+    /// its descriptor is closed and its unterminated last line handed out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let r = self.retiring.as_ref()?;
+        Some(r.idle_since.checked_add(self.grace).unwrap_or(r.idle_since))
     }
 
     pub fn path(&self) -> &Path {
@@ -200,6 +234,15 @@ impl Tailer {
         out: &mut impl FnMut(&[u8]),
     ) -> io::Result<PollStats> {
         let mut stats = PollStats::default();
+        let now = Instant::now();
+        if let Some(r) = &mut self.retiring {
+            let size = r.open.drain(&mut buf.0, &mut stats, out)?;
+            if size != r.size {
+                (r.size, r.idle_since) = (size, now);
+            } else if now.duration_since(r.idle_since) >= self.grace {
+                self.retire(buf, &mut stats, out)?;
+            }
+        }
         // Each round either ends the poll or switches to the file the path names now; a bound
         // keeps a path that is replaced faster than we read it from holding us here.
         for _ in 0..4 {
@@ -215,29 +258,55 @@ impl Tailer {
             };
             // Look at the path before draining: whatever was written to the old file before
             // the new one appeared is then read.
-            let now = path_id(&self.path)?;
-            open.drain(&mut buf.0, &mut stats, out)?;
-            match now {
+            let path_now = path_id(&self.path)?;
+            let size = open.drain(&mut buf.0, &mut stats, out)?;
+            match path_now {
                 Some(id) if id != open.id => {
-                    open.finish(&mut buf.0, &mut stats, out)?;
                     stats.rotated += 1;
-                    self.open = None;
+                    // A second rotation within the grace ends the first one's.
+                    self.retire(buf, &mut stats, out)?;
+                    if let Some(open) = self.open.take() {
+                        self.retiring = Some(Retiring {
+                            open,
+                            size,
+                            idle_since: now,
+                        });
+                    }
+                    if self.grace.is_zero() {
+                        self.retire(buf, &mut stats, out)?;
+                    }
                 }
                 _ => break,
             }
         }
         Ok(stats)
     }
+
+    /// Leaves the rotated file, if any, after reading it to its very end.
+    fn retire(
+        &mut self,
+        buf: &mut TailBuf,
+        stats: &mut PollStats,
+        out: &mut impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        if let Some(mut r) = self.retiring.take() {
+            r.open.drain(&mut buf.0, stats, out)?;
+            r.open.finish(&mut buf.0, stats, out)?;
+            stats.retired += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Open {
-    /// Hands out every whole line from `offset` to the end of the file.
+    /// Hands out every whole line from `offset` to the end of the file; returns the file's size
+    /// as seen.
     fn drain(
         &mut self,
         buf: &mut [u8],
         stats: &mut PollStats,
         out: &mut impl FnMut(&[u8]),
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         self.check_truncation(stats)?;
         loop {
             let from = self.skip.unwrap_or(self.offset);
@@ -267,7 +336,7 @@ impl Open {
             }
             // A regular file returns a short read only at its end.
             if n < buf.len() {
-                return Ok(());
+                return Ok(from + n as u64);
             }
         }
     }
@@ -288,7 +357,7 @@ impl Open {
         Ok(())
     }
 
-    /// After [`Open::drain`] of a file we leave: hands out its unterminated last line.
+    /// Right after [`Open::drain`] of a file we leave: hands out its unterminated last line.
     fn finish(
         &mut self,
         buf: &mut [u8],
@@ -442,13 +511,45 @@ mod tests {
         let (d, p) = setup();
         append(&p, "1\n");
         let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        t.set_rotate_grace(Duration::ZERO);
         assert_eq!(lines(&mut t).0, ["1\n"]);
         append(&p, "2\n3");
         std::fs::rename(&p, d.path().join("access_log.1")).unwrap();
         append(&p, "4\n");
         let (got, stats) = lines(&mut t);
         assert_eq!(got, ["2\n", "3", "4\n"]);
-        assert_eq!((stats.rotated, stats.opened, stats.unterminated), (1, 1, 1));
+        assert_eq!((stats.rotated, stats.opened), (1, 1));
+        assert_eq!((stats.retired, stats.unterminated), (1, 1));
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_rotated_file_is_still_read_during_its_grace() {
+        let (d, p) = setup();
+        let old = d.path().join("access_log.1");
+        append(&p, "1\n");
+        let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        t.set_rotate_grace(Duration::from_secs(3600));
+        assert_eq!(lines(&mut t).0, ["1\n"]);
+        std::fs::rename(&p, &old).unwrap();
+        append(&p, "new 1\n");
+        // The server has not reopened its log yet.
+        append(&old, "2\n");
+        let (got, stats) = lines(&mut t);
+        assert_eq!(got, ["2\n", "new 1\n"]);
+        assert_eq!((stats.rotated, stats.retired), (1, 0));
+        assert!(t.next_deadline().is_some());
+        append(&old, "3\n4");
+        append(&p, "new 2\n");
+        assert_eq!(lines(&mut t).0, ["3\n", "new 2\n"]);
+        // Idle past its grace: left, with its unfinished line.
+        t.set_rotate_grace(Duration::ZERO);
+        let (got, stats) = lines(&mut t);
+        assert_eq!(got, ["4"]);
+        assert_eq!((stats.retired, stats.unterminated), (1, 1));
+        assert_eq!(t.next_deadline(), None);
+        append(&old, "lost\n");
+        assert!(lines(&mut t).0.is_empty());
     }
 
     #[test]
