@@ -2,9 +2,9 @@
 //! each complete line once, in order, in large chunks of whole lines.
 //!
 //! A [`Tailer`] holds the open file and the offset just after the last whole line it handed out;
-//! nothing else. An unfinished last line is not buffered: the next poll reads it again from that
-//! offset (`pread`), so a tailer costs one descriptor and a few words, and thousands can share one
-//! [`TailBuf`]. What happens to the path is checked at every [`Tailer::poll`]:
+//! no data. An unfinished last line is not buffered: the next poll reads it again from that
+//! offset (`pread`), so a tailer costs one descriptor (two during a rotation's grace period) and
+//! a few words, and thousands can share one [`TailBuf`]. What happens to the path is checked at every [`Tailer::poll`]:
 //!
 //! - **rename rotation / replacement**: the path names another file. The open file is read to
 //!   its end first, then the new file is read from its start. The old file is still read at each
@@ -187,10 +187,10 @@ impl Tailer {
     }
 
     /// When a rotated file will be left if it does not grow: the watch loop polls then, so that
-    /// its descriptor is closed and its unterminated last line handed out.
+    /// its descriptor is closed and its unterminated last line handed out. `None` if there is
+    /// none (or the grace never ends).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let r = self.retiring.as_ref()?;
-        Some(r.idle_since.checked_add(self.grace).unwrap_or(r.idle_since))
+        self.retiring.as_ref()?.idle_since.checked_add(self.grace)
     }
 
     pub fn path(&self) -> &Path {
@@ -342,7 +342,8 @@ impl Open {
     }
 
     /// Detects a copytruncate (the file is shorter than what we read, or its head changed),
-    /// and renews the fingerprint while the file is shorter than what it covers.
+    /// then takes the fingerprint again: it covers more of a file shorter than
+    /// [`FINGERPRINT_MAX`] as the file grows.
     fn check_truncation(&mut self, stats: &mut PollStats) -> io::Result<()> {
         let size = self.file.metadata()?.len();
         let mut head = [0u8; FINGERPRINT_MAX];
@@ -539,6 +540,8 @@ mod tests {
         assert_eq!(got, ["2\n", "new 1\n"]);
         assert_eq!((stats.rotated, stats.retired), (1, 0));
         assert!(t.next_deadline().is_some());
+        t.set_rotate_grace(Duration::MAX);
+        assert_eq!(t.next_deadline(), None);
         append(&old, "3\n4");
         append(&p, "new 2\n");
         assert_eq!(lines(&mut t).0, ["3\n", "new 2\n"]);
