@@ -462,8 +462,8 @@ proptest! {
     #[test]
     fn the_tailer_reads_what_the_model_says(
         prelude in prop::collection::vec(
-            (0u8..4, prop::option::of(0u8..100))
-                .prop_map(|(lines, cut)| Action::Write { lines, long: false, cut }),
+            (0u8..4, prop::bool::weighted(0.1), prop::option::of(0u8..100))
+                .prop_map(|(lines, long, cut)| Action::Write { lines, long, cut }),
             0..3,
         ),
         beginning in any::<bool>(),

@@ -166,6 +166,14 @@ impl Tailer {
                     && cp.fingerprint.matches(head) =>
             {
                 open.offset = cp.offset;
+                // Stopped inside an oversized line (see `checkpoint`): go on skipping it.
+                let mut before = [b'\n'];
+                if cp.offset > 0 {
+                    read_at(&open.file, &mut before, cp.offset - 1)?;
+                }
+                if before[0] != b'\n' {
+                    open.skip = Some(cp.offset);
+                }
                 Started::Resumed
             }
             Some(_) => Started::CheckpointMismatch,
@@ -201,10 +209,17 @@ impl Tailer {
         self.started
     }
 
-    /// Where reading stands, to save and resume from.
+    /// Where reading stands, to save and resume from. Inside a line being dropped as oversized,
+    /// the offset is how far it was skipped; [`Tailer::open`] knows it is inside a line because
+    /// the byte before is not `\n`, and goes on skipping.
     pub fn checkpoint(&self) -> Checkpoint {
         let (dev, inode, fingerprint, offset) = match &self.open {
-            Some(o) => (o.id.dev, o.id.ino, o.fingerprint, o.offset),
+            Some(o) => (
+                o.id.dev,
+                o.id.ino,
+                o.fingerprint,
+                o.skip.unwrap_or(o.offset),
+            ),
             None => (0, 0, Fingerprint::default(), 0),
         };
         Checkpoint {
@@ -505,6 +520,15 @@ mod tests {
         assert_eq!(t.started(), Started::End);
         append(&p, "-written\nnew\n");
         assert_eq!(lines(&mut t).0, ["half-written\n", "new\n"]);
+        // Inside a line already too long: it is skipped, also across a restart.
+        append(&p, &"z".repeat(MAX_LINE * 2));
+        let mut t = Tailer::open(&p, StartAt::End, None).unwrap();
+        let cp = t.checkpoint();
+        let mut t2 = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!(t2.started(), Started::Resumed);
+        append(&p, "zzz\nnext\n");
+        assert_eq!(lines(&mut t).0, ["next\n"]);
+        assert_eq!(lines(&mut t2).0, ["next\n"]);
     }
 
     #[test]
@@ -656,6 +680,10 @@ mod tests {
         let (got, stats) = lines(&mut t);
         assert!(got.is_empty());
         assert_eq!(stats.oversized, 1);
+        // A restart inside it goes on skipping it (and does not count it again).
+        let cp = t.checkpoint();
+        assert_eq!(cp.offset, 2 + long.len() as u64);
+        let mut t = Tailer::open(&p, StartAt::Beginning, Some(&cp)).unwrap();
         append(&p, &long);
         append(&p, "still the long line\nb\n");
         let (got, stats) = lines(&mut t);
