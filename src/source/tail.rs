@@ -322,10 +322,15 @@ impl Open {
         stats: &mut PollStats,
         out: &mut impl FnMut(&[u8]),
     ) -> io::Result<u64> {
-        self.check_truncation(stats)?;
+        let size = self.check_truncation(stats)?;
+        // Nothing new (what is written after the `fstat` is for the next poll): an idle poll
+        // costs two `stat`s and the head's `pread`.
+        if self.skip.unwrap_or(self.offset) >= size {
+            return Ok(size);
+        }
         loop {
             let from = self.skip.unwrap_or(self.offset);
-            let n = read_at(&self.file, buf, from)?;
+            let n = read_once(&self.file, buf, from)?;
             let data = &buf[..n];
             if let Some(at) = self.skip {
                 match memchr::memchr(b'\n', data) {
@@ -349,7 +354,7 @@ impl Open {
                     self.skip = Some(from + n as u64);
                 }
             }
-            // A regular file returns a short read only at its end.
+            // A regular file returns a short read only at its end (so one `pread` per poll).
             if n < buf.len() {
                 return Ok(from + n as u64);
             }
@@ -359,7 +364,7 @@ impl Open {
     /// Detects a copytruncate (the file is shorter than what we read, or its head changed),
     /// then takes the fingerprint again: it covers more of a file shorter than
     /// [`FINGERPRINT_MAX`] as the file grows.
-    fn check_truncation(&mut self, stats: &mut PollStats) -> io::Result<()> {
+    fn check_truncation(&mut self, stats: &mut PollStats) -> io::Result<u64> {
         let size = self.file.metadata()?.len();
         let mut head = [0u8; FINGERPRINT_MAX];
         let head = read_head(&self.file, &mut head, size)?;
@@ -370,7 +375,7 @@ impl Open {
             self.skip = None;
         }
         self.fingerprint = Fingerprint::of(head);
-        Ok(())
+        Ok(size)
     }
 
     /// Right after [`Open::drain`] of a file we leave: hands out its unterminated last line.
@@ -445,6 +450,16 @@ fn last_line_start(file: &File, size: u64) -> io::Result<(u64, Option<u64>)> {
         None if window <= MAX_LINE as u64 => (0, None),
         None => (size, Some(size)),
     })
+}
+
+/// One `pread` (retried if interrupted).
+fn read_once(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, at) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
 }
 
 /// `pread` until `buf` is full or the end of the file.
