@@ -1,10 +1,11 @@
 //! Model-based test of `source::tail::Tailer`: random sequences of writes (whole lines, partial
 //! lines, oversized lines), rename rotation (with and without a new file), writes to the rotated
 //! or deleted file by a server that has not reopened its log yet, copytruncate, deletion,
-//! re-creation and restarts (checkpoint, drop the tailer, actions while it is down, reopen from
-//! the checkpoint) are applied to a real file in a temporary directory, polling at random points;
-//! after each poll the lines read must equal what a model of the files says. It runs with no
-//! grace period for rotated files and with one that never ends.
+//! re-creation and restarts (checkpoint saved to a state directory, drop the tailer, actions
+//! while it is down, reopen from the saved checkpoint) are applied to a real file in a temporary
+//! directory, polling at random points; after each poll the lines read must equal what a model
+//! of the files says. It runs with no grace period for rotated files and with one that never
+//! ends.
 //!
 //! The model keeps the bytes of every file the path ever named and which one the tailer follows
 //! at which offset, and states the contract in a few lines (see [`Model::poll`] and
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use floodwatch::config::StartAt;
 use floodwatch::parse::MAX_LINE;
-use floodwatch::source::checkpoint::Checkpoint;
+use floodwatch::source::checkpoint::Checkpoints;
 use floodwatch::source::tail::Tailer;
 use proptest::prelude::*;
 
@@ -239,7 +240,8 @@ struct World {
     start_at: StartAt,
     grace: Duration,
     tailer: Option<Tailer>,
-    checkpoint: Option<Checkpoint>,
+    /// The state directory.
+    state: PathBuf,
     /// Next line number, and the unwritten rest of the line being written.
     next: u64,
     pending: Vec<u8>,
@@ -254,9 +256,11 @@ struct World {
 impl World {
     fn new(start_at: StartAt, keep_rotated: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("state")).unwrap();
         World {
             dir: dir.path().to_path_buf(),
             path: dir.path().join("access_log"),
+            state: dir.path().join("state"),
             _dir: dir,
             start_at,
             grace: if keep_rotated {
@@ -265,7 +269,6 @@ impl World {
                 Duration::ZERO
             },
             tailer: None,
-            checkpoint: None,
             next: 0,
             pending: Vec::new(),
             old: None,
@@ -391,7 +394,10 @@ impl World {
             Action::Poll => self.poll(),
             Action::Stop => {
                 if let Some(t) = self.tailer.take() {
-                    self.checkpoint = Some(t.checkpoint());
+                    // Through the state file, as `watch` does.
+                    let mut set = Checkpoints::new();
+                    set.insert(t.checkpoint());
+                    set.save(&self.state).unwrap();
                     self.model.stop();
                 }
             }
@@ -401,7 +407,8 @@ impl World {
 
     fn start(&mut self) {
         if self.tailer.is_none() {
-            let mut t = Tailer::open(&self.path, self.start_at, self.checkpoint.as_ref()).unwrap();
+            let set = Checkpoints::load(&self.state).unwrap();
+            let mut t = Tailer::open(&self.path, self.start_at, set.get(&self.path)).unwrap();
             t.set_rotate_grace(self.grace);
             self.tailer = Some(t);
             self.model.start();
