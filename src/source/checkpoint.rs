@@ -150,14 +150,13 @@ impl Checkpoints {
             version: VERSION,
             files: self.by_path.values().cloned().collect(),
         };
-        // Serialising plain structs with string keys cannot fail.
-        let text = serde_json::to_vec(&stored).unwrap_or_default();
-        // The process id keeps two instances pointed at one directory from sharing a temp file.
-        let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
         let io_err = |source| CheckpointError::Io {
             path: path.clone(),
             source,
         };
+        let text = serde_json::to_vec(&stored).map_err(|e| io_err(io::Error::other(e)))?;
+        // The process id keeps two instances pointed at one directory from sharing a temp file.
+        let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
         let written = write_synced(&tmp, &text).and_then(|()| fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
