@@ -1,7 +1,9 @@
 //! Where log lines come from: path and glob expansion, chunked reading of plain and gzip files,
-//! and the merge of several files by log time.
+//! the merge of several files by log time, and the tailing of live files with checkpoints.
 
+pub mod checkpoint;
 pub mod ingest;
 pub mod merge;
 pub mod paths;
 pub mod reader;
+pub mod tail;
