@@ -16,6 +16,7 @@ use crate::decide::event::write_json_line;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::parse::Format;
+use crate::proxy::{self, Proxies};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline};
 use crate::source::paths::{self, LogFile};
@@ -51,6 +52,8 @@ pub struct ReplayPlan {
     pub format: Format,
     pub rules: CompiledRules,
     pub files: Vec<LogFile>,
+    /// Trusted proxies: never banned; the real client of their requests (see `proxy`).
+    pub proxies: Proxies,
     pub shards: usize,
     /// Producer threads (reading and parsing).
     pub producers: usize,
@@ -71,8 +74,9 @@ pub fn plan_replay(
     config
         .apply(overrides)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let format = Format::from_spec(&config.input.format)
+    let mut format = Format::from_spec(&config.input.format)
         .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
+    let proxies = proxy::setup(&config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
     let rules =
         CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
     let args: Vec<String> = if paths.is_empty() {
@@ -95,6 +99,7 @@ pub fn plan_replay(
         format,
         rules,
         files,
+        proxies,
         shards,
         producers: producers
             .filter(|&n| n > 0)
@@ -125,6 +130,7 @@ pub fn replay(
         format,
         rules,
         files,
+        proxies,
         shards,
         producers,
     } = plan;
@@ -144,11 +150,9 @@ pub fn replay(
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
     let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
-    let mut table = BanTable::new(
-        &config.rules,
-        Allowlist::new(config.allow.clone()),
-        vhosts.clone(),
-    );
+    // A trusted proxy is never banned, whatever it sends.
+    let allow = [&config.allow[..], proxies.ranges()].concat();
+    let mut table = BanTable::new(&config.rules, Allowlist::new(allow), vhosts.clone());
     let disk_bytes = Arc::new(AtomicU64::new(0));
     let done = AtomicBool::new(false);
 
@@ -178,6 +182,7 @@ pub fn replay(
             senders,
             producers,
             progress: disk_bytes.clone(),
+            client_ip: proxies.client_ip(),
         };
         let merged = replay_files(&files, pipeline);
         for h in shard_handles {
@@ -228,10 +233,18 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
     bar.finish_and_clear();
 }
 
-/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile.
+/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
+/// the proxy ranges load and the format logs the proxy's client field.
 pub fn check_config(config: &Config) -> Result<(), AppError> {
-    Format::from_spec(&config.input.format)
+    let mut format = Format::from_spec(&config.input.format)
         .map_err(|e| AppError::Usage(format!("input.format: {e}")))?;
+    proxy::setup(config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
     CompiledRules::new(&config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
     Ok(())
+}
+
+/// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
+pub fn describe_proxies(config: &Config) -> Result<String, AppError> {
+    let proxies = Proxies::from_config(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    Ok(proxies.describe())
 }
