@@ -234,3 +234,71 @@ fn check_config_shows_the_proxy_settings() {
         assert!(cloudflare().iter().any(|r| r.contains(a)), "{edge}");
     }
 }
+
+// ---- No allocation per line ----
+
+/// Counts allocations made by the current thread (tests run on several threads at once).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc;
+
+#[test]
+fn resolving_real_clients_does_not_allocate() {
+    use floodwatch::config::{default_rule, Config};
+    use floodwatch::engine::rule::CompiledRules;
+    use floodwatch::hit::NO_VHOST;
+    use floodwatch::parse::Format;
+    use floodwatch::source::ingest::Ingest;
+    use floodwatch::vhost::Vhosts;
+    use std::sync::Arc;
+
+    for name in ["cloudflare", "xff"] {
+        let config = Config::load(Path::new(&testdata(&format!("{name}.toml")))).unwrap();
+        let mut format = Format::from_spec(&config.input.format).unwrap();
+        let proxies = floodwatch::proxy::setup(&config, &mut format).unwrap();
+        let rules = CompiledRules::new(&[default_rule()]).unwrap();
+        let mut ingest = Ingest::new(Arc::new(format), Arc::new(rules), Vhosts::new())
+            .with_client_ip(proxies.client_ip());
+        let log = std::fs::read(testdata(&format!("{name}/access_log"))).unwrap();
+        let lines: Vec<&[u8]> = log
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        // The first pass warms the time cache.
+        for l in &lines {
+            ingest.line(l, NO_VHOST);
+        }
+        let before = ALLOCS.with(|n| n.get());
+        let mut hits = 0;
+        for l in &lines {
+            hits += usize::from(ingest.line(l, NO_VHOST).is_some());
+        }
+        let allocs = ALLOCS.with(|n| n.get()) - before;
+        assert_eq!(
+            allocs,
+            0,
+            "{name}: {allocs} allocations for {} lines",
+            lines.len()
+        );
+        assert_eq!(hits, 3462, "{name}");
+        assert_eq!(ingest.stats.via_proxy, 2 * 1602, "{name}");
+        assert_eq!(ingest.stats.proxy_fallback, 2 * 480, "{name}");
+    }
+}
