@@ -7,7 +7,9 @@ Cloudflare, to measure the cost of resolving real clients per line:
 writes OUT_DIR/cf/access_log (connecting address = a Cloudflare edge, the original client
 appended as "$http_cf_connecting_ip") and OUT_DIR/xff/access_log (connecting address = a local
 balancer, "$http_x_forwarded_for" = "client, edge"), plus the matching configs cf.toml and
-xff.toml. Deterministic (fixed seed); a replay of either must ban the same keys as the input.
+xff.toml. Deterministic (fixed seed); a replay of either must ban the same keys as the input
+(the balancer is trusted as 10.0.0.2 alone: the input's flooders live in 10.66.0.0/24, and a
+trusted 10.0.0.0/8 would rightly protect them).
 """
 import os
 import random
@@ -23,7 +25,7 @@ EDGES += ["2400:cb00:%x::%x" % (rnd.randint(0, 0xFFFF), rnd.randint(1, 0xFFFF)) 
 BASE = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
 CONFIGS = {
     "cf": ("http_cf_connecting_ip", '["cloudflare"]'),
-    "xff": ("http_x_forwarded_for", '["cloudflare", "10.0.0.0/8"]'),
+    "xff": ("http_x_forwarded_for", '["cloudflare", "10.0.0.2"]'),
 }
 
 for name, (field, trusted) in CONFIGS.items():

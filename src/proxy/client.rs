@@ -59,8 +59,9 @@ impl ClientIp {
     /// does not parse: what lies left of it cannot be believed either.
     #[inline]
     fn client_in(&self, field: &[u8]) -> Option<Addr> {
-        if let Some(a) = Addr::parse(field) {
-            return Some(a);
+        if memchr(b',', field).is_none() {
+            // One address (CF-Connecting-IP, True-Client-IP): whatever it is, it is the client.
+            return parse_one(trim(field));
         }
         let mut leftmost = None;
         for item in field.rsplit(|&b| b == b',') {
