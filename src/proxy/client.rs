@@ -225,6 +225,57 @@ mod tests {
         assert_eq!(r(" , ,"), Client::Unusable);
     }
 
+    use proptest::prelude::*;
+
+    /// Untrusted addresses of both families, as text.
+    fn arb_client() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (1u8..=99, any::<u8>(), any::<u8>(), 1u8..=254)
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+            any::<u64>().prop_map(|x| format!("2001:db8:{:x}::{:x}", x >> 48, x & 0xffff)),
+        ]
+    }
+
+    /// Addresses inside the trusted ranges of [`cloudflare_and_lan`].
+    fn arb_trusted() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..16, any::<u8>()).prop_map(|(c, d)| format!("173.245.{}.{d}", 48 + c)),
+            any::<u16>().prop_map(|x| format!("2400:cb00::{x:x}")),
+            any::<u16>().prop_map(|x| format!("10.0.{}.{}", x >> 8, x & 0xff)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the client put in front, and however many trusted proxies appended their
+        /// view behind it, the client is found.
+        #[test]
+        fn forged_prefix_and_trusted_suffix_never_change_the_client(
+            forged in proptest::collection::vec(
+                prop_oneof![arb_client(), arb_trusted(), "[ -~]{0,12}"], 0..4),
+            client in arb_client(),
+            proxies in proptest::collection::vec(arb_trusted(), 0..4),
+            sep in prop_oneof![Just(", "), Just(","), Just(" , ")],
+        ) {
+            let c = cloudflare_and_lan();
+            let mut items: Vec<String> =
+                forged.into_iter().map(|f| f.replace(',', "")).collect();
+            items.push(client.clone());
+            items.extend(proxies);
+            let field = items.join(sep);
+            prop_assert_eq!(
+                c.resolve(addr(EDGE), field.as_bytes()),
+                Client::Proxied(addr(&client)),
+                "{}", field
+            );
+        }
+
+        #[test]
+        fn any_bytes_resolve_without_panic(field in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let c = cloudflare_and_lan();
+            let _ = c.resolve(addr(EDGE), &field);
+        }
+    }
+
     #[test]
     fn ports_and_brackets() {
         assert_eq!(parse_one(b"1.2.3.4:80"), Some(addr("1.2.3.4")));
