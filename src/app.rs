@@ -16,6 +16,7 @@ use crate::decide::event::write_json_line;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::parse::Format;
+use crate::proxy::{self, Proxies};
 use crate::sink::{self, SinkSpec, Sinks};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline};
@@ -52,6 +53,8 @@ pub struct ReplayPlan {
     pub format: Format,
     pub rules: CompiledRules,
     pub files: Vec<LogFile>,
+    /// Trusted proxies: never banned; the real client of their requests (see `proxy`).
+    pub proxies: Proxies,
     pub shards: usize,
     /// Producer threads (reading and parsing).
     pub producers: usize,
@@ -74,7 +77,8 @@ pub fn plan_replay(
     config
         .apply(overrides)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let format = compile_format(&config)?;
+    let mut format = compile_format(&config)?;
+    let proxies = proxy::setup(&config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
     let rules = compile_rules(&config)?;
     let sinks = sink::parse_sinks(&config).map_err(|e| AppError::Usage(e.to_string()))?;
     let args: Vec<String> = if paths.is_empty() {
@@ -97,6 +101,7 @@ pub fn plan_replay(
         format,
         rules,
         files,
+        proxies,
         shards,
         producers: producers
             .filter(|&n| n > 0)
@@ -128,6 +133,7 @@ pub fn replay(
         format,
         rules,
         files,
+        proxies,
         shards,
         producers,
         sinks,
@@ -153,11 +159,9 @@ pub fn replay(
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
     let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
-    let mut table = BanTable::new(
-        &config.rules,
-        Allowlist::new(config.allow.clone()),
-        vhosts.clone(),
-    );
+    // A trusted proxy is never banned, whatever it sends.
+    let allow = [&config.allow[..], proxies.ranges()].concat();
+    let mut table = BanTable::new(&config.rules, Allowlist::new(allow), vhosts.clone());
     let disk_bytes = Arc::new(AtomicU64::new(0));
     let done = AtomicBool::new(false);
 
@@ -191,6 +195,7 @@ pub fn replay(
             senders,
             producers,
             progress: disk_bytes.clone(),
+            client_ip: proxies.client_ip(),
         };
         let merged = replay_files(&files, pipeline);
         for h in shard_handles {
@@ -260,9 +265,11 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
     bar.finish_and_clear();
 }
 
-/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile.
+/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
+/// the proxy ranges load and the format logs the proxy's client field.
 pub fn check_config(config: &Config) -> Result<(), AppError> {
-    compile_format(config)?;
+    let mut format = compile_format(config)?;
+    proxy::setup(config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
     compile_rules(config)?;
     sink::parse_sinks(config).map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(())
@@ -289,4 +296,10 @@ fn compile_format(config: &Config) -> Result<Format, AppError> {
 fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
     CompiledRules::new(&config.rules)
         .map_err(|e| AppError::Usage(format!("{}: rule: {e}", config.origin)))
+}
+
+/// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
+pub fn describe_proxies(config: &Config) -> Result<String, AppError> {
+    let proxies = Proxies::from_config(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    Ok(proxies.describe())
 }

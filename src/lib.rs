@@ -13,6 +13,7 @@ pub mod decide;
 pub mod engine;
 pub mod hit;
 pub mod parse;
+pub mod proxy;
 pub mod sink;
 pub mod source;
 pub mod summary;

@@ -56,10 +56,9 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 None => Config::default(),
             };
             app::check_config(&config)?;
+            let text = config.describe() + &app::describe_proxies(&config)?;
             let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(config.describe().as_bytes())
-                .map_err(write_error)?;
+            stdout.write_all(text.as_bytes()).map_err(write_error)?;
             Ok(())
         }
     }

@@ -60,6 +60,15 @@ pub fn text(r: &ReplayReport) -> String {
         n(d.shards.late),
         n(i.future),
     );
+    if i.via_proxy + i.proxy_fallback > 0 {
+        let _ = writeln!(
+            s,
+            "  through trusted proxies: client from the logged field {}, field missing or not \
+             an address {} (counted as the proxy, never banned)",
+            n(i.via_proxy),
+            n(i.proxy_fallback),
+        );
+    }
     let _ = writeln!(
         s,
         "  keys tracked: peak {}, at end {} (evicted {}, refused at the cap {})",
@@ -94,6 +103,8 @@ pub fn json(r: &ReplayReport) -> serde_json::Value {
         "hits": i.hits,
         "late": d.shards.late,
         "future": i.future,
+        "via_proxy": i.via_proxy,
+        "proxy_fallback": i.proxy_fallback,
         "keys_peak": d.shards.keys_peak,
         "keys_at_end": d.shards.keys_at_end,
         "evicted": d.shards.evicted,

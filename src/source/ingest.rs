@@ -9,8 +9,9 @@ use std::sync::Arc;
 use crate::addr::Addr;
 use crate::engine::router::Router;
 use crate::engine::rule::CompiledRules;
-use crate::hit::{Hit, RuleMask, VhostId, NO_VHOST};
+use crate::hit::{Hit, RuleMask, VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::parse::{Format, Malformed, TimeCache};
+use crate::proxy::{Client, ClientIp};
 use crate::vhost::{VhostCache, Vhosts};
 
 /// What happened to the lines a producer saw.
@@ -29,6 +30,11 @@ pub struct IngestStats {
     pub future: u64,
     /// Lines handed to the engine.
     pub hits: u64,
+    /// Lines from a trusted proxy whose client was taken from the configured field.
+    pub via_proxy: u64,
+    /// Lines from a trusted proxy whose client field is missing or not an address: keyed on
+    /// the proxy itself (never banned).
+    pub proxy_fallback: u64,
 }
 
 impl IngestStats {
@@ -40,6 +46,8 @@ impl IngestStats {
         self.unmatched += o.unmatched;
         self.future += o.future;
         self.hits += o.hits;
+        self.via_proxy += o.via_proxy;
+        self.proxy_fallback += o.proxy_fallback;
     }
 }
 
@@ -98,6 +106,8 @@ pub struct Ingest {
     no_vhost_mask: RuleMask,
     /// Log times beyond this (ms) are refused; moved forward with the clock at every chunk.
     future_limit_ms: i64,
+    /// Set behind trusted proxies that log the real client; `None` costs one branch per line.
+    client_ip: Option<Arc<ClientIp>>,
     pub stats: IngestStats,
 }
 
@@ -124,8 +134,15 @@ impl Ingest {
             vhost_masks: Vec::new(),
             no_vhost_mask,
             future_limit_ms: future_limit(),
+            client_ip: None,
             stats: IngestStats::default(),
         }
+    }
+
+    /// Takes the client of lines from trusted proxies from the format's real-client field.
+    pub fn with_client_ip(mut self, client_ip: Option<Arc<ClientIp>>) -> Ingest {
+        self.client_ip = client_ip;
+        self
     }
 
     /// Parses every line of `chunk` and pushes its hit to `router`. `file_vhost` is the vhost the
@@ -165,10 +182,22 @@ impl Ingest {
             self.stats.future += 1;
             return None;
         }
-        let Some(addr) = Addr::parse(rec.client) else {
+        let Some(mut addr) = Addr::parse(rec.client) else {
             self.stats.no_client += 1;
             return None;
         };
+        let mut flags = 0;
+        if let Some(ip) = &self.client_ip {
+            match ip.resolve(addr, rec.real_client) {
+                Client::Direct => {}
+                Client::Proxied(real) => {
+                    addr = real;
+                    flags = HIT_VIA_PROXY;
+                    self.stats.via_proxy += 1;
+                }
+                Client::Unusable => self.stats.proxy_fallback += 1,
+            }
+        }
         let vhost = if self.format.has_vhost() {
             self.vhosts.id(rec.vhost)
         } else {
@@ -185,7 +214,7 @@ impl Ingest {
             time_ms: rec.time_ms,
             vhost,
             rules,
-            flags: 0,
+            flags,
         })
     }
 
@@ -205,5 +234,66 @@ impl Ingest {
         }
         self.vhost_masks[i] = Some(mask);
         mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{default_rule, Config};
+    use crate::proxy;
+
+    const FORMAT: &str = r#"nginx:'$remote_addr [$time_local] "$request" $status $body_bytes_sent "$http_x_forwarded_for"'"#;
+
+    fn ingest(proxy: &str) -> Ingest {
+        let config =
+            Config::parse(&format!("[input]\nformat = '''{FORMAT}'''\n{proxy}"), "t").unwrap();
+        let mut format = Format::from_spec(&config.input.format).unwrap();
+        let proxies = proxy::setup(&config, &mut format).unwrap();
+        let rules = CompiledRules::new(&[default_rule()]).unwrap();
+        Ingest::new(Arc::new(format), Arc::new(rules), Vhosts::new())
+            .with_client_ip(proxies.client_ip())
+    }
+
+    fn hit(i: &mut Ingest, conn: &str, xff: &str) -> Hit {
+        let line = format!(r#"{conn} [25/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "{xff}""#);
+        i.line(line.as_bytes(), NO_VHOST).unwrap()
+    }
+
+    fn addr(s: &str) -> Addr {
+        Addr::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn trusted_proxy_lines_take_the_client_from_the_field() {
+        let mut i = ingest(
+            "[proxy]\ntrusted = [\"cloudflare\", \"10.0.0.0/8\"]\nclient_ip_field = \"http_x_forwarded_for\"\n",
+        );
+        let h = hit(&mut i, "10.0.0.2", "6.6.6.6, 203.0.113.9, 162.158.1.1");
+        assert_eq!((h.addr, h.flags), (addr("203.0.113.9"), HIT_VIA_PROXY));
+        // Direct, with a forged header: keyed on itself.
+        let h = hit(&mut i, "198.51.100.4", "1.1.1.1");
+        assert_eq!((h.addr, h.flags), (addr("198.51.100.4"), 0));
+        // From the proxy with garbage: keyed on the proxy, counted.
+        let h = hit(&mut i, "162.158.1.1", "<script>");
+        assert_eq!((h.addr, h.flags), (addr("162.158.1.1"), 0));
+        let h = hit(&mut i, "162.158.1.1", "-");
+        assert_eq!(h.addr, addr("162.158.1.1"));
+        assert_eq!((i.stats.via_proxy, i.stats.proxy_fallback), (1, 2));
+        assert_eq!(i.stats.hits, 4);
+        let mut total = IngestStats::default();
+        total.add(&i.stats);
+        total.add(&i.stats);
+        assert_eq!((total.via_proxy, total.proxy_fallback), (2, 4));
+    }
+
+    #[test]
+    fn without_a_field_the_connecting_address_is_the_client() {
+        for proxy in ["", "[proxy]\ntrusted = [\"cloudflare\"]\n"] {
+            let mut i = ingest(proxy);
+            let h = hit(&mut i, "162.158.1.1", "203.0.113.9");
+            assert_eq!((h.addr, h.flags), (addr("162.158.1.1"), 0));
+            assert_eq!((i.stats.via_proxy, i.stats.proxy_fallback), (0, 0));
+        }
     }
 }

@@ -27,6 +27,7 @@ use crate::engine::rule::CompiledRules;
 use crate::engine::ShardMsg;
 use crate::hit::{VhostId, NO_VHOST};
 use crate::parse::{Format, MAX_LINE};
+use crate::proxy::ClientIp;
 use crate::source::ingest::{Ingest, IngestStats};
 use crate::source::paths::LogFile;
 use crate::source::reader::{Chunks, CHUNK};
@@ -60,6 +61,8 @@ pub struct Pipeline<'a> {
     pub producers: usize,
     /// Bytes read from disk so far (compressed bytes for gzip), for the progress display.
     pub progress: Arc<AtomicU64>,
+    /// Real clients behind trusted proxies (`None`: the connecting address is the client).
+    pub client_ip: Option<Arc<ClientIp>>,
 }
 
 enum Reader {
@@ -185,7 +188,8 @@ pub fn replay_files(
         let handles: Vec<_> = (0..producers)
             .map(|id| {
                 let router = Router::new(p.senders.clone(), id as u32, route);
-                let mut worker = Ingest::new(p.format.clone(), p.rules.clone(), p.vhosts.clone());
+                let mut worker = Ingest::new(p.format.clone(), p.rules.clone(), p.vhosts.clone())
+                    .with_client_ip(p.client_ip.clone());
                 let (shared, progress) = (&shared, &p.progress);
                 std::thread::Builder::new()
                     .name(format!("producer-{id}"))
