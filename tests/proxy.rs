@@ -302,3 +302,40 @@ fn resolving_real_clients_does_not_allocate() {
         assert_eq!(ingest.stats.proxy_fallback, 2 * 480, "{name}");
     }
 }
+
+/// A client behind the CDN cannot be blocked by the server: the nginx sink (which defaults to
+/// `proxied = false`) gets only the direct flooder, while a jsonl sink gets every ban.
+#[test]
+fn bans_seen_through_the_proxy_go_only_to_sinks_that_take_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let deny = dir.path().join("deny.conf");
+    let jsonl = dir.path().join("events.jsonl");
+    let base = std::fs::read_to_string(testdata("cloudflare.toml")).unwrap();
+    let cfg = dir.path().join("fw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}\n[[sink]]\ntype = \"nginx\"\npath = {deny:?}\nreload_command = [\"true\"]\n\
+             test_command = [\"true\"]\nmin_reload_interval = \"1s\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {jsonl:?}\n"
+        ),
+    )
+    .unwrap();
+    let log = testdata("cloudflare/access_log");
+    let out = floodwatch(&["replay", "--config", cfg.to_str().unwrap(), &log]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let denied = std::fs::read_to_string(&deny).unwrap();
+    assert_eq!(
+        denied
+            .lines()
+            .filter(|l| l.starts_with("deny "))
+            .collect::<Vec<_>>(),
+        ["deny 192.0.2.66;"]
+    );
+    let events: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(bans(&events), real_flooders());
+}
