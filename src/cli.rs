@@ -19,6 +19,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Validate a config file and print what was understood.
     CheckConfig(CheckConfigArgs),
+    /// Write a synthetic attack scenario (vhost logs, its config and its truth) into a directory.
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,4 +63,23 @@ pub struct CheckConfigArgs {
     /// Config file (TOML); without one, the built-in defaults are shown.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Print the scenario names, one per line, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Scenario to write (see --list).
+    #[arg(long, value_name = "NAME", required_unless_present = "list")]
+    pub scenario: Option<String>,
+    /// Seconds of log time.
+    #[arg(long, value_name = "N", default_value_t = 120)]
+    pub seconds: u32,
+    /// Seed of the traffic: the same seed writes the same bytes.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory (created): vhosts/<vhost>/logs/access_log, floodwatch.toml, truth.json.
+    #[arg(long, value_name = "DIR", required_unless_present = "list")]
+    pub out: Option<PathBuf>,
 }

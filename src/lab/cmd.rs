@@ -1,0 +1,57 @@
+//! The lab's subcommands as the binary runs them: arguments in, text on stdout/stderr out.
+
+use std::io::Write;
+
+use super::generate;
+use super::scenario;
+use crate::app::AppError;
+use crate::cli::GenerateArgs;
+
+fn stdout_error(e: std::io::Error) -> AppError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        AppError::BrokenPipe
+    } else {
+        AppError::Runtime(format!("writing to stdout: {e}"))
+    }
+}
+
+/// `floodwatch generate`.
+pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
+    let mut out = std::io::stdout().lock();
+    if a.list {
+        for name in scenario::NAMES {
+            writeln!(out, "{name}").map_err(stdout_error)?;
+        }
+        return Ok(());
+    }
+    let (Some(name), Some(dir)) = (&a.scenario, &a.out) else {
+        return Err(AppError::Usage(
+            "generate needs --scenario and --out".into(),
+        ));
+    };
+    let g = generate::generate(name, a.seconds, a.seed, dir).map_err(|e| match e {
+        generate::GenerateError::Io { .. } => AppError::Runtime(e.to_string()),
+        _ => AppError::Usage(e.to_string()),
+    })?;
+    let t = &g.truth;
+    eprintln!(
+        "floodwatch generate: {} lines ({:.1} MB) over {} s in {} vhost(s); must ban {:?}{}",
+        t.lines,
+        g.bytes as f64 / 1e6,
+        t.seconds,
+        t.vhosts.len(),
+        t.banned,
+        if t.needs_proxy {
+            " (with the [proxy] config)"
+        } else {
+            ""
+        }
+    );
+    writeln!(
+        out,
+        "floodwatch replay --config {} '{}'",
+        g.config_path.display(),
+        g.glob
+    )
+    .map_err(stdout_error)
+}
