@@ -21,6 +21,8 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Write a synthetic attack scenario (vhost logs, its config and its truth) into a directory.
     Generate(GenerateArgs),
+    /// Per-key peak rates, top talkers, and which keys other thresholds would have banned.
+    Analyze(AnalyzeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,4 +84,32 @@ pub struct GenerateArgs {
     /// Output directory (created): vhosts/<vhost>/logs/access_log, floodwatch.toml, truth.json.
     #[arg(long, value_name = "DIR", required_unless_present = "list")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Config file (TOML); its rules key and filter the requests as in replay.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (as for replay).
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: the rule's own.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub rates: Vec<String>,
+    /// Burst for every tried rate; default: the rule's own.
+    #[arg(long, value_name = "B")]
+    pub burst: Option<u32>,
+    /// The rule to analyse and vary (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// How many top talkers to list.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// One JSON object instead of the readable tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Log files or globs (default: the config's `[input] paths`).
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
 }

@@ -183,3 +183,84 @@ fn same_seed_same_bytes_through_the_binary() {
         );
     }
 }
+
+/// `analyze`'s what-if must be exactly what `replay --rate R --burst B` bans, for every rate.
+#[test]
+fn analyze_what_if_equals_replay_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "mixed", 40, 3);
+    let glob = dir
+        .path()
+        .join("vhosts/*/logs/access_log")
+        .display()
+        .to_string();
+    let rates = ["5r/s", "10r/s", "20r/s", "60r/s"];
+    for burst in ["20", "100"] {
+        let out = floodwatch(&[
+            "analyze",
+            "--json",
+            "--rates",
+            &rates.join(","),
+            "--burst",
+            burst,
+            &glob,
+        ]);
+        let report: Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+        let what_if = report["what_if"].as_array().unwrap();
+        assert_eq!(what_if.len(), rates.len());
+        let mut distinct = std::collections::BTreeSet::new();
+        for (row, rate) in what_if.iter().zip(rates) {
+            assert_eq!(row["rate"], rate);
+            assert_eq!(row["burst"].to_string(), burst);
+            let replay = floodwatch(&[
+                "replay",
+                "--no-progress",
+                "--rate",
+                rate,
+                "--burst",
+                burst,
+                &glob,
+            ]);
+            let mut bans: Vec<String> = String::from_utf8_lossy(&ok(&replay).stdout)
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|e| e["type"] == "ban")
+                .map(|e| e["key"].as_str().unwrap().to_string())
+                .collect();
+            bans.sort();
+            bans.dedup();
+            assert_eq!(strings(&row["keys"]), bans, "rate {rate} burst {burst}");
+            distinct.insert(bans);
+        }
+        // The rates were chosen so the answers differ: the comparison is not vacuous.
+        assert!(distinct.len() >= 2, "burst {burst}: {distinct:?}");
+    }
+}
+
+#[test]
+fn analyze_reports_top_talkers_and_peak_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "get-flood", 30, 1);
+    let glob = dir
+        .path()
+        .join("vhosts/*/logs/access_log")
+        .display()
+        .to_string();
+    let out = floodwatch(&["analyze", "--json", "--top", "3", &glob]);
+    let report: Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+    assert_eq!(report["top"].as_array().unwrap().len(), 3);
+    assert_eq!(report["top"][0]["key"], "198.51.100.23");
+    assert!(report["top"][0]["peak_rps"].as_f64().unwrap() >= 60.0);
+    let d = report["peak_rps_distribution"].as_array().unwrap();
+    assert_eq!(d.len(), 3);
+    assert!(d[0]["max"].as_f64().unwrap() >= 60.0);
+    // Without --rates, the rule's own threshold.
+    assert_eq!(report["what_if"][0]["rate"], "20r/s");
+    assert_eq!(report["what_if"][0]["keys"][0], "198.51.100.23");
+    let text = floodwatch(&["analyze", &glob]);
+    let text = String::from_utf8_lossy(&ok(&text).stdout).to_string();
+    assert!(
+        text.contains("Top talkers") && text.contains("What-if"),
+        "{text}"
+    );
+}

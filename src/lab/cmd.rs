@@ -2,10 +2,11 @@
 
 use std::io::Write;
 
+use super::analyze;
 use super::generate;
 use super::scenario;
 use crate::app::AppError;
-use crate::cli::GenerateArgs;
+use crate::cli::{AnalyzeArgs, GenerateArgs};
 
 fn stdout_error(e: std::io::Error) -> AppError {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -53,5 +54,26 @@ pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
         g.config_path.display(),
         g.glob
     )
+    .map_err(stdout_error)
+}
+
+/// `floodwatch analyze`.
+pub fn analyze(a: AnalyzeArgs) -> Result<(), AppError> {
+    let o = analyze::Options {
+        config: a.config,
+        format: a.format,
+        rates: a.rates,
+        burst: a.burst,
+        rule: a.rule,
+        top: a.top,
+        paths: a.paths,
+    };
+    let report = analyze::analyze(&o)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", analyze::to_json(&report))
+    } else {
+        out.write_all(analyze::to_text(&report).as_bytes())
+    }
     .map_err(stdout_error)
 }
