@@ -23,6 +23,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Per-key peak rates, top talkers, and which keys other thresholds would have banned.
     Analyze(AnalyzeArgs),
+    /// Measure replay throughput, live detection latency and accuracy on generated traffic.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,4 +114,23 @@ pub struct AnalyzeArgs {
     /// Log files or globs (default: the config's `[input] paths`).
     #[arg(value_name = "PATH|GLOB")]
     pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds of log time of the replayed `mixed` scenario.
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    pub seconds: u32,
+    /// Seconds of log time of the live (in-process) run.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub live_seconds: u32,
+    /// Log time runs this many times faster than wall time in the live run.
+    #[arg(long, value_name = "X", default_value_t = 10.0)]
+    pub speed: f64,
+    /// Seed of the generated traffic.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// One JSON object instead of the readable report.
+    #[arg(long)]
+    pub json: bool,
 }

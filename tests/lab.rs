@@ -264,3 +264,30 @@ fn analyze_reports_top_talkers_and_peak_distribution() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_reports_throughput_latency_and_accuracy() {
+    let out = floodwatch(&[
+        "bench",
+        "--json",
+        "--seconds",
+        "20",
+        "--live-seconds",
+        "20",
+        "--speed",
+        "50",
+    ]);
+    let r: Value = serde_json::from_slice(&ok(&out).stdout).unwrap();
+    assert!(r["replay"]["lines"].as_u64().unwrap() > 1000);
+    assert!(r["replay"]["lines_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["replay"]["accuracy"]["precision"], 1.0);
+    assert_eq!(r["replay"]["accuracy"]["recall"], 1.0);
+    assert_eq!(r["live"]["accuracy"]["recall"], 1.0);
+    let lat = &r["live"]["line_to_ban"];
+    assert_eq!(lat["samples"], r["live"]["bans"]);
+    for p in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(lat[p].as_u64().unwrap() > 0, "{p}");
+    }
+    let bad = floodwatch(&["bench", "--speed", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -3,10 +3,11 @@
 use std::io::Write;
 
 use super::analyze;
+use super::bench;
 use super::generate;
 use super::scenario;
 use crate::app::AppError;
-use crate::cli::{AnalyzeArgs, GenerateArgs};
+use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
 
 fn stdout_error(e: std::io::Error) -> AppError {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -74,6 +75,26 @@ pub fn analyze(a: AnalyzeArgs) -> Result<(), AppError> {
         writeln!(out, "{}", analyze::to_json(&report))
     } else {
         out.write_all(analyze::to_text(&report).as_bytes())
+    }
+    .map_err(stdout_error)
+}
+
+/// `floodwatch bench`.
+pub fn bench(a: &BenchArgs) -> Result<(), AppError> {
+    if !(a.speed > 0.0 && a.speed.is_finite()) {
+        return Err(AppError::Usage("--speed must be a positive number".into()));
+    }
+    let report = bench::run(bench::Options {
+        seconds: a.seconds,
+        live_seconds: a.live_seconds,
+        speed: a.speed,
+        seed: a.seed,
+    })?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", bench::to_json(&report))
+    } else {
+        out.write_all(bench::to_text(&report).as_bytes())
     }
     .map_err(stdout_error)
 }

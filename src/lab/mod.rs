@@ -2,6 +2,7 @@
 //! of real logs (`analyze`) and the self-benchmark (`bench`).
 
 pub mod analyze;
+pub mod bench;
 pub mod cmd;
 pub mod generate;
 pub mod peaks;
