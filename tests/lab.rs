@@ -155,6 +155,19 @@ fn cloudflare_truth() {
     truth_holds("cloudflare");
 }
 
+/// Holds with and without the proxy support: a Cloudflare edge carries many clients and must
+/// never be banned (without `[proxy]` the flood goes unseen, spread over the edges).
+#[test]
+fn cloudflare_edges_are_never_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = generate(dir.path(), "cloudflare", 60, 1);
+    assert_eq!(truth["needs_proxy"], true);
+    let bans = replay_bans(dir.path());
+    for edge in strings(&truth["not_banned"]) {
+        assert!(!bans.contains(&edge), "edge {edge} banned");
+    }
+}
+
 #[test]
 fn distributed_is_invisible_to_a_per_address_rule() {
     // Why the scenario needs its /24 rule: with only the default rule nobody is banned.
