@@ -511,7 +511,8 @@ impl Gen<'_> {
     }
 
     /// 1-3 login POSTs per second (under 20r/s) against the wp-login rule's 10r/m burst 5:
-    /// overflows within 4 s.
+    /// even at 1 r/s the excess grows by 833 per second and overflows by the 8th second, inside the
+    /// attack window (≥ 10 s).
     fn wp_login(&mut self, vhost: usize) {
         self.rule(RULE_WP_LOGIN);
         let mut rng = self.rng.fork(400 + vhost as u64);
