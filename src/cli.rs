@@ -19,6 +19,12 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Validate a config file and print what was understood.
     CheckConfig(CheckConfigArgs),
+    /// Write a synthetic attack scenario (vhost logs, its config and its truth) into a directory.
+    Generate(GenerateArgs),
+    /// Per-key peak rates, top talkers, and which keys other thresholds would have banned.
+    Analyze(AnalyzeArgs),
+    /// Measure replay throughput, live detection latency and accuracy on generated traffic.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,4 +67,70 @@ pub struct CheckConfigArgs {
     /// Config file (TOML); without one, the built-in defaults are shown.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Print the scenario names, one per line, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Scenario to write (see --list).
+    #[arg(long, value_name = "NAME", required_unless_present = "list")]
+    pub scenario: Option<String>,
+    /// Seconds of log time.
+    #[arg(long, value_name = "N", default_value_t = 120)]
+    pub seconds: u32,
+    /// Seed of the traffic: the same seed writes the same bytes.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory (created): vhosts/<vhost>/logs/access_log, floodwatch.toml, truth.json.
+    #[arg(long, value_name = "DIR", required_unless_present = "list")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Config file (TOML); its rules key and filter the requests as in replay.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (as for replay).
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: the rule's own.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub rates: Vec<String>,
+    /// Burst for every tried rate; default: the rule's own.
+    #[arg(long, value_name = "B")]
+    pub burst: Option<u32>,
+    /// The rule to analyse and vary (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// How many top talkers to list.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// One JSON object instead of the readable tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Log files or globs (default: the config's `[input] paths`).
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds of log time of the replayed `mixed` scenario.
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    pub seconds: u32,
+    /// Seconds of log time of the live (in-process) run.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub live_seconds: u32,
+    /// Log time runs this many times faster than wall time in the live run.
+    #[arg(long, value_name = "X", default_value_t = 10.0)]
+    pub speed: f64,
+    /// Seed of the generated traffic.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// One JSON object instead of the readable report.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod decide;
 pub mod engine;
 pub mod hit;
+pub mod lab;
 pub mod parse;
 pub mod proxy;
 pub mod sink;

@@ -50,6 +50,9 @@ fn run(cli: Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
+        Command::Generate(a) => floodwatch::lab::cmd::generate(&a),
+        Command::Analyze(a) => floodwatch::lab::cmd::analyze(a),
+        Command::Bench(a) => floodwatch::lab::cmd::bench(&a),
         Command::CheckConfig(a) => {
             let config = match a.config.as_deref() {
                 Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,

@@ -1,0 +1,100 @@
+//! The lab's subcommands as the binary runs them: arguments in, text on stdout/stderr out.
+
+use std::io::Write;
+
+use super::analyze;
+use super::bench;
+use super::generate;
+use super::scenario;
+use crate::app::AppError;
+use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
+
+fn stdout_error(e: std::io::Error) -> AppError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        AppError::BrokenPipe
+    } else {
+        AppError::Runtime(format!("writing to stdout: {e}"))
+    }
+}
+
+/// `floodwatch generate`.
+pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
+    let mut out = std::io::stdout().lock();
+    if a.list {
+        for name in scenario::NAMES {
+            writeln!(out, "{name}").map_err(stdout_error)?;
+        }
+        return Ok(());
+    }
+    let (Some(name), Some(dir)) = (&a.scenario, &a.out) else {
+        return Err(AppError::Usage(
+            "generate needs --scenario and --out".into(),
+        ));
+    };
+    let g = generate::generate(name, a.seconds, a.seed, dir).map_err(|e| match e {
+        generate::GenerateError::Io { .. } => AppError::Runtime(e.to_string()),
+        _ => AppError::Usage(e.to_string()),
+    })?;
+    let t = &g.truth;
+    eprintln!(
+        "floodwatch generate: {} lines ({:.1} MB) over {} s in {} vhost(s); must ban {:?}{}",
+        t.lines,
+        g.bytes as f64 / 1e6,
+        t.seconds,
+        t.vhosts.len(),
+        t.banned,
+        if t.needs_proxy {
+            " (with the [proxy] config)"
+        } else {
+            ""
+        }
+    );
+    writeln!(
+        out,
+        "floodwatch replay --config {} '{}'",
+        g.config_path.display(),
+        g.glob
+    )
+    .map_err(stdout_error)
+}
+
+/// `floodwatch analyze`.
+pub fn analyze(a: AnalyzeArgs) -> Result<(), AppError> {
+    let o = analyze::Options {
+        config: a.config,
+        format: a.format,
+        rates: a.rates,
+        burst: a.burst,
+        rule: a.rule,
+        top: a.top,
+        paths: a.paths,
+    };
+    let report = analyze::analyze(&o)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", analyze::to_json(&report))
+    } else {
+        out.write_all(analyze::to_text(&report).as_bytes())
+    }
+    .map_err(stdout_error)
+}
+
+/// `floodwatch bench`.
+pub fn bench(a: &BenchArgs) -> Result<(), AppError> {
+    if !(a.speed > 0.0 && a.speed.is_finite()) {
+        return Err(AppError::Usage("--speed must be a positive number".into()));
+    }
+    let report = bench::run(bench::Options {
+        seconds: a.seconds,
+        live_seconds: a.live_seconds,
+        speed: a.speed,
+        seed: a.seed,
+    })?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", bench::to_json(&report))
+    } else {
+        out.write_all(bench::to_text(&report).as_bytes())
+    }
+    .map_err(stdout_error)
+}

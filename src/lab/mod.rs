@@ -1,0 +1,10 @@
+//! The attack-traffic lab: synthetic scenarios with known truth (`generate`), what-if analysis
+//! of real logs (`analyze`) and the self-benchmark (`bench`).
+
+pub mod analyze;
+pub mod bench;
+pub mod cmd;
+pub mod generate;
+pub mod peaks;
+pub mod rng;
+pub mod scenario;

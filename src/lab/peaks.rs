@@ -1,0 +1,216 @@
+//! Per-key request counts per second of log time, and from them each key's peak over sliding
+//! windows (1 s, 10 s, 60 s) and the distribution of those peaks over all keys.
+//!
+//! Log times have one-second resolution in most formats, so per-second counts lose nothing; lines
+//! may arrive out of order (several files), so counts are sorted once at the end.
+
+use ahash::AHashMap;
+
+use crate::addr::Cidr;
+
+/// The windows reported, in seconds.
+pub const WINDOWS: [i64; 3] = [1, 10, 60];
+
+#[derive(Debug, Default)]
+struct Acc {
+    requests: u64,
+    /// (second, requests in it); consecutive hits of one second share an entry.
+    seconds: Vec<(i64, u32)>,
+}
+
+/// Collects hits.
+#[derive(Debug, Default)]
+pub struct PeakCounter {
+    keys: AHashMap<Cidr, Acc>,
+}
+
+/// One key's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyPeaks {
+    pub key: Cidr,
+    pub requests: u64,
+    /// Most requests in any window of [`WINDOWS`] seconds, in that order.
+    pub peaks: [u64; 3],
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+impl KeyPeaks {
+    /// Peak rate in requests per second over window `i` of [`WINDOWS`].
+    pub fn peak_rps(&self, i: usize) -> f64 {
+        self.peaks[i] as f64 / WINDOWS[i] as f64
+    }
+}
+
+impl PeakCounter {
+    pub fn hit(&mut self, key: Cidr, time_ms: i64) {
+        let sec = time_ms.div_euclid(1000);
+        let acc = self.keys.entry(key).or_default();
+        acc.requests += 1;
+        match acc.seconds.last_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => acc.seconds.push((sec, 1)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every key's figures, most requests first (ties by key, so output is repeatable).
+    pub fn finish(self) -> Vec<KeyPeaks> {
+        let mut out: Vec<KeyPeaks> = self
+            .keys
+            .into_iter()
+            .map(|(key, mut acc)| {
+                acc.seconds.sort_unstable_by_key(|e| e.0);
+                let merged = merge_seconds(&acc.seconds);
+                KeyPeaks {
+                    key,
+                    requests: acc.requests,
+                    peaks: WINDOWS.map(|w| window_peak(&merged, w)),
+                    first_ms: merged.first().map_or(0, |e| e.0 * 1000),
+                    last_ms: merged.last().map_or(0, |e| e.0 * 1000),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key)));
+        out
+    }
+}
+
+fn merge_seconds(sorted: &[(i64, u32)]) -> Vec<(i64, u64)> {
+    let mut out: Vec<(i64, u64)> = Vec::with_capacity(sorted.len());
+    for &(s, n) in sorted {
+        match out.last_mut() {
+            Some((ls, ln)) if *ls == s => *ln += u64::from(n),
+            _ => out.push((s, u64::from(n))),
+        }
+    }
+    out
+}
+
+/// Most requests in any `w` consecutive seconds (`counts` sorted by second, unique seconds).
+fn window_peak(counts: &[(i64, u64)], w: i64) -> u64 {
+    let (mut lo, mut sum, mut best) = (0, 0u64, 0u64);
+    for hi in 0..counts.len() {
+        sum += counts[hi].1;
+        while counts[hi].0 - counts[lo].0 >= w {
+            sum -= counts[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
+/// Percentiles of the keys' peak rates for one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Distribution {
+    pub window_s: i64,
+    /// (quantile, requests per second).
+    pub percentiles: Vec<(f64, f64)>,
+    pub max: f64,
+}
+
+/// The quantiles reported.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// Peak-rate distribution per window, from an hdrhistogram of each key's peak count.
+pub fn distributions(keys: &[KeyPeaks]) -> Vec<Distribution> {
+    WINDOWS
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            // 3 significant digits; counts of 1 or more, no upper bound needed up front.
+            let mut h = match hdrhistogram::Histogram::<u64>::new(3) {
+                Ok(h) => h,
+                Err(_) => {
+                    return Distribution {
+                        window_s: w,
+                        percentiles: Vec::new(),
+                        max: 0.0,
+                    }
+                }
+            };
+            for k in keys {
+                // Only fails for values the histogram cannot hold, which auto-resize rules out.
+                let _ = h.record(k.peaks[i].max(1));
+            }
+            let rate = |v: u64| v as f64 / w as f64;
+            Distribution {
+                window_s: w,
+                percentiles: QUANTILES
+                    .iter()
+                    .map(|&q| {
+                        (
+                            q,
+                            if keys.is_empty() {
+                                0.0
+                            } else {
+                                rate(h.value_at_quantile(q))
+                            },
+                        )
+                    })
+                    .collect(),
+                max: if keys.is_empty() { 0.0 } else { rate(h.max()) },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Addr;
+
+    fn key(s: &str) -> Cidr {
+        Cidr::new(Addr::parse(s.as_bytes()).unwrap(), 32)
+    }
+
+    #[test]
+    fn window_peak_slides_over_gaps() {
+        let c = [(0, 5), (1, 5), (9, 5), (10, 7), (70, 1)];
+        assert_eq!(window_peak(&c, 1), 7);
+        // [1, 10] holds 5 + 5 + 7.
+        assert_eq!(window_peak(&c, 10), 17);
+        assert_eq!(window_peak(&c, 60), 22);
+        assert_eq!(window_peak(&[], 10), 0);
+    }
+
+    #[test]
+    fn out_of_order_hits_are_counted_in_their_second() {
+        let mut pc = PeakCounter::default();
+        for t in [1000, 2000, 1500, 1999, 61_000] {
+            pc.hit(key("192.0.2.1"), t);
+        }
+        pc.hit(key("192.0.2.2"), 5000);
+        let ks = pc.finish();
+        assert_eq!(ks.len(), 2);
+        let a = &ks[0];
+        assert_eq!(a.requests, 5);
+        assert_eq!(a.peaks, [3, 4, 4]);
+        assert_eq!((a.first_ms, a.last_ms), (1000, 61_000));
+        assert_eq!(a.peak_rps(1), 0.4);
+    }
+
+    #[test]
+    fn distributions_report_each_window() {
+        let mut pc = PeakCounter::default();
+        for i in 0..100u32 {
+            let k = key(&format!("198.51.100.{i}"));
+            for _ in 0..=i {
+                pc.hit(k, 0);
+            }
+        }
+        let d = distributions(&pc.finish());
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].max, 100.0);
+        assert_eq!(d[0].percentiles[0], (0.5, 50.0));
+        assert_eq!(d[1].max, 10.0);
+    }
+}
