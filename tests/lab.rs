@@ -149,8 +149,6 @@ fn mixed_truth() {
 }
 
 #[test]
-#[ignore = "needs the [proxy] pipeline (trusted Cloudflare edges, real client from \
-            $http_cf_connecting_ip), being built on another branch"]
 fn cloudflare_truth() {
     truth_holds("cloudflare");
 }
