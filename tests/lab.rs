@@ -1,27 +1,12 @@
 //! End-to-end tests of the lab: every scenario `generate` writes is replayed with the config it
 //! wrote, and replay must ban exactly the keys of its truth.
 
+mod util;
+use util::{floodwatch, ok};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn floodwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(args)
-        .output()
-        .expect("run floodwatch")
-}
-
-fn ok(out: &Output) -> &Output {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn generate(dir: &Path, scenario: &str, seconds: u32, seed: u64) -> Value {
     let d = dir.display().to_string();

@@ -7,6 +7,8 @@
 //! case is listed as an [`Exception`] with the reason; an exception that no longer happens fails
 //! the test too, so the list stays true. Each test prints its counts (cases, fields, exceptions).
 
+mod util;
+
 use std::fmt::Debug;
 use std::path::PathBuf;
 
@@ -1192,27 +1194,8 @@ fn malformed_kinds_never_parse() {
 
 // ---- No allocation per line ----
 
-/// Counts allocations made by the current thread (tests run on several threads at once).
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static COUNTING: CountingAlloc = CountingAlloc;
+static COUNTING: util::CountingAlloc = util::CountingAlloc;
 
 #[test]
 fn parsing_does_not_allocate() {
@@ -1231,13 +1214,13 @@ fn parsing_does_not_allocate() {
     let all: Vec<&[u8]> = lines(&shop).into_iter().chain(lines(&apache)).collect();
     let mut times = TimeCache::new();
     let mut parsed = 0usize;
-    let before = ALLOCS.with(|n| n.get());
+    let before = util::allocations();
     for f in &formats {
         for line in &all {
             parsed += usize::from(f.parse(line, &mut times).is_ok());
         }
     }
-    let allocs = ALLOCS.with(|n| n.get()) - before;
+    let allocs = util::allocations() - before;
     assert_eq!(
         allocs,
         0,

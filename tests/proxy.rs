@@ -2,19 +2,14 @@
 //! which every visitor arrives through Cloudflare edges and the real client is in a logged
 //! field (`testdata/proxy/make.py` says what each log holds and what must be banned).
 
+mod util;
+use util::{floodwatch, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use floodwatch::addr::{Addr, Cidr};
 use floodwatch::proxy::ranges;
 use serde_json::Value;
-
-fn floodwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(args)
-        .output()
-        .expect("run floodwatch")
-}
 
 fn testdata(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,10 +17,6 @@ fn testdata(rel: &str) -> String {
         .join(rel)
         .display()
         .to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Replays `log` with `args`, asserting success; the events and the `--summary` object.
@@ -237,27 +228,8 @@ fn check_config_shows_the_proxy_settings() {
 
 // ---- No allocation per line ----
 
-/// Counts allocations made by the current thread (tests run on several threads at once).
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static COUNTING: CountingAlloc = CountingAlloc;
+static COUNTING: util::CountingAlloc = util::CountingAlloc;
 
 #[test]
 fn resolving_real_clients_does_not_allocate() {
@@ -285,12 +257,12 @@ fn resolving_real_clients_does_not_allocate() {
         for l in &lines {
             ingest.line(l, NO_VHOST);
         }
-        let before = ALLOCS.with(|n| n.get());
+        let before = util::allocations();
         let mut hits = 0;
         for l in &lines {
             hits += usize::from(ingest.line(l, NO_VHOST).is_some());
         }
-        let allocs = ALLOCS.with(|n| n.get()) - before;
+        let allocs = util::allocations() - before;
         assert_eq!(
             allocs,
             0,

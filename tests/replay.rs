@@ -1,32 +1,12 @@
 //! End-to-end tests of `floodwatch replay` and `check-config`: the real binary on real files.
 
+mod util;
+use util::{demo_glob, events, floodwatch, testdata};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn floodwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(args)
-        .output()
-        .expect("run floodwatch")
-}
-
-fn testdata(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-        .display()
-        .to_string()
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 fn bans(events: &[Value]) -> Vec<(String, String)> {
     let mut v: Vec<_> = events
@@ -41,10 +21,6 @@ fn bans(events: &[Value]) -> Vec<(String, String)> {
         .collect();
     v.sort();
     v
-}
-
-fn demo_glob() -> String {
-    testdata("replay/vhosts/*/logs/access_log*")
 }
 
 #[test]

@@ -1,39 +1,16 @@
 //! End-to-end tests of the sinks: the real binary replaying real files into each configured
 //! `[[sink]]`.
 
+mod util;
+use util::{demo_glob, floodwatch, json_lines, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use serde_json::Value;
-
-fn floodwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(args)
-        .output()
-        .expect("run floodwatch")
-}
-
-fn demo_glob() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/replay/vhosts/*/logs/access_log*")
-        .display()
-        .to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Command;
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("floodwatch.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
 }
 
 #[test]

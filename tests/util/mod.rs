@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests: running the real binary, reading its JSON lines,
+//! and counting allocations (for the "no allocation per line" tests).
+//!
+//! Each test file is its own crate and uses only some of these.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs the `floodwatch` binary built for these tests.
+pub fn floodwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(args)
+        .output()
+        .expect("run floodwatch")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `out`, after asserting that the command succeeded (its stderr in the failure message).
+pub fn ok(out: &Output) -> &Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(out)
+    );
+    out
+}
+
+/// A path under the repository's `testdata/`, as a string for the command line.
+pub fn testdata(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+/// The demo logs of the README's first command.
+pub fn demo_glob() -> String {
+    testdata("replay/vhosts/*/logs/access_log*")
+}
+
+/// Every line of `text` as a JSON value; a line that is not JSON fails the test.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The events a command wrote to stdout.
+pub fn events(out: &Output) -> Vec<Value> {
+    json_lines(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Counts allocations made by the current thread (tests run on several threads at once).
+/// A test file installs it with `#[global_allocator]` and reads [`allocations`].
+pub struct CountingAlloc;
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Allocations made by this thread so far.
+pub fn allocations() -> usize {
+    ALLOCS.with(|n| n.get())
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarding the caller's layout to the system allocator unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
