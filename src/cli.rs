@@ -19,6 +19,18 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Validate a config file and print what was understood.
     CheckConfig(CheckConfigArgs),
+    /// Follow live logs (new files, rotation, restarts) and print ban decisions as they happen.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Config file (TOML). Without one, a single rule `default` counts every request.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log files or globs, evaluated again while running (quote them). Default: `[input] paths`.
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]

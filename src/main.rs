@@ -50,6 +50,12 @@ fn run(cli: Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
+        Command::Watch(a) => {
+            let plan = floodwatch::watch::plan(a.config.as_deref(), &a.paths)?;
+            let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
+            eprintln!("floodwatch: {report}");
+            Ok(())
+        }
         Command::CheckConfig(a) => {
             let config = match a.config.as_deref() {
                 Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
