@@ -63,8 +63,10 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
 /// How far behind the wall clock the low mark may trail a file with nothing newer.
 const WALL_SLACK_MS: i64 = 1000;
-/// How often the low mark is moved while lines were read recently (idle: once a second).
+/// How often the low mark is moved while lines were read within `ACTIVE_FOR`, and otherwise.
 const ACTIVE_TICK: Duration = Duration::from_millis(100);
+const ACTIVE_FOR: Duration = Duration::from_secs(3);
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long a stop waits for the shards to hand over their last offenses.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
@@ -128,6 +130,8 @@ struct Files {
     unsaved: bool,
     /// When lines were last read.
     last_read: Option<Instant>,
+    /// Lines were read since the low mark was last sent.
+    read_since_flush: bool,
 }
 
 impl Files {
@@ -210,6 +214,7 @@ impl Files {
                 self.unsaved = true;
                 if st.bytes > 0 {
                     self.last_read = Some(Instant::now());
+                    self.read_since_flush = true;
                 }
             }
             Ok(_) => {}
@@ -356,6 +361,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         newest: i64::MIN,
         unsaved: true,
         last_read: None,
+        read_since_flush: false,
     };
     let started = Instant::now();
     files.rescan(Some(&checkpoints));
@@ -376,6 +382,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     let mut ino_events = Vec::new();
     let mut to_poll: Vec<usize> = Vec::new();
     let mut next_save = Instant::now();
+    let mut next_lift = Instant::now();
     let mut next_rescan = Instant::now() + RESCAN_EVERY;
     let mut saved_stats = table.stats();
     let mut stop = false;
@@ -384,14 +391,23 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     loop {
         // One round: low mark, shard output, wall-clock expiry, state.
         let now_ms = wall_ms();
-        files.router.flush(files.low_mark(now_ms));
+        let now = Instant::now();
+        // Only after reads or on the lift timer: flushing on every wake-up would answer the
+        // shards' ticks (which wake the loop) with new ticks, for ever.
+        if files.read_since_flush || now >= next_lift {
+            files.router.flush(files.low_mark(now_ms));
+            files.read_since_flush = false;
+            let active = files
+                .last_read
+                .is_some_and(|t| now.duration_since(t) < ACTIVE_FOR);
+            next_lift = now + if active { ACTIVE_TICK } else { IDLE_TICK };
+        }
         while let Ok(msg) = relay.try_recv() {
             decider.handle(msg, &mut table, &mut |ev| output.emit(ev));
         }
         for u in table.expire(now_ms) {
             output.emit(&Event::Unban(u));
         }
-        let now = Instant::now();
         if now >= next_save {
             let changed = table.stats() != saved_stats;
             if files.unsaved || changed {
@@ -407,13 +423,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             break;
         }
 
-        let mut wake = next_save.min(next_rescan);
-        if files
-            .last_read
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(3))
-        {
-            wake = wake.min(now + ACTIVE_TICK);
-        }
+        let mut wake = next_save.min(next_rescan).min(next_lift);
         for w in &files.tailers {
             if let Some(d) = w.tailer.next_deadline() {
                 wake = wake.min(d);
@@ -480,7 +490,13 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         to_poll.clear();
     }
 
-    // Stop: the shards process what they hold, the decider decides it, then state and sinks.
+    // Stop: one last read of every file (cheap: a few syscalls per idle file), so that what
+    // was written up to the signal is decided now; the shards process what they hold, the
+    // decider decides it, then state and sinks.
+    for i in 0..files.tailers.len() {
+        files.poll(i);
+    }
+    files.router.flush(files.low_mark(wall_ms()));
     let checkpoints = files.checkpoints();
     let watched_files = files.tailers.len();
     let Files { router, ingest, .. } = files;
