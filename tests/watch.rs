@@ -318,3 +318,19 @@ fn rotation_while_running_loses_no_line() {
     assert!(status.success());
     assert_eq!(lines_read(&report), 4 + 1 + 2 + 2 + 3, "{report}");
 }
+
+#[test]
+fn a_literal_path_missing_at_start_is_read_once_it_appears() {
+    let site = Site::new(&[]);
+    let path = site.root.path().join("access.log");
+    let mut w = Watch::start(&site.config(), path.to_str().unwrap());
+    append(&path, &flood("203.0.113.77", 20));
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("ban"), Some("203.0.113.77"))
+    );
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 20, "{report}");
+}

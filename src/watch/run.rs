@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -159,7 +159,7 @@ impl Files {
             }
         }
         for f in self.patterns.files() {
-            if self.by_path.contains_key(&f.path) {
+            if self.by_path.contains_key(&normal(&f.path)) {
                 continue;
             }
             // At the first start, `start_at` says where; a file without a checkpoint after a
@@ -186,7 +186,7 @@ impl Files {
                 .vhost
                 .as_deref()
                 .map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
-            self.by_path.insert(f.path, self.tailers.len());
+            self.by_path.insert(normal(&f.path), self.tailers.len());
             self.tailers.push(Watched { tailer, vhost });
             self.unsaved = true;
         }
@@ -224,9 +224,7 @@ impl Files {
 
     /// The low mark promised after a round of reads (see the module documentation).
     fn low_mark(&self, now_ms: i64) -> i64 {
-        self.newest
-            .min(now_ms.saturating_add(WALL_SLACK_MS))
-            .max(now_ms - WALL_SLACK_MS)
+        low_mark(self.newest, now_ms)
     }
 
     fn checkpoints(&self) -> Checkpoints {
@@ -256,7 +254,7 @@ impl Files {
             let Some(dir) = self.dirs.get(&ev.wd) else {
                 continue;
             };
-            let path = dir.join(ev.name());
+            let path = normal(&dir.join(ev.name()));
             match self.by_path.get(&path) {
                 Some(&i) => to_poll.push(i),
                 None if ev.mask & inotify::APPEARED != 0 => rescan = true,
@@ -265,6 +263,23 @@ impl Files {
         }
         rescan
     }
+}
+
+/// The newest log time read, but never more than [`WALL_SLACK_MS`] behind the wall clock (idle
+/// files do not hold the engine back) nor ahead of it (a line stamped in the future would
+/// otherwise make every later line late).
+fn low_mark(newest_ms: i64, now_ms: i64) -> i64 {
+    newest_ms
+        .min(now_ms.saturating_add(WALL_SLACK_MS))
+        .max(now_ms.saturating_sub(WALL_SLACK_MS))
+}
+
+/// A path without `.` components, so that `access.log`, `./access.log` and the folder `.` joined
+/// with the name inotify reports all name the same tailer.
+fn normal(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
 }
 
 /// Runs `watch` until SIGTERM or SIGINT (or stdout closing), writing events to `out` when no sink
@@ -573,4 +588,28 @@ fn relay(rx: Receiver<ShardOut>, waker: Arc<Waker>) -> Receiver<ShardOut> {
         eprintln!("floodwatch: cannot start the relay thread: {e}");
     }
     relayed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_low_mark_follows_the_logs_within_a_second_of_the_clock() {
+        let now = 1_800_000_000_000;
+        assert_eq!(low_mark(i64::MIN, now), now - 1000, "nothing read yet");
+        assert_eq!(low_mark(now - 3_600_000, now), now - 1000, "idle logs");
+        assert_eq!(low_mark(now - 200, now), now - 200, "a busy log");
+        assert_eq!(low_mark(now + 86_400_000, now), now + 1000, "a clock ahead");
+    }
+
+    #[test]
+    fn dot_components_do_not_split_one_file_in_two() {
+        assert_eq!(normal(Path::new("./access.log")), Path::new("access.log"));
+        assert_eq!(
+            normal(&Path::new(".").join("access.log")),
+            normal(Path::new("access.log"))
+        );
+        assert_eq!(normal(Path::new("/var/./log/x")), Path::new("/var/log/x"));
+    }
 }
