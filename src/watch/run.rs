@@ -119,6 +119,9 @@ struct Files {
     /// Watch descriptor → folder, and the folders watched.
     dirs: HashMap<i32, PathBuf>,
     watched: HashSet<PathBuf>,
+    /// Folders and files that could not be watched or opened, reported once (they are tried
+    /// again at every rescan; `fs.inotify.max_user_watches` or permissions may change).
+    failed: HashSet<PathBuf>,
     inotify: Inotify,
     buf: TailBuf,
     ingest: Ingest,
@@ -151,7 +154,11 @@ impl Files {
                         self.watched.insert(dir);
                         added = true;
                     }
-                    Err(e) => eprintln!("floodwatch: cannot watch {}: {e}", dir.display()),
+                    Err(e) => {
+                        if self.failed.insert(dir.clone()) {
+                            eprintln!("floodwatch: cannot watch {}: {e}", dir.display());
+                        }
+                    }
                 }
             }
             if !added {
@@ -172,7 +179,9 @@ impl Files {
             let tailer = match Tailer::open(&f.path, start, cp) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("floodwatch: {}: {e}", f.path.display());
+                    if self.failed.insert(f.path.clone()) {
+                        eprintln!("floodwatch: {}: {e}", f.path.display());
+                    }
                     continue;
                 }
             };
@@ -368,6 +377,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         by_path: HashMap::new(),
         dirs: HashMap::new(),
         watched: HashSet::new(),
+        failed: HashSet::new(),
         inotify,
         buf: TailBuf::new(),
         ingest: Ingest::new(Arc::new(format), rules.clone(), vhosts.clone()),
