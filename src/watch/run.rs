@@ -75,6 +75,9 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 pub struct WatchReport {
     pub files: usize,
     pub ingest: IngestStats,
+    /// Hits older than what the shards had processed when they arrived (counted at the
+    /// watermark; see the module documentation).
+    pub late: u64,
     pub bans: u64,
     pub unbans: u64,
     pub restored_bans: u64,
@@ -84,10 +87,11 @@ impl std::fmt::Display for WatchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "watched {} files: {} lines, {} malformed, {} bans, {} unbans ({} bans restored)",
+            "watched {} files: {} lines, {} malformed, {} late, {} bans, {} unbans ({} bans restored)",
             self.files,
             self.ingest.lines,
             self.ingest.malformed.total(),
+            self.late,
             self.bans,
             self.unbans,
             self.restored_bans
@@ -547,6 +551,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     let report = WatchReport {
         files: watched_files,
         ingest: ingest.stats,
+        late: decider.shard_stats().late,
         bans: after.bans - before.bans,
         unbans: after.unbans - before.unbans,
         restored_bans: restored.bans,
