@@ -334,3 +334,21 @@ fn a_literal_path_missing_at_start_is_read_once_it_appears() {
     assert!(status.success());
     assert_eq!(lines_read(&report), 20, "{report}");
 }
+
+#[test]
+fn the_first_vhost_is_picked_up_when_the_vhosts_folder_did_not_exist_at_start() {
+    let site = Site::new(&[]);
+    assert!(!site.root.path().join("vhosts").exists());
+    let mut w = site.start();
+    fs::create_dir_all(site.logs("first.example")).unwrap();
+    append(
+        &site.logs("first.example").join("access_log"),
+        &flood("198.51.100.33", 20),
+    );
+    let ev = w.event();
+    assert_eq!(ev["key"], "198.51.100.33");
+    assert_eq!(ev["vhost"], "first.example");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 20, "{report}");
+}

@@ -55,7 +55,7 @@ impl Patterns {
         for arg in &self.args {
             if !is_glob(arg) {
                 if let Some(parent) = parent_of(Path::new(arg)) {
-                    out.push(parent);
+                    out.push(existing(parent));
                 }
                 continue;
             }
@@ -73,8 +73,10 @@ impl Patterns {
                 };
                 if is_glob(&prefix) {
                     out.extend(glob_all(&prefix).into_iter().filter(|p| p.is_dir()));
-                } else if Path::new(&prefix).is_dir() {
-                    out.push(PathBuf::from(prefix));
+                } else {
+                    // Not there yet (no `/var/www/vhosts` before the first domain): watch the
+                    // nearest folder that is, to see it created.
+                    out.push(existing(PathBuf::from(prefix)));
                 }
             }
             if first == 0 {
@@ -117,6 +119,17 @@ fn glob_all(pattern: &str) -> Vec<PathBuf> {
         Ok(paths) => paths.filter_map(Result::ok).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// `dir` if it is a folder, else its nearest ancestor that is.
+fn existing(mut dir: PathBuf) -> PathBuf {
+    while !dir.is_dir() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+            _ => return PathBuf::from(if dir.is_absolute() { "/" } else { "." }),
+        }
+    }
+    dir
 }
 
 fn parent_of(path: &Path) -> Option<PathBuf> {
@@ -175,6 +188,23 @@ mod tests {
         let p = Patterns::new(std::slice::from_ref(&path)).unwrap();
         assert_eq!(p.files().len(), 1);
         assert_eq!(p.dirs(), [root.path().to_path_buf()]);
+    }
+
+    #[test]
+    fn a_missing_first_folder_is_awaited_in_its_nearest_ancestor() {
+        let root = tempfile::tempdir().unwrap();
+        let pat = format!("{}/www/vhosts/*/logs/access_log", root.path().display());
+        let p = Patterns::new(&[pat]).unwrap();
+        assert_eq!(p.dirs(), [root.path().to_path_buf()]);
+        std::fs::create_dir_all(root.path().join("www/vhosts/a/logs")).unwrap();
+        assert_eq!(
+            p.dirs(),
+            [
+                root.path().join("www/vhosts"),
+                root.path().join("www/vhosts/a"),
+                root.path().join("www/vhosts/a/logs"),
+            ]
+        );
     }
 
     #[test]
