@@ -115,6 +115,10 @@ struct Site {
 
 impl Site {
     fn new(vhosts: &[&str]) -> Site {
+        Site::with_ban(vhosts, "1h")
+    }
+
+    fn with_ban(vhosts: &[&str], ban: &str) -> Site {
         let root = tempfile::tempdir().unwrap();
         let site = Site { root };
         for v in vhosts {
@@ -122,7 +126,7 @@ impl Site {
             fs::write(site.logs(v).join("access_log"), old_lines(3)).unwrap();
         }
         let config = format!(
-            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1h\"\n",
+            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"{ban}\"\n",
             site.root.path().join("state").display()
         );
         fs::write(site.config(), config).unwrap();
@@ -351,4 +355,66 @@ fn the_first_vhost_is_picked_up_when_the_vhosts_folder_did_not_exist_at_start() 
     let (status, _, report, _) = w.stop();
     assert!(status.success());
     assert_eq!(lines_read(&report), 20, "{report}");
+}
+
+#[test]
+fn a_ban_ends_on_the_wall_clock_while_the_logs_are_idle_and_while_stopped() {
+    let site = Site::with_ban(&["a.example"], "2s");
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    assert_eq!(w.event()["type"], "ban");
+    // No line comes after the flood: only the wall clock can end the ban.
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("unban"), Some("203.0.113.7"))
+    );
+
+    // Banned again (a second offense lasts longer: 4 s, counted from its log time, which has
+    // one-second resolution), stopped while banned...
+    std::thread::sleep(Duration::from_millis(1100));
+    append(&log, &flood("203.0.113.7", 20));
+    let ban = w.event();
+    assert_eq!(
+        (ban["type"].as_str(), ban["offense"].as_u64()),
+        (Some("ban"), Some(2))
+    );
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "stopped before the ban ended: {rest:?}");
+    // ...and restarted after it ended: the end is announced at start.
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut w = site.start();
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("unban"), Some("203.0.113.7"))
+    );
+    assert_eq!(ev["time"], ban["until"], "ended when the ban said it would");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn copytruncate_while_running_reads_the_truncated_file_from_its_start() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    append(&log, &flood("192.0.2.10", 3));
+    std::thread::sleep(Duration::from_millis(300));
+    // logrotate's copytruncate: copy, then truncate in place; the server goes on writing.
+    fs::copy(&log, log.with_extension("1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &flood("203.0.113.99", 20));
+    let ev = w.event();
+    assert_eq!(ev["key"], "203.0.113.99");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 23, "{report}");
 }
