@@ -27,8 +27,13 @@ struct Watch {
 impl Watch {
     /// Starts `watch` and waits until it has looked at the files.
     fn start(config: &Path, glob: &str) -> Watch {
+        Watch::start_args(&["--config", config.to_str().unwrap(), glob])
+    }
+
+    fn start_args(args: &[&str]) -> Watch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-            .args(["watch", "--config", config.to_str().unwrap(), glob])
+            .arg("watch")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -417,4 +422,35 @@ fn copytruncate_while_running_reads_the_truncated_file_from_its_start() {
     let (status, _, report, _) = w.stop();
     assert!(status.success());
     assert_eq!(lines_read(&report), 23, "{report}");
+}
+
+#[test]
+fn sighup_applies_new_input_paths_and_keeps_running_on_a_broken_config() {
+    let site = Site::new(&["a.example"]);
+    let base = fs::read_to_string(site.config()).unwrap();
+    let with_paths = |glob: &str| format!("[input]\npaths = [\"{glob}\"]\n\n{base}");
+    let elsewhere = site.root.path().join("elsewhere/*/access_log");
+    fs::write(site.config(), with_paths(elsewhere.to_str().unwrap())).unwrap();
+    let mut w = Watch::start_args(&["--config", site.config().to_str().unwrap()]);
+    let hup = |w: &Watch| unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
+
+    fs::write(site.config(), "[input\nbroken").unwrap();
+    hup(&w);
+    w.wait_log("keeping the running config");
+    fs::write(site.config(), with_paths(&site.glob())).unwrap();
+    hup(&w);
+    w.wait_log("SIGHUP: watching 1 files");
+    append(
+        &site.logs("a.example").join("access_log"),
+        &flood("203.0.113.8", 20),
+    );
+    let ev = w.event();
+    assert_eq!(
+        (ev["key"].as_str(), ev["vhost"].as_str()),
+        (Some("203.0.113.8"), Some("a.example"))
+    );
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    // The log was there before the reload named it: `start_at = "end"` applies.
+    assert_eq!(lines_read(&report), 20, "{report}");
 }

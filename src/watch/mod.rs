@@ -11,6 +11,7 @@
 pub mod discover;
 pub mod inotify;
 mod output;
+mod reload;
 mod run;
 pub mod signals;
 pub mod state;
@@ -37,6 +38,9 @@ pub struct WatchPlan {
     pub shards: usize,
     /// `[state] dir`; `None` = nothing persists across restarts.
     pub state_dir: Option<PathBuf>,
+    /// Where the config came from and the command line's paths, for SIGHUP.
+    pub config_path: Option<PathBuf>,
+    pub cli_paths: Vec<String>,
 }
 
 /// Loads the config and checks the `PATH|GLOB` arguments (default: `[input] paths`). Matching
@@ -61,6 +65,8 @@ pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, A
     }
     let patterns = Patterns::new(&args).map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(WatchPlan {
+        config_path: config_path.map(Path::to_path_buf),
+        cli_paths: paths.to_vec(),
         shards: config.engine.shard_count(),
         state_dir: config.state.dir.clone(),
         config,

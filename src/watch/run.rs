@@ -36,6 +36,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::inotify::{self, Inotify};
 use super::output::Output;
+use super::reload::{reload, Reload};
 use super::signals::{Signal, Signals};
 use super::{state, Patterns, WatchPlan};
 use crate::app::AppError;
@@ -144,8 +145,9 @@ struct Files {
 impl Files {
     /// Watches every folder the patterns walk through, then opens the files they name that are
     /// not followed yet. Folders first, and again until no new one appears: a folder or file
-    /// created meanwhile is then either seen by the glob or reported by inotify.
-    fn rescan(&mut self, resume: Option<&Checkpoints>) {
+    /// created meanwhile is then either seen by the glob or reported by inotify. Without
+    /// checkpoints (`resume`), a file not followed yet starts at `new_start`.
+    fn rescan(&mut self, resume: Option<&Checkpoints>, new_start: StartAt) {
         for _ in 0..8 {
             let mut added = false;
             for dir in self.patterns.dirs() {
@@ -178,7 +180,7 @@ impl Files {
             let (start, cp) = match resume {
                 Some(cps) if cps.is_empty() => (self.start_at, None),
                 Some(cps) => (StartAt::Beginning, cps.get(&f.path)),
-                None => (StartAt::Beginning, None),
+                None => (new_start, None),
             };
             let tailer = match Tailer::open(&f.path, start, cp) {
                 Ok(t) => t,
@@ -302,13 +304,15 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     let mut signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
     crate::sys::raise_fd_limit();
     let WatchPlan {
-        config,
+        mut config,
         format,
         rules,
         patterns,
         sinks,
         shards,
         state_dir,
+        config_path,
+        cli_paths,
     } = plan;
 
     if let Some(dir) = &state_dir {
@@ -393,7 +397,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         read_since_flush: false,
     };
     let started = Instant::now();
-    files.rescan(Some(&checkpoints));
+    files.rescan(Some(&checkpoints), StartAt::Beginning);
     eprintln!(
         "floodwatch: watching {} files in {} folders ({} bans restored) after {} ms",
         files.tailers.len(),
@@ -470,6 +474,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         }
 
         let mut rescan = false;
+        let mut reloaded = false;
         for ev in events.iter() {
             match ev.token() {
                 INOTIFY => {
@@ -482,9 +487,14 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                 SIGNALS => loop {
                     match signals.read_signal() {
                         Ok(Some(Signal::Stop)) => stop = true,
-                        Ok(Some(Signal::Reload)) => eprintln!(
-                            "floodwatch: SIGHUP: reloading the config is not implemented yet; ignored"
-                        ),
+                        Ok(Some(Signal::Reload)) => {
+                            let path = config_path.as_deref();
+                            if let Reload::Paths(p) = reload(path, &cli_paths, &mut config) {
+                                files.patterns = p;
+                                rescan = true;
+                                reloaded = true;
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             eprintln!("floodwatch: signalfd: {e}");
@@ -503,8 +513,21 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         }
         if rescan {
             let known = files.tailers.len();
-            files.rescan(None);
+            // A file newly named by a reload was there before: it starts where a file present
+            // at the first start does. One found otherwise is new: read from its start.
+            let start = match reloaded {
+                true => files.start_at,
+                false => StartAt::Beginning,
+            };
+            files.rescan(None, start);
             to_poll.extend(known..files.tailers.len());
+            if reloaded {
+                eprintln!(
+                    "floodwatch: SIGHUP: watching {} files in {} folders",
+                    files.tailers.len(),
+                    files.watched.len()
+                );
+            }
         }
         for (i, w) in files.tailers.iter().enumerate() {
             if w.tailer.next_deadline().is_some_and(|d| d <= now) {
