@@ -253,6 +253,7 @@ impl Files {
     /// Handles a batch of inotify events: the files to read, and whether to rescan.
     fn on_events(&mut self, events: &[inotify::Event], to_poll: &mut Vec<usize>) -> bool {
         let mut rescan = false;
+        let mut other_write = false;
         for ev in events {
             if ev.mask & inotify::OVERFLOW != 0 {
                 to_poll.extend(0..self.tailers.len());
@@ -273,8 +274,15 @@ impl Files {
             match self.by_path.get(&path) {
                 Some(&i) => to_poll.push(i),
                 None if ev.mask & inotify::APPEARED != 0 => rescan = true,
-                None => {}
+                None => other_write |= ev.mask & inotify::MODIFY != 0,
             }
+        }
+        // A write to a file no tailer follows by its name may be a late write to a rotated
+        // file (`access_log.1`) still in its grace period: read those now rather than at the
+        // next rescan.
+        if other_write {
+            let retiring = self.tailers.iter().enumerate();
+            to_poll.extend(retiring.filter_map(|(i, w)| w.tailer.next_deadline().map(|_| i)));
         }
         rescan
     }
