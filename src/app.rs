@@ -277,7 +277,7 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
 
 /// The configured log format, which must log a client and a time: without them nothing can be
 /// counted, and every line would silently fall into one key at one instant.
-fn compile_format(config: &Config) -> Result<Format, AppError> {
+pub(crate) fn compile_format(config: &Config) -> Result<Format, AppError> {
     let err = |what: String| AppError::Usage(format!("{}: input.format: {what}", config.origin));
     let format = Format::from_spec(&config.input.format).map_err(|e| err(e.to_string()))?;
     if !format.has_client() {
@@ -293,7 +293,7 @@ fn compile_format(config: &Config) -> Result<Format, AppError> {
     Ok(format)
 }
 
-fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
+pub(crate) fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
     CompiledRules::new(&config.rules)
         .map_err(|e| AppError::Usage(format!("{}: rule: {e}", config.origin)))
 }

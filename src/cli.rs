@@ -25,6 +25,18 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Measure replay throughput, live detection latency and accuracy on generated traffic.
     Bench(BenchArgs),
+    /// Follow live logs (new files, rotation, restarts) and print ban decisions as they happen.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Config file (TOML). Without one, a single rule `default` counts every request.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log files or globs, evaluated again while running (quote them). Default: `[input] paths`.
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]

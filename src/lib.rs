@@ -20,3 +20,4 @@ pub mod source;
 pub mod summary;
 pub mod sys;
 pub mod vhost;
+pub mod watch;

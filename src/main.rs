@@ -53,6 +53,12 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Generate(a) => floodwatch::lab::cmd::generate(&a),
         Command::Analyze(a) => floodwatch::lab::cmd::analyze(a),
         Command::Bench(a) => floodwatch::lab::cmd::bench(&a),
+        Command::Watch(a) => {
+            let plan = floodwatch::watch::plan(a.config.as_deref(), &a.paths)?;
+            let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
+            eprintln!("floodwatch: {report}");
+            Ok(())
+        }
         Command::CheckConfig(a) => {
             let config = match a.config.as_deref() {
                 Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,

@@ -1,0 +1,83 @@
+//! `floodwatch watch`: the long-running detector. Follows every log a set of globs names, as
+//! they grow, rotate and appear, and decides bans within about a second of the lines' writing.
+//!
+//! One thread (the watch loop, [`run`]) waits in mio on an inotify descriptor, a signalfd and a
+//! waker; it reads the logs that changed ([`Tailer`](crate::source::tail::Tailer)), parses them
+//! into hits ([`Ingest`](crate::source::ingest::Ingest)) for the shard threads as replay's single
+//! producer would, drives the [`Decider`](crate::decide::decider::Decider) and the ban table
+//! with what the shards report, emits events, and saves read offsets and bans about once a
+//! second. See `run.rs` for the choices about time (low marks, wall-clock expiry).
+
+pub mod discover;
+pub mod inotify;
+mod output;
+mod reload;
+mod run;
+pub mod signals;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+
+use crate::app::{compile_format, compile_rules, AppError};
+use crate::config::Config;
+use crate::engine::rule::CompiledRules;
+use crate::parse::Format;
+use crate::proxy::{self, Proxies};
+use crate::sink::{self, SinkSpec};
+
+pub use discover::Patterns;
+pub use run::{run, WatchReport};
+
+/// Everything `watch` needs, validated.
+pub struct WatchPlan {
+    pub config: Config,
+    pub format: Format,
+    pub rules: CompiledRules,
+    /// Trusted proxies: never banned; the real client of their requests (see `proxy`).
+    pub proxies: Proxies,
+    pub patterns: Patterns,
+    /// Checked `[[sink]]` tables; none = events go to stdout as JSON lines.
+    pub sinks: Vec<SinkSpec>,
+    pub shards: usize,
+    /// `[state] dir`; `None` = nothing persists across restarts.
+    pub state_dir: Option<PathBuf>,
+    /// Where the config came from and the command line's paths, for SIGHUP.
+    pub config_path: Option<PathBuf>,
+    pub cli_paths: Vec<String>,
+}
+
+/// Loads the config and checks the `PATH|GLOB` arguments (default: `[input] paths`). Matching
+/// nothing yet is fine: files are picked up as they appear.
+pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, AppError> {
+    let config = match config_path {
+        Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+        None => Config::default(),
+    };
+    let mut format = compile_format(&config)?;
+    let proxies = proxy::setup(&config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
+    let rules = compile_rules(&config)?;
+    let sinks = sink::parse_sinks(&config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let args: Vec<String> = if paths.is_empty() {
+        config.input.paths.clone()
+    } else {
+        paths.to_vec()
+    };
+    if args.is_empty() {
+        return Err(AppError::Usage(
+            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
+        ));
+    }
+    let patterns = Patterns::new(&args).map_err(|e| AppError::Usage(e.to_string()))?;
+    Ok(WatchPlan {
+        config_path: config_path.map(Path::to_path_buf),
+        cli_paths: paths.to_vec(),
+        shards: config.engine.shard_count(),
+        state_dir: config.state.dir.clone(),
+        config,
+        format,
+        rules,
+        proxies,
+        patterns,
+        sinks,
+    })
+}

@@ -1,0 +1,502 @@
+//! End-to-end tests of `floodwatch watch`: the real binary following real files in a temporary
+//! folder laid out like Plesk's `/var/www/vhosts/<vhost>/logs/`, stopped with real signals.
+//!
+//! Waits are deadlines against hangs (generous, so a loaded machine does not fail them), not
+//! measurements: how fast watch reacts is reported by the benchmark figures in the README.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// Against hangs only.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+struct Watch {
+    child: Child,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    /// Every stderr line seen so far.
+    log: Vec<String>,
+}
+
+impl Watch {
+    /// Starts `watch` and waits until it has looked at the files.
+    fn start(config: &Path, glob: &str) -> Watch {
+        Watch::start_args(&["--config", config.to_str().unwrap(), glob])
+    }
+
+    fn start_args(args: &[&str]) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start floodwatch");
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        let mut w = Watch {
+            child,
+            out,
+            err,
+            log: Vec::new(),
+        };
+        w.wait_log("watching");
+        w
+    }
+
+    fn wait_log(&mut self, what: &str) -> String {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(what) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no {what:?} on stderr; got {:?}", self.log),
+            }
+        }
+    }
+
+    /// The next event on stdout.
+    fn event(&mut self) -> Value {
+        let l = self
+            .out
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no event; stderr: {:?}", self.log));
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+    }
+
+    /// SIGTERM; returns the exit status, the remaining events and the last stderr line.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>, String, Duration) {
+        let sent = Instant::now();
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(sent.elapsed() < DEADLINE, "watch did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = sent.elapsed();
+        let events = self
+            .out
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        self.log.extend(self.err.iter());
+        let last = self.log.last().cloned().unwrap_or_default();
+        (status, events, last, took)
+    }
+}
+
+/// A failed test must not leave watch running.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A Plesk-like tree: `root/vhosts/<vhost>/logs/`, a config with one strict rule and a state
+/// folder, and the glob for both logs of every vhost.
+struct Site {
+    root: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(vhosts: &[&str]) -> Site {
+        Site::with_ban(vhosts, "1h")
+    }
+
+    fn with_ban(vhosts: &[&str], ban: &str) -> Site {
+        let root = tempfile::tempdir().unwrap();
+        let site = Site { root };
+        for v in vhosts {
+            fs::create_dir_all(site.logs(v)).unwrap();
+            fs::write(site.logs(v).join("access_log"), old_lines(3)).unwrap();
+        }
+        let config = format!(
+            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"{ban}\"\n",
+            site.root.path().join("state").display()
+        );
+        fs::write(site.config(), config).unwrap();
+        site
+    }
+
+    fn logs(&self, vhost: &str) -> PathBuf {
+        self.root.path().join("vhosts").join(vhost).join("logs")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.root.path().join("floodwatch.toml")
+    }
+
+    fn glob(&self) -> String {
+        format!("{}/vhosts/*/logs/access*_log", self.root.path().display())
+    }
+
+    fn start(&self) -> Watch {
+        Watch::start(&self.config(), &self.glob())
+    }
+}
+
+/// A combined-format line from `ip` stamped now.
+fn line(ip: &str) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    format!(
+        "{ip} - - [{}] \"GET /index.php HTTP/1.1\" 200 512 \"-\" \"test\"\n",
+        clf_time(secs)
+    )
+}
+
+/// Quiet lines from an hour ago (what a log holds before watch starts).
+fn old_lines(n: usize) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 3600;
+    (0..n)
+        .map(|i| {
+            format!(
+                "192.0.2.{i} - - [{}] \"GET / HTTP/1.1\" 200 1 \"-\" \"old\"\n",
+                clf_time(secs + i as i64)
+            )
+        })
+        .collect()
+}
+
+/// `25/Nov/2026:10:00:05 +0000` for a Unix time (days to civil date: Howard Hinnant's method).
+fn clf_time(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MON[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn flood(ip: &str, n: usize) -> String {
+    (0..n).map(|_| line(ip)).collect()
+}
+
+/// The `lines` count in the report watch writes on stderr when it stops.
+fn lines_read(report: &str) -> u64 {
+    let after = report
+        .split("files: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{report}"));
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_flood_appended_after_start_is_banned() {
+    let site = Site::new(&["a.example", "quiet.example"]);
+    let mut w = site.start();
+    append(
+        &site.logs("a.example").join("access_log"),
+        &flood("203.0.113.7", 20),
+    );
+    let ev = w.event();
+    assert_eq!(ev["type"], "ban");
+    assert_eq!(ev["key"], "203.0.113.7");
+    assert_eq!(ev["vhost"], "a.example");
+    let (status, rest, report, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(rest.is_empty(), "one ban only: {rest:?}");
+    // `start_at = "end"`: the lines present at the first start are not read.
+    assert_eq!(lines_read(&report), 20, "{report}");
+}
+
+#[test]
+fn a_vhost_folder_and_log_created_after_start_are_picked_up() {
+    let site = Site::new(&["a.example"]);
+    let mut w = site.start();
+    // The folder first, then (after watch had a chance to see it) the log in it.
+    fs::create_dir_all(site.logs("new.example")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let log = site.logs("new.example").join("access_ssl_log");
+    append(&log, &flood("198.51.100.9", 20));
+    let ev = w.event();
+    assert_eq!(ev["type"], "ban");
+    assert_eq!(ev["key"], "198.51.100.9");
+    assert_eq!(ev["vhost"], "new.example", "the folder names the vhost");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 20, "a new file is read from its start");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_a_restart_resumes_without_repeating_the_ban() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    assert_eq!(w.event()["key"], "203.0.113.7");
+    let (status, rest, report, took) = w.stop();
+    assert!(status.success(), "exit 0 on SIGTERM: {status}");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(lines_read(&report), 20);
+    eprintln!("stopped {} ms after SIGTERM", took.as_millis());
+
+    // Written while stopped: more of the banned key, and a new flooder.
+    append(&log, &flood("203.0.113.7", 10));
+    append(&log, &flood("198.51.100.1", 20));
+    let mut w = site.start();
+    assert!(w.log[0].contains("1 bans restored"), "{:?}", w.log);
+    let ev = w.event();
+    assert_eq!(ev["type"], "ban");
+    assert_eq!(
+        ev["key"], "198.51.100.1",
+        "the restored ban is not emitted again"
+    );
+    let (status, rest, report, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(
+        lines_read(&report),
+        30,
+        "resumed at the saved offset: {report}"
+    );
+}
+
+#[test]
+fn rotation_while_running_loses_no_line() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    // Four requests before the rotation and four after: only together are they a flood
+    // (burst 5), so the ban shows that both halves were counted.
+    append(&log, &flood("203.0.113.50", 4));
+    append(&log, &flood("192.0.2.200", 1));
+    std::thread::sleep(Duration::from_millis(300));
+    fs::rename(&log, log.with_extension("1")).unwrap();
+    // The server still writes to the old file a moment, then to the new one.
+    append(&log.with_extension("1"), &flood("203.0.113.50", 2));
+    append(&log, &flood("203.0.113.50", 2));
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("ban"), Some("203.0.113.50"))
+    );
+    assert_eq!(ev["requests"], 7, "{ev}");
+    append(&log, &flood("192.0.2.201", 3));
+    // Read at the latest by the last round watch makes when it stops.
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 4 + 1 + 2 + 2 + 3, "{report}");
+}
+
+#[test]
+fn a_literal_path_missing_at_start_is_read_once_it_appears() {
+    let site = Site::new(&[]);
+    let path = site.root.path().join("access.log");
+    let mut w = Watch::start(&site.config(), path.to_str().unwrap());
+    append(&path, &flood("203.0.113.77", 20));
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("ban"), Some("203.0.113.77"))
+    );
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 20, "{report}");
+}
+
+#[test]
+fn the_first_vhost_is_picked_up_when_the_vhosts_folder_did_not_exist_at_start() {
+    let site = Site::new(&[]);
+    assert!(!site.root.path().join("vhosts").exists());
+    let mut w = site.start();
+    fs::create_dir_all(site.logs("first.example")).unwrap();
+    append(
+        &site.logs("first.example").join("access_log"),
+        &flood("198.51.100.33", 20),
+    );
+    let ev = w.event();
+    assert_eq!(ev["key"], "198.51.100.33");
+    assert_eq!(ev["vhost"], "first.example");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 20, "{report}");
+}
+
+#[test]
+fn a_ban_ends_on_the_wall_clock_while_the_logs_are_idle_and_while_stopped() {
+    let site = Site::with_ban(&["a.example"], "2s");
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    assert_eq!(w.event()["type"], "ban");
+    // No line comes after the flood: only the wall clock can end the ban.
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("unban"), Some("203.0.113.7"))
+    );
+
+    // Banned again (a second offense lasts longer: 4 s, counted from its log time, which has
+    // one-second resolution), stopped while banned...
+    std::thread::sleep(Duration::from_millis(1100));
+    append(&log, &flood("203.0.113.7", 20));
+    let ban = w.event();
+    assert_eq!(
+        (ban["type"].as_str(), ban["offense"].as_u64()),
+        (Some("ban"), Some(2))
+    );
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "stopped before the ban ended: {rest:?}");
+    // ...and restarted after it ended: the end is announced at start.
+    std::thread::sleep(Duration::from_millis(4500));
+    let mut w = site.start();
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("unban"), Some("203.0.113.7"))
+    );
+    assert_eq!(ev["time"], ban["until"], "ended when the ban said it would");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn copytruncate_while_running_reads_the_truncated_file_from_its_start() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let mut w = site.start();
+    append(&log, &flood("192.0.2.10", 3));
+    std::thread::sleep(Duration::from_millis(300));
+    // logrotate's copytruncate: copy, then truncate in place; the server goes on writing.
+    fs::copy(&log, log.with_extension("1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &flood("203.0.113.99", 20));
+    let ev = w.event();
+    assert_eq!(ev["key"], "203.0.113.99");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 23, "{report}");
+}
+
+#[test]
+fn sighup_applies_new_input_paths_and_keeps_running_on_a_broken_config() {
+    let site = Site::new(&["a.example"]);
+    let base = fs::read_to_string(site.config()).unwrap();
+    let with_paths = |glob: &str| format!("[input]\npaths = [\"{glob}\"]\n\n{base}");
+    let elsewhere = site.root.path().join("elsewhere/*/access_log");
+    fs::write(site.config(), with_paths(elsewhere.to_str().unwrap())).unwrap();
+    let mut w = Watch::start_args(&["--config", site.config().to_str().unwrap()]);
+    let hup = |w: &Watch| unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
+
+    fs::write(site.config(), "[input\nbroken").unwrap();
+    hup(&w);
+    w.wait_log("keeping the running config");
+    fs::write(site.config(), with_paths(&site.glob())).unwrap();
+    hup(&w);
+    w.wait_log("SIGHUP: watching 1 files");
+    append(
+        &site.logs("a.example").join("access_log"),
+        &flood("203.0.113.8", 20),
+    );
+    let ev = w.event();
+    assert_eq!(
+        (ev["key"].as_str(), ev["vhost"].as_str()),
+        (Some("203.0.113.8"), Some("a.example"))
+    );
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    // The log was there before the reload named it: `start_at = "end"` applies.
+    assert_eq!(lines_read(&report), 20, "{report}");
+}
+
+/// Behind Cloudflare, in watch as in replay: every request arrives from an edge, the real client
+/// is in `$http_cf_connecting_ip`; the flooder is banned through the proxy, never the edge.
+#[test]
+fn behind_cloudflare_the_real_client_is_banned_not_the_edge() {
+    let site = Site::new(&["cdn.example"]);
+    let format = r#"nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_cf_connecting_ip""#;
+    let config = format!(
+        "[input]\nformat = '{format}'\n\n[proxy]\ntrusted = [\"cloudflare\"]\n\
+         client_ip_field = \"http_cf_connecting_ip\"\n\n\
+         [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1h\"\n"
+    );
+    fs::write(site.config(), config).unwrap();
+    let mut w = site.start();
+    // Two edges (Cloudflare's published ranges) carry a flooder and a quiet visitor.
+    let edge_line =
+        |edge: &str, client: &str| line(edge).replace('\n', &format!(" \"{client}\"\n"));
+    let mut text = String::new();
+    for i in 0..20 {
+        let edge = if i % 2 == 0 {
+            "172.70.1.1"
+        } else {
+            "162.158.2.2"
+        };
+        text.push_str(&edge_line(edge, "198.51.100.77"));
+    }
+    text.push_str(&edge_line("172.70.1.1", "203.0.113.5"));
+    append(&site.logs("cdn.example").join("access_log"), &text);
+    let ev = w.event();
+    assert_eq!(ev["type"], "ban");
+    assert_eq!(ev["key"], "198.51.100.77");
+    assert_eq!(ev["via_proxy"], true);
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "only the real flooder: {rest:?}");
+}
