@@ -77,20 +77,13 @@ pub fn plan_replay(
     config
         .apply(overrides)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let mut format = compile_format(&config)?;
-    let proxies = proxy::setup(&config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
-    let rules = compile_rules(&config)?;
-    let sinks = sink::parse_sinks(&config).map_err(|e| AppError::Usage(e.to_string()))?;
-    let args: Vec<String> = if paths.is_empty() {
-        config.input.paths.clone()
-    } else {
-        paths.to_vec()
-    };
-    if args.is_empty() {
-        return Err(AppError::Usage(
-            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
-        ));
-    }
+    let Compiled {
+        format,
+        proxies,
+        rules,
+        sinks,
+        args,
+    } = compile(&config, paths)?;
     let files = paths::expand(&args).map_err(|e| AppError::Runtime(e.to_string()))?;
     let shards = match shards {
         Some(n) if n > 0 => n,
@@ -275,9 +268,43 @@ pub fn check_config(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// What `replay` and `watch` both build from a validated config before they start.
+pub(crate) struct Compiled {
+    pub format: Format,
+    pub proxies: Proxies,
+    pub rules: CompiledRules,
+    pub sinks: Vec<SinkSpec>,
+    /// The `PATH|GLOB` arguments, or `[input] paths` when none were given.
+    pub args: Vec<String>,
+}
+
+pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, AppError> {
+    let mut format = compile_format(config)?;
+    let proxies = proxy::setup(config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
+    let rules = compile_rules(config)?;
+    let sinks = sink::parse_sinks(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let args = if paths.is_empty() {
+        config.input.paths.clone()
+    } else {
+        paths.to_vec()
+    };
+    if args.is_empty() {
+        return Err(AppError::Usage(
+            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
+        ));
+    }
+    Ok(Compiled {
+        format,
+        proxies,
+        rules,
+        sinks,
+        args,
+    })
+}
+
 /// The configured log format, which must log a client and a time: without them nothing can be
 /// counted, and every line would silently fall into one key at one instant.
-pub(crate) fn compile_format(config: &Config) -> Result<Format, AppError> {
+fn compile_format(config: &Config) -> Result<Format, AppError> {
     let err = |what: String| AppError::Usage(format!("{}: input.format: {what}", config.origin));
     let format = Format::from_spec(&config.input.format).map_err(|e| err(e.to_string()))?;
     if !format.has_client() {
@@ -293,7 +320,7 @@ pub(crate) fn compile_format(config: &Config) -> Result<Format, AppError> {
     Ok(format)
 }
 
-pub(crate) fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
+fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
     CompiledRules::new(&config.rules)
         .map_err(|e| AppError::Usage(format!("{}: rule: {e}", config.origin)))
 }

@@ -18,12 +18,12 @@ pub mod state;
 
 use std::path::{Path, PathBuf};
 
-use crate::app::{compile_format, compile_rules, AppError};
+use crate::app::{compile, AppError, Compiled};
 use crate::config::Config;
 use crate::engine::rule::CompiledRules;
 use crate::parse::Format;
-use crate::proxy::{self, Proxies};
-use crate::sink::{self, SinkSpec};
+use crate::proxy::Proxies;
+use crate::sink::SinkSpec;
 
 pub use discover::Patterns;
 pub use run::{run, WatchReport};
@@ -53,20 +53,13 @@ pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, A
         Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
         None => Config::default(),
     };
-    let mut format = compile_format(&config)?;
-    let proxies = proxy::setup(&config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
-    let rules = compile_rules(&config)?;
-    let sinks = sink::parse_sinks(&config).map_err(|e| AppError::Usage(e.to_string()))?;
-    let args: Vec<String> = if paths.is_empty() {
-        config.input.paths.clone()
-    } else {
-        paths.to_vec()
-    };
-    if args.is_empty() {
-        return Err(AppError::Usage(
-            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
-        ));
-    }
+    let Compiled {
+        format,
+        proxies,
+        rules,
+        sinks,
+        args,
+    } = compile(&config, paths)?;
     let patterns = Patterns::new(&args).map_err(|e| AppError::Usage(e.to_string()))?;
     Ok(WatchPlan {
         config_path: config_path.map(Path::to_path_buf),
