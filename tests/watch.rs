@@ -500,3 +500,65 @@ fn behind_cloudflare_the_real_client_is_banned_not_the_edge() {
     assert!(status.success());
     assert!(rest.is_empty(), "only the real flooder: {rest:?}");
 }
+
+/// Waits until `path` holds `what` (a sink writes it on its own thread).
+fn wait_file(path: &Path, what: &str) -> String {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {what:?} in {}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn after_a_restart_the_nginx_file_keeps_the_restored_bans() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let deny = site.root.path().join("deny.conf");
+    let events = site.root.path().join("events.jsonl");
+    let sinks = format!(
+        "\n[[sink]]\ntype = \"nginx\"\npath = \"{}\"\nreload_command = [\"true\"]\ntest_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+        deny.display(),
+        events.display()
+    );
+    append(&site.config(), &sinks);
+
+    let w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    wait_file(&deny, "deny 203.0.113.7;");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+
+    let w = site.start();
+    assert!(w.log[0].contains("1 bans restored"), "{:?}", w.log);
+    append(&log, &flood("198.51.100.1", 20));
+    let text = wait_file(&deny, "deny 198.51.100.1;");
+    assert!(
+        text.contains("deny 203.0.113.7;"),
+        "restored ban dropped: {text}"
+    );
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    let text = fs::read_to_string(&deny).unwrap();
+    assert!(
+        text.contains("deny 203.0.113.7;") && text.contains("deny 198.51.100.1;"),
+        "{text}"
+    );
+    // The restored ban is not announced again to sinks that report events.
+    let bans: Vec<String> = fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "ban")
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bans, ["203.0.113.7", "198.51.100.1"]);
+}

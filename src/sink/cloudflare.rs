@@ -14,9 +14,10 @@
 //! `max_rules` rules are kept: the oldest is deleted to make room. The token comes from an
 //! environment variable or a file that others cannot read, and is never logged.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use serde_json::{json, Value};
 use super::{log, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 
 const DEFAULT_API: &str = "https://api.cloudflare.com/client/v4";
 const MODES: &[&str] = &["block", "challenge", "js_challenge", "managed_challenge"];
@@ -233,6 +234,8 @@ pub struct Cloudflare {
     /// Our rules by age, for `max_rules`.
     age: BTreeMap<u64, Cidr>,
     next_seq: u64,
+    /// (range, rule) of the bans taken over by `restore`.
+    restored: HashSet<(Cidr, Arc<str>)>,
 }
 
 impl Cloudflare {
@@ -255,6 +258,7 @@ impl Cloudflare {
             known: HashMap::new(),
             age: BTreeMap::new(),
             next_seq: 0,
+            restored: HashSet::new(),
         })
     }
 
@@ -527,6 +531,30 @@ impl Sink for Cloudflare {
                 &self.name,
                 format_args!("adopted {} existing rules", self.known.len()),
             );
+        }
+        Ok(())
+    }
+
+    /// Matches the bans active at start with the rules `begin` adopted (so their unbans delete
+    /// them by id); a ban whose rule is missing (deleted by hand, or never created) gets one.
+    /// Ended bans are left out: their unbans follow and find nothing to delete.
+    fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for b in active {
+            let slot = (b.key.net, b.rule.clone());
+            if b.until_ms <= now_ms || self.restored.contains(&slot) {
+                continue;
+            }
+            match self.ban(b.key.net, &b.rule, b.until_ms) {
+                Ok(()) => {}
+                // One target Cloudflare refuses must not keep the others out.
+                Err(e) if !e.is_retryable() => log(&self.name, format_args!("{e}")),
+                Err(e) => return Err(e),
+            }
+            // Retried after a failure: the bans already taken over are not counted twice.
+            self.restored.insert(slot);
         }
         Ok(())
     }
@@ -877,6 +905,51 @@ mod tests {
         assert_eq!(values(&api), ["10.0.0.3"]);
         let seen = api.lock().unwrap().seen.clone();
         assert!(seen.iter().any(|s| s.contains("page=2")), "paged: {seen:?}");
+    }
+
+    fn ban_of(ev: Event) -> Ban {
+        match ev {
+            Event::Ban(b) => b,
+            Event::Unban(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn restored_bans_take_over_their_rules_so_unbans_delete_them() {
+        let (base, api) = start_api();
+        api.lock().unwrap().rules.push((
+            "x2".into(),
+            "10.0.0.2".into(),
+            "floodwatch 10.0.0.2 rule=a until=2096-01-01T00:00:00Z".into(),
+        ));
+        let s = config(&base, 100);
+        let mut cf = Cloudflare::new(&s.config, "t".into(), false).unwrap();
+        cf.begin().unwrap();
+        let active = [
+            ban_of(ban("10.0.0.2", "a", FUTURE)),
+            // Its rule was deleted by hand while we were stopped: made again.
+            ban_of(ban("10.0.0.9", "a", FUTURE)),
+            // Ended while stopped: its unban follows, nothing is created.
+            ban_of(ban("10.0.0.8", "a", 1000)),
+        ];
+        cf.restore(&active).unwrap();
+        // A retried restore counts nothing twice.
+        cf.restore(&active).unwrap();
+        assert_eq!(values(&api), ["10.0.0.2", "10.0.0.9"]);
+        cf.deliver(&unban("10.0.0.8", "a")).unwrap();
+        cf.deliver(&unban("10.0.0.2", "a")).unwrap();
+        assert_eq!(
+            values(&api),
+            ["10.0.0.9"],
+            "the adopted rule is deleted by id"
+        );
+        cf.deliver(&unban("10.0.0.9", "a")).unwrap();
+        assert!(values(&api).is_empty());
+        let seen = api.lock().unwrap().seen.clone();
+        assert_eq!(seen.iter().filter(|s| s.starts_with("POST")).count(), 1);
+        assert!(seen
+            .iter()
+            .any(|s| s.ends_with("/rules/x2") && s.starts_with("DELETE")));
     }
 
     #[test]

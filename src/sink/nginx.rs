@@ -25,7 +25,7 @@ use super::exec::run_command;
 use super::{check_argv, log, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +185,15 @@ impl Sink for Nginx {
         Ok(())
     }
 
+    /// Rebuilds the set from the bans active at start, so the next write keeps them.
+    fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
+        self.active.clear();
+        for b in active {
+            *self.active.entry(b.key.net).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
             Event::Ban(b) => *self.active.entry(b.key.net).or_insert(0) += 1,
@@ -316,6 +325,28 @@ mod tests {
             .filter(|l| !l.starts_with('#'))
             .map(String::from)
             .collect()
+    }
+
+    #[test]
+    fn restored_bans_are_kept_in_the_file_and_ended_by_their_unbans() {
+        let mut t = setup(Duration::ZERO);
+        let active: Vec<Ban> = [ban("203.0.113.7", "a"), ban("203.0.113.7", "b")]
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Ban(b) => Some(b),
+                Event::Unban(_) => None,
+            })
+            .collect();
+        // Twice, as a retry would: the set is rebuilt, not added to.
+        t.sink.restore(&active).unwrap();
+        t.sink.restore(&active).unwrap();
+        t.sink.deliver(&ban("198.51.100.1", "a")).unwrap();
+        t.sink.flush().unwrap();
+        assert_eq!(denies(&t), ["deny 198.51.100.1;", "deny 203.0.113.7;"]);
+        t.sink.deliver(&unban("203.0.113.7", "a")).unwrap();
+        t.sink.deliver(&unban("203.0.113.7", "b")).unwrap();
+        t.sink.flush().unwrap();
+        assert_eq!(denies(&t), ["deny 198.51.100.1;"]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use ahash::AHashSet;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::{log, Sink, SinkError, SinkSpec};
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 use crate::engine::Key;
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -79,6 +79,13 @@ struct Feed {
 impl Sinks {
     /// Builds every sink and starts its thread.
     pub fn start(specs: &[SinkSpec]) -> Result<Sinks, SinkError> {
+        Sinks::start_with(specs, &[])
+    }
+
+    /// As [`Sinks::start`], handing each sink the bans already `active` (restored after a
+    /// restart; see [`Sink::restore`]) before any event. A sink that does not take proxied bans
+    /// is not given them, nor later their unbans.
+    pub fn start_with(specs: &[SinkSpec], active: &[Ban]) -> Result<Sinks, SinkError> {
         let mut feeds = Vec::with_capacity(specs.len());
         for spec in specs {
             let sink = spec.build().map_err(|e| SinkError {
@@ -86,6 +93,11 @@ impl Sinks {
                 ..e
             })?;
             let (tx, rx) = crossbeam_channel::bounded(spec.common.queue_size);
+            let proxied = spec.common.proxied;
+            let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
+                .iter()
+                .cloned()
+                .partition(|b| proxied || !b.via_proxy);
             let worker = Worker {
                 name: spec.name.clone(),
                 retry_max: spec.common.retry_max_delay,
@@ -98,14 +110,14 @@ impl Sinks {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sink-{}", feeds.len()))
-                .spawn(move || worker.run(sink, rx))
+                .spawn(move || worker.run(sink, given, rx))
                 .map_err(|e| SinkError::io(format!("{}: cannot start thread: {e}", spec.name)))?;
             feeds.push(Feed {
                 name: spec.name.clone(),
                 proxied: spec.common.proxied,
                 tx,
                 backlog: VecDeque::new(),
-                withheld: AHashSet::new(),
+                withheld: withheld.into_iter().map(|b| (b.key, b.rule)).collect(),
                 dropped: 0,
                 skipped_proxied: 0,
                 warned_full: false,
@@ -227,11 +239,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, mut sink: Box<dyn Sink>, rx: Receiver<Event>) -> SinkReport {
+    fn run(mut self, mut sink: Box<dyn Sink>, active: Vec<Ban>, rx: Receiver<Event>) -> SinkReport {
         if self.retry("starting", || sink.begin()).is_none() {
             // Without a start there is nothing to deliver to: every event fails.
             self.report.failed += rx.iter().count() as u64;
             return self.report;
+        }
+        // A sink that could not take over the restored bans still delivers what comes next.
+        if !active.is_empty() && self.retry("restoring", || sink.restore(&active)).is_none() {
+            self.report.failed += 1;
         }
         // When the sink asked to be flushed again (work held back until then).
         let mut flush_at: Option<Instant> = None;
@@ -411,7 +427,7 @@ mod tests {
             },
             failing_since: None,
         };
-        let handle = std::thread::spawn(move || worker.run(Box::new(probe), rx));
+        let handle = std::thread::spawn(move || worker.run(Box::new(probe), Vec::new(), rx));
         let feed = Feed {
             name: "probe".into(),
             proxied,

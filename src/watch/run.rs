@@ -21,8 +21,9 @@
 //! trails the wall clock, so the decider's own log-time expiry never ends a ban earlier.
 //!
 //! **State.** Read offsets and active bans are saved under `[state] dir` about once a second when
-//! something changed, and on stop; restored bans are not announced again, and a ban that ended
-//! while stopped is announced as ended at start.
+//! something changed, and on stop; restored bans are not announced again (sinks that keep a set
+//! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
+//! is announced as ended at start.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -349,8 +350,10 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             line: Vec::with_capacity(512),
             error: None,
         },
+        // Restored bans are not announced again, but sinks that keep a set of bans get them.
         false => Output::Sinks(
-            crate::sink::Sinks::start(&sinks).map_err(|e| AppError::Runtime(e.to_string()))?,
+            crate::sink::Sinks::start_with(&sinks, &table.active().cloned().collect::<Vec<_>>())
+                .map_err(|e| AppError::Runtime(e.to_string()))?,
         ),
     };
 
