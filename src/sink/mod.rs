@@ -11,6 +11,7 @@ pub mod cloudflare;
 pub mod exec;
 pub mod jsonl;
 pub mod nginx;
+pub mod pending;
 pub mod runner;
 pub mod webhook;
 
