@@ -219,7 +219,8 @@ struct Known {
     /// `None`: a rule for this target exists but is not ours; it is never deleted.
     id: Option<String>,
     /// Bans (one per floodwatch rule) holding it.
-    holders: u32,
+    /// Rules: a retried or repeated ban (a restored ban also kept as undelivered) counts once.
+    holders: HashSet<Arc<str>>,
     seq: u64,
 }
 
@@ -234,8 +235,6 @@ pub struct Cloudflare {
     /// Our rules by age, for `max_rules`.
     age: BTreeMap<u64, Cidr>,
     next_seq: u64,
-    /// (range, rule) of the bans taken over by `restore`.
-    restored: HashSet<(Cidr, Arc<str>)>,
 }
 
 impl Cloudflare {
@@ -258,7 +257,6 @@ impl Cloudflare {
             known: HashMap::new(),
             age: BTreeMap::new(),
             next_seq: 0,
-            restored: HashSet::new(),
         })
     }
 
@@ -381,8 +379,9 @@ impl Cloudflare {
         Ok(out)
     }
 
-    /// `holders`: 1 for a ban's rule, 0 for one adopted at start (no ban of ours holds it yet).
-    fn remember(&mut self, net: Cidr, id: Option<String>, holders: u32) {
+    /// `rule`: the ban's rule; `None` for a rule adopted at start (no ban of ours holds it yet).
+    fn remember(&mut self, net: Cidr, id: Option<String>, rule: Option<&str>) {
+        let holders = rule.map(Arc::from).into_iter().collect();
         let seq = self.next_seq;
         self.next_seq += 1;
         if id.is_some() {
@@ -399,7 +398,7 @@ impl Cloudflare {
 
     fn ban(&mut self, net: Cidr, rule: &str, until_ms: i64) -> Result<(), SinkError> {
         if let Some(k) = self.known.get_mut(&net) {
-            k.holders += 1;
+            k.holders.insert(Arc::from(rule));
             return Ok(());
         }
         let (target, value) = Cloudflare::target(&net)?;
@@ -416,7 +415,7 @@ impl Cloudflare {
                     self.config.mode
                 ),
             );
-            self.remember(net, None, 1);
+            self.remember(net, None, Some(rule));
             return Ok(());
         }
         // Room first: the oldest of our rules goes.
@@ -446,12 +445,12 @@ impl Cloudflare {
                         "POST {url}: no rule id in the answer"
                     )));
                 }
-                self.remember(net, id, 1);
+                self.remember(net, id, Some(rule));
                 Ok(())
             }
             Err(e) if e.message.starts_with("duplicate: ") => {
                 let existing = self.find(&value)?;
-                self.remember(net, existing, 1);
+                self.remember(net, existing, Some(rule));
                 Ok(())
             }
             Err(e) => Err(e),
@@ -474,12 +473,12 @@ impl Cloudflare {
             .and_then(|r| r["id"].as_str().map(String::from)))
     }
 
-    fn unban(&mut self, net: Cidr) -> Result<(), SinkError> {
+    fn unban(&mut self, net: Cidr, rule: &str) -> Result<(), SinkError> {
         let Some(k) = self.known.get_mut(&net) else {
             return Ok(());
         };
-        k.holders = k.holders.saturating_sub(1);
-        if k.holders > 0 {
+        k.holders.remove(rule);
+        if !k.holders.is_empty() {
             return Ok(());
         }
         if let Some(id) = k.id.clone() {
@@ -521,7 +520,7 @@ impl Sink for Cloudflare {
             let net: Option<Cidr> = value.parse().ok();
             match (until, net) {
                 (Some(u), Some(net)) if u > now && !self.known.contains_key(&net) => {
-                    self.remember(net, Some(id), 0);
+                    self.remember(net, Some(id), None);
                 }
                 _ => self.delete(&id)?,
             }
@@ -543,8 +542,7 @@ impl Sink for Cloudflare {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         for b in active {
-            let slot = (b.key.net, b.rule.clone());
-            if b.until_ms <= now_ms || self.restored.contains(&slot) {
+            if b.until_ms <= now_ms {
                 continue;
             }
             match self.ban(b.key.net, &b.rule, b.until_ms) {
@@ -553,8 +551,6 @@ impl Sink for Cloudflare {
                 Err(e) if !e.is_retryable() => log(&self.name, format_args!("{e}")),
                 Err(e) => return Err(e),
             }
-            // Retried after a failure: the bans already taken over are not counted twice.
-            self.restored.insert(slot);
         }
         Ok(())
     }
@@ -562,7 +558,7 @@ impl Sink for Cloudflare {
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
             Event::Ban(b) => self.ban(b.key.net, &b.rule, b.until_ms),
-            Event::Unban(u) => self.unban(u.key.net),
+            Event::Unban(u) => self.unban(u.key.net, &u.rule),
         }
     }
 }
@@ -936,6 +932,8 @@ mod tests {
         // A retried restore counts nothing twice.
         cf.restore(&active).unwrap();
         assert_eq!(values(&api), ["10.0.0.2", "10.0.0.9"]);
+        // Also kept as undelivered by the last run: given again, it still counts once.
+        cf.deliver(&ban("10.0.0.2", "a", FUTURE)).unwrap();
         cf.deliver(&unban("10.0.0.8", "a")).unwrap();
         cf.deliver(&unban("10.0.0.2", "a")).unwrap();
         assert_eq!(

@@ -13,10 +13,11 @@
 //! A key banned under two rules stays denied until both bans end. Bans keyed on client + vhost
 //! deny the client everywhere the file is included: a deny line cannot name a vhost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -84,8 +85,9 @@ pub struct Nginx {
     name: String,
     dry_run: bool,
     config: NginxConfig,
-    /// Denied ranges, with the number of (rule) bans holding each.
-    active: BTreeMap<Cidr, u32>,
+    /// Denied ranges, with the rules whose bans hold each (a set: a ban given twice, restored
+    /// and also kept as undelivered, counts once).
+    active: BTreeMap<Cidr, BTreeSet<Arc<str>>>,
     /// What the file holds (as read at start, or as last written).
     on_disk: Option<Vec<u8>>,
     last_reload: Option<Instant>,
@@ -189,18 +191,26 @@ impl Sink for Nginx {
     fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
         self.active.clear();
         for b in active {
-            *self.active.entry(b.key.net).or_insert(0) += 1;
+            self.active
+                .entry(b.key.net)
+                .or_default()
+                .insert(b.rule.clone());
         }
         Ok(())
     }
 
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
-            Event::Ban(b) => *self.active.entry(b.key.net).or_insert(0) += 1,
+            Event::Ban(b) => {
+                self.active
+                    .entry(b.key.net)
+                    .or_default()
+                    .insert(b.rule.clone());
+            }
             Event::Unban(u) => {
-                if let Some(n) = self.active.get_mut(&u.key.net) {
-                    *n -= 1;
-                    if *n == 0 {
+                if let Some(rules) = self.active.get_mut(&u.key.net) {
+                    rules.remove(&u.rule);
+                    if rules.is_empty() {
                         self.active.remove(&u.key.net);
                     }
                 }
@@ -343,6 +353,8 @@ mod tests {
         t.sink.deliver(&ban("198.51.100.1", "a")).unwrap();
         t.sink.flush().unwrap();
         assert_eq!(denies(&t), ["deny 198.51.100.1;", "deny 203.0.113.7;"]);
+        // Also kept as undelivered by the last run: given again, it still counts once.
+        t.sink.deliver(&ban("203.0.113.7", "a")).unwrap();
         t.sink.deliver(&unban("203.0.113.7", "a")).unwrap();
         t.sink.deliver(&unban("203.0.113.7", "b")).unwrap();
         t.sink.flush().unwrap();
