@@ -562,12 +562,186 @@ fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
     assert!(!err.contains("t0ken"), "a header value was logged: {err}");
 }
 
+/// A fake of Cloudflare's IP Access Rules API (v4, zone scope) speaking its documented request
+/// and response shapes: list (with `notes` filter and pages), create, delete. It keeps the
+/// rules and a log of `POST <value>` / `DELETE <value>`, and refuses a wrong token with 403.
+#[derive(Default)]
+struct FakeCloudflare {
+    /// (id, value, notes)
+    rules: Vec<(String, String, String)>,
+    ops: Vec<String>,
+    next_id: u64,
+}
+
+const CF_ZONE: &str = "0123456789abcdef0123456789abcdef";
+const CF_TOKEN: &str = "cf-test-token";
+
+fn cf_envelope(result: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "success": true, "errors": [], "messages": [], "result": result })
+}
+
+fn cf_rule(id: &str, value: &str, notes: &str) -> serde_json::Value {
+    let target = match (value.contains('/'), value.contains(':')) {
+        (true, _) => "ip_range",
+        (false, true) => "ip6",
+        (false, false) => "ip",
+    };
+    serde_json::json!({
+        "id": id, "mode": "block", "notes": notes, "allowed_modes": ["block", "challenge"],
+        "configuration": { "target": target, "value": value },
+        "scope": { "id": CF_ZONE, "type": "zone" },
+        "created_on": "2026-11-25T10:00:00Z", "modified_on": "2026-11-25T10:00:00Z",
+    })
+}
+
+fn cf_handle(
+    api: &mut FakeCloudflare,
+    method: &str,
+    target: &str,
+    auth: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let base = format!("/client/v4/zones/{CF_ZONE}/firewall/access_rules/rules");
+    if auth != format!("Bearer {CF_TOKEN}") {
+        let e = serde_json::json!({ "success": false, "errors": [{ "code": 10000, "message": "Authentication error" }], "messages": [], "result": null });
+        return (403, e);
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let q = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(String::from))
+    };
+    match method {
+        "GET" if path == base => {
+            let notes = q("notes").unwrap_or_default().to_ascii_lowercase();
+            let per_page: usize = q("per_page").map_or(20, |v| v.parse().unwrap());
+            let page: usize = q("page").map_or(1, |v| v.parse().unwrap());
+            let all: Vec<_> = api
+                .rules
+                .iter()
+                .filter(|r| r.2.to_ascii_lowercase().contains(&notes))
+                .collect();
+            let total_pages = all.len().div_ceil(per_page).max(1);
+            let result: Vec<_> = all
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|r| cf_rule(&r.0, &r.1, &r.2))
+                .collect();
+            let mut v = cf_envelope(serde_json::Value::Array(result.clone()));
+            v["result_info"] = serde_json::json!({ "page": page, "per_page": per_page, "count": result.len(), "total_count": all.len(), "total_pages": total_pages });
+            (200, v)
+        }
+        "POST" if path == base => {
+            let b: serde_json::Value = serde_json::from_str(body).unwrap();
+            let value = b["configuration"]["value"].as_str().unwrap().to_string();
+            let notes = b["notes"].as_str().unwrap().to_string();
+            assert!(
+                ["block", "challenge", "js_challenge", "managed_challenge"]
+                    .contains(&b["mode"].as_str().unwrap()),
+                "{b}"
+            );
+            if api.rules.iter().any(|r| r.1 == value) {
+                let e = serde_json::json!({ "success": false, "errors": [{ "code": 10009, "message": "firewallaccessrules.api.duplicate_of_existing" }], "messages": [], "result": null });
+                return (400, e);
+            }
+            api.next_id += 1;
+            let id = format!("{:032x}", api.next_id);
+            api.ops.push(format!("POST {value}"));
+            api.rules.push((id.clone(), value.clone(), notes.clone()));
+            (200, cf_envelope(cf_rule(&id, &value, &notes)))
+        }
+        "DELETE" => {
+            let id = path.strip_prefix(&format!("{base}/")).unwrap_or("");
+            match api.rules.iter().position(|r| r.0 == id) {
+                Some(i) => {
+                    let r = api.rules.remove(i);
+                    api.ops.push(format!("DELETE {}", r.1));
+                    (200, cf_envelope(serde_json::json!({ "id": id })))
+                }
+                None => (
+                    404,
+                    serde_json::json!({ "success": false, "errors": [{ "code": 10001, "message": "not found" }], "messages": [], "result": null }),
+                ),
+            }
+        }
+        _ => (
+            404,
+            serde_json::json!({ "success": false, "errors": [{ "code": 7003, "message": "No route for the URI" }], "messages": [], "result": null }),
+        ),
+    }
+}
+
+/// Serves [`FakeCloudflare`] (HTTP/1.1, keep-alive).
+fn serve_cloudflare(
+    listener: std::net::TcpListener,
+) -> std::sync::Arc<std::sync::Mutex<FakeCloudflare>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let api = std::sync::Arc::new(std::sync::Mutex::new(FakeCloudflare::default()));
+    let shared = api.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let api = shared.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut request = String::new();
+                    if r.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = request.split_whitespace();
+                    let (method, target) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
+                    let (mut len, mut auth) = (0, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => len = value.trim().parse().unwrap(),
+                            "authorization" => auth = value.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let body = String::from_utf8(body).unwrap();
+                    let (status, v) =
+                        cf_handle(&mut api.lock().unwrap(), &method, &target, &auth, &body);
+                    let text = v.to_string();
+                    let head = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", text.len());
+                    if (&conn)
+                        .write_all(head.as_bytes())
+                        .and_then(|()| (&conn).write_all(text.as_bytes()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    api
+}
+
 #[test]
 fn one_replay_drives_every_sink_and_they_agree() {
     let dir = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bodies = serve_http(listener);
+    let cf_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cf_port = cf_listener.local_addr().unwrap().port();
+    let cf = serve_cloudflare(cf_listener);
     let events = dir.path().join("events.jsonl");
     let deny = dir.path().join("deny.conf");
     let calls = dir.path().join("calls.txt");
@@ -584,7 +758,10 @@ fn one_replay_drives_every_sink_and_they_agree() {
              [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
              reload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
              [[sink]]\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
-             [[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n",
+             [[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/events\"\n\n\
+             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"{CF_ZONE}\"\n\
+             api_token_env = \"FLOODWATCH_TEST_CF_TOKEN\"\n\
+             api_base = \"http://127.0.0.1:{cf_port}/client/v4\"\n",
             events.display().to_string(),
             deny.display().to_string(),
             exec("ban"),
@@ -592,14 +769,13 @@ fn one_replay_drives_every_sink_and_they_agree() {
         ),
     );
     // A short ban: flooders are banned, unbanned on log time and banned again.
-    let out = floodwatch(&[
-        "replay",
-        "--ban",
-        "10s",
-        "--config",
-        config.to_str().unwrap(),
-        &demo_glob(),
-    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["replay", "--ban", "10s", "--config"])
+        .arg(&config)
+        .arg(demo_glob())
+        .env("FLOODWATCH_TEST_CF_TOKEN", CF_TOKEN)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 
     let lines = std::fs::read_to_string(&events).unwrap();
@@ -638,11 +814,40 @@ fn one_replay_drives_every_sink_and_they_agree() {
         .filter_map(|l| l.strip_prefix("deny ")?.strip_suffix(';').map(String::from))
         .collect();
     assert_eq!(denied, active);
+    // Cloudflare: one rule per banned range (a range banned under two rules at once has one
+    // rule, deleted when the last of its bans ends), created at each ban and deleted at its
+    // expiry, in the order of the events; none left at the end.
+    let mut held: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut want_ops = Vec::new();
+    for e in &ev {
+        let key = e["key"].as_str().unwrap().to_string();
+        let rule = e["rule"].as_str().unwrap().to_string();
+        let rules = held.entry(key.clone()).or_default();
+        if e["type"] == "ban" {
+            if rules.is_empty() {
+                want_ops.push(format!("POST {key}"));
+            }
+            rules.insert(rule);
+        } else if rules.remove(&rule) && rules.is_empty() {
+            want_ops.push(format!("DELETE {key}"));
+        }
+    }
+    let api = cf.lock().unwrap();
+    assert!(want_ops.len() >= 4, "{want_ops:?}");
+    assert_eq!(api.ops, want_ops);
+    assert!(
+        api.rules.is_empty(),
+        "expiry deletes every rule: {:?}",
+        api.rules
+    );
+    assert!(!stderr(&out).contains(CF_TOKEN), "the token was logged");
     for sink in [
         "sink[0] jsonl",
         "sink[1] nginx",
         "sink[2] exec",
         "sink[3] webhook",
+        "sink[4] cloudflare",
     ] {
         let want = format!("{sink}: {} delivered, 0 failed", ev.len());
         assert!(stderr(&out).contains(&want), "{want}: {}", stderr(&out));

@@ -500,3 +500,140 @@ fn behind_cloudflare_the_real_client_is_banned_not_the_edge() {
     assert!(status.success());
     assert!(rest.is_empty(), "only the real flooder: {rest:?}");
 }
+
+/// Waits until `path` holds `what` (a sink writes it on its own thread).
+fn wait_file(path: &Path, what: &str) -> String {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {what:?} in {}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn after_a_restart_the_nginx_file_keeps_the_restored_bans() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let deny = site.root.path().join("deny.conf");
+    let events = site.root.path().join("events.jsonl");
+    let sinks = format!(
+        "\n[[sink]]\ntype = \"nginx\"\npath = \"{}\"\nreload_command = [\"true\"]\ntest_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+        deny.display(),
+        events.display()
+    );
+    append(&site.config(), &sinks);
+
+    let w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    wait_file(&deny, "deny 203.0.113.7;");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+
+    let w = site.start();
+    assert!(w.log[0].contains("1 bans restored"), "{:?}", w.log);
+    append(&log, &flood("198.51.100.1", 20));
+    let text = wait_file(&deny, "deny 198.51.100.1;");
+    assert!(
+        text.contains("deny 203.0.113.7;"),
+        "restored ban dropped: {text}"
+    );
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    let text = fs::read_to_string(&deny).unwrap();
+    assert!(
+        text.contains("deny 203.0.113.7;") && text.contains("deny 198.51.100.1;"),
+        "{text}"
+    );
+    // The restored ban is not announced again to sinks that report events.
+    let bans: Vec<String> = fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "ban")
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bans, ["203.0.113.7", "198.51.100.1"]);
+}
+
+/// A webhook receiver on `port`: the body of every POST, answered 200.
+fn webhook_server(port: u16) -> Receiver<Value> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+                if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            std::io::Read::read_exact(&mut r, &mut body).unwrap();
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    // A port nothing listens on during the first run.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sinks = format!(
+        "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n"
+    );
+    append(&site.config(), &sinks);
+
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    w.wait_log("will retry");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        state_has(&site, "pending.json"),
+        "the undelivered ban is kept in the state folder"
+    );
+
+    let got = webhook_server(port);
+    let w = site.start();
+    let ev = got
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("the kept ban never arrived; stderr: {:?}", w.log));
+    assert_eq!(ev["type"], "ban");
+    assert_eq!(ev["key"], "203.0.113.7");
+    // New events follow the kept ones.
+    append(&log, &flood("198.51.100.1", 20));
+    let ev = got.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(ev["key"], "198.51.100.1");
+    let (status, _, report, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(!state_has(&site, "pending.json"), "nothing left: {report}");
+}
+
+fn state_has(site: &Site, name: &str) -> bool {
+    site.root.path().join("state").join(name).exists()
+}

@@ -14,9 +14,10 @@
 //! `max_rules` rules are kept: the oldest is deleted to make room. The token comes from an
 //! environment variable or a file that others cannot read, and is never logged.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use serde_json::{json, Value};
 use super::{log, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 
 const DEFAULT_API: &str = "https://api.cloudflare.com/client/v4";
 const MODES: &[&str] = &["block", "challenge", "js_challenge", "managed_challenge"];
@@ -218,7 +219,8 @@ struct Known {
     /// `None`: a rule for this target exists but is not ours; it is never deleted.
     id: Option<String>,
     /// Bans (one per floodwatch rule) holding it.
-    holders: u32,
+    /// Rules: a retried or repeated ban (a restored ban also kept as undelivered) counts once.
+    holders: HashSet<Arc<str>>,
     seq: u64,
 }
 
@@ -377,8 +379,9 @@ impl Cloudflare {
         Ok(out)
     }
 
-    /// `holders`: 1 for a ban's rule, 0 for one adopted at start (no ban of ours holds it yet).
-    fn remember(&mut self, net: Cidr, id: Option<String>, holders: u32) {
+    /// `rule`: the ban's rule; `None` for a rule adopted at start (no ban of ours holds it yet).
+    fn remember(&mut self, net: Cidr, id: Option<String>, rule: Option<&str>) {
+        let holders = rule.map(Arc::from).into_iter().collect();
         let seq = self.next_seq;
         self.next_seq += 1;
         if id.is_some() {
@@ -395,7 +398,7 @@ impl Cloudflare {
 
     fn ban(&mut self, net: Cidr, rule: &str, until_ms: i64) -> Result<(), SinkError> {
         if let Some(k) = self.known.get_mut(&net) {
-            k.holders += 1;
+            k.holders.insert(Arc::from(rule));
             return Ok(());
         }
         let (target, value) = Cloudflare::target(&net)?;
@@ -412,7 +415,7 @@ impl Cloudflare {
                     self.config.mode
                 ),
             );
-            self.remember(net, None, 1);
+            self.remember(net, None, Some(rule));
             return Ok(());
         }
         // Room first: the oldest of our rules goes.
@@ -442,12 +445,12 @@ impl Cloudflare {
                         "POST {url}: no rule id in the answer"
                     )));
                 }
-                self.remember(net, id, 1);
+                self.remember(net, id, Some(rule));
                 Ok(())
             }
             Err(e) if e.message.starts_with("duplicate: ") => {
                 let existing = self.find(&value)?;
-                self.remember(net, existing, 1);
+                self.remember(net, existing, Some(rule));
                 Ok(())
             }
             Err(e) => Err(e),
@@ -470,12 +473,12 @@ impl Cloudflare {
             .and_then(|r| r["id"].as_str().map(String::from)))
     }
 
-    fn unban(&mut self, net: Cidr) -> Result<(), SinkError> {
+    fn unban(&mut self, net: Cidr, rule: &str) -> Result<(), SinkError> {
         let Some(k) = self.known.get_mut(&net) else {
             return Ok(());
         };
-        k.holders = k.holders.saturating_sub(1);
-        if k.holders > 0 {
+        k.holders.remove(rule);
+        if !k.holders.is_empty() {
             return Ok(());
         }
         if let Some(id) = k.id.clone() {
@@ -517,7 +520,7 @@ impl Sink for Cloudflare {
             let net: Option<Cidr> = value.parse().ok();
             match (until, net) {
                 (Some(u), Some(net)) if u > now && !self.known.contains_key(&net) => {
-                    self.remember(net, Some(id), 0);
+                    self.remember(net, Some(id), None);
                 }
                 _ => self.delete(&id)?,
             }
@@ -531,10 +534,31 @@ impl Sink for Cloudflare {
         Ok(())
     }
 
+    /// Matches the bans active at start with the rules `begin` adopted (so their unbans delete
+    /// them by id); a ban whose rule is missing (deleted by hand, or never created) gets one.
+    /// Ended bans are left out: their unbans follow and find nothing to delete.
+    fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for b in active {
+            if b.until_ms <= now_ms {
+                continue;
+            }
+            match self.ban(b.key.net, &b.rule, b.until_ms) {
+                Ok(()) => {}
+                // One target Cloudflare refuses must not keep the others out.
+                Err(e) if !e.is_retryable() => log(&self.name, format_args!("{e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
             Event::Ban(b) => self.ban(b.key.net, &b.rule, b.until_ms),
-            Event::Unban(u) => self.unban(u.key.net),
+            Event::Unban(u) => self.unban(u.key.net, &u.rule),
         }
     }
 }
@@ -877,6 +901,53 @@ mod tests {
         assert_eq!(values(&api), ["10.0.0.3"]);
         let seen = api.lock().unwrap().seen.clone();
         assert!(seen.iter().any(|s| s.contains("page=2")), "paged: {seen:?}");
+    }
+
+    fn ban_of(ev: Event) -> Ban {
+        match ev {
+            Event::Ban(b) => b,
+            Event::Unban(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn restored_bans_take_over_their_rules_so_unbans_delete_them() {
+        let (base, api) = start_api();
+        api.lock().unwrap().rules.push((
+            "x2".into(),
+            "10.0.0.2".into(),
+            "floodwatch 10.0.0.2 rule=a until=2096-01-01T00:00:00Z".into(),
+        ));
+        let s = config(&base, 100);
+        let mut cf = Cloudflare::new(&s.config, "t".into(), false).unwrap();
+        cf.begin().unwrap();
+        let active = [
+            ban_of(ban("10.0.0.2", "a", FUTURE)),
+            // Its rule was deleted by hand while we were stopped: made again.
+            ban_of(ban("10.0.0.9", "a", FUTURE)),
+            // Ended while stopped: its unban follows, nothing is created.
+            ban_of(ban("10.0.0.8", "a", 1000)),
+        ];
+        cf.restore(&active).unwrap();
+        // A retried restore counts nothing twice.
+        cf.restore(&active).unwrap();
+        assert_eq!(values(&api), ["10.0.0.2", "10.0.0.9"]);
+        // Also kept as undelivered by the last run: given again, it still counts once.
+        cf.deliver(&ban("10.0.0.2", "a", FUTURE)).unwrap();
+        cf.deliver(&unban("10.0.0.8", "a")).unwrap();
+        cf.deliver(&unban("10.0.0.2", "a")).unwrap();
+        assert_eq!(
+            values(&api),
+            ["10.0.0.9"],
+            "the adopted rule is deleted by id"
+        );
+        cf.deliver(&unban("10.0.0.9", "a")).unwrap();
+        assert!(values(&api).is_empty());
+        let seen = api.lock().unwrap().seen.clone();
+        assert_eq!(seen.iter().filter(|s| s.starts_with("POST")).count(), 1);
+        assert!(seen
+            .iter()
+            .any(|s| s.ends_with("/rules/x2") && s.starts_with("DELETE")));
     }
 
     #[test]

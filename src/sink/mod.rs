@@ -11,6 +11,7 @@ pub mod cloudflare;
 pub mod exec;
 pub mod jsonl;
 pub mod nginx;
+pub mod pending;
 pub mod runner;
 pub mod webhook;
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind};
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 
 pub use runner::{SinkReport, Sinks};
 
@@ -73,12 +74,22 @@ impl SinkError {
     }
 }
 
-/// Where events go. The runner calls `begin` once, `deliver` for each event in order, and
-/// `flush` whenever its queue runs empty and at the end; a failed call is retried with backoff
-/// when the error says it may succeed later, so each call must be safe to repeat.
+/// Where events go. The runner calls `begin` once, `restore` once, `deliver` for each event in
+/// order, and `flush` whenever its queue runs empty and at the end; a failed call is retried
+/// with backoff when the error says it may succeed later, so each call must be safe to repeat.
 pub trait Sink: Send {
     /// Prepares (reads the current state of a file, checks a connection...).
     fn begin(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Takes over the bans already active at start (restored from watch's state after a
+    /// restart). They were announced before the restart, so a sink that only reports events
+    /// ignores them (the default); one that keeps a set of bans (nginx, Cloudflare) adds them to
+    /// it without announcing anything, so that its next write keeps them and their unbans find
+    /// them. Bans that have already ended may be among them: their unbans follow.
+    fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
+        let _ = active;
         Ok(())
     }
 

@@ -13,10 +13,11 @@
 //! A key banned under two rules stays denied until both bans end. Bans keyed on client + vhost
 //! deny the client everywhere the file is included: a deny line cannot name a vhost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use super::exec::run_command;
 use super::{check_argv, log, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,8 +85,9 @@ pub struct Nginx {
     name: String,
     dry_run: bool,
     config: NginxConfig,
-    /// Denied ranges, with the number of (rule) bans holding each.
-    active: BTreeMap<Cidr, u32>,
+    /// Denied ranges, with the rules whose bans hold each (a set: a ban given twice, restored
+    /// and also kept as undelivered, counts once).
+    active: BTreeMap<Cidr, BTreeSet<Arc<str>>>,
     /// What the file holds (as read at start, or as last written).
     on_disk: Option<Vec<u8>>,
     last_reload: Option<Instant>,
@@ -185,13 +187,30 @@ impl Sink for Nginx {
         Ok(())
     }
 
+    /// Rebuilds the set from the bans active at start, so the next write keeps them.
+    fn restore(&mut self, active: &[Ban]) -> Result<(), SinkError> {
+        self.active.clear();
+        for b in active {
+            self.active
+                .entry(b.key.net)
+                .or_default()
+                .insert(b.rule.clone());
+        }
+        Ok(())
+    }
+
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
-            Event::Ban(b) => *self.active.entry(b.key.net).or_insert(0) += 1,
+            Event::Ban(b) => {
+                self.active
+                    .entry(b.key.net)
+                    .or_default()
+                    .insert(b.rule.clone());
+            }
             Event::Unban(u) => {
-                if let Some(n) = self.active.get_mut(&u.key.net) {
-                    *n -= 1;
-                    if *n == 0 {
+                if let Some(rules) = self.active.get_mut(&u.key.net) {
+                    rules.remove(&u.rule);
+                    if rules.is_empty() {
                         self.active.remove(&u.key.net);
                     }
                 }
@@ -316,6 +335,30 @@ mod tests {
             .filter(|l| !l.starts_with('#'))
             .map(String::from)
             .collect()
+    }
+
+    #[test]
+    fn restored_bans_are_kept_in_the_file_and_ended_by_their_unbans() {
+        let mut t = setup(Duration::ZERO);
+        let active: Vec<Ban> = [ban("203.0.113.7", "a"), ban("203.0.113.7", "b")]
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Ban(b) => Some(b),
+                Event::Unban(_) => None,
+            })
+            .collect();
+        // Twice, as a retry would: the set is rebuilt, not added to.
+        t.sink.restore(&active).unwrap();
+        t.sink.restore(&active).unwrap();
+        t.sink.deliver(&ban("198.51.100.1", "a")).unwrap();
+        t.sink.flush().unwrap();
+        assert_eq!(denies(&t), ["deny 198.51.100.1;", "deny 203.0.113.7;"]);
+        // Also kept as undelivered by the last run: given again, it still counts once.
+        t.sink.deliver(&ban("203.0.113.7", "a")).unwrap();
+        t.sink.deliver(&unban("203.0.113.7", "a")).unwrap();
+        t.sink.deliver(&unban("203.0.113.7", "b")).unwrap();
+        t.sink.flush().unwrap();
+        assert_eq!(denies(&t), ["deny 198.51.100.1;"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use ahash::AHashSet;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::{log, Sink, SinkError, SinkSpec};
-use crate::decide::Event;
+use crate::decide::{Ban, Event};
 use crate::engine::Key;
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -73,12 +74,21 @@ struct Feed {
     dropped: u64,
     skipped_proxied: u64,
     warned_full: bool,
-    worker: JoinHandle<SinkReport>,
+    /// Set by [`Sinks::stop`]: the worker stops retrying and hands back what it holds.
+    stopping: Arc<AtomicBool>,
+    worker: JoinHandle<(SinkReport, Vec<Event>)>,
 }
 
 impl Sinks {
     /// Builds every sink and starts its thread.
     pub fn start(specs: &[SinkSpec]) -> Result<Sinks, SinkError> {
+        Sinks::start_with(specs, &[])
+    }
+
+    /// As [`Sinks::start`], handing each sink the bans already `active` (restored after a
+    /// restart; see [`Sink::restore`]) before any event. A sink that does not take proxied bans
+    /// is not given them, nor later their unbans.
+    pub fn start_with(specs: &[SinkSpec], active: &[Ban]) -> Result<Sinks, SinkError> {
         let mut feeds = Vec::with_capacity(specs.len());
         for spec in specs {
             let sink = spec.build().map_err(|e| SinkError {
@@ -86,6 +96,12 @@ impl Sinks {
                 ..e
             })?;
             let (tx, rx) = crossbeam_channel::bounded(spec.common.queue_size);
+            let proxied = spec.common.proxied;
+            let stopping = Arc::new(AtomicBool::new(false));
+            let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
+                .iter()
+                .cloned()
+                .partition(|b| proxied || !b.via_proxy);
             let worker = Worker {
                 name: spec.name.clone(),
                 retry_max: spec.common.retry_max_delay,
@@ -95,20 +111,23 @@ impl Sinks {
                     ..SinkReport::default()
                 },
                 failing_since: None,
+                stopping: stopping.clone(),
+                interrupted: false,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sink-{}", feeds.len()))
-                .spawn(move || worker.run(sink, rx))
+                .spawn(move || worker.run(sink, given, rx))
                 .map_err(|e| SinkError::io(format!("{}: cannot start thread: {e}", spec.name)))?;
             feeds.push(Feed {
                 name: spec.name.clone(),
                 proxied: spec.common.proxied,
                 tx,
                 backlog: VecDeque::new(),
-                withheld: AHashSet::new(),
+                withheld: withheld.into_iter().map(|b| (b.key, b.rule)).collect(),
                 dropped: 0,
                 skipped_proxied: 0,
                 warned_full: false,
+                stopping,
                 worker: handle,
             });
         }
@@ -124,7 +143,38 @@ impl Sinks {
 
     /// Closes the queues and waits until every sink has delivered or given up on everything.
     pub fn finish(self) -> Vec<SinkReport> {
-        self.feeds.into_iter().map(Feed::finish).collect()
+        self.feeds.into_iter().map(|f| f.finish().0).collect()
+    }
+
+    /// Ends a `watch`: each sink delivers what it can without retrying; what a sink could not
+    /// deliver (its endpoint is down) is handed back, by sink name and in order, for the next
+    /// start to give again with [`Sinks::resend`].
+    pub fn stop(self) -> (Vec<SinkReport>, Vec<(String, Vec<Event>)>) {
+        for f in &self.feeds {
+            f.stopping.store(true, Ordering::Relaxed);
+        }
+        let mut reports = Vec::with_capacity(self.feeds.len());
+        let mut pending = Vec::new();
+        for f in self.feeds {
+            let name = f.name.clone();
+            let (r, left) = f.finish();
+            reports.push(r);
+            if !left.is_empty() {
+                pending.push((name, left));
+            }
+        }
+        (reports, pending)
+    }
+
+    /// Gives the sink named `name` events a previous run could not deliver, ahead of any new
+    /// one and never dropped. Returns false when no sink has that name (the config changed).
+    pub fn resend(&mut self, name: &str, events: Vec<Event>) -> bool {
+        let Some(f) = self.feeds.iter_mut().find(|f| f.name == name) else {
+            return false;
+        };
+        f.backlog.extend(events);
+        f.drain_backlog();
+        true
     }
 }
 
@@ -189,7 +239,7 @@ impl Feed {
         self.warned_full = false;
     }
 
-    fn finish(self) -> SinkReport {
+    fn finish(self) -> (SinkReport, Vec<Event>) {
         // Waiting is fine now: detection is over.
         for ev in self.backlog {
             if self.tx.send(ev).is_err() {
@@ -197,20 +247,21 @@ impl Feed {
             }
         }
         drop(self.tx);
-        let mut report = match self.worker.join() {
+        let (mut report, pending) = match self.worker.join() {
             Ok(r) => r,
             Err(_) => {
                 log(&self.name, format_args!("the sink's thread panicked"));
-                SinkReport {
+                let r = SinkReport {
                     name: self.name.clone(),
                     failed: 1,
                     ..SinkReport::default()
-                }
+                };
+                (r, Vec::new())
             }
         };
         report.dropped += self.dropped;
         report.skipped_proxied += self.skipped_proxied;
-        report
+        (report, pending)
     }
 }
 
@@ -224,14 +275,29 @@ struct Worker {
     /// not per event: once an outage has lasted that long, each later event gets one try until
     /// one succeeds, rather than every queued event waiting out the whole period again.
     failing_since: Option<Instant>,
+    stopping: Arc<AtomicBool>,
+    /// A retry was cut short by a stop: the event is handed back, not counted as failed.
+    interrupted: bool,
 }
 
 impl Worker {
-    fn run(mut self, mut sink: Box<dyn Sink>, rx: Receiver<Event>) -> SinkReport {
+    fn run(
+        mut self,
+        mut sink: Box<dyn Sink>,
+        active: Vec<Ban>,
+        rx: Receiver<Event>,
+    ) -> (SinkReport, Vec<Event>) {
         if self.retry("starting", || sink.begin()).is_none() {
+            if self.interrupted {
+                return (self.report, rx.iter().collect());
+            }
             // Without a start there is nothing to deliver to: every event fails.
             self.report.failed += rx.iter().count() as u64;
-            return self.report;
+            return (self.report, Vec::new());
+        }
+        // A sink that could not take over the restored bans still delivers what comes next.
+        if !active.is_empty() && self.retry("restoring", || sink.restore(&active)).is_none() {
+            self.report.failed += 1;
         }
         // When the sink asked to be flushed again (work held back until then).
         let mut flush_at: Option<Instant> = None;
@@ -244,6 +310,11 @@ impl Worker {
                 Ok(ev) => {
                     match self.retry("delivering", || sink.deliver(&ev)) {
                         Some(()) => self.report.delivered += 1,
+                        None if self.interrupted => {
+                            let mut pending = vec![ev];
+                            pending.extend(rx.iter());
+                            return (self.report, pending);
+                        }
                         None => self.report.failed += 1,
                     }
                     let due = flush_at.is_some_and(|at| at <= Instant::now());
@@ -263,7 +334,22 @@ impl Worker {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
             flush_at = self.flush(&mut *sink);
         }
-        self.report
+        (self.report, Vec::new())
+    }
+
+    /// Sleeps for `d` unless a stop comes first (then false).
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
 
     fn flush(&mut self, sink: &mut dyn Sink) -> Option<Instant> {
@@ -307,7 +393,14 @@ impl Worker {
                 log(&self.name, format_args!("{what} failed, will retry: {e}"));
             }
             let wait = e.retry_after.unwrap_or(delay);
-            std::thread::sleep(wait);
+            if !self.sleep(wait) {
+                log(
+                    &self.name,
+                    format_args!("{what}: stopped while retrying: {e}"),
+                );
+                self.interrupted = true;
+                return None;
+            }
             delay = (delay * 2).min(self.retry_max);
             attempt += 1;
             self.report.retries += 1;
@@ -401,6 +494,7 @@ mod tests {
             refuse,
         };
         let (tx, rx) = crossbeam_channel::bounded(queue);
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             name: "probe".into(),
             retry_max: Duration::from_millis(20),
@@ -410,8 +504,10 @@ mod tests {
                 ..SinkReport::default()
             },
             failing_since: None,
+            stopping: stopping.clone(),
+            interrupted: false,
         };
-        let handle = std::thread::spawn(move || worker.run(Box::new(probe), rx));
+        let handle = std::thread::spawn(move || worker.run(Box::new(probe), Vec::new(), rx));
         let feed = Feed {
             name: "probe".into(),
             proxied,
@@ -421,6 +517,7 @@ mod tests {
             dropped: 0,
             skipped_proxied: 0,
             warned_full: false,
+            stopping,
             worker: handle,
         };
         Setup {
@@ -429,6 +526,48 @@ mod tests {
             down,
             stuck,
         }
+    }
+
+    #[test]
+    fn a_stop_hands_back_what_a_down_sink_holds_and_resend_delivers_it() {
+        let mut s = setup(2, true, false, Duration::from_secs(3600));
+        s.down.store(true, Ordering::SeqCst);
+        s.sinks.emit(&ban("10.0.0.1", false));
+        s.sinks.emit(&ban("10.0.0.2", false));
+        // In the queue or, when the worker has not taken the first ban yet, in the backlog:
+        // it comes back either way.
+        s.sinks.emit(&unban("10.0.0.1"));
+        std::thread::sleep(Duration::from_millis(100));
+        let (reports, pending) = s.sinks.stop();
+        assert_eq!(reports[0].failed, 0, "{:?}", reports[0]);
+        assert_eq!(pending.len(), 1);
+        let (name, events) = pending.into_iter().next().unwrap();
+        assert_eq!(name, "probe");
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Ban(b) => format!("ban {}", b.key.net),
+                Event::Unban(u) => format!("unban {}", u.key.net),
+            })
+            .collect();
+        assert_eq!(kinds, ["ban 10.0.0.1", "ban 10.0.0.2", "unban 10.0.0.1"]);
+
+        let mut next = setup(100, true, false, Duration::from_secs(3600));
+        assert!(!next.sinks.resend("other", Vec::new()));
+        assert!(next.sinks.resend("probe", events));
+        next.sinks.emit(&ban("10.0.0.4", false));
+        let (reports, pending) = next.sinks.stop();
+        assert!(pending.is_empty());
+        assert_eq!(reports[0].delivered, 4);
+        assert_eq!(
+            *next.got.lock().unwrap(),
+            [
+                "ban 10.0.0.1",
+                "ban 10.0.0.2",
+                "unban 10.0.0.1",
+                "ban 10.0.0.4"
+            ]
+        );
     }
 
     #[test]

@@ -21,8 +21,11 @@
 //! trails the wall clock, so the decider's own log-time expiry never ends a ban earlier.
 //!
 //! **State.** Read offsets and active bans are saved under `[state] dir` about once a second when
-//! something changed, and on stop; restored bans are not announced again, and a ban that ended
-//! while stopped is announced as ended at start.
+//! something changed, and on stop; restored bans are not announced again (sinks that keep a set
+//! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
+//! is announced as ended at start. At stop, sinks stop retrying; what one could not deliver (its
+//! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
+//! next start.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -349,10 +352,15 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             line: Vec::with_capacity(512),
             error: None,
         },
+        // Restored bans are not announced again, but sinks that keep a set of bans get them.
         false => Output::Sinks(
-            crate::sink::Sinks::start(&sinks).map_err(|e| AppError::Runtime(e.to_string()))?,
+            crate::sink::Sinks::start_with(&sinks, &table.active().cloned().collect::<Vec<_>>())
+                .map_err(|e| AppError::Runtime(e.to_string()))?,
         ),
     };
+    if let (Output::Sinks(s), Some(dir)) = (&mut output, &state_dir) {
+        resend_pending(s, dir, &vhosts);
+    }
 
     let mut poll = Poll::new().map_err(|e| runtime("epoll", e))?;
     let inotify = Inotify::new().map_err(|e| runtime("inotify", e))?;
@@ -559,7 +567,12 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     files.router.flush(files.low_mark(wall_ms()));
     let checkpoints = files.checkpoints();
     let watched_files = files.tailers.len();
-    let Files { router, ingest, .. } = files;
+    let Files {
+        router,
+        ingest,
+        vhosts,
+        ..
+    } = files;
     router.finish();
     let deadline = Instant::now() + STOP_WAIT;
     while !decider.is_done() {
@@ -589,9 +602,11 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     };
     match output {
         Output::Sinks(s) => {
-            for r in s.finish() {
+            let (reports, pending) = s.stop();
+            for r in reports {
                 eprintln!("floodwatch: {r}");
             }
+            keep_pending(&state_dir, &vhosts, &pending);
         }
         Output::Stream { error: Some(e), .. } => {
             return Err(if e.kind() == io::ErrorKind::BrokenPipe {
@@ -615,6 +630,35 @@ fn save(dir: &Option<PathBuf>, cps: &Checkpoints, table: &BanTable) -> Result<()
     };
     state::save(dir, &table.snapshot()).map_err(|e| e.to_string())?;
     cps.save(dir).map_err(|e| e.to_string())
+}
+
+/// Gives the sinks what they could not deliver before the last stop.
+fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
+    match crate::sink::pending::load(dir, vhosts) {
+        Ok(pending) => {
+            for (name, events) in pending {
+                let n = events.len();
+                if sinks.resend(&name, events) {
+                    eprintln!("floodwatch: {name}: {n} events from the last run to deliver");
+                } else {
+                    eprintln!("floodwatch: {n} events for {name}, no longer configured: dropped");
+                }
+            }
+        }
+        Err(e) => eprintln!("floodwatch: undelivered events of the last run: {e}"),
+    }
+}
+
+/// Keeps what the sinks could not deliver for the next start (lost without a state folder).
+fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, pending: &[(String, Vec<Event>)]) {
+    for (name, events) in pending {
+        eprintln!("floodwatch: {name}: {} events not delivered", events.len());
+    }
+    if let Some(dir) = dir {
+        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending) {
+            eprintln!("floodwatch: keeping undelivered events: {e}");
+        }
+    }
 }
 
 /// Forwards shard output to the loop and wakes it; ends when every shard has hung up.

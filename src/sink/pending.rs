@@ -1,0 +1,251 @@
+//! Events a sink could not deliver before `watch` stopped (its endpoint was down), kept in the
+//! state folder as `pending.json` so that the next start delivers them.
+//!
+//! Events are stored self-describing (keys as text, vhosts by name: vhost ids are only valid
+//! within one run) under the name of the sink they were for (`sink[i] type`); a sink no longer
+//! configured under that name at the next start does not get them (reported). The file is
+//! read once at start and replaced at stop, so a crash between the two delivers them twice,
+//! never loses them: every sink's delivery is safe to repeat.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::Cidr;
+use crate::decide::ban_table::SavedBan;
+use crate::decide::{Ban, Event, Unban};
+use crate::engine::Key;
+use crate::hit::NO_VHOST;
+use crate::vhost::Vhosts;
+
+pub const FILE_NAME: &str = "pending.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PendingError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    sinks: Vec<SinkPending>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SinkPending {
+    name: String,
+    events: Vec<SavedEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SavedEvent {
+    Ban(SavedBan),
+    Unban(SavedUnban),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedUnban {
+    time_ms: i64,
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_vhost: Option<String>,
+    rule: String,
+}
+
+fn vhost_text(vhosts: &Vhosts, id: u32) -> Option<String> {
+    match id {
+        NO_VHOST => None,
+        id => vhosts.name(id).map(|n| n.to_string()),
+    }
+}
+
+fn key_of(vhosts: &Vhosts, key: &str, key_vhost: Option<&str>) -> Option<Key> {
+    let net: Cidr = key.parse().ok()?;
+    let vhost = key_vhost.map_or(NO_VHOST, |v| vhosts.intern(v.as_bytes()));
+    Some(Key { net, vhost })
+}
+
+fn save_event(vhosts: &Vhosts, ev: &Event) -> SavedEvent {
+    match ev {
+        Event::Ban(b) => SavedEvent::Ban(SavedBan {
+            key: b.key.net.to_string(),
+            key_vhost: vhost_text(vhosts, b.key.vhost),
+            rule: b.rule.to_string(),
+            vhost: b.vhost.as_deref().map(str::to_string),
+            rate: b.rate.to_string(),
+            burst: b.burst,
+            requests: b.requests,
+            first_seen_ms: b.first_seen_ms,
+            time_ms: b.time_ms,
+            ban_ms: b.ban_ms,
+            until_ms: b.until_ms,
+            offense: b.offense,
+            via_proxy: b.via_proxy,
+        }),
+        Event::Unban(u) => SavedEvent::Unban(SavedUnban {
+            time_ms: u.time_ms,
+            key: u.key.net.to_string(),
+            key_vhost: vhost_text(vhosts, u.key.vhost),
+            rule: u.rule.to_string(),
+        }),
+    }
+}
+
+/// `None` for an entry whose key does not parse (the file is outside input).
+fn load_event(vhosts: &Vhosts, ev: SavedEvent) -> Option<Event> {
+    Some(match ev {
+        SavedEvent::Ban(b) => Event::Ban(Ban {
+            time_ms: b.time_ms,
+            key: key_of(vhosts, &b.key, b.key_vhost.as_deref())?,
+            rule: Arc::from(b.rule.as_str()),
+            vhost: b.vhost.as_deref().map(Arc::from),
+            rate: Arc::from(b.rate.as_str()),
+            burst: b.burst,
+            requests: b.requests,
+            first_seen_ms: b.first_seen_ms,
+            ban_ms: b.ban_ms,
+            until_ms: b.until_ms,
+            offense: b.offense,
+            via_proxy: b.via_proxy,
+        }),
+        SavedEvent::Unban(u) => Event::Unban(Unban {
+            time_ms: u.time_ms,
+            key: key_of(vhosts, &u.key, u.key_vhost.as_deref())?,
+            rule: Arc::from(u.rule.as_str()),
+        }),
+    })
+}
+
+/// The pending events of `dir`, by sink name; none when there is no file.
+pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<(String, Vec<Event>)>, PendingError> {
+    let path = dir.join(FILE_NAME);
+    let err = |message: String| PendingError {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let stored: Stored = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
+    if stored.version != VERSION {
+        return Err(err(format!("unknown version {}", stored.version)));
+    }
+    Ok(stored
+        .sinks
+        .into_iter()
+        .map(|s| {
+            let events = s
+                .events
+                .into_iter()
+                .filter_map(|e| load_event(vhosts, e))
+                .collect();
+            (s.name, events)
+        })
+        .collect())
+}
+
+/// Replaces `dir/pending.json` atomically (removes it when nothing is pending).
+pub fn save(
+    dir: &Path,
+    vhosts: &Vhosts,
+    pending: &[(String, Vec<Event>)],
+) -> Result<(), PendingError> {
+    let path = dir.join(FILE_NAME);
+    let err = |e: io::Error| PendingError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if pending.iter().all(|(_, evs)| evs.is_empty()) {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
+            _ => Ok(()),
+        };
+    }
+    let stored = Stored {
+        version: VERSION,
+        sinks: pending
+            .iter()
+            .map(|(name, evs)| SinkPending {
+                name: name.clone(),
+                events: evs.iter().map(|e| save_event(vhosts, e)).collect(),
+            })
+            .collect(),
+    };
+    let text = serde_json::to_vec(&stored).map_err(|e| err(io::Error::other(e)))?;
+    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_events_survive_a_save_and_load_with_their_vhost_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let vhosts = Vhosts::new();
+        let v = vhosts.intern(b"a.example");
+        let ban = Ban {
+            time_ms: 5,
+            key: Key {
+                net: "2001:db8::/64".parse().unwrap(),
+                vhost: v,
+            },
+            rule: Arc::from("flood"),
+            vhost: Some(Arc::from("a.example")),
+            rate: Arc::from("1r/s"),
+            burst: 5,
+            requests: 20,
+            first_seen_ms: 1,
+            ban_ms: 1000,
+            until_ms: 1005,
+            offense: 2,
+            via_proxy: true,
+        };
+        let unban = Unban {
+            time_ms: 9,
+            key: Key {
+                net: "192.0.2.1".parse().unwrap(),
+                vhost: NO_VHOST,
+            },
+            rule: Arc::from("flood"),
+        };
+        let pending = vec![(
+            "sink[0] webhook".to_string(),
+            vec![Event::Ban(ban), Event::Unban(unban)],
+        )];
+        save(dir.path(), &vhosts, &pending).unwrap();
+        // Another run interns vhosts in another order.
+        let other = Vhosts::new();
+        other.intern(b"b.example");
+        let back = load(dir.path(), &other).unwrap();
+        let Event::Ban(b) = &back[0].1[0] else {
+            panic!("{back:?}")
+        };
+        assert_eq!(other.name(b.key.vhost).as_deref(), Some("a.example"));
+        assert_eq!(back[0].1[1], pending[0].1[1]);
+        assert_eq!(back[0].0, "sink[0] webhook");
+
+        save(dir.path(), &vhosts, &[]).unwrap();
+        assert!(load(dir.path(), &vhosts).unwrap().is_empty(), "removed");
+    }
+}
