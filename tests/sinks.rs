@@ -314,6 +314,8 @@ impl TestNginx {
         let child = Command::new(&bin)
             .args(&args)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start nginx");
         let n = TestNginx {
@@ -382,9 +384,18 @@ impl TestNginx {
 
 impl Drop for TestNginx {
     fn drop(&mut self) {
-        let mut args = TestNginx::base_args(&self.prefix);
-        args.extend(["-s".into(), "stop".into()]);
-        let _ = Command::new(&self.bin).args(&args).output();
+        // SIGTERM is nginx's fast shutdown: the master stops its workers and waits for them.
+        // Killing the master outright would orphan the workers, which hold the test's stdout
+        // open and would keep whoever reads it (CI) waiting forever.
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
