@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod decide;

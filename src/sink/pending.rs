@@ -7,8 +7,8 @@
 //! read once at start and replaced at stop, so a crash between the two delivers them twice,
 //! never loses them: every sink's delivery is safe to repeat.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -181,18 +181,7 @@ pub fn save(
             .collect(),
     };
     let text = serde_json::to_vec(&stored).map_err(|e| err(io::Error::other(e)))?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+    crate::atomic_file::replace(&path, &text).map_err(err)
 }
 
 #[cfg(test)]

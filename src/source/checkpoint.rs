@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -155,15 +155,7 @@ impl Checkpoints {
             source,
         };
         let text = serde_json::to_vec(&stored).map_err(|e| io_err(io::Error::other(e)))?;
-        // The process id keeps two instances pointed at one directory from sharing a temp file.
-        let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-        let written = write_synced(&tmp, &text).and_then(|()| fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(e));
-        }
-        // The rename is durable only once the directory entry is.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)
+        crate::atomic_file::replace(&path, &text).map_err(io_err)
     }
 
     pub fn get(&self, path: &Path) -> Option<&Checkpoint> {
@@ -195,12 +187,6 @@ impl Checkpoints {
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
     }
-}
-
-fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// Paths are stored as a JSON string when they are UTF-8 and as an array of bytes otherwise: a

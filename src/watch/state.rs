@@ -5,8 +5,8 @@
 //! and *before* them: after a crash between the two writes the bans are newer than the offsets,
 //! so the lines read again only repeat offenses of keys already banned, which are suppressed.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -78,18 +78,7 @@ pub fn save(dir: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         snapshot: snapshot.clone(),
     };
     let text = serde_json::to_vec(&stored).map_err(|e| io_err(io::Error::other(e)))?;
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(e));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)
+    crate::atomic_file::replace(&path, &text).map_err(io_err)
 }
 
 #[cfg(test)]
