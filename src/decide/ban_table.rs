@@ -237,21 +237,7 @@ impl BanTable {
     pub fn snapshot(&self) -> Snapshot {
         let bans = self
             .active()
-            .map(|b| SavedBan {
-                key: b.key.net.to_string(),
-                key_vhost: self.vhost_text(b.key.vhost),
-                rule: b.rule.to_string(),
-                vhost: b.vhost.as_deref().map(str::to_string),
-                rate: b.rate.to_string(),
-                burst: b.burst,
-                requests: b.requests,
-                first_seen_ms: b.first_seen_ms,
-                time_ms: b.time_ms,
-                ban_ms: b.ban_ms,
-                until_ms: b.until_ms,
-                offense: b.offense,
-                via_proxy: b.via_proxy,
-            })
+            .map(|b| SavedBan::of(b, &self.vhosts))
             .collect();
         let mut history: Vec<SavedHistory> = self
             .history
@@ -381,6 +367,27 @@ pub struct SavedBan {
     pub offense: u32,
     #[serde(default)]
     pub via_proxy: bool,
+}
+
+impl SavedBan {
+    /// `b` with its vhost ids turned into names.
+    pub fn of(b: &Ban, vhosts: &Vhosts) -> SavedBan {
+        SavedBan {
+            key: b.key.net.to_string(),
+            key_vhost: vhosts.name(b.key.vhost).map(|n| n.to_string()),
+            rule: b.rule.to_string(),
+            vhost: b.vhost.as_deref().map(str::to_string),
+            rate: b.rate.to_string(),
+            burst: b.burst,
+            requests: b.requests,
+            first_seen_ms: b.first_seen_ms,
+            time_ms: b.time_ms,
+            ban_ms: b.ban_ms,
+            until_ms: b.until_ms,
+            offense: b.offense,
+            via_proxy: b.via_proxy,
+        }
+    }
 }
 
 /// Offense times of a slot's past bans, still inside the recidive window.

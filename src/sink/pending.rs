@@ -74,21 +74,7 @@ fn key_of(vhosts: &Vhosts, key: &str, key_vhost: Option<&str>) -> Option<Key> {
 
 fn save_event(vhosts: &Vhosts, ev: &Event) -> SavedEvent {
     match ev {
-        Event::Ban(b) => SavedEvent::Ban(SavedBan {
-            key: b.key.net.to_string(),
-            key_vhost: vhost_text(vhosts, b.key.vhost),
-            rule: b.rule.to_string(),
-            vhost: b.vhost.as_deref().map(str::to_string),
-            rate: b.rate.to_string(),
-            burst: b.burst,
-            requests: b.requests,
-            first_seen_ms: b.first_seen_ms,
-            time_ms: b.time_ms,
-            ban_ms: b.ban_ms,
-            until_ms: b.until_ms,
-            offense: b.offense,
-            via_proxy: b.via_proxy,
-        }),
+        Event::Ban(b) => SavedEvent::Ban(SavedBan::of(b, vhosts)),
         Event::Unban(u) => SavedEvent::Unban(SavedUnban {
             time_ms: u.time_ms,
             key: u.key.net.to_string(),
