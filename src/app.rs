@@ -233,7 +233,7 @@ fn finish_sinks(sinks: Option<Sinks>) -> Option<String> {
     let reports = sinks?.finish();
     let mut failed = Vec::new();
     for r in &reports {
-        eprintln!("floodwatch: {r}");
+        log::info!("{r}");
         if r.failed > 0 {
             failed.push(format!("{}: {} events not delivered", r.name, r.failed));
         }

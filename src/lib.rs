@@ -14,6 +14,7 @@ pub mod decide;
 pub mod engine;
 pub mod hit;
 pub mod lab;
+pub mod logging;
 pub mod parse;
 pub mod proxy;
 pub mod sink;

@@ -12,11 +12,12 @@ use floodwatch::summary;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    floodwatch::logging::init(cli.log_level.into());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(AppError::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("floodwatch: {e}");
+            log::error!("{e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }
@@ -56,7 +57,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Watch(a) => {
             let plan = floodwatch::watch::plan(a.config.as_deref(), &a.paths)?;
             let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
-            eprintln!("floodwatch: {report}");
+            log::info!("{report}");
             Ok(())
         }
         Command::CheckConfig(a) => {

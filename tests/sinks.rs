@@ -2,7 +2,7 @@
 //! `[[sink]]`.
 
 mod util;
-use util::{demo_glob, floodwatch, json_lines, stderr};
+use util::{demo_glob, events, floodwatch, json_lines, stderr};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +46,43 @@ fn jsonl_sinks_write_what_stdout_gets_without_sinks() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn log_level_filters_diagnostics_but_never_events_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\n");
+    let run = |level: &str| {
+        floodwatch(&[
+            "--log-level",
+            level,
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            &demo_glob(),
+        ])
+    };
+    let info = run("info");
+    let warn = run("warn");
+    assert!(info.status.success() && warn.status.success());
+    assert_eq!(
+        info.stdout, warn.stdout,
+        "events do not depend on the level"
+    );
+    assert!(!events(&info).is_empty());
+    assert!(stderr(&info).contains("floodwatch: sink[0] jsonl: "));
+    assert!(!stderr(&warn).contains("sink[0]"), "{}", stderr(&warn));
+
+    let missing = floodwatch(&["--log-level", "error", "replay", "/nonexistent/access_log"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).starts_with("floodwatch: error: "),
+        "{}",
+        stderr(&missing)
+    );
+    let bogus = floodwatch(&["--log-level", "loud", "replay", &demo_glob()]);
+    assert_eq!(bogus.status.code(), Some(2));
+    assert!(stderr(&bogus).contains("--log-level"), "{}", stderr(&bogus));
 }
 
 #[test]

@@ -236,10 +236,11 @@ impl KeyTable {
         self.stats.cap_refused += 1;
         if !self.warned {
             self.warned = true;
-            eprintln!(
-                "floodwatch: shard {}: {} tracked keys reached the cap; new keys are not counted \
+            log::warn!(
+                "shard {}: {} tracked keys reached the cap; new keys are not counted \
                  until idle ones expire (raise the key limit)",
-                self.shard, self.cap
+                self.shard,
+                self.cap
             );
         }
         Did::Counted

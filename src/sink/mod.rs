@@ -104,7 +104,7 @@ pub trait Sink: Send {
 
 /// Logs a sink's message on stderr (the events themselves go to the sinks, never here).
 pub fn log(name: &str, msg: fmt::Arguments) {
-    eprintln!("floodwatch: {name}: {msg}");
+    log::info!("{name}: {msg}");
 }
 
 /// Keys every `[[sink]]` table may have, whatever its type.

@@ -21,13 +21,13 @@ pub(crate) enum Reload {
 /// parts that were applied).
 pub(crate) fn reload(path: Option<&Path>, cli_paths: &[String], running: &mut Config) -> Reload {
     let Some(path) = path else {
-        eprintln!("floodwatch: SIGHUP: no config file to reload");
+        log::warn!("SIGHUP: no config file to reload");
         return Reload::Keep;
     };
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("floodwatch: SIGHUP: {e}; keeping the running config");
+            log::error!("SIGHUP: {e}; keeping the running config");
             return Reload::Keep;
         }
     };
@@ -48,8 +48,8 @@ pub(crate) fn reload(path: Option<&Path>, cli_paths: &[String], running: &mut Co
         later.push("state/engine");
     }
     if !later.is_empty() {
-        eprintln!(
-            "floodwatch: SIGHUP: changes to {} need a restart (not applied)",
+        log::warn!(
+            "SIGHUP: changes to {} need a restart (not applied)",
             later.join(", ")
         );
     }
@@ -57,7 +57,7 @@ pub(crate) fn reload(path: Option<&Path>, cli_paths: &[String], running: &mut Co
         return Reload::Keep;
     }
     if !cli_paths.is_empty() {
-        eprintln!("floodwatch: SIGHUP: [input] paths changed, but the command line's paths win");
+        log::warn!("SIGHUP: [input] paths changed, but the command line's paths win");
         return Reload::Keep;
     }
     match Patterns::new(&new.input.paths) {
@@ -66,7 +66,7 @@ pub(crate) fn reload(path: Option<&Path>, cli_paths: &[String], running: &mut Co
             Reload::Paths(p)
         }
         Err(e) => {
-            eprintln!("floodwatch: SIGHUP: {e}; keeping the running paths");
+            log::error!("SIGHUP: {e}; keeping the running paths");
             Reload::Keep
         }
     }

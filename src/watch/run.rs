@@ -165,7 +165,7 @@ impl Files {
                     }
                     Err(e) => {
                         if self.failed.insert(dir.clone()) {
-                            eprintln!("floodwatch: cannot watch {}: {e}", dir.display());
+                            log::warn!("cannot watch {}: {e}", dir.display());
                         }
                     }
                 }
@@ -189,14 +189,14 @@ impl Files {
                 Ok(t) => t,
                 Err(e) => {
                     if self.failed.insert(f.path.clone()) {
-                        eprintln!("floodwatch: {}: {e}", f.path.display());
+                        log::warn!("{}: {e}", f.path.display());
                     }
                     continue;
                 }
             };
             if tailer.started() == Started::CheckpointMismatch {
-                eprintln!(
-                    "floodwatch: {}: not the file of the checkpoint (rotated while stopped?): read from its start",
+                log::warn!(
+                    "{}: not the file of the checkpoint (rotated while stopped?): read from its start",
                     f.path.display()
                 );
             }
@@ -230,13 +230,22 @@ impl Files {
         match r {
             Ok(st) if st.bytes > 0 || st.opened > 0 || st.rotated > 0 || st.truncated > 0 => {
                 self.unsaved = true;
+                if st.opened + st.rotated + st.truncated > 0 {
+                    log::debug!(
+                        "{}: opened {}, rotated {}, truncated {}",
+                        w.tailer.path().display(),
+                        st.opened,
+                        st.rotated,
+                        st.truncated
+                    );
+                }
                 if st.bytes > 0 {
                     self.last_read = Some(Instant::now());
                     self.read_since_flush = true;
                 }
             }
             Ok(_) => {}
-            Err(e) => eprintln!("floodwatch: {}: {e}", w.tailer.path().display()),
+            Err(e) => log::warn!("{}: {e}", w.tailer.path().display()),
         }
     }
 
@@ -414,8 +423,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     };
     let started = Instant::now();
     files.rescan(Some(&checkpoints), StartAt::Beginning);
-    eprintln!(
-        "floodwatch: watching {} files in {} folders ({} bans restored) after {} ms",
+    log::info!(
+        "watching {} files in {} folders ({} bans restored) after {} ms",
         files.tailers.len(),
         files.watched.len(),
         restored.bans,
@@ -461,7 +470,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             let changed = table.stats() != saved_stats;
             if files.unsaved || changed {
                 if let Err(e) = save(&state_dir, &files.checkpoints(), &table) {
-                    eprintln!("floodwatch: saving state: {e}");
+                    log::error!("saving state: {e}");
                 }
                 files.unsaved = false;
                 saved_stats = table.stats();
@@ -496,7 +505,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                 INOTIFY => {
                     ino_events.clear();
                     if let Err(e) = files.inotify.read_events(&mut ino_events) {
-                        eprintln!("floodwatch: inotify: {e}");
+                        log::error!("inotify: {e}");
                     }
                     rescan |= files.on_events(&ino_events, &mut to_poll);
                 }
@@ -513,7 +522,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            eprintln!("floodwatch: signalfd: {e}");
+                            log::error!("signalfd: {e}");
                             break;
                         }
                     }
@@ -538,8 +547,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             files.rescan(None, start);
             to_poll.extend(known..files.tailers.len());
             if reloaded {
-                eprintln!(
-                    "floodwatch: SIGHUP: watching {} files in {} folders",
+                log::info!(
+                    "SIGHUP: watching {} files in {} folders",
                     files.tailers.len(),
                     files.watched.len()
                 );
@@ -604,7 +613,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         Output::Sinks(s) => {
             let (reports, pending) = s.stop();
             for r in reports {
-                eprintln!("floodwatch: {r}");
+                log::info!("{r}");
             }
             keep_pending(&state_dir, &vhosts, &pending);
         }
@@ -639,24 +648,24 @@ fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
             for (name, events) in pending {
                 let n = events.len();
                 if sinks.resend(&name, events) {
-                    eprintln!("floodwatch: {name}: {n} events from the last run to deliver");
+                    log::info!("{name}: {n} events from the last run to deliver");
                 } else {
-                    eprintln!("floodwatch: {n} events for {name}, no longer configured: dropped");
+                    log::warn!("{n} events for {name}, no longer configured: dropped");
                 }
             }
         }
-        Err(e) => eprintln!("floodwatch: undelivered events of the last run: {e}"),
+        Err(e) => log::error!("undelivered events of the last run: {e}"),
     }
 }
 
 /// Keeps what the sinks could not deliver for the next start (lost without a state folder).
 fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, pending: &[(String, Vec<Event>)]) {
     for (name, events) in pending {
-        eprintln!("floodwatch: {name}: {} events not delivered", events.len());
+        log::warn!("{name}: {} events not delivered", events.len());
     }
     if let Some(dir) = dir {
         if let Err(e) = crate::sink::pending::save(dir, vhosts, pending) {
-            eprintln!("floodwatch: keeping undelivered events: {e}");
+            log::error!("keeping undelivered events: {e}");
         }
     }
 }
@@ -675,7 +684,7 @@ fn relay(rx: Receiver<ShardOut>, waker: Arc<Waker>) -> Receiver<ShardOut> {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("floodwatch: cannot start the relay thread: {e}");
+        log::error!("cannot start the relay thread: {e}");
     }
     relayed
 }
