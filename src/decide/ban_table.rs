@@ -41,6 +41,20 @@ struct RuleInfo {
     window_ms: u64,
 }
 
+impl RuleInfo {
+    fn of(r: &RuleSpec) -> RuleInfo {
+        RuleInfo {
+            name: Arc::from(r.name.as_str()),
+            rate: Arc::from(r.rate.text.as_str()),
+            burst: r.burst,
+            ban_ms: r.ban_ms,
+            factor: r.ban_factor,
+            max_ban_ms: r.max_ban_ms,
+            window_ms: r.recidive_window_ms,
+        }
+    }
+}
+
 /// Counters since the table was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -73,18 +87,7 @@ impl BanTable {
     /// `rules` in config order (an offense's `rule` indexes them); `vhosts` names vhost ids in
     /// events.
     pub fn new(rules: &[RuleSpec], allow: Allowlist, vhosts: Vhosts) -> BanTable {
-        let rules = rules
-            .iter()
-            .map(|r| RuleInfo {
-                name: Arc::from(r.name.as_str()),
-                rate: Arc::from(r.rate.text.as_str()),
-                burst: r.burst,
-                ban_ms: r.ban_ms,
-                factor: r.ban_factor,
-                max_ban_ms: r.max_ban_ms,
-                window_ms: r.recidive_window_ms,
-            })
-            .collect();
+        let rules = rules.iter().map(RuleInfo::of).collect();
         BanTable {
             rules,
             allow,
@@ -95,6 +98,51 @@ impl BanTable {
             forget: BTreeSet::new(),
             stats: TableStats::default(),
         }
+    }
+
+    /// Takes the rules of a reload, each with its id (see
+    /// [`RuleIds`](crate::engine::rule_ids::RuleIds)): a rule's new length, escalation and texts
+    /// apply to its next bans, while its active bans keep the end they were announced with. A
+    /// rule that is gone keeps its entry: its bans end as announced, and its history counts
+    /// again if it comes back.
+    pub fn set_rules(&mut self, rules: &[RuleSpec], ids: &[u16]) {
+        for (spec, &id) in rules.iter().zip(ids) {
+            let id = usize::from(id);
+            if id < self.rules.len() {
+                self.rules[id] = RuleInfo::of(spec);
+            } else if id == self.rules.len() {
+                self.rules.push(RuleInfo::of(spec));
+            } else {
+                // Ids are handed out one after another; a gap would mean a lost reload.
+                debug_assert!(false, "rule id {id} after {} rules", self.rules.len());
+            }
+        }
+    }
+
+    /// Takes a reloaded allowlist. Active bans of keys it now covers end at `now_ms` (an admin
+    /// who allowlists a banned address wants it let in now); they are returned to be announced.
+    pub fn set_allowlist(&mut self, allow: Allowlist, now_ms: i64) -> Vec<Unban> {
+        self.allow = allow;
+        let mut ended: Vec<(i64, Slot)> = self
+            .active
+            .iter()
+            .filter(|(slot, _)| self.allow.covers(&slot.0.net))
+            .map(|(&slot, b)| (b.until_ms, slot))
+            .collect();
+        ended.sort_unstable();
+        ended
+            .into_iter()
+            .map(|(until, slot)| {
+                self.expiry.remove(&(until, slot));
+                self.active.remove(&slot);
+                self.stats.unbans += 1;
+                Unban {
+                    time_ms: now_ms,
+                    key: slot.0,
+                    rule: self.rule_name(slot.1),
+                }
+            })
+            .collect()
     }
 
     /// Decides on one offense: a new ban, or `None` when the key is allowlisted or already
@@ -446,6 +494,76 @@ pub(crate) mod tests {
     fn table(rules: &[RuleSpec], allow: &[&str]) -> BanTable {
         let allow = Allowlist::new(allow.iter().map(|s| s.parse().unwrap()).collect());
         BanTable::new(rules, allow, Vhosts::new())
+    }
+
+    #[test]
+    fn a_reload_changes_later_bans_and_keeps_bans_of_removed_rules_to_their_end() {
+        let mut t = table(
+            &[rule("a", 60, 2.0, WEEK, DAY), rule("b", 60, 1.0, WEEK, DAY)],
+            &[],
+        );
+        t.offense(&offense("203.0.113.7", 0, 1000)).unwrap();
+        t.offense(&offense("203.0.113.8", 1, 1000)).unwrap();
+        // "b" is gone; "a" (id 0) now bans for 5 minutes; "c" is new with id 2.
+        t.set_rules(
+            &[
+                rule("c", 30, 1.0, WEEK, DAY),
+                rule("a", 300, 2.0, WEEK, DAY),
+            ],
+            &[2, 0],
+        );
+        let again = t.offense(&offense("203.0.113.7", 0, 1100));
+        assert!(again.is_none(), "still banned under a");
+        let c = t.offense(&offense("203.0.113.7", 2, 1100)).unwrap();
+        assert_eq!((&*c.rule, c.ban_ms), ("c", 30_000));
+        let ended: Vec<_> = t
+            .expire(1060_000)
+            .iter()
+            .map(|u| u.rule.to_string())
+            .collect();
+        assert_eq!(
+            ended,
+            ["a", "b"],
+            "b's ban ends as announced, under its name"
+        );
+        // a's second ban: the new length, escalated by its history from before the reload.
+        let a = t.offense(&offense("203.0.113.7", 0, 2000)).unwrap();
+        assert_eq!((a.ban_ms, a.offense), (600_000, 2));
+    }
+
+    #[test]
+    fn allowlisting_a_banned_key_ends_its_bans_now() {
+        let mut t = table(
+            &[
+                rule("a", 600, 1.0, WEEK, DAY),
+                rule("b", 600, 1.0, WEEK, DAY),
+            ],
+            &[],
+        );
+        t.offense(&offense("203.0.113.7", 1, 1000)).unwrap();
+        t.offense(&offense("203.0.113.7", 0, 1000)).unwrap();
+        t.offense(&offense("198.51.100.1", 0, 1000)).unwrap();
+        let allow = Allowlist::new(vec!["203.0.113.0/24".parse().unwrap()]);
+        let ended = t.set_allowlist(allow, 1_200_000);
+        let got: Vec<_> = ended
+            .iter()
+            .map(|u| (u.key.net.to_string(), u.rule.to_string(), u.time_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("203.0.113.7".to_string(), "a".to_string(), 1_200_000),
+                ("203.0.113.7".to_string(), "b".to_string(), 1_200_000)
+            ]
+        );
+        assert_eq!(t.active_len(), 1);
+        assert!(t.offense(&offense("203.0.113.7", 0, 1300)).is_none());
+        let left: Vec<_> = t
+            .expire(i64::MAX)
+            .iter()
+            .map(|u| u.key.net.to_string())
+            .collect();
+        assert_eq!(left, ["198.51.100.1"], "nothing is announced twice");
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! producers by log time and runs [`table`], one shard's maps of key → [`bucket`] state.
 //! `model_tests` checks the whole path against a literal reference model.
 
+use std::sync::Arc;
+
 use crate::addr::Cidr;
 use crate::hit::{Hit, VhostId};
 
 pub mod bucket;
 pub mod router;
 pub mod rule;
+pub mod rule_ids;
 pub mod shard;
 pub mod table;
 
@@ -79,7 +82,8 @@ pub struct Key {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offense {
     pub key: Key,
-    /// Index of the rule in config order.
+    /// The rule's id: its index in config order, unless a reload renumbered the rules (see
+    /// [`rule_ids`]).
     pub rule: u16,
     /// Log time of the overflowing request.
     pub time_ms: i64,
@@ -106,6 +110,13 @@ pub enum ShardMsg {
     },
     /// The producer will send nothing more.
     Done { producer: u32 },
+    /// From now on, hits carry the bits of these rules (a SIGHUP reload; see
+    /// [`KeyTable::set_rules`](table::KeyTable::set_rules)). `reset`: forget every bucket
+    /// (the routing of addresses to shards changed).
+    Rules {
+        rules: Arc<rule::CompiledRules>,
+        reset: bool,
+    },
 }
 
 /// Counters a shard reports when it finishes.

@@ -8,9 +8,12 @@
 //! seeds can aim addresses at one shard, which only unbalances load: each shard still enforces
 //! its own key cap.)
 
+use std::sync::Arc;
+
 use crossbeam_channel::Sender;
 
 use crate::addr::Addr;
+use crate::engine::rule::CompiledRules;
 use crate::engine::ShardMsg;
 use crate::hit::Hit;
 
@@ -116,6 +119,28 @@ impl Router {
         }
     }
 
+    /// Hands the shards the rules of a reload, after every hit batched for the old ones (only
+    /// for a single producer: another's hits in flight would meet the new rules with old bits).
+    /// The routing stays when it still keeps each new rule's keys within one shard (every new
+    /// prefix at least as fine as the routing's), and the shards keep their buckets; otherwise
+    /// addresses move between shards, so the routing follows the new rules and the shards forget
+    /// their buckets. Returns whether they had to.
+    pub fn set_rules(&mut self, rules: Arc<CompiledRules>) -> bool {
+        self.flush(self.low);
+        let (v4, v6) = rules.route_prefixes();
+        let coarser = v4 < self.shard_of.v4_prefix || v6 < self.shard_of.v6_prefix;
+        let reset = coarser && self.senders.len() > 1;
+        if coarser {
+            self.shard_of = ShardOf::new(self.senders.len(), (v4, v6));
+        }
+        for tx in &self.senders {
+            let rules = rules.clone();
+            // A shard that is gone has panicked; its join reports that.
+            let _ = tx.send(ShardMsg::Rules { rules, reset });
+        }
+        reset
+    }
+
     /// Flushes and tells every shard this producer is done.
     pub fn finish(mut self) {
         self.flush(self.low);
@@ -213,7 +238,7 @@ mod tests {
             .try_iter()
             .filter_map(|m| match m {
                 ShardMsg::Hits { low_ms, hits, .. } => Some((low_ms, hits.len())),
-                ShardMsg::Done { .. } => None,
+                ShardMsg::Done { .. } | ShardMsg::Rules { .. } => None,
             })
             .collect();
         assert_eq!(lows, [(10, 1), (10, 0), (10, 0)]);

@@ -209,9 +209,11 @@ impl Glob {
 }
 
 /// The configured rules, ready for matching. Index `i` is rule `i` of the config and bit `i` of
-/// every [`RuleMask`].
+/// every [`RuleMask`]; its id (what offenses carry) is `i` too unless [`CompiledRules::with_ids`]
+/// renumbered it.
 pub struct CompiledRules {
     specs: Vec<RuleSpec>,
+    ids: Vec<u16>,
     /// Only the rules that constrain the request at all.
     matchers: Vec<Matcher>,
     /// Rules that count every request (before the vhost).
@@ -220,6 +222,16 @@ pub struct CompiledRules {
     needs_ext: bool,
     needs_method: bool,
     globs: Vec<Vec<Glob>>,
+}
+
+impl std::fmt::Debug for CompiledRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("CompiledRules")
+            .field("names", &names)
+            .field("ids", &self.ids)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CompiledRules {
@@ -260,6 +272,7 @@ impl CompiledRules {
         let needs_method = matchers.iter().any(|m| !m.methods.is_empty());
         Ok(CompiledRules {
             specs: specs.to_vec(),
+            ids: (0..specs.len() as u16).collect(),
             matchers,
             always,
             needs_ext,
@@ -282,6 +295,21 @@ impl CompiledRules {
 
     pub fn specs(&self) -> &[RuleSpec] {
         &self.specs
+    }
+
+    /// The same rules with the ids a reload assigned ([`RuleIds`](super::rule_ids::RuleIds)),
+    /// one per rule; a list of another length leaves the ids as they are.
+    pub fn with_ids(mut self, ids: Vec<u16>) -> CompiledRules {
+        debug_assert_eq!(ids.len(), self.specs.len());
+        if ids.len() == self.specs.len() {
+            self.ids = ids;
+        }
+        self
+    }
+
+    /// The id of rule `i`, as offenses carry it.
+    pub fn id(&self, i: usize) -> u16 {
+        self.ids[i]
     }
 
     /// The rules whose request matchers (method, status, path, extension) accept `rec`.

@@ -123,6 +123,13 @@ impl Shard {
                         *low = (*low).max(low_ms);
                     }
                 }
+                Ok(ShardMsg::Rules { rules, reset }) => {
+                    let remap = self.table.set_rules(&rules, reset);
+                    // Waiting hits were matched against the old rules.
+                    for h in &mut self.pending {
+                        h.rules = remap.apply(h.rules);
+                    }
+                }
                 Ok(ShardMsg::Done { producer }) => {
                     if let Some(d) = self.done.get_mut(producer as usize) {
                         if !*d {
@@ -336,6 +343,57 @@ pub(crate) mod tests {
         // 1: 9500 then 10_000 (500 ms at 1r/s: 1000 - 500 + 1000 > 0). 2: 9000 twice.
         assert_eq!(got, [(Addr::from_v4(1), 10_000), (Addr::from_v4(2), 9_000)]);
         assert_eq!(o.ticks[0], [9_000, 19_000]);
+    }
+
+    #[test]
+    fn waiting_hits_meet_the_rules_of_a_reload_by_id() {
+        let (mut routers, handles, rx) =
+            setup(&[spec("a", 1000, 0), spec("b", 1000, 0)], 2, 1, 1000, 1000);
+        let mut r = routers.pop().unwrap();
+        for t in [10_000, 10_001] {
+            r.push(Hit {
+                rules: 0b11,
+                ..hit(1, t)
+            });
+        }
+        r.flush(10_000); // watermark 9000: both hits wait in their shard
+        let b_only = CompiledRules::new(&[spec("b", 1000, 0)])
+            .unwrap()
+            .with_ids(vec![1]);
+        assert!(
+            !r.set_rules(Arc::new(b_only)),
+            "same prefixes: buckets kept"
+        );
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let o = collect(rx, 2);
+        let got: Vec<_> = o.offenses.iter().map(|x| (x.rule, x.time_ms)).collect();
+        assert_eq!(got, [(1, 10_001)], "a is gone; b's offense carries b's id");
+    }
+
+    #[test]
+    fn a_coarser_routing_prefix_resets_the_buckets_of_every_shard() {
+        let by = |name: &str, prefix: u8| RuleSpec {
+            ipv4_prefix: prefix,
+            ..spec(name, 1000, 1)
+        };
+        for (other, reset) in [(by("b", 24), false), (by("c", 16), true)] {
+            let (mut routers, handles, rx) = setup(&[by("a", 32), by("b", 24)], 2, 1, 0, 1000);
+            let mut r = routers.pop().unwrap();
+            r.push(hit(1, 0));
+            r.push(hit(1, 1));
+            r.flush(1); // processed: a's bucket is full (burst 1)
+            let rules = CompiledRules::new(&[by("a", 32), other]).unwrap();
+            assert_eq!(r.set_rules(Arc::new(rules.with_ids(vec![0, 2]))), reset);
+            r.push(hit(1, 2)); // overflows a's bucket unless it was reset
+            r.finish();
+            for h in handles {
+                h.join().unwrap();
+            }
+            assert_eq!(collect(rx, 2).offenses.is_empty(), reset);
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@ use std::hash::{Hash, Hasher};
 use crate::addr::{Addr, Cidr};
 use crate::engine::bucket::{Bucket, Limits, Ms, Step};
 use crate::engine::rule::CompiledRules;
+use crate::engine::RuleSpec;
 use crate::engine::{Key, Offense};
-use crate::hit::{Hit, RuleMask, VhostId, NO_VHOST};
+use crate::hit::{Hit, RuleMask, VhostId, MAX_RULES, NO_VHOST};
 
 /// How often (in log time) the table considers a sweep of idle buckets.
 pub const SWEEP_EVERY_MS: i64 = 10_000;
@@ -67,6 +68,8 @@ type Map = HashMap<Slot, Bucket, ahash::RandomState>;
 
 /// One rule's buckets and how its keys are formed.
 struct RuleTable {
+    /// What offenses name the rule by.
+    id: u16,
     map: Map,
     limits: Limits,
     v4_prefix: u8,
@@ -75,6 +78,23 @@ struct RuleTable {
 }
 
 impl RuleTable {
+    fn new(id: u16, s: &RuleSpec) -> RuleTable {
+        RuleTable {
+            id,
+            map: Map::default(),
+            limits: Limits::new(s),
+            v4_prefix: s.ipv4_prefix.min(32),
+            v6_prefix: s.ipv6_prefix.min(128),
+            by_vhost: s.key_by_vhost,
+        }
+    }
+
+    /// Whether `other` forms the same keys from a hit (then buckets can move to it).
+    fn same_keys(&self, other: &RuleTable) -> bool {
+        (self.v4_prefix, self.v6_prefix, self.by_vhost)
+            == (other.v4_prefix, other.v6_prefix, other.by_vhost)
+    }
+
     /// The key of `hit` under this rule.
     #[inline]
     fn key(&self, hit: &Hit) -> Key {
@@ -137,21 +157,12 @@ impl KeyTable {
         let tables = rules
             .specs()
             .iter()
-            .map(|s| RuleTable {
-                map: Map::default(),
-                limits: Limits::new(s),
-                v4_prefix: s.ipv4_prefix.min(32),
-                v6_prefix: s.ipv6_prefix.min(128),
-                by_vhost: s.key_by_vhost,
-            })
+            .enumerate()
+            .map(|(i, s)| RuleTable::new(rules.id(i), s))
             .collect::<Vec<_>>();
-        let known = match tables.len() {
-            n if n >= 32 => RuleMask::MAX,
-            n => (1 << n) - 1,
-        };
         KeyTable {
+            known: known_bits(tables.len()),
             rules: tables,
-            known,
             epoch: None,
             next_sweep: i64::MIN,
             last_sweep: i64::MIN,
@@ -205,7 +216,7 @@ impl KeyTable {
                     self.stats.offenses += 1;
                     report(Offense {
                         key,
-                        rule: i as u16,
+                        rule: self.rules[i].id,
                         time_ms: t,
                         first_seen_ms: epoch + i64::from(first_seen),
                         requests: u64::from(count),
@@ -244,6 +255,34 @@ impl KeyTable {
             );
         }
         Did::Counted
+    }
+
+    /// Takes the rules of a reload. A rule whose id was there before keeps its buckets (with
+    /// the new rate and burst applied from its next request) unless it now forms other keys
+    /// (prefix, vhost keying) or `reset`; buckets of rules that are gone are dropped. Returns how
+    /// the rule bits of hits made for the old rules map onto the new ones.
+    pub fn set_rules(&mut self, rules: &CompiledRules, reset: bool) -> BitRemap {
+        let mut old: Vec<Option<RuleTable>> = self.rules.drain(..).map(Some).collect();
+        let mut remap = BitRemap([0; MAX_RULES]);
+        for (j, spec) in rules.specs().iter().enumerate() {
+            let mut table = RuleTable::new(rules.id(j), spec);
+            let before = old
+                .iter()
+                .position(|t| t.as_ref().is_some_and(|t| t.id == table.id));
+            if let Some(i) = before {
+                remap.0[i] = 1 << j;
+                if let Some(prev) = old[i].take() {
+                    if !reset && prev.same_keys(&table) {
+                        table.map = prev.map;
+                    }
+                }
+            }
+            self.rules.push(table);
+        }
+        self.known = known_bits(self.rules.len());
+        self.len = self.rules.iter().map(|rt| rt.map.len()).sum();
+        self.kept = self.len;
+        remap
     }
 
     /// Sweeps whenever one is due, however small the table (tests and benchmarks).
@@ -325,6 +364,31 @@ impl KeyTable {
     }
 }
 
+/// The bits of `n` rules.
+fn known_bits(n: usize) -> RuleMask {
+    match n {
+        n if n >= MAX_RULES => RuleMask::MAX,
+        n => (1 << n) - 1,
+    }
+}
+
+/// Old rule bit → new rule bit, from [`KeyTable::set_rules`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitRemap([RuleMask; MAX_RULES]);
+
+impl BitRemap {
+    /// The new rules' bits for a mask of the old ones (rules that are gone drop out).
+    pub fn apply(&self, mut old: RuleMask) -> RuleMask {
+        let mut new = 0;
+        while old != 0 {
+            let i = old.trailing_zeros() as usize;
+            old &= old - 1;
+            new |= self.0.get(i).copied().unwrap_or(0);
+        }
+        new
+    }
+}
+
 /// See [`KeyTable::heap_bytes`].
 fn map_bytes(map: &Map) -> usize {
     let cap = map.capacity();
@@ -387,6 +451,68 @@ mod tests {
             table.hit(h, &mut |o| out.push(o));
         }
         out
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_of_rules_still_there_under_their_ids() {
+        let before = CompiledRules::new(&[spec("a", 1000, 5), spec("b", 1000, 5)]).unwrap();
+        let mut t = KeyTable::new(&before, usize::MAX, 0);
+        let t0 = 1_700_000_000_000;
+        // 5 quick requests each: both buckets are full but nothing overflowed yet.
+        let five: Vec<Hit> = (0..5).map(|i| hit("192.0.2.1", t0 + i, 0b11)).collect();
+        assert!(run(&mut t, &five).is_empty());
+
+        // "b" moves first with a new burst, "a" is dropped, "c" (id 2) is new; b's
+        // prefix stays, so its bucket stays.
+        let after = CompiledRules::new(&[spec("b", 1000, 4), spec("c", 1000, 0)])
+            .unwrap()
+            .with_ids(vec![1, 2]);
+        let remap = t.set_rules(&after, false);
+        assert_eq!(
+            remap.apply(0b11),
+            0b01,
+            "old b (bit 1) is bit 0 now; a is gone"
+        );
+        assert_eq!(t.len(), 1);
+        // b's excess (4000 after five requests) is kept and meets the new burst 4: the sixth
+        // request overflows under b's id (a fresh bucket would take five more); c starts empty
+        // and overflows at its second request (burst 0).
+        let more = [
+            hit("192.0.2.1", t0 + 5, 0b11),
+            hit("192.0.2.1", t0 + 6, 0b11),
+        ];
+        let got: Vec<(u16, u64)> = run(&mut t, &more)
+            .iter()
+            .map(|o| (o.rule, o.requests))
+            .collect();
+        assert_eq!(got, [(1, 6), (2, 2)]);
+    }
+
+    #[test]
+    fn a_reload_that_changes_a_rules_keys_or_resets_starts_it_afresh() {
+        let before = CompiledRules::new(&[spec("a", 1000, 2), spec("b", 1000, 2)]).unwrap();
+        let mut t = KeyTable::new(&before, usize::MAX, 0);
+        let t0 = 1_700_000_000_000;
+        let two: Vec<Hit> = (0..2).map(|i| hit("192.0.2.1", t0 + i, 0b11)).collect();
+        run(&mut t, &two);
+        let per_24 = RuleSpec {
+            ipv4_prefix: 24,
+            ..spec("a", 1000, 2)
+        };
+        let after = CompiledRules::new(&[per_24, spec("b", 1000, 2)]).unwrap();
+        t.set_rules(&after, false);
+        assert_eq!(t.len(), 1, "only b keeps its bucket");
+        t.set_rules(&after, true);
+        assert!(t.is_empty());
+        // Fresh buckets: two more requests pass under both rules.
+        assert!(run(
+            &mut t,
+            &[
+                hit("192.0.2.1", t0 + 2, 0b11),
+                hit("192.0.2.1", t0 + 3, 0b11)
+            ]
+        )
+        .is_empty());
     }
 
     #[test]
