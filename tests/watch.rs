@@ -465,6 +465,116 @@ fn sighup_applies_new_input_paths_and_keeps_running_on_a_broken_config() {
     assert_eq!(lines_read(&report), 20, "{report}");
 }
 
+#[test]
+fn files_a_reload_no_longer_names_are_no_longer_followed() {
+    let site = Site::new(&["a.example", "b.example"]);
+    let base = fs::read_to_string(site.config()).unwrap();
+    let only = |vhost: &str| {
+        let glob = site.logs(vhost).join("access_log");
+        format!(
+            "[input]\npaths = [{:?}]\n\n{base}",
+            glob.display().to_string()
+        )
+    };
+    fs::write(site.config(), only("a.example")).unwrap();
+    let mut w = Watch::start_args(&["--config", site.config().to_str().unwrap()]);
+    fs::write(site.config(), only("b.example")).unwrap();
+    unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
+    w.wait_log("SIGHUP: watching 1 files");
+    append(
+        &site.logs("a.example").join("access_log"),
+        &flood("203.0.113.1", 20),
+    );
+    append(
+        &site.logs("b.example").join("access_log"),
+        &flood("203.0.113.2", 20),
+    );
+    assert_eq!(w.event()["key"], "203.0.113.2");
+    let (status, rest, report, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "a.example is not followed: {rest:?}");
+    assert!(report.contains("watched 1 files: 20 lines"), "{report}");
+}
+
+/// Waits until the saved read offsets show `path` read to its end.
+fn wait_read(site: &Site, path: &Path) {
+    let size = fs::metadata(path).unwrap().len();
+    let cps = site.root.path().join("state/checkpoints.json");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let text = fs::read_to_string(&cps).unwrap_or_default();
+        let compact: String = text.split_whitespace().collect();
+        if compact.contains(&format!("\"offset\":{size}")) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} not read to {size}: {text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_rules_and_allowlist_keeping_buckets_and_bans() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let base = fs::read_to_string(site.config()).unwrap();
+    let mut w = site.start();
+    let hup = |w: &Watch| unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
+
+    // Five requests fill the bucket of rule "flood" (1r/s, burst 5) without overflowing it.
+    append(&log, &flood("203.0.113.8", 5));
+    wait_read(&site, &log);
+    // A config that loads but does not compile (a format without a client) changes nothing.
+    fs::write(
+        site.config(),
+        format!("[input]\nformat = \"nginx:'$request'\"\n\n{base}"),
+    )
+    .unwrap();
+    hup(&w);
+    w.wait_log("keeping the running config");
+    // The same rule, slower (1r/m: hardly any decay from here on) and with a longer ban, and a
+    // second rule. The bucket is kept (excess 4000, or 3000 if the five straddled a second),
+    // so the second or third request after the reload overflows it; a new bucket would take
+    // six.
+    let second = "\n[[rule]]\nname = \"second\"\nrate = \"100r/s\"\nburst = 100\n";
+    let slower = base
+        .replace("\"1r/s\"", "\"1r/m\"")
+        .replace("\"1h\"", "\"2h\"");
+    fs::write(site.config(), slower + second).unwrap();
+    hup(&w);
+    w.wait_log("SIGHUP: config reloaded (rules)");
+    append(&log, &flood("203.0.113.8", 3));
+    let ban = w.event();
+    assert_eq!(
+        (
+            ban["type"].as_str(),
+            ban["key"].as_str(),
+            ban["rule"].as_str()
+        ),
+        (Some("ban"), Some("203.0.113.8"), Some("flood"))
+    );
+    assert_eq!(ban["ban_seconds"], 7200, "{ban}");
+    assert!([7, 8].contains(&ban["requests"].as_u64().unwrap()), "{ban}");
+
+    // Allowlisting the banned address ends its ban at once.
+    let allow = "[allow]\ncidrs = [\"203.0.113.0/24\"]\n\n";
+    fs::write(site.config(), format!("{allow}{base}")).unwrap();
+    hup(&w);
+    let unban = w.event();
+    assert_eq!(
+        (unban["type"].as_str(), unban["key"].as_str()),
+        (Some("unban"), Some("203.0.113.8"))
+    );
+    w.wait_log("SIGHUP: config reloaded (rules, allowlist)");
+    append(&log, &flood("203.0.113.8", 20));
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success());
+    assert!(rest.is_empty(), "allowlisted: {rest:?}");
+}
+
 /// Behind Cloudflare, in watch as in replay: every request arrives from an edge, the real client
 /// is in `$http_cf_connecting_ip`; the flooder is banned through the proxy, never the edge.
 #[test]

@@ -517,7 +517,7 @@ pub(crate) mod tests {
         let c = t.offense(&offense("203.0.113.7", 2, 1100)).unwrap();
         assert_eq!((&*c.rule, c.ban_ms), ("c", 30_000));
         let ended: Vec<_> = t
-            .expire(1060_000)
+            .expire(1_060_000)
             .iter()
             .map(|u| u.rule.to_string())
             .collect();

@@ -145,6 +145,23 @@ impl Ingest {
         self
     }
 
+    /// Takes a reload's format, rules and real-client setting for the lines that follow (the
+    /// router must be handed the same rules first: see
+    /// [`Router::set_rules`](crate::engine::router::Router::set_rules)).
+    pub fn reconfigure(
+        &mut self,
+        format: Arc<Format>,
+        rules: Arc<CompiledRules>,
+        client_ip: Option<Arc<ClientIp>>,
+    ) {
+        self.no_vhost_mask = rules.vhost_mask(b"");
+        self.vhost_masks.clear();
+        self.format = format;
+        self.rules = rules;
+        self.client_ip = client_ip;
+        self.times = TimeCache::default();
+    }
+
     /// Parses every line of `chunk` and pushes its hit to `router`. `file_vhost` is the vhost the
     /// file's path names, used when the format does not log one. Returns the newest log time seen
     /// in the chunk (`i64::MIN` when no line had one).

@@ -1,73 +1,111 @@
-//! SIGHUP, first step: the config file is read again and its `[input] paths` take effect (new
-//! globs are watched at once; files no longer named are still followed until a restart). Other
-//! changes (rules, allowlist, format, sinks, state) are reported as needing a restart: applying
-//! them while keeping bucket state and bans is still to be done. A config that fails to load is
-//! reported and the running one kept.
+//! SIGHUP: the config file is read and compiled again, exactly as at start (format, proxies and
+//! their `ranges_file`, rules, sinks, paths), and only a config that compiles in full is taken;
+//! one that does not is reported and the running one kept. What the loop then applies is in
+//! `run.rs` (`apply_reload`): rules keep their buckets and bans by name, the allowlist may end
+//! bans, sinks are restarted only where they changed, new globs are watched at once.
+//!
+//! Not applied until a restart: `[state] dir`, `[engine]` (shard count, key cap) and
+//! `[metrics] listen`, which size or place what is already running; a change to them is
+//! reported.
 
 use std::path::Path;
 
 use super::Patterns;
+use crate::app::{compile, Compiled};
 use crate::config::Config;
 
-/// What a reload asks the loop to do.
-pub(crate) enum Reload {
-    /// Keep everything (the error or the unapplied changes were reported).
-    Keep,
-    /// Evaluate these patterns from now on.
-    Paths(Patterns),
+/// A config that loaded and compiled.
+pub(crate) struct Reloaded {
+    pub config: Config,
+    pub compiled: Compiled,
+    /// New patterns when the paths changed (and the command line gave none).
+    pub patterns: Option<Patterns>,
 }
 
-/// Reads the config again and compares it with the running one (`running` is updated to the
-/// parts that were applied).
-pub(crate) fn reload(path: Option<&Path>, cli_paths: &[String], running: &mut Config) -> Reload {
+/// Reads the config again. `running` is the config in force, to report what changed.
+pub(crate) fn load(
+    path: Option<&Path>,
+    cli_paths: &[String],
+    running: &Config,
+) -> Option<Reloaded> {
     let Some(path) = path else {
         log::warn!("SIGHUP: no config file to reload");
-        return Reload::Keep;
+        return None;
     };
-    let new = match Config::load(path) {
+    let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             log::error!("SIGHUP: {e}; keeping the running config");
-            return Reload::Keep;
+            return None;
+        }
+    };
+    let compiled = match compile(&config, cli_paths) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running config");
+            return None;
         }
     };
     let mut later = Vec::new();
-    if new.rules != running.rules {
-        later.push("rules");
+    if config.state != running.state {
+        later.push("[state]");
     }
-    if new.allow != running.allow || new.proxy != running.proxy {
-        later.push("allowlist/proxy");
+    if config.engine != running.engine {
+        later.push("[engine]");
     }
-    if new.input.format != running.input.format {
-        later.push("format");
-    }
-    if new.sinks != running.sinks {
-        later.push("sinks");
-    }
-    if new.state != running.state || new.engine != running.engine {
-        later.push("state/engine");
+    if config.metrics != running.metrics {
+        later.push("[metrics]");
     }
     if !later.is_empty() {
         log::warn!(
-            "SIGHUP: changes to {} need a restart (not applied)",
+            "SIGHUP: changes to {} take effect at the next restart",
             later.join(", ")
         );
     }
-    if new.input.paths == running.input.paths {
-        return Reload::Keep;
-    }
-    if !cli_paths.is_empty() {
-        log::warn!("SIGHUP: [input] paths changed, but the command line's paths win");
-        return Reload::Keep;
-    }
-    match Patterns::new(&new.input.paths) {
-        Ok(p) => {
-            running.input.paths = new.input.paths;
-            Reload::Paths(p)
+    let patterns = match (
+        config.input.paths == running.input.paths,
+        cli_paths.is_empty(),
+    ) {
+        (true, _) => None,
+        (false, false) => {
+            log::warn!("SIGHUP: [input] paths changed, but the command line's paths win");
+            None
         }
-        Err(e) => {
-            log::error!("SIGHUP: {e}; keeping the running paths");
-            Reload::Keep
-        }
+        (false, true) => match Patterns::new(&compiled.args) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::error!("SIGHUP: {e}; keeping the running config");
+                return None;
+            }
+        },
+    };
+    Some(Reloaded {
+        config,
+        compiled,
+        patterns,
+    })
+}
+
+/// What a reload changes, for the log line that confirms it.
+pub(crate) fn changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut c = Vec::new();
+    if old.rules != new.rules {
+        c.push("rules");
     }
+    if old.allow != new.allow {
+        c.push("allowlist");
+    }
+    if old.proxy != new.proxy {
+        c.push("proxy");
+    }
+    if old.input.format != new.input.format {
+        c.push("format");
+    }
+    if old.sinks != new.sinks {
+        c.push("sinks");
+    }
+    if old.input.paths != new.input.paths {
+        c.push("paths");
+    }
+    c
 }

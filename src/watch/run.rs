@@ -39,16 +39,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::inotify::{self, Inotify};
 use super::output::Output;
-use super::reload::{reload, Reload};
+use super::reload::{self, Reloaded};
 use super::signals::{Signal, Signals};
 use super::{state, Patterns, WatchPlan};
 use crate::app::AppError;
-use crate::config::StartAt;
+use crate::config::{Config, StartAt};
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::decider::Decider;
 use crate::decide::Event;
 use crate::engine::router::Router;
+use crate::engine::rule_ids::RuleIds;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::engine::ShardOut;
 use crate::hit::{VhostId, NO_VHOST};
@@ -124,6 +125,8 @@ struct Files {
     start_at: StartAt,
     tailers: Vec<Watched>,
     by_path: HashMap<PathBuf, usize>,
+    /// The files the globs named at the last rescan.
+    matched: HashSet<PathBuf>,
     /// Watch descriptor → folder, and the folders watched.
     dirs: HashMap<i32, PathBuf>,
     watched: HashSet<PathBuf>,
@@ -174,7 +177,9 @@ impl Files {
                 break;
             }
         }
+        self.matched.clear();
         for f in self.patterns.files() {
+            self.matched.insert(normal(&f.path));
             if self.by_path.contains_key(&normal(&f.path)) {
                 continue;
             }
@@ -206,6 +211,46 @@ impl Files {
                 .map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
             self.by_path.insert(normal(&f.path), self.tailers.len());
             self.tailers.push(Watched { tailer, vhost });
+            self.unsaved = true;
+        }
+    }
+
+    /// Stops following files the globs no longer name (a reload changed them, or the file or
+    /// its vhost was removed), once they are read to their end and out of any rotation grace
+    /// period. A file named again later is new: it is read from its start.
+    fn retire_unmatched(&mut self) {
+        let gone: Vec<usize> = (0..self.tailers.len())
+            .filter(|&i| {
+                !self
+                    .matched
+                    .contains(&normal(self.tailers[i].tailer.path()))
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for &i in &gone {
+            self.poll(i);
+        }
+        let before = self.tailers.len();
+        let mut unnamed = vec![false; before];
+        gone.iter().for_each(|&i| unnamed[i] = true);
+        let mut i = 0;
+        self.tailers.retain(|w| {
+            let keep = !unnamed[i] || w.tailer.next_deadline().is_some();
+            if !keep {
+                log::debug!(
+                    "{}: no longer named by the globs, not followed",
+                    w.tailer.path().display()
+                );
+            }
+            i += 1;
+            keep
+        });
+        if self.tailers.len() != before {
+            self.by_path = (self.tailers.iter().enumerate())
+                .map(|(i, w)| (normal(w.tailer.path()), i))
+                .collect();
             self.unsaved = true;
         }
     }
@@ -407,6 +452,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         start_at: config.input.start_at,
         tailers: Vec::new(),
         by_path: HashMap::new(),
+        matched: HashSet::new(),
         dirs: HashMap::new(),
         watched: HashSet::new(),
         failed: HashSet::new(),
@@ -436,6 +482,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     }
 
     let mut decider = Decider::new(shards.max(1));
+    let mut rule_ids = RuleIds::new(&config.rules);
     let mut events = Events::with_capacity(256);
     let mut ino_events = Vec::new();
     let mut to_poll: Vec<usize> = Vec::new();
@@ -514,10 +561,16 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         Ok(Some(Signal::Stop)) => stop = true,
                         Ok(Some(Signal::Reload)) => {
                             let path = config_path.as_deref();
-                            if let Reload::Paths(p) = reload(path, &cli_paths, &mut config) {
-                                files.patterns = p;
-                                rescan = true;
-                                reloaded = true;
+                            if let Some(r) = reload::load(path, &cli_paths, &config) {
+                                let mut live = Live {
+                                    config: &mut config,
+                                    rule_ids: &mut rule_ids,
+                                    files: &mut files,
+                                    table: &mut table,
+                                    output: &mut output,
+                                };
+                                reloaded |= live.apply(r);
+                                rescan |= reloaded;
                             }
                         }
                         Ok(None) => break,
@@ -546,13 +599,6 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             };
             files.rescan(None, start);
             to_poll.extend(known..files.tailers.len());
-            if reloaded {
-                log::info!(
-                    "SIGHUP: watching {} files in {} folders",
-                    files.tailers.len(),
-                    files.watched.len()
-                );
-            }
         }
         for (i, w) in files.tailers.iter().enumerate() {
             if w.tailer.next_deadline().is_some_and(|d| d <= now) {
@@ -565,6 +611,16 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             files.poll(i);
         }
         to_poll.clear();
+        if rescan {
+            files.retire_unmatched();
+        }
+        if reloaded {
+            log::info!(
+                "SIGHUP: watching {} files in {} folders",
+                files.tailers.len(),
+                files.watched.len()
+            );
+        }
     }
 
     // Stop: one last read of every file (cheap: a few syscalls per idle file), so that what
@@ -629,6 +685,69 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     match save_error {
         Some(e) => Err(e),
         None => Ok(report),
+    }
+}
+
+/// What a SIGHUP may change while the loop runs.
+struct Live<'a, 'o> {
+    config: &'a mut Config,
+    rule_ids: &'a mut RuleIds,
+    files: &'a mut Files,
+    table: &'a mut BanTable,
+    output: &'a mut Output<'o>,
+}
+
+impl Live<'_, '_> {
+    /// Applies a config that loaded and compiled (see `reload`); returns whether the globs
+    /// changed. Rules keep their ids, buckets and bans by name; hits already read meet the new
+    /// rules in their shard, so no line is counted twice or missed.
+    fn apply(&mut self, r: Reloaded) -> bool {
+        let Reloaded {
+            config: new,
+            compiled,
+            patterns,
+        } = r;
+        let mut ids = self.rule_ids.clone();
+        let Some(rule_ids) = ids.assign(&new.rules) else {
+            log::error!("SIGHUP: too many rule names since start; restart to apply this config");
+            return false;
+        };
+        let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
+        let files = &mut *self.files;
+        files.router.flush(files.low_mark(wall_ms()));
+        if files.router.set_rules(rules.clone()) {
+            log::warn!(
+                "SIGHUP: a rule keys on a shorter prefix than any before, so addresses move \
+                 between shards: every rate bucket starts empty (bans are kept)"
+            );
+        }
+        let client_ip = compiled.proxies.client_ip();
+        files
+            .ingest
+            .reconfigure(Arc::new(compiled.format), rules, client_ip);
+        self.table.set_rules(&new.rules, &rule_ids);
+        let allow = [&new.allow[..], compiled.proxies.ranges()].concat();
+        for u in self.table.set_allowlist(Allowlist::new(allow), wall_ms()) {
+            self.output.emit(&Event::Unban(u));
+        }
+        if new.sinks != self.config.sinks {
+            log::warn!("SIGHUP: changes to [[sink]] take effect at the next restart");
+        }
+        let globs = patterns.is_some();
+        if let Some(p) = patterns {
+            files.patterns = p;
+        }
+        let changed = reload::changes(self.config, &new);
+        log::info!(
+            "SIGHUP: config reloaded ({})",
+            match changed.is_empty() {
+                true => "no change".to_string(),
+                false => changed.join(", "),
+            }
+        );
+        *self.rule_ids = ids;
+        *self.config = new;
+        globs
     }
 }
 
