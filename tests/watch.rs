@@ -330,7 +330,9 @@ fn rotation_while_running_loses_no_line() {
         (ev["type"].as_str(), ev["key"].as_str()),
         (Some("ban"), Some("203.0.113.50"))
     );
-    assert_eq!(ev["requests"], 7, "{ev}");
+    // The seventh request overflows, or the eighth when a second passed between the halves
+    // (1r/s): either needs both halves.
+    assert!([7, 8].contains(&ev["requests"].as_u64().unwrap()), "{ev}");
     append(&log, &flood("192.0.2.201", 3));
     // Read at the latest by the last round watch makes when it stops.
     let (status, _, report, _) = w.stop();

@@ -49,6 +49,15 @@ impl Patterns {
         })
     }
 
+    /// Whether an argument names `path` (as a literal path or by its glob), whether or not a
+    /// file is there now.
+    pub fn names(&self, path: &Path) -> bool {
+        self.args.iter().any(|arg| match is_glob(arg) {
+            true => glob::Pattern::new(arg).is_ok_and(|p| p.matches_path_with(path, OPTS)),
+            false => Path::new(arg).components().eq(path.components()),
+        })
+    }
+
     /// The folders to watch: those that exist now, for every argument.
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
