@@ -141,6 +141,9 @@ pub struct SinkSpec {
     pub name: String,
     pub common: Common,
     pub kind: SinkKind,
+    /// The `[[sink]]` table as written: with `name`, what identifies the sink across a SIGHUP
+    /// reload (an unchanged table keeps its sink running untouched; see [`Sinks::reconfigure`]).
+    pub source: toml::Table,
 }
 
 #[derive(Clone, Debug)]
@@ -285,6 +288,7 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
         name: format!("sink[{index}] {kind_name}"),
         common,
         kind,
+        source: table.clone(),
     })
 }
 

@@ -25,7 +25,8 @@
 //! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
 //! is announced as ended at start. At stop, sinks stop retrying; what one could not deliver (its
 //! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
-//! next start.
+//! next start. What the sinks have not delivered yet is also saved with the bans about once a
+//! second, so a crash loses none of it.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -43,7 +44,7 @@ use super::reload::{reload, Reload};
 use super::signals::{Signal, Signals};
 use super::{state, Patterns, WatchPlan};
 use crate::app::AppError;
-use crate::config::StartAt;
+use crate::config::{Config, StartAt};
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::decider::Decider;
@@ -346,19 +347,10 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     let restored = table.restore(&snapshot);
     let before = table.stats();
 
-    let mut output = match sinks.is_empty() {
-        true => Output::Stream {
-            out,
-            line: Vec::with_capacity(512),
-            error: None,
-        },
-        // Restored bans are not announced again, but sinks that keep a set of bans get them.
-        false => Output::Sinks(
-            crate::sink::Sinks::start_with(&sinks, &table.active().cloned().collect::<Vec<_>>())
-                .map_err(|e| AppError::Runtime(e.to_string()))?,
-        ),
-    };
-    if let (Output::Sinks(s), Some(dir)) = (&mut output, &state_dir) {
+    // Restored bans are not announced again, but sinks that keep a set of bans get them.
+    let active: Vec<_> = table.active().cloned().collect();
+    let mut output = Output::start(out, &sinks, &active).map_err(AppError::Runtime)?;
+    if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
         resend_pending(s, dir, &vhosts);
     }
 
@@ -458,6 +450,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             output.emit(&Event::Unban(u));
         }
         if now >= next_save {
+            // Before the bans: see `save_pending`.
+            save_pending(&mut output, &state_dir, &files.vhosts);
             let changed = table.stats() != saved_stats;
             if files.unsaved || changed {
                 if let Err(e) = save(&state_dir, &files.checkpoints(), &table) {
@@ -505,7 +499,11 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         Ok(Some(Signal::Stop)) => stop = true,
                         Ok(Some(Signal::Reload)) => {
                             let path = config_path.as_deref();
-                            if let Reload::Paths(p) = reload(path, &cli_paths, &mut config) {
+                            let (r, new) = reload(path, &cli_paths, &mut config);
+                            if let Some(new) = new.filter(|n| n.sinks != config.sinks) {
+                                reload_sinks(&mut output, &new, &mut config, &table);
+                            }
+                            if let Reload::Paths(p) = r {
                                 files.patterns = p;
                                 rescan = true;
                                 reloaded = true;
@@ -585,6 +583,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     for u in table.expire(wall_ms()) {
         output.emit(&Event::Unban(u));
     }
+    save_pending(&mut output, &state_dir, &vhosts);
     if let Err(e) = save(&state_dir, &checkpoints, &table) {
         save_error = Some(AppError::Runtime(format!("saving state: {e}")));
     }
@@ -600,22 +599,21 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         unbans: after.unbans - before.unbans,
         restored_bans: restored.bans,
     };
-    match output {
-        Output::Sinks(s) => {
-            let (reports, pending) = s.stop();
+    match output.stop() {
+        Ok(Some((reports, pending))) => {
             for r in reports {
                 eprintln!("floodwatch: {r}");
             }
             keep_pending(&state_dir, &vhosts, &pending);
         }
-        Output::Stream { error: Some(e), .. } => {
+        Err(e) => {
             return Err(if e.kind() == io::ErrorKind::BrokenPipe {
                 AppError::BrokenPipe
             } else {
                 AppError::Runtime(format!("writing events: {e}"))
             });
         }
-        Output::Stream { .. } => {}
+        Ok(None) => {}
     }
     match save_error {
         Some(e) => Err(e),
@@ -658,6 +656,33 @@ fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, pending: &[(String, Vec<
         if let Err(e) = crate::sink::pending::save(dir, vhosts, pending) {
             eprintln!("floodwatch: keeping undelivered events: {e}");
         }
+    }
+}
+
+/// Keeps `pending.json` up to date with what the sinks have not delivered yet. Saved before the
+/// bans: after a crash between the two writes, an event in `pending.json` is at worst given
+/// again to a sink that had it (delivery is at least once), while the other order could leave
+/// a ban in `bans.json`, never announced again, that a sink never got.
+fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
+    if let Some(dir) = dir {
+        if let Err(e) = output.save_pending(dir, vhosts) {
+            eprintln!("floodwatch: keeping undelivered events: {e}");
+        }
+    }
+}
+
+/// SIGHUP with changed `[[sink]]` tables: applies them (the running sinks stay when one cannot
+/// be built or the tables do not check).
+fn reload_sinks(output: &mut Output, new: &Config, running: &mut Config, table: &BanTable) {
+    let applied = crate::sink::parse_sinks(new)
+        .map_err(|e| e.to_string())
+        .and_then(|specs| {
+            let active: Vec<_> = table.active().cloned().collect();
+            output.reconfigure(&specs, &active)
+        });
+    match applied {
+        Ok(()) => running.sinks = new.sinks.clone(),
+        Err(e) => eprintln!("floodwatch: SIGHUP: {e}; keeping the running sinks"),
     }
 }
 
