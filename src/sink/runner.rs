@@ -1101,6 +1101,7 @@ mod tests {
             spec("a", 2, 10, true, forever),
             spec("e", 1, 10, true, forever),
         ];
+        wait_until("delivered", || sinks.pending().is_empty());
         let stamp = sinks.pending_stamp();
         let mut build = |s: &SinkSpec| lab.build(s);
         let e = sinks.reconfigure_built(&v2, &[], &mut build).unwrap_err();
