@@ -26,7 +26,7 @@
 //! a sink whose name and table are unchanged keeps running untouched; the others are stopped as
 //! at [`Sinks::stop`] and started again from their new table.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -216,7 +216,8 @@ impl Sinks {
     ///   nginx file not rewritten);
     /// - another table: the sink is stopped as at [`Sinks::stop`] and its new version started;
     ///   what the old one could not deliver is given to the new one first (same name, same
-    ///   destination meant);
+    ///   destination meant), unless the old table is now under another name (the sink moved
+    ///   in the list: the sink started with that name and table gets them);
     /// - no longer configured: stopped; what it could not deliver is dropped (logged);
     /// - new: started.
     ///
@@ -245,8 +246,24 @@ impl Sinks {
         let (mut kept, gone): (Vec<Feed>, Vec<Feed>) = std::mem::take(&mut self.feeds)
             .into_iter()
             .partition(|f| specs.iter().any(|s| f.is(s)));
+        let sources: Vec<toml::Table> = gone.iter().map(|f| f.source.clone()).collect();
         let (reports, left) = stop_all(gone);
-        let mut left: HashMap<String, Vec<Event>> = left.into_iter().collect();
+        // Who gets what a stopped sink had not delivered: the new sink with the same table (a
+        // sink that only moved in the list: same destination), else the one with its name.
+        let mut left: Vec<Option<(String, Vec<Event>)>> = left.into_iter().map(Some).collect();
+        let mut heirs: Vec<Option<usize>> = vec![None; specs.len()];
+        for (i, spec) in specs.iter().enumerate() {
+            if built[i].is_some() {
+                heirs[i] = (0..left.len()).find(|&j| sources[j] == spec.source);
+            }
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            let claimed = |j: usize| heirs.contains(&Some(j));
+            if built[i].is_some() && heirs[i].is_none() {
+                let same_name = |&j: &usize| left[j].as_ref().is_some_and(|l| l.0 == spec.name);
+                heirs[i] = (0..left.len()).filter(|&j| !claimed(j)).find(same_name);
+            }
+        }
         for (i, (spec, sink)) in specs.iter().zip(built).enumerate() {
             let Some(sink) = sink else {
                 if let Some(at) = kept.iter().position(|f| f.is(spec)) {
@@ -254,7 +271,10 @@ impl Sinks {
                 }
                 continue;
             };
-            let events = left.remove(&spec.name).unwrap_or_default();
+            let events = heirs[i]
+                .and_then(|j| left[j].take())
+                .map(|(_, events)| events)
+                .unwrap_or_default();
             let mut feed = match spawn(i, spec, sink, active) {
                 Ok(f) => f,
                 // The OS refused a thread: that sink is missing until the next reload.
@@ -274,7 +294,7 @@ impl Sinks {
                 n => log(
                     &spec.name,
                     format_args!(
-                        "started again with its new settings; {n} events the old one had not delivered come first"
+                        "started with its new settings; {n} events its previous version had not delivered come first"
                     ),
                 ),
             }
@@ -282,7 +302,7 @@ impl Sinks {
             feed.drain_backlog();
             self.feeds.push(feed);
         }
-        for (name, events) in left {
+        for (name, events) in left.into_iter().flatten() {
             match events.len() {
                 0 => log(&name, format_args!("stopped (no longer configured)")),
                 n => log(
@@ -1031,10 +1051,11 @@ mod tests {
     fn a_reload_keeps_unchanged_sinks_and_restarts_changed_ones_with_their_pending_events() {
         let lab = Lab::default();
         let forever = Duration::from_secs(3600);
+        // Versions stand for tables: equal versions would be one destination.
         let v1 = [
             spec("a", 1, 10, true, forever),
-            spec("b", 1, 10, true, forever),
-            spec("c", 1, 10, true, forever),
+            spec("b", 2, 10, true, forever),
+            spec("c", 3, 10, true, forever),
         ];
         lab.down.lock().unwrap().insert("b".into());
         let restored = [ban("10.0.0.9", false)];
@@ -1049,8 +1070,8 @@ mod tests {
         lab.down.lock().unwrap().clear();
         let v2 = [
             spec("a", 1, 10, true, forever),
-            spec("b", 2, 10, true, forever),
-            spec("d", 1, 10, true, forever),
+            spec("b", 5, 10, true, forever),
+            spec("d", 4, 10, true, forever),
         ];
         let active = bans(&[ban("10.0.0.9", false), ban("10.0.0.1", false)]);
         let mut build = |s: &SinkSpec| lab.build(s);
@@ -1091,15 +1112,15 @@ mod tests {
         let forever = Duration::from_secs(3600);
         let v1 = [
             spec("a", 1, 10, true, forever),
-            spec("b", 1, 10, true, forever),
+            spec("b", 2, 10, true, forever),
         ];
         let mut build = |s: &SinkSpec| lab.build(s);
         let mut sinks = Sinks::start_built(&v1, &[], &mut build).unwrap();
         sinks.emit(&ban("10.0.0.1", false));
         lab.broken.lock().unwrap().insert("e".into());
         let v2 = [
-            spec("a", 2, 10, true, forever),
-            spec("e", 1, 10, true, forever),
+            spec("a", 3, 10, true, forever),
+            spec("e", 4, 10, true, forever),
         ];
         wait_until("delivered", || sinks.pending().is_empty());
         let stamp = sinks.pending_stamp();
@@ -1139,6 +1160,34 @@ mod tests {
         assert!(
             *flushes.lock().unwrap() >= 2,
             "the flush after the event and at the end"
+        );
+    }
+
+    #[test]
+    fn a_sink_that_moved_in_the_list_takes_its_undelivered_events_along() {
+        let lab = Lab::default();
+        let forever = Duration::from_secs(3600);
+        // sink[0] is removed from the config: sink[1] becomes sink[0].
+        let v1 = [
+            spec("s0", 1, 10, true, forever),
+            spec("s1", 2, 10, true, forever),
+        ];
+        lab.down.lock().unwrap().insert("s0".into());
+        lab.down.lock().unwrap().insert("s1".into());
+        let mut build = |s: &SinkSpec| lab.build(s);
+        let mut sinks = Sinks::start_built(&v1, &[], &mut build).unwrap();
+        sinks.emit(&ban("10.0.0.1", false));
+        lab.down.lock().unwrap().clear();
+        let v2 = [spec("s0", 2, 10, true, forever)];
+        let mut build = |s: &SinkSpec| lab.build(s);
+        sinks.reconfigure_built(&v2, &[], &mut build).unwrap();
+        sinks.emit(&ban("10.0.0.2", false));
+        sinks.finish();
+        assert_eq!(lab.got("s0").len(), 2, "built again under its new name");
+        assert_eq!(
+            lab.got("s0")[1],
+            ["ban 10.0.0.1", "ban 10.0.0.2"],
+            "what the old s1 held, not what the old s0 held (dropped: its table is gone)"
         );
     }
 }
