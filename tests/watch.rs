@@ -99,6 +99,14 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// SIGKILL, as a crash or the OOM killer would end it.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 /// A failed test must not leave watch running.
 impl Drop for Watch {
     fn drop(&mut self) {
@@ -748,4 +756,186 @@ fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
 
 fn state_has(site: &Site, name: &str) -> bool {
     site.root.path().join("state").join(name).exists()
+}
+
+/// The keys of the bans in a jsonl sink's file, in order.
+fn jsonl_bans(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "ban")
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sighup(w: &Watch) {
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn sighup_adds_sinks_keeps_the_unchanged_one_and_hands_new_ones_the_active_bans() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let base = fs::read_to_string(site.config()).unwrap();
+    let a = site.root.path().join("a.jsonl");
+    let b = site.root.path().join("b.jsonl");
+    let deny = site.root.path().join("deny.conf");
+    let sink_a = format!("\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n", a.display());
+    fs::write(site.config(), format!("{base}{sink_a}")).unwrap();
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    wait_file(&a, "203.0.113.7");
+
+    let added = format!(
+        "\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n\n[[sink]]\ntype = \"nginx\"\npath = \"{}\"\nreload_command = [\"true\"]\ntest_command = [\"true\"]\nmin_reload_interval = \"0s\"\n",
+        b.display(),
+        deny.display()
+    );
+    fs::write(site.config(), format!("{base}{sink_a}{added}")).unwrap();
+    sighup(&w);
+    w.wait_log("sink[2] nginx: started");
+    assert!(
+        !w.log.iter().any(|l| l.contains("sink[0]")),
+        "the unchanged sink is not started again: {:?}",
+        w.log
+    );
+    // The nginx sink took the active ban over.
+    wait_file(&deny, "deny 203.0.113.7;");
+    append(&log, &flood("198.51.100.1", 20));
+    wait_file(&a, "198.51.100.1");
+    wait_file(&b, "198.51.100.1");
+    wait_file(&deny, "deny 198.51.100.1;");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        jsonl_bans(&a),
+        ["203.0.113.7", "198.51.100.1"],
+        "each ban once"
+    );
+    assert_eq!(
+        jsonl_bans(&b),
+        ["198.51.100.1"],
+        "bans already announced are not announced again"
+    );
+}
+
+#[test]
+fn sighup_switches_between_stdout_and_sinks() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let base = fs::read_to_string(site.config()).unwrap();
+    let a = site.root.path().join("a.jsonl");
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    assert_eq!(w.event()["key"], "203.0.113.7");
+
+    let sink = format!("\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n", a.display());
+    fs::write(site.config(), format!("{base}{sink}")).unwrap();
+    sighup(&w);
+    w.wait_log("sink[0] jsonl: started");
+    append(&log, &flood("198.51.100.1", 20));
+    wait_file(&a, "198.51.100.1");
+
+    fs::write(site.config(), &base).unwrap();
+    sighup(&w);
+    w.wait_log("events go to stdout");
+    append(&log, &flood("198.51.100.2", 20));
+    assert_eq!(w.event()["key"], "198.51.100.2");
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(jsonl_bans(&a), ["198.51.100.1"]);
+}
+
+#[test]
+fn a_sighup_with_a_sink_that_cannot_start_keeps_the_running_sinks() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let base = fs::read_to_string(site.config()).unwrap();
+    let a = site.root.path().join("a.jsonl");
+    let sink_a = format!("\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n", a.display());
+    fs::write(site.config(), format!("{base}{sink_a}")).unwrap();
+    let mut w = site.start();
+    // A token file that does not exist: the Cloudflare sink cannot be built.
+    let broken = format!(
+        "\n[[sink]]\ntype = \"cloudflare\"\nzone_id = \"z\"\napi_token_file = \"{}\"\n",
+        site.root.path().join("missing-token").display()
+    );
+    fs::write(site.config(), format!("{base}{broken}")).unwrap();
+    sighup(&w);
+    w.wait_log("keeping the running config");
+    append(&log, &flood("203.0.113.7", 20));
+    wait_file(&a, "203.0.113.7");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn undelivered_events_survive_a_crash_and_are_delivered_once() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let pending = site.root.path().join("state").join("pending.json");
+    // A port nothing listens on during the first run.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sinks = format!(
+        "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n"
+    );
+    append(&site.config(), &sinks);
+
+    let mut w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    w.wait_log("will retry");
+    // Saved within about a second, while the webhook is still retrying (pending.json first,
+    // then the bans: a crash between the two would only decide the ban again)...
+    wait_file(&pending, "203.0.113.7");
+    wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
+    // ...so a crash loses nothing.
+    w.kill();
+
+    let got = webhook_server(port);
+    let w = site.start();
+    assert!(
+        w.log.iter().any(|l| l.contains("1 bans restored")),
+        "{:?}",
+        w.log
+    );
+    let ev = got
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("the kept ban never arrived; stderr: {:?}", w.log));
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("ban"), Some("203.0.113.7"))
+    );
+    // Delivered: the file is emptied within about a second, so a second crash does not
+    // deliver it again.
+    let until = Instant::now() + DEADLINE;
+    while pending.exists() {
+        assert!(
+            Instant::now() < until,
+            "pending.json kept: {:?}",
+            fs::read_to_string(&pending)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.kill();
+
+    let w = site.start();
+    append(&log, &flood("198.51.100.1", 20));
+    let ev = got.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(
+        ev["key"], "198.51.100.1",
+        "the first ban is not delivered twice"
+    );
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    let w = site.start();
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(got.try_recv().is_err(), "nothing delivered again");
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{log, At, Sink, SinkError};
+use super::{log, warn, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
 use crate::decide::{Ban, Event};
@@ -548,7 +548,7 @@ impl Sink for Cloudflare {
             match self.ban(b.key.net, &b.rule, b.until_ms) {
                 Ok(()) => {}
                 // One target Cloudflare refuses must not keep the others out.
-                Err(e) if !e.is_retryable() => log(&self.name, format_args!("{e}")),
+                Err(e) if !e.is_retryable() => warn(&self.name, format_args!("{e}")),
                 Err(e) => return Err(e),
             }
         }

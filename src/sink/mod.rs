@@ -107,6 +107,11 @@ pub fn log(name: &str, msg: fmt::Arguments) {
     log::info!("{name}: {msg}");
 }
 
+/// Logs a sink's failure (an attempt that failed, events dropped) as a warning.
+pub fn warn(name: &str, msg: fmt::Arguments) {
+    log::warn!("{name}: {msg}");
+}
+
 /// Keys every `[[sink]]` table may have, whatever its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Common {
@@ -141,6 +146,9 @@ pub struct SinkSpec {
     pub name: String,
     pub common: Common,
     pub kind: SinkKind,
+    /// The `[[sink]]` table as written: with `name`, what identifies the sink across a SIGHUP
+    /// reload (an unchanged table keeps its sink running untouched; see [`Sinks::reconfigure`]).
+    pub source: toml::Table,
 }
 
 #[derive(Clone, Debug)]
@@ -285,6 +293,7 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
         name: format!("sink[{index}] {kind_name}"),
         common,
         kind,
+        source: table.clone(),
     })
 }
 

@@ -3,9 +3,11 @@
 //!
 //! Events are stored self-describing (keys as text, vhosts by name: vhost ids are only valid
 //! within one run) under the name of the sink they were for (`sink[i] type`); a sink no longer
-//! configured under that name at the next start does not get them (reported). The file is
-//! read once at start and replaced at stop, so a crash between the two delivers them twice,
-//! never loses them: every sink's delivery is safe to repeat.
+//! configured under that name at the next start does not get them (reported). `watch` reads
+//! the file once at start and replaces it about once a second while something changed (with
+//! what the sinks hold at that moment, see `Sinks::pending`) and at stop, so a crash loses none
+//! of them but may deliver again those delivered since the last save: delivery is at least
+//! once, and every sink's delivery is safe to repeat.
 
 use std::fs;
 use std::io;

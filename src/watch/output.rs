@@ -1,39 +1,130 @@
-//! Where watch's events go: the configured sinks, or stdout as JSON lines flushed one by one.
+//! Where watch's events go: the configured sinks, or stdout as JSON lines flushed one by one
+//! when there is none. A SIGHUP may switch between the two ([`Output::reconfigure`]).
+//!
+//! It also keeps `[state] dir/pending.json` (what the sinks have not delivered yet) up to date
+//! ([`Output::save_pending`]), so that a crash loses no event a sink could not take.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use crate::decide::event::write_json_line;
-use crate::decide::Event;
-use crate::sink::Sinks;
+use crate::decide::{Ban, Event};
+use crate::sink::pending::{self, PendingError};
+use crate::sink::{SinkReport, SinkSpec, Sinks};
+use crate::vhost::Vhosts;
 
-pub(crate) enum Output<'a> {
-    Sinks(Sinks),
-    Stream {
-        out: &'a mut dyn Write,
-        line: Vec<u8>,
-        /// The first write error; later events are dropped and the loop stops.
-        error: Option<io::Error>,
-    },
+pub(crate) struct Output<'a> {
+    /// `None`: events go to `out`.
+    sinks: Option<Sinks>,
+    out: &'a mut dyn Write,
+    line: Vec<u8>,
+    /// The first write error; later events are dropped and the loop stops.
+    error: Option<io::Error>,
+    /// The sinks' pending stamp when `pending.json` was last written; `None`: write it at the
+    /// next save (at start, to drop what the last run left for sinks no longer configured).
+    saved: Option<u64>,
 }
 
-impl Output<'_> {
+/// What the sinks did and what they could not deliver, at stop.
+pub(crate) type Stopped = (Vec<SinkReport>, Vec<(String, Vec<Event>)>);
+
+impl<'a> Output<'a> {
+    /// Starts the sinks `specs`, handing them the bans `active` (see `Sinks::start_with`); with
+    /// none, events go to `out`.
+    pub(crate) fn start(
+        out: &'a mut dyn Write,
+        specs: &[SinkSpec],
+        active: &[Ban],
+    ) -> Result<Output<'a>, String> {
+        let sinks = match specs.is_empty() {
+            true => None,
+            false => Some(Sinks::start_with(specs, active).map_err(|e| e.to_string())?),
+        };
+        Ok(Output {
+            sinks,
+            out,
+            line: Vec::with_capacity(512),
+            error: None,
+            saved: None,
+        })
+    }
+
     pub(crate) fn emit(&mut self, ev: &Event) {
-        match self {
-            Output::Sinks(s) => s.emit(ev),
-            Output::Stream { out, line, error } => {
-                if error.is_some() {
-                    return;
-                }
-                line.clear();
-                write_json_line(ev, line);
-                if let Err(e) = out.write_all(line).and_then(|()| out.flush()) {
-                    *error = Some(e);
-                }
-            }
+        if let Some(s) = &mut self.sinks {
+            return s.emit(ev);
+        }
+        if self.error.is_some() {
+            return;
+        }
+        self.line.clear();
+        write_json_line(ev, &mut self.line);
+        if let Err(e) = self
+            .out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush())
+        {
+            self.error = Some(e);
         }
     }
 
     pub(crate) fn failed(&self) -> bool {
-        matches!(self, Output::Stream { error: Some(_), .. })
+        self.error.is_some()
+    }
+
+    pub(crate) fn sinks_mut(&mut self) -> Option<&mut Sinks> {
+        self.sinks.as_mut()
+    }
+
+    /// Applies the sinks of a reloaded config (see `Sinks::reconfigure`): unchanged sinks keep
+    /// running, changed ones start again, and with no sink left events go to stdout again (or,
+    /// from stdout, to the first sinks configured, which take the `active` bans over). When a
+    /// new sink cannot be built, nothing changes and the error is returned.
+    pub(crate) fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), String> {
+        let stopped = match (&mut self.sinks, specs.is_empty()) {
+            (None, true) => return Ok(()),
+            (None, false) => {
+                let sinks = Sinks::start_with(specs, active).map_err(|e| e.to_string())?;
+                for s in specs {
+                    crate::sink::log(&s.name, format_args!("started (config reloaded)"));
+                }
+                self.sinks = Some(sinks);
+                Vec::new()
+            }
+            (Some(sinks), _) => sinks
+                .reconfigure(specs, active)
+                .map_err(|e| e.to_string())?,
+        };
+        if specs.is_empty() {
+            self.sinks = None;
+            log::info!("SIGHUP: no sink configured: events go to stdout");
+        }
+        for r in stopped {
+            log::info!("{r}");
+        }
+        self.saved = None;
+        Ok(())
+    }
+
+    /// Writes what the sinks have not delivered yet to `dir/pending.json` (removes it when
+    /// nothing is pending), unless nothing changed since the last call.
+    pub(crate) fn save_pending(&mut self, dir: &Path, vhosts: &Vhosts) -> Result<(), PendingError> {
+        let stamp = self.sinks.as_mut().map_or(0, Sinks::pending_stamp);
+        if self.saved == Some(stamp) {
+            return Ok(());
+        }
+        let pending = self.sinks.as_mut().map(Sinks::pending).unwrap_or_default();
+        pending::save(dir, vhosts, &pending)?;
+        self.saved = Some(stamp);
+        Ok(())
+    }
+
+    /// Ends the output: the sinks' reports and what they could not deliver (`None` without
+    /// sinks), or the error that stopped writing to stdout.
+    pub(crate) fn stop(self) -> Result<Option<Stopped>, io::Error> {
+        match (self.sinks, self.error) {
+            (Some(s), _) => Ok(Some(s.stop())),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
     }
 }

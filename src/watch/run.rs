@@ -25,7 +25,8 @@
 //! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
 //! is announced as ended at start. At stop, sinks stop retrying; what one could not deliver (its
 //! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
-//! next start.
+//! next start. What the sinks have not delivered yet is also saved with the bans about once a
+//! second, so a crash loses none of it.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -430,19 +431,10 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     let restored = table.restore(&snapshot);
     let before = table.stats();
 
-    let mut output = match sinks.is_empty() {
-        true => Output::Stream {
-            out,
-            line: Vec::with_capacity(512),
-            error: None,
-        },
-        // Restored bans are not announced again, but sinks that keep a set of bans get them.
-        false => Output::Sinks(
-            crate::sink::Sinks::start_with(&sinks, &table.active().cloned().collect::<Vec<_>>())
-                .map_err(|e| AppError::Runtime(e.to_string()))?,
-        ),
-    };
-    if let (Output::Sinks(s), Some(dir)) = (&mut output, &state_dir) {
+    // Restored bans are not announced again, but sinks that keep a set of bans get them.
+    let active: Vec<_> = table.active().cloned().collect();
+    let mut output = Output::start(out, &sinks, &active).map_err(AppError::Runtime)?;
+    if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
         resend_pending(s, dir, &vhosts);
     }
 
@@ -544,6 +536,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             output.emit(&Event::Unban(u));
         }
         if now >= next_save {
+            // Before the bans: see `save_pending`.
+            save_pending(&mut output, &state_dir, &files.vhosts);
             let changed = table.stats() != saved_stats;
             if files.unsaved || changed {
                 if let Err(e) = save(&state_dir, &files.checkpoints(), &table) {
@@ -680,6 +674,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     for u in table.expire(wall_ms()) {
         output.emit(&Event::Unban(u));
     }
+    save_pending(&mut output, &state_dir, &vhosts);
     if let Err(e) = save(&state_dir, &checkpoints, &table) {
         save_error = Some(AppError::Runtime(format!("saving state: {e}")));
     }
@@ -695,22 +690,21 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         unbans: after.unbans - before.unbans,
         restored_bans: restored.bans,
     };
-    match output {
-        Output::Sinks(s) => {
-            let (reports, pending) = s.stop();
+    match output.stop() {
+        Ok(Some((reports, pending))) => {
             for r in reports {
                 log::info!("{r}");
             }
             keep_pending(&state_dir, &vhosts, &pending);
         }
-        Output::Stream { error: Some(e), .. } => {
+        Err(e) => {
             return Err(if e.kind() == io::ErrorKind::BrokenPipe {
                 AppError::BrokenPipe
             } else {
                 AppError::Runtime(format!("writing events: {e}"))
             });
         }
-        Output::Stream { .. } => {}
+        Ok(None) => {}
     }
     match save_error {
         Some(e) => Err(e),
@@ -742,6 +736,15 @@ impl Live<'_, '_> {
             log::error!("SIGHUP: too many rule names since start; restart to apply this config");
             return false;
         };
+        // Sinks first: the one step that can fail (a sink that cannot be built), and then
+        // nothing has changed.
+        if new.sinks != self.config.sinks {
+            let active: Vec<_> = self.table.active().cloned().collect();
+            if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
+                log::error!("SIGHUP: {e}; keeping the running config");
+                return false;
+            }
+        }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
         let files = &mut *self.files;
         files.router.flush(files.low_mark(wall_ms()));
@@ -759,9 +762,6 @@ impl Live<'_, '_> {
         let allow = [&new.allow[..], compiled.proxies.ranges()].concat();
         for u in self.table.set_allowlist(Allowlist::new(allow), wall_ms()) {
             self.output.emit(&Event::Unban(u));
-        }
-        if new.sinks != self.config.sinks {
-            log::warn!("SIGHUP: changes to [[sink]] take effect at the next restart");
         }
         let globs = patterns.is_some();
         if let Some(p) = patterns {
@@ -814,6 +814,18 @@ fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, pending: &[(String, Vec<
     }
     if let Some(dir) = dir {
         if let Err(e) = crate::sink::pending::save(dir, vhosts, pending) {
+            log::error!("keeping undelivered events: {e}");
+        }
+    }
+}
+
+/// Keeps `pending.json` up to date with what the sinks have not delivered yet. Saved before the
+/// bans: after a crash between the two writes, an event in `pending.json` is at worst given
+/// again to a sink that had it (delivery is at least once), while the other order could leave
+/// a ban in `bans.json`, never announced again, that a sink never got.
+fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
+    if let Some(dir) = dir {
+        if let Err(e) = output.save_pending(dir, vhosts) {
             log::error!("keeping undelivered events: {e}");
         }
     }
