@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashSet;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use super::counters::{bump, LiveCounters, SinkCounters};
 use super::{log, Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
 use crate::engine::Key;
@@ -77,6 +78,8 @@ struct Feed {
     /// Set by [`Sinks::stop`]: the worker stops retrying and hands back what it holds.
     stopping: Arc<AtomicBool>,
     worker: JoinHandle<(SinkReport, Vec<Event>)>,
+    /// Shared with the worker: what the sink has done so far.
+    live: Arc<LiveCounters>,
 }
 
 impl Sinks {
@@ -98,6 +101,7 @@ impl Sinks {
             let (tx, rx) = crossbeam_channel::bounded(spec.common.queue_size);
             let proxied = spec.common.proxied;
             let stopping = Arc::new(AtomicBool::new(false));
+            let live = Arc::new(LiveCounters::default());
             let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
                 .iter()
                 .cloned()
@@ -113,6 +117,7 @@ impl Sinks {
                 failing_since: None,
                 stopping: stopping.clone(),
                 interrupted: false,
+                live: live.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("sink-{}", feeds.len()))
@@ -129,6 +134,7 @@ impl Sinks {
                 warned_full: false,
                 stopping,
                 worker: handle,
+                live,
             });
         }
         Ok(Sinks { feeds })
@@ -139,6 +145,14 @@ impl Sinks {
         for f in &mut self.feeds {
             f.emit(event);
         }
+    }
+
+    /// Each sink's counters so far, by name, in config order.
+    pub fn counters(&self) -> Vec<(String, SinkCounters)> {
+        self.feeds
+            .iter()
+            .map(|f| (f.name.clone(), f.live.get()))
+            .collect()
     }
 
     /// Closes the queues and waits until every sink has delivered or given up on everything.
@@ -186,6 +200,7 @@ impl Feed {
                 let slot = (b.key, b.rule.clone());
                 if b.via_proxy && !self.proxied {
                     self.skipped_proxied += 1;
+                    bump(&self.live.skipped_proxied, 1);
                     self.withheld.insert(slot);
                     return;
                 }
@@ -197,6 +212,7 @@ impl Feed {
                     };
                 if !sent {
                     self.dropped += 1;
+                    bump(&self.live.dropped, 1);
                     self.withheld.insert(slot);
                     if !self.warned_full {
                         self.warned_full = true;
@@ -278,6 +294,8 @@ struct Worker {
     stopping: Arc<AtomicBool>,
     /// A retry was cut short by a stop: the event is handed back, not counted as failed.
     interrupted: bool,
+    /// `report`'s counters as they go, for the metrics endpoint.
+    live: Arc<LiveCounters>,
 }
 
 impl Worker {
@@ -292,12 +310,15 @@ impl Worker {
                 return (self.report, rx.iter().collect());
             }
             // Without a start there is nothing to deliver to: every event fails.
-            self.report.failed += rx.iter().count() as u64;
+            let n = rx.iter().count() as u64;
+            self.report.failed += n;
+            bump(&self.live.failed, n);
             return (self.report, Vec::new());
         }
         // A sink that could not take over the restored bans still delivers what comes next.
         if !active.is_empty() && self.retry("restoring", || sink.restore(&active)).is_none() {
             self.report.failed += 1;
+            bump(&self.live.failed, 1);
         }
         // When the sink asked to be flushed again (work held back until then).
         let mut flush_at: Option<Instant> = None;
@@ -309,13 +330,19 @@ impl Worker {
             match next {
                 Ok(ev) => {
                     match self.retry("delivering", || sink.deliver(&ev)) {
-                        Some(()) => self.report.delivered += 1,
+                        Some(()) => {
+                            self.report.delivered += 1;
+                            bump(&self.live.delivered, 1);
+                        }
                         None if self.interrupted => {
                             let mut pending = vec![ev];
                             pending.extend(rx.iter());
                             return (self.report, pending);
                         }
-                        None => self.report.failed += 1,
+                        None => {
+                            self.report.failed += 1;
+                            bump(&self.live.failed, 1);
+                        }
                     }
                     let due = flush_at.is_some_and(|at| at <= Instant::now());
                     if rx.is_empty() || due {
@@ -404,6 +431,7 @@ impl Worker {
             delay = (delay * 2).min(self.retry_max);
             attempt += 1;
             self.report.retries += 1;
+            bump(&self.live.retries, 1);
         }
     }
 }
@@ -495,6 +523,7 @@ mod tests {
         };
         let (tx, rx) = crossbeam_channel::bounded(queue);
         let stopping = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(LiveCounters::default());
         let worker = Worker {
             name: "probe".into(),
             retry_max: Duration::from_millis(20),
@@ -506,6 +535,7 @@ mod tests {
             failing_since: None,
             stopping: stopping.clone(),
             interrupted: false,
+            live: live.clone(),
         };
         let handle = std::thread::spawn(move || worker.run(Box::new(probe), Vec::new(), rx));
         let feed = Feed {
@@ -519,6 +549,7 @@ mod tests {
             warned_full: false,
             stopping,
             worker: handle,
+            live,
         };
         Setup {
             sinks: Sinks { feeds: vec![feed] },
@@ -610,6 +641,31 @@ mod tests {
         );
         assert_eq!(r[0].dropped, 2);
         assert_eq!(r[0].delivered, 3);
+    }
+
+    #[test]
+    fn counters_follow_the_sink_while_it_runs() {
+        let mut s = setup(1, false, false, Duration::from_secs(3600));
+        s.down.store(true, Ordering::SeqCst);
+        s.sinks.emit(&ban("10.0.0.1", false));
+        s.sinks.emit(&ban("10.0.0.9", true)); // not for this sink
+        // The worker retries the first ban (every 20 ms) while the queue holds the second.
+        let until = Instant::now() + Duration::from_secs(10);
+        while s.sinks.counters()[0].1.retries < 2 {
+            assert!(Instant::now() < until, "{:?}", s.sinks.counters());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        while !s.sinks.feeds[0].tx.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.sinks.emit(&ban("10.0.0.2", false)); // fills the queue
+        s.sinks.emit(&ban("10.0.0.3", false)); // dropped
+        let (name, c) = s.sinks.counters().remove(0);
+        assert_eq!(name, "probe");
+        assert_eq!((c.delivered, c.dropped, c.skipped_proxied), (0, 1, 1));
+        s.down.store(false, Ordering::SeqCst);
+        let r = s.sinks.finish();
+        assert_eq!(r[0].delivered, 2);
     }
 
     #[test]
