@@ -585,11 +585,20 @@ pub(crate) mod tests {
 
     #[test]
     fn offenses_and_active_bans_are_counted_per_rule() {
-        let rules = [rule("a", 60, 2.0, WEEK, DAY), rule("b", 600, 2.0, WEEK, DAY)];
+        let rules = [
+            rule("a", 60, 2.0, WEEK, DAY),
+            rule("b", 600, 2.0, WEEK, DAY),
+        ];
         let mut t = table(&rules, &["127.0.0.0/8"]);
         t.offense(&offense("192.0.2.1", 1, 0)).unwrap();
-        assert!(t.offense(&offense("192.0.2.1", 1, 1)).is_none(), "suppressed");
-        assert!(t.offense(&offense("127.0.0.1", 1, 1)).is_none(), "allowlisted");
+        assert!(
+            t.offense(&offense("192.0.2.1", 1, 1)).is_none(),
+            "suppressed"
+        );
+        assert!(
+            t.offense(&offense("127.0.0.1", 1, 1)).is_none(),
+            "allowlisted"
+        );
         t.offense(&offense("192.0.2.2", 0, 0)).unwrap();
         assert_eq!(t.rule_names().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(t.offenses_by_rule(), [1, 3]);

@@ -341,11 +341,23 @@ mod tests {
         tick_with(1, 7, 0);
         tick_with(0, 3, 2);
         let live = d.live_stats();
-        assert_eq!((live.keys_at_end, live.late), (10, 2), "latest, not summed over ticks");
-        assert_eq!(d.shard_stats(), ShardStats::default(), "nothing finished yet");
+        assert_eq!(
+            (live.keys_at_end, live.late),
+            (10, 2),
+            "latest, not summed over ticks"
+        );
+        assert_eq!(
+            d.shard_stats(),
+            ShardStats::default(),
+            "nothing finished yet"
+        );
         d.handle(done(1, 40), &mut t, &mut |_| {});
         assert_eq!(d.live_stats().hits, 40);
-        assert_eq!(d.live_stats().keys_at_end, 3, "shard 1's end replaces its ticks");
+        assert_eq!(
+            d.live_stats().keys_at_end,
+            3,
+            "shard 1's end replaces its ticks"
+        );
     }
 
     #[test]

@@ -437,7 +437,10 @@ pub(crate) mod tests {
         // the end reports.
         let ticks = &o.tick_stats[0];
         assert_eq!(ticks.len(), 2);
-        assert_eq!((ticks[0].keys_at_end, ticks[0].hits, ticks[0].evicted), (10, 10, 0));
+        assert_eq!(
+            (ticks[0].keys_at_end, ticks[0].hits, ticks[0].evicted),
+            (10, 10, 0)
+        );
         assert_eq!(ticks[1], s);
     }
 

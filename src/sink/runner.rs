@@ -649,7 +649,7 @@ mod tests {
         s.down.store(true, Ordering::SeqCst);
         s.sinks.emit(&ban("10.0.0.1", false));
         s.sinks.emit(&ban("10.0.0.9", true)); // not for this sink
-        // The worker retries the first ban (every 20 ms) while the queue holds the second.
+                                              // The worker retries the first ban (every 20 ms) while the queue holds the second.
         let until = Instant::now() + Duration::from_secs(10);
         while s.sinks.counters()[0].1.retries < 2 {
             assert!(Instant::now() < until, "{:?}", s.sinks.counters());

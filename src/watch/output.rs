@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use crate::decide::event::write_json_line;
 use crate::decide::Event;
-use crate::sink::Sinks;
+use crate::sink::{SinkCounters, Sinks};
 
 pub(crate) enum Output<'a> {
     Sinks(Sinks),
@@ -30,6 +30,14 @@ impl Output<'_> {
                     *error = Some(e);
                 }
             }
+        }
+    }
+
+    /// Each sink's counters so far (none when events go to a stream).
+    pub(crate) fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
+        match self {
+            Output::Sinks(s) => s.counters(),
+            Output::Stream { .. } => Vec::new(),
         }
     }
 
