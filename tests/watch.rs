@@ -939,3 +939,123 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     assert!(status.success(), "{status}");
     assert!(got.try_recv().is_err(), "nothing delivered again");
 }
+
+/// `GET path` with a plain socket: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+    let (head, body) = got
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    let status = head.lines().next().unwrap().to_string();
+    (status, body.to_string())
+}
+
+/// The value of the sample `name` (with its labels) in Prometheus text.
+fn sample(text: &str, name: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_metrics_endpoint_counts_the_flood_and_lists_the_ban_while_a_slow_client_waits() {
+    let site = Site::new(&["a.example"]);
+    append(&site.config(), "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut w = site.start();
+    let addr = w
+        .log
+        .iter()
+        .find_map(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address on stderr: {:?}", w.log))
+        .to_string();
+
+    // Half a request, never finished: the loop must not wait for the rest.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+
+    append(
+        &site.logs("a.example").join("access_log"),
+        &flood("203.0.113.7", 20),
+    );
+    let ev = w.event();
+    assert_eq!(
+        (ev["type"].as_str(), ev["key"].as_str()),
+        (Some("ban"), Some("203.0.113.7"))
+    );
+
+    let (status, text) = http_get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&text, "floodwatch_lines_read_total"), 20, "{text}");
+    assert_eq!(
+        sample(&text, "floodwatch_lines_late_total"),
+        0,
+        "live lines are not late"
+    );
+    assert_eq!(sample(&text, "floodwatch_bans_total"), 1);
+    assert_eq!(sample(&text, "floodwatch_active_bans{rule=\"flood\"}"), 1);
+    assert!(sample(&text, "floodwatch_offenses_total{rule=\"flood\"}") >= 1);
+    assert_eq!(sample(&text, "floodwatch_ban_latency_seconds_count"), 1);
+    assert_eq!(
+        sample(&text, "floodwatch_ban_latency_seconds_bucket{le=\"+Inf\"}"),
+        1
+    );
+    assert_eq!(sample(&text, "floodwatch_keys_tracked"), 1);
+    assert_eq!(sample(&text, "floodwatch_files_watched"), 1);
+    assert_eq!(
+        sample(&text, "floodwatch_lines_malformed_total{kind=\"shape\"}"),
+        0
+    );
+
+    let (status, body) = http_get(&addr, "/bans");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let bans: Value = serde_json::from_str(&body).unwrap();
+    let bans = bans.as_array().unwrap();
+    assert_eq!(bans.len(), 1, "{body}");
+    assert_eq!(bans[0]["key"], "203.0.113.7");
+    assert_eq!(bans[0]["rule"], "flood");
+    assert_eq!(bans[0]["until"], ev["until"]);
+
+    let (status, _) = http_get(&addr, "/nothing");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    drop(slow);
+
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn a_metrics_address_in_use_stops_watch_with_a_message_naming_it() {
+    let site = Site::new(&["a.example"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    append(
+        &site.config(),
+        &format!("\n[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args([
+            "watch",
+            "--config",
+            site.config().to_str().unwrap(),
+            &site.glob(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("[metrics] listen = \"{addr}\"")),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -81,12 +81,15 @@ pub struct BanTable {
     /// One entry per remembered ban: (time it leaves the window, slot).
     forget: BTreeSet<(i64, Slot)>,
     stats: TableStats,
+    /// Offenses handed to [`BanTable::offense`], per rule index (watch's metrics).
+    offenses_by_rule: Vec<u64>,
 }
 
 impl BanTable {
     /// `rules` in config order (an offense's `rule` indexes them); `vhosts` names vhost ids in
     /// events.
     pub fn new(rules: &[RuleSpec], allow: Allowlist, vhosts: Vhosts) -> BanTable {
+        let offenses_by_rule = vec![0; rules.len()];
         let rules = rules.iter().map(RuleInfo::of).collect();
         BanTable {
             rules,
@@ -97,6 +100,7 @@ impl BanTable {
             history: AHashMap::new(),
             forget: BTreeSet::new(),
             stats: TableStats::default(),
+            offenses_by_rule,
         }
     }
 
@@ -112,6 +116,7 @@ impl BanTable {
                 self.rules[id] = RuleInfo::of(spec);
             } else if id == self.rules.len() {
                 self.rules.push(RuleInfo::of(spec));
+                self.offenses_by_rule.push(0);
             } else {
                 // Ids are handed out one after another; a gap would mean a lost reload.
                 debug_assert!(false, "rule id {id} after {} rules", self.rules.len());
@@ -154,6 +159,9 @@ impl BanTable {
             debug_assert!(false, "offense for unknown rule {}", o.rule);
             return None;
         };
+        if let Some(n) = self.offenses_by_rule.get_mut(usize::from(o.rule)) {
+            *n += 1;
+        }
         if self.allow.covers(&o.key.net) {
             self.stats.allowlisted += 1;
             return None;
@@ -242,6 +250,28 @@ impl BanTable {
 
     pub fn stats(&self) -> TableStats {
         self.stats
+    }
+
+    /// The rules' names, in config order (the order of the per-rule counts below).
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rules.iter().map(|r| &*r.name)
+    }
+
+    /// Offenses handed to [`BanTable::offense`] per rule, allowlisted and suppressed ones
+    /// included.
+    pub fn offenses_by_rule(&self) -> &[u64] {
+        &self.offenses_by_rule
+    }
+
+    /// Active bans per rule.
+    pub fn active_by_rule(&self) -> Vec<u64> {
+        let mut n = vec![0; self.rules.len()];
+        for &(_, rule) in self.active.keys() {
+            if let Some(c) = n.get_mut(usize::from(rule)) {
+                *c += 1;
+            }
+        }
+        n
     }
 
     /// Slots with remembered past bans (for memory accounting).
@@ -670,6 +700,31 @@ pub(crate) mod tests {
         assert!(t.offense(&offense("2001:db8:0:1::/64", 0, 0)).is_some());
         let s = t.stats();
         assert_eq!((s.offenses, s.allowlisted, s.bans), (3, 2, 1));
+    }
+
+    #[test]
+    fn offenses_and_active_bans_are_counted_per_rule() {
+        let rules = [
+            rule("a", 60, 2.0, WEEK, DAY),
+            rule("b", 600, 2.0, WEEK, DAY),
+        ];
+        let mut t = table(&rules, &["127.0.0.0/8"]);
+        t.offense(&offense("192.0.2.1", 1, 0)).unwrap();
+        assert!(
+            t.offense(&offense("192.0.2.1", 1, 1)).is_none(),
+            "suppressed"
+        );
+        assert!(
+            t.offense(&offense("127.0.0.1", 1, 1)).is_none(),
+            "allowlisted"
+        );
+        t.offense(&offense("192.0.2.2", 0, 0)).unwrap();
+        assert_eq!(t.rule_names().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(t.offenses_by_rule(), [1, 3]);
+        assert_eq!(t.active_by_rule(), [1, 1]);
+        t.expire(60_000);
+        assert_eq!(t.active_by_rule(), [0, 1]);
+        assert_eq!(t.offenses_by_rule(), [1, 3], "counters, not gauges");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Decider {
     /// The latest log time any shard reported: the end of the run's time.
     last_ms: i64,
     shard_stats: ShardStats,
+    /// Each shard's latest counters (from its ticks, then its end), for [`Decider::live_stats`].
+    latest: Vec<ShardStats>,
 }
 
 impl Decider {
@@ -94,6 +96,7 @@ impl Decider {
             now: i64::MIN,
             last_ms: i64::MIN,
             shard_stats: ShardStats::default(),
+            latest: vec![ShardStats::default(); shards],
         }
     }
 
@@ -108,12 +111,20 @@ impl Decider {
                 }));
                 return;
             }
-            ShardOut::Tick { shard, upto_ms } => {
-                let Some(t) = self.ticks.get_mut(shard as usize) else {
+            ShardOut::Tick {
+                shard,
+                upto_ms,
+                stats,
+            } => {
+                let (Some(t), Some(l)) = (
+                    self.ticks.get_mut(shard as usize),
+                    self.latest.get_mut(shard as usize),
+                ) else {
                     debug_assert!(false, "tick from unknown shard {shard}");
                     return;
                 };
                 *t = (*t).max(upto_ms);
+                *l = stats;
                 self.last_ms = self.last_ms.max(upto_ms);
             }
             ShardOut::Finished { shard, stats } => {
@@ -121,6 +132,9 @@ impl Decider {
                     debug_assert!(false, "finish from unknown shard {shard}");
                     return;
                 };
+                if let Some(l) = self.latest.get_mut(shard as usize) {
+                    *l = stats;
+                }
                 if !*f {
                     *f = true;
                     self.open -= 1;
@@ -149,8 +163,19 @@ impl Decider {
         expire(self.now, table, emit);
     }
 
+    /// The shards' counters summed once they have all finished.
     pub fn shard_stats(&self) -> ShardStats {
         self.shard_stats
+    }
+
+    /// The shards' latest counters summed, while they run: `keys_at_end` is the number of keys
+    /// tracked at their last tick.
+    pub fn live_stats(&self) -> ShardStats {
+        let mut sum = ShardStats::default();
+        for s in &self.latest {
+            add(&mut sum, s);
+        }
+        sum
     }
 
     /// The minimum latest tick over unfinished shards (`i64::MAX` when all have finished).
@@ -280,6 +305,7 @@ mod tests {
         ShardOut::Tick {
             shard,
             upto_ms: t * 1000,
+            stats: ShardStats::default(),
         }
     }
 
@@ -292,6 +318,46 @@ mod tests {
                 ..ShardStats::default()
             },
         }
+    }
+
+    #[test]
+    fn live_stats_sum_each_shards_latest_counters() {
+        let mut d = Decider::new(2);
+        let mut t = table(&[rule("r", 600, 2.0, 3600, 3600)]);
+        let counted = |keys, late| ShardStats {
+            keys_at_end: keys,
+            late,
+            ..ShardStats::default()
+        };
+        let mut tick_with = |shard, keys, late| {
+            let msg = ShardOut::Tick {
+                shard,
+                upto_ms: 0,
+                stats: counted(keys, late),
+            };
+            d.handle(msg, &mut t, &mut |_| {});
+        };
+        tick_with(0, 5, 1);
+        tick_with(1, 7, 0);
+        tick_with(0, 3, 2);
+        let live = d.live_stats();
+        assert_eq!(
+            (live.keys_at_end, live.late),
+            (10, 2),
+            "latest, not summed over ticks"
+        );
+        assert_eq!(
+            d.shard_stats(),
+            ShardStats::default(),
+            "nothing finished yet"
+        );
+        d.handle(done(1, 40), &mut t, &mut |_| {});
+        assert_eq!(d.live_stats().hits, 40);
+        assert_eq!(
+            d.live_stats().keys_at_end,
+            3,
+            "shard 1's end replaces its ticks"
+        );
     }
 
     #[test]
@@ -448,10 +514,10 @@ mod tests {
                     streams[s].push(ShardOut::Offense { shard: s as u32, offense: *o });
                     if raw[*i].3 {
                         let next = offs.get(j + 1).map_or(end_ms, |(_, n)| n.time_ms);
-                        streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: next });
+                        streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: next, stats: ShardStats::default() });
                     }
                 }
-                streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: end_ms });
+                streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: end_ms, stats: ShardStats::default() });
                 streams[s].push(ShardOut::Finished { shard: s as u32, stats: ShardStats::default() });
             }
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -466,7 +532,7 @@ mod tests {
                 c += 1;
                 let msg = std::mem::replace(
                     &mut streams[s][next[s]],
-                    ShardOut::Tick { shard: 0, upto_ms: 0 },
+                    ShardOut::Tick { shard: 0, upto_ms: 0, stats: ShardStats::default() },
                 );
                 next[s] += 1;
                 tx.send(msg).unwrap();

@@ -23,6 +23,13 @@ pub fn write_json_line(ev: &Event, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// Appends the ban event of `b` as one JSON object, without a newline (watch's `/bans` lists
+/// the active bans as the events that started them).
+pub fn write_ban_json(b: &Ban, out: &mut Vec<u8>) {
+    let written = serde_json::to_writer(&mut *out, &BanJson::from(b));
+    debug_assert!(written.is_ok(), "ban serialisation failed: {written:?}");
+}
+
 /// `ev` as one JSON line (with its newline), for tests and simple callers.
 pub fn to_json_line(ev: &Event) -> String {
     let mut out = Vec::with_capacity(320);
@@ -168,6 +175,14 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn a_ban_alone_is_its_event_line_without_the_newline() {
+        let mut out = Vec::new();
+        write_ban_json(&ban(), &mut out);
+        let line = to_json_line(&Event::Ban(ban()));
+        assert_eq!(String::from_utf8(out).unwrap(), line.trim_end());
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub enum ShardOut {
     Tick {
         shard: u32,
         upto_ms: i64,
+        /// The shard's counters so far (`keys_at_end`: keys tracked now), so that a long run
+        /// (watch's metrics) sees them without waiting for `Finished`. A copy of a few words.
+        stats: ShardStats,
     },
     Finished {
         shard: u32,

@@ -186,6 +186,7 @@ impl Shard {
         let _ = self.out.send(ShardOut::Tick {
             shard: self.id,
             upto_ms: watermark,
+            stats: self.stats(),
         });
     }
 
@@ -215,11 +216,20 @@ impl Shard {
                 let _ = self.out.send(ShardOut::Tick {
                     shard: self.id,
                     upto_ms: last,
+                    stats: self.stats(),
                 });
             }
         }
+        let _ = self.out.send(ShardOut::Finished {
+            shard: self.id,
+            stats: self.stats(),
+        });
+    }
+
+    /// The counters so far; `keys_at_end` is the number of keys tracked now.
+    fn stats(&self) -> ShardStats {
         let t = self.table.stats();
-        let stats = ShardStats {
+        ShardStats {
             hits: self.hits,
             late: self.late,
             keys_peak: t.keys_peak,
@@ -228,11 +238,7 @@ impl Shard {
             cap_refused: t.cap_refused,
             offenses: t.offenses,
             overflows: t.overflows,
-        };
-        let _ = self.out.send(ShardOut::Finished {
-            shard: self.id,
-            stats,
-        });
+        }
     }
 }
 
@@ -249,6 +255,8 @@ pub(crate) mod tests {
     pub(crate) struct Outcome {
         pub offenses: Vec<Offense>,
         pub ticks: Vec<Vec<i64>>,
+        /// The counters each tick carried, per shard.
+        pub tick_stats: Vec<Vec<ShardStats>>,
         pub stats: Vec<ShardStats>,
     }
 
@@ -256,6 +264,7 @@ pub(crate) mod tests {
         let mut o = Outcome {
             offenses: vec![],
             ticks: vec![vec![]; shards],
+            tick_stats: vec![vec![]; shards],
             stats: vec![ShardStats::default(); shards],
         };
         let mut finished = 0;
@@ -267,10 +276,15 @@ pub(crate) mod tests {
                     assert!(last.is_none_or(|t| offense.time_ms >= t), "{offense:?}");
                     o.offenses.push(offense);
                 }
-                ShardOut::Tick { shard, upto_ms } => {
+                ShardOut::Tick {
+                    shard,
+                    upto_ms,
+                    stats,
+                } => {
                     let ticks = &mut o.ticks[shard as usize];
                     assert!(ticks.last().is_none_or(|&t| upto_ms > t));
                     ticks.push(upto_ms);
+                    o.tick_stats[shard as usize].push(stats);
                 }
                 ShardOut::Finished { shard, stats } => {
                     o.stats[shard as usize] = stats;
@@ -477,6 +491,15 @@ pub(crate) mod tests {
         let s = o.stats[0];
         assert_eq!((s.evicted, s.keys_peak, s.keys_at_end), (10, 10, 1));
         assert!(o.offenses.is_empty());
+        // The ticks carry the counters as they go: 10 keys after the first flush, then what
+        // the end reports.
+        let ticks = &o.tick_stats[0];
+        assert_eq!(ticks.len(), 2);
+        assert_eq!(
+            (ticks[0].keys_at_end, ticks[0].hits, ticks[0].evicted),
+            (10, 10, 0)
+        );
+        assert_eq!(ticks[1], s);
     }
 
     #[test]

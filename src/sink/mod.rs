@@ -8,6 +8,7 @@
 //! keys refused, and every error names `sink[i].key` and the file.
 
 pub mod cloudflare;
+pub mod counters;
 pub mod exec;
 pub mod jsonl;
 pub mod nginx;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind};
 use crate::decide::{Ban, Event};
 
+pub use counters::SinkCounters;
 pub use runner::{SinkReport, Sinks};
 
 /// Why a sink could not do what an event asked.

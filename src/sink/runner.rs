@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashSet;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use super::counters::{bump, LiveCounters, SinkCounters};
 use super::{log, warn, Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
 use crate::engine::Key;
@@ -99,6 +100,8 @@ struct Feed {
     /// Set by [`Sinks::stop`]: the worker stops retrying and hands back what it holds.
     stopping: Arc<AtomicBool>,
     worker: JoinHandle<(SinkReport, Vec<Event>)>,
+    /// Shared with the worker: what the sink has done so far.
+    live: Arc<LiveCounters>,
 }
 
 type Pending = Vec<(String, Vec<Event>)>;
@@ -147,6 +150,14 @@ impl Sinks {
         for f in &mut self.feeds {
             f.emit(event);
         }
+    }
+
+    /// Each sink's counters so far, by name, in config order.
+    pub fn counters(&self) -> Vec<(String, SinkCounters)> {
+        self.feeds
+            .iter()
+            .map(|f| (f.name.clone(), f.live.get()))
+            .collect()
     }
 
     /// Closes the queues and waits until every sink has delivered or given up on everything.
@@ -335,6 +346,7 @@ fn spawn(
     let proxied = spec.common.proxied;
     let stopping = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(LiveCounters::default());
     let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
         .iter()
         .cloned()
@@ -351,6 +363,7 @@ fn spawn(
         stopping: stopping.clone(),
         done: done.clone(),
         interrupted: false,
+        live: live.clone(),
     };
     let handle = std::thread::Builder::new()
         .name(format!("sink-{index}"))
@@ -372,6 +385,7 @@ fn spawn(
         warned_full: false,
         stopping,
         worker: handle,
+        live,
     })
 }
 
@@ -405,6 +419,7 @@ impl Feed {
                 let slot = (b.key, b.rule.clone());
                 if b.via_proxy && !self.proxied {
                     self.skipped_proxied += 1;
+                    bump(&self.live.skipped_proxied, 1);
                     self.withheld.insert(slot);
                     return;
                 }
@@ -413,6 +428,7 @@ impl Feed {
                     self.backlog.is_empty() && matches!(self.send(event.clone()), Sent::Queued);
                 if !sent {
                     self.dropped += 1;
+                    bump(&self.live.dropped, 1);
                     self.withheld.insert(slot);
                     if !self.warned_full {
                         self.warned_full = true;
@@ -521,6 +537,8 @@ struct Worker {
     done: Arc<AtomicU64>,
     /// A retry was cut short by a stop: the event is handed back, not counted as failed.
     interrupted: bool,
+    /// `report`'s counters as they go, for the metrics endpoint.
+    live: Arc<LiveCounters>,
 }
 
 impl Worker {
@@ -537,6 +555,7 @@ impl Worker {
             // Without a start there is nothing to deliver to: every event fails.
             for _ in rx.iter() {
                 self.report.failed += 1;
+                bump(&self.live.failed, 1);
                 self.done.fetch_add(1, Ordering::Release);
             }
             return (self.report, Vec::new());
@@ -551,7 +570,10 @@ impl Worker {
                 Some(()) => flush_at = self.flush(&mut *sink),
                 // A sink that could not take over the restored bans still delivers what
                 // comes next.
-                None => self.report.failed += 1,
+                None => {
+                    self.report.failed += 1;
+                    bump(&self.live.failed, 1);
+                }
             }
         }
         loop {
@@ -562,13 +584,19 @@ impl Worker {
             match next {
                 Ok(ev) => {
                     match self.retry("delivering", || sink.deliver(&ev)) {
-                        Some(()) => self.report.delivered += 1,
+                        Some(()) => {
+                            self.report.delivered += 1;
+                            bump(&self.live.delivered, 1);
+                        }
                         None if self.interrupted => {
                             let mut pending = vec![ev];
                             pending.extend(rx.iter());
                             return (self.report, pending);
                         }
-                        None => self.report.failed += 1,
+                        None => {
+                            self.report.failed += 1;
+                            bump(&self.live.failed, 1);
+                        }
                     }
                     self.done.fetch_add(1, Ordering::Release);
                     let due = flush_at.is_some_and(|at| at <= Instant::now());
@@ -665,6 +693,7 @@ impl Worker {
             delay = (delay * 2).min(self.retry_max);
             attempt += 1;
             self.report.retries += 1;
+            bump(&self.live.retries, 1);
         }
     }
 }
@@ -880,6 +909,31 @@ mod tests {
         );
         assert_eq!(r[0].dropped, 2);
         assert_eq!(r[0].delivered, 3);
+    }
+
+    #[test]
+    fn counters_follow_the_sink_while_it_runs() {
+        let mut s = setup(1, false, false, Duration::from_secs(3600));
+        s.down.store(true, Ordering::SeqCst);
+        s.sinks.emit(&ban("10.0.0.1", false));
+        s.sinks.emit(&ban("10.0.0.9", true)); // not for this sink
+                                              // The worker retries the first ban (every 20 ms) while the queue holds the second.
+        let until = Instant::now() + Duration::from_secs(10);
+        while s.sinks.counters()[0].1.retries < 2 {
+            assert!(Instant::now() < until, "{:?}", s.sinks.counters());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        while !s.sinks.feeds[0].tx.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.sinks.emit(&ban("10.0.0.2", false)); // fills the queue
+        s.sinks.emit(&ban("10.0.0.3", false)); // dropped
+        let (name, c) = s.sinks.counters().remove(0);
+        assert_eq!(name, "probe");
+        assert_eq!((c.delivered, c.dropped, c.skipped_proxied), (0, 1, 1));
+        s.down.store(false, Ordering::SeqCst);
+        let r = s.sinks.finish();
+        assert_eq!(r[0].delivered, 2);
     }
 
     #[test]

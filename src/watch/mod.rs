@@ -9,7 +9,10 @@
 //! second. See `run.rs` for the choices about time (low marks, wall-clock expiry).
 
 pub mod discover;
+mod endpoint;
+pub mod http;
 pub mod inotify;
+pub mod metrics;
 mod output;
 mod reload;
 mod run;

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::decide::event::write_json_line;
 use crate::decide::{Ban, Event};
 use crate::sink::pending::{self, PendingError};
-use crate::sink::{SinkReport, SinkSpec, Sinks};
+use crate::sink::{SinkCounters, SinkReport, SinkSpec, Sinks};
 use crate::vhost::Vhosts;
 
 pub(crate) struct Output<'a> {
@@ -65,6 +65,11 @@ impl<'a> Output<'a> {
         {
             self.error = Some(e);
         }
+    }
+
+    /// Each sink's counters so far (none when events go to a stream).
+    pub(crate) fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
+        self.sinks.as_ref().map_or_else(Vec::new, Sinks::counters)
     }
 
     pub(crate) fn failed(&self) -> bool {

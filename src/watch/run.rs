@@ -38,6 +38,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::endpoint::Endpoint;
 use super::inotify::{self, Inotify};
 use super::output::Output;
 use super::reload::{self, Reloaded};
@@ -62,6 +63,8 @@ use crate::vhost::Vhosts;
 const INOTIFY: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+/// The metrics endpoint's listener; its connections take the tokens after it.
+const HTTP: Token = Token(16);
 
 /// How often offsets and bans are saved (when something changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -111,7 +114,7 @@ impl std::fmt::Display for WatchReport {
     }
 }
 
-fn wall_ms() -> i64 {
+pub(super) fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -424,6 +427,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         None => Default::default(),
     };
 
+    let mut endpoint = Endpoint::bind(config.metrics.listen)?;
+
     let vhosts = Vhosts::new();
     // Trusted proxies are never banned, whatever they send.
     let allow = [&config.allow[..], proxies.ranges()].concat();
@@ -455,6 +460,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         )
         .map_err(|e| runtime("epoll", e))?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| runtime("epoll", e))?);
+    endpoint.register(poll.registry(), HTTP)?;
 
     let rules = Arc::new(rules);
     let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
@@ -530,7 +536,10 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             next_lift = now + if active { ACTIVE_TICK } else { IDLE_TICK };
         }
         while let Ok(msg) = relay.try_recv() {
-            decider.handle(msg, &mut table, &mut |ev| output.emit(ev));
+            decider.handle(msg, &mut table, &mut |ev| {
+                endpoint.on_event(ev);
+                output.emit(ev)
+            });
         }
         for u in table.expire(now_ms) {
             output.emit(&Event::Unban(u));
@@ -557,6 +566,9 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             if let Some(d) = w.tailer.next_deadline() {
                 wake = wake.min(d);
             }
+        }
+        if let Some(d) = endpoint.next_deadline() {
+            wake = wake.min(d);
         }
         if let Some(until) = table.next_expiry() {
             let ms = until.saturating_sub(now_ms).clamp(0, 1000) as u64;
@@ -604,10 +616,20 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         }
                     }
                 },
+                t if endpoint.owns(t) => {
+                    endpoint.ready(poll.registry(), t, &|| super::metrics::View {
+                        ingest: &files.ingest.stats,
+                        shards: decider.live_stats(),
+                        table: &table,
+                        sinks: output.sink_counters(),
+                        files: files.tailers.len(),
+                    })
+                }
                 _ => {} // The waker: shard output is drained at the top of the loop.
             }
         }
         let now = Instant::now();
+        endpoint.expire(poll.registry(), now);
         if now >= next_rescan {
             rescan = true;
             to_poll.extend(0..files.tailers.len());

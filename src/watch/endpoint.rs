@@ -1,0 +1,92 @@
+//! `[metrics] listen`: the HTTP server ([`http`](super::http)) and the latency recorder
+//! ([`metrics`](super::metrics)) as the watch loop sees them, so that the loop only binds,
+//! registers, dispatches its tokens and lends its counters.
+//!
+//! The address is bound before anything else starts (sinks, shards), so that an address in
+//! use stops watch at once with a message naming the setting. It is read at start only: a
+//! SIGHUP keeps the running endpoint.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::{Registry, Token};
+
+use super::http::{Page, Server};
+use super::metrics::{render_bans, render_metrics, Recorder, View};
+use crate::app::AppError;
+use crate::decide::Event;
+
+pub(crate) struct Endpoint {
+    server: Option<Server>,
+    latency: Recorder,
+}
+
+impl Endpoint {
+    /// Binds `listen` (none: an endpoint that serves nothing) and says where on stderr.
+    pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, AppError> {
+        let server = match listen {
+            Some(addr) => {
+                let s = Server::bind(addr).map_err(|e| {
+                    AppError::Runtime(format!("[metrics] listen = \"{addr}\": {e}"))
+                })?;
+                log::info!("metrics on http://{}/metrics", s.local_addr());
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Endpoint {
+            server,
+            latency: Recorder::new(),
+        })
+    }
+
+    /// Registers the listener as `base`: every token from `base` on is then the endpoint's.
+    pub(crate) fn register(&mut self, registry: &Registry, base: Token) -> Result<(), AppError> {
+        match &mut self.server {
+            Some(s) => s
+                .register(registry, base)
+                .map_err(|e| AppError::Runtime(format!("epoll: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn owns(&self, token: Token) -> bool {
+        self.server.as_ref().is_some_and(|s| s.owns(token))
+    }
+
+    /// Handles an event on one of the endpoint's tokens; `view` lends the loop's counters when
+    /// a page is to be rendered.
+    pub(crate) fn ready<'a>(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        view: &dyn Fn() -> View<'a>,
+    ) {
+        let Endpoint { server, latency } = self;
+        if let Some(s) = server {
+            s.ready(registry, token, &mut |page, out| match page {
+                Page::Metrics => render_metrics(&view(), latency, out),
+                Page::Bans => render_bans(view().table, out),
+            });
+        }
+    }
+
+    /// Records a ban's latency as it is emitted.
+    pub(crate) fn on_event(&mut self, ev: &Event) {
+        if self.server.is_some() {
+            self.latency.on_event(ev, super::run::wall_ms());
+        }
+    }
+
+    /// Closes connections whose time is up.
+    pub(crate) fn expire(&mut self, registry: &Registry, now: Instant) {
+        if let Some(s) = &mut self.server {
+            s.expire(registry, now);
+        }
+    }
+
+    /// When [`Endpoint::expire`] next has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.server.as_ref().and_then(Server::next_deadline)
+    }
+}

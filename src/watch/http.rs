@@ -1,0 +1,748 @@
+//! The metrics endpoint's HTTP/1.1 server: a non-blocking listener and its connections, driven
+//! by the watch loop's own mio `Poll`.
+//!
+//! **Why on the loop.** Everything a page shows (the ban table, the counters) belongs to the
+//! watch loop's thread; serving from that thread reads it in place, with no lock, no copy
+//! handed between threads, and no thread sitting idle for a scrape every 15 s. A response is
+//! rendered in one go (about a millisecond for `/metrics`; `/bans` grows with the bans) and
+//! then written as the socket takes it, so a slow or hostile client costs the loop nothing
+//! but a few non-blocking syscalls: it never waits on a connection.
+//!
+//! **Why `Connection: close`.** Prometheus scrapes once every few seconds; one TCP handshake
+//! per scrape is nothing, and answering one request per connection keeps the server a small
+//! state machine (read a head, write a response, close) with no pipelining or keep-alive
+//! timers. Request bodies are never read.
+//!
+//! Limits, against clients that misbehave: a request head is at most [`MAX_HEAD`] bytes (431
+//! beyond), a connection that has not sent its head within [`IDLE`], or stops taking its
+//! response for that long, is closed, and at most [`MAX_CONNS`] connections are open (the
+//! oldest is closed to make room for a new one). Only `GET` and `HEAD` are answered (405
+//! otherwise), on `/metrics` and `/bans` (404 otherwise).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+/// Longest request head (request line and headers) read.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most connections open at once.
+pub const MAX_CONNS: usize = 64;
+/// How long a connection may take to send its head, or stall while taking its response.
+pub const IDLE: Duration = Duration::from_secs(5);
+/// How long the end of a response waits for the client to close first (closing with unread
+/// bytes from the client would reset the connection and may lose the response's tail).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// What the server serves; the loop renders it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// `/metrics`: Prometheus text format 0.0.4.
+    Metrics,
+    /// `/bans`: the active bans as JSON.
+    Bans,
+}
+
+impl Page {
+    fn content_type(self) -> &'static str {
+        match self {
+            Page::Metrics => "text/plain; version=0.0.4; charset=utf-8",
+            Page::Bans => "application/json",
+        }
+    }
+}
+
+/// An answer other than a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadTooLarge,
+    VersionNotSupported,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadTooLarge => "431 Request Header Fields Too Large",
+            Status::VersionNotSupported => "505 HTTP Version Not Supported",
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// `HEAD`: the answer's headers without its body.
+    pub head_only: bool,
+    pub route: Result<Page, Status>,
+}
+
+/// A request head as it arrives, in as many pieces as the network cuts it into.
+#[derive(Debug, Default)]
+pub struct HeadBuf {
+    buf: Vec<u8>,
+}
+
+impl HeadBuf {
+    /// Adds bytes read from the client: the request once its head is complete (what follows
+    /// the head is ignored), `None` while more is needed.
+    pub fn push(&mut self, bytes: &[u8]) -> Option<Request> {
+        // A blank line split across two reads: look again from just before the new bytes.
+        let from = self.buf.len().saturating_sub(2);
+        let room = MAX_HEAD - self.buf.len();
+        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(end) = head_end(&self.buf, from) {
+            return Some(parse_head(&self.buf[..end]));
+        }
+        if self.buf.len() >= MAX_HEAD {
+            return Some(Request {
+                head_only: false,
+                route: Err(Status::HeadTooLarge),
+            });
+        }
+        None
+    }
+}
+
+/// The end of the head (just past its blank line, `\r\n` or a bare `\n`), searching from
+/// `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+        let nl = at + i;
+        match buf.get(nl + 1..) {
+            Some([b'\n', ..]) => return Some(nl + 2),
+            Some([b'\r', b'\n', ..]) => return Some(nl + 3),
+            _ => at = nl + 1,
+        }
+    }
+    None
+}
+
+/// Parses a complete head. Headers are not needed (no keep-alive, no body, no virtual
+/// hosts), so only the request line is looked at.
+pub fn parse_head(head: &[u8]) -> Request {
+    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let line = head[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[..line_end]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return bad(false);
+    };
+    let head_only = method == b"HEAD";
+    let is_token = !method.is_empty() && method.iter().all(|&b| is_tchar(b));
+    let route = if !is_token || !version.starts_with(b"HTTP/") {
+        Err(Status::BadRequest)
+    } else if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+        Err(Status::VersionNotSupported)
+    } else if method != b"GET" && !head_only {
+        Err(Status::MethodNotAllowed)
+    } else {
+        route(target)
+    };
+    Request { head_only, route }
+}
+
+fn bad(head_only: bool) -> Request {
+    Request {
+        head_only,
+        route: Err(Status::BadRequest),
+    }
+}
+
+/// The page a request target names: origin form (`/metrics?x`) or absolute form
+/// (`http://host:port/metrics`).
+fn route(target: &[u8]) -> Result<Page, Status> {
+    let path = match target.strip_prefix(b"http://") {
+        Some(rest) => match memchr::memchr(b'/', rest) {
+            Some(i) => &rest[i..],
+            None => b"/".as_slice(),
+        },
+        None => target,
+    };
+    if path.first() != Some(&b'/') {
+        return Err(Status::BadRequest);
+    }
+    let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
+    match &path[..end] {
+        b"/metrics" => Ok(Page::Metrics),
+        b"/bans" => Ok(Page::Bans),
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// RFC 9110 token characters (a method is a token).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Appends a whole response (`Connection: close`) to `out`; `body` is left empty.
+fn respond(req: Request, body: &mut Vec<u8>, out: &mut Vec<u8>) {
+    let (status, content_type) = match req.route {
+        Ok(page) => ("200 OK", page.content_type()),
+        Err(s) => {
+            body.clear();
+            body.extend_from_slice(s.line().as_bytes());
+            body.push(b'\n');
+            (s.line(), "text/plain; charset=utf-8")
+        }
+    };
+    let allow = match req.route {
+        Err(Status::MethodNotAllowed) => "Allow: GET, HEAD\r\n",
+        _ => "",
+    };
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !req.head_only {
+        out.extend_from_slice(body);
+    }
+    body.clear();
+}
+
+enum State {
+    Reading(HeadBuf),
+    Writing {
+        out: Vec<u8>,
+        at: usize,
+    },
+    /// The response is written and our side shut: waiting for the client to close.
+    Draining,
+}
+
+struct Conn {
+    stream: TcpStream,
+    state: State,
+    deadline: Instant,
+}
+
+/// The listener and its open connections. Tokens: `base` is the listener, `base + 1 + n` the
+/// n-th connection accepted (never reused, so a stale event cannot reach a newer connection).
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    base: Token,
+    /// By accept order: the first is the oldest.
+    conns: BTreeMap<usize, Conn>,
+    next_id: usize,
+    /// Rendering space reused from one response to the next.
+    body: Vec<u8>,
+    /// An accept error was logged and none has succeeded since (one line per outage).
+    accept_failing: bool,
+}
+
+impl Server {
+    /// Binds `addr` (port 0: any free port; see [`Server::local_addr`]). Not served until
+    /// [`Server::register`]ed.
+    pub fn bind(addr: SocketAddr) -> io::Result<Server> {
+        let std = std::net::TcpListener::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let addr = std.local_addr()?;
+        Ok(Server {
+            listener: TcpListener::from_std(std),
+            addr,
+            base: Token(usize::MAX),
+            conns: BTreeMap::new(),
+            next_id: 0,
+            body: Vec::new(),
+            accept_failing: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers the listener as `base`; every token from `base` on is then the server's.
+    pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
+        registry.register(&mut self.listener, base, Interest::READABLE)?;
+        self.base = base;
+        Ok(())
+    }
+
+    /// Whether `token` is the listener's or a connection's.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.base.0
+    }
+
+    /// Handles a readiness event on one of the server's tokens; `render` fills a page's body.
+    pub fn ready(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        render: &mut dyn FnMut(Page, &mut Vec<u8>),
+    ) {
+        if token == self.base {
+            self.accept(registry);
+            return;
+        }
+        let id = token.0 - self.base.0 - 1;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return; // Closed already; a stale event.
+        };
+        if !step(conn, &mut self.body, render) {
+            self.close(registry, id);
+        }
+    }
+
+    /// Closes the connections whose time is up.
+    pub fn expire(&mut self, registry: &Registry, now: Instant) {
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            self.close(registry, id);
+        }
+    }
+
+    /// When [`Server::expire`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().map(|c| c.deadline).min()
+    }
+
+    /// Connections open.
+    pub fn open(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn accept(&mut self, registry: &Registry) {
+        loop {
+            let mut stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors, or a connection reset before it was taken: what is
+                // queued is taken at the next connection's event.
+                Err(e) => {
+                    if !self.accept_failing {
+                        log::warn!("metrics: accepting a connection: {e}");
+                        self.accept_failing = true;
+                    }
+                    return;
+                }
+            };
+            self.accept_failing = false;
+            if self.conns.len() >= MAX_CONNS {
+                if let Some(&oldest) = self.conns.keys().next() {
+                    self.close(registry, oldest);
+                }
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let token = Token(self.base.0 + 1 + id);
+            // Both directions from the start (edge-triggered): reading the head, then writing
+            // the response, each resume on their own event.
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if registry.register(&mut stream, token, interest).is_err() {
+                continue;
+            }
+            let conn = Conn {
+                stream,
+                state: State::Reading(HeadBuf::default()),
+                deadline: Instant::now() + IDLE,
+            };
+            self.conns.insert(id, conn);
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, id: usize) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+}
+
+/// Moves a connection on as far as its socket allows; false once it is to be closed.
+fn step(conn: &mut Conn, body: &mut Vec<u8>, render: &mut dyn FnMut(Page, &mut Vec<u8>)) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match &mut conn.state {
+            State::Reading(head) => match conn.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    if let Some(req) = head.push(&chunk[..n]) {
+                        if let Ok(page) = req.route {
+                            render(page, body);
+                        }
+                        let mut out = Vec::with_capacity(256 + body.len());
+                        respond(req, body, &mut out);
+                        conn.state = State::Writing { out, at: 0 };
+                        conn.deadline = Instant::now() + IDLE;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+            },
+            State::Writing { out, at } => match conn.stream.write(&out[*at..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    *at += n;
+                    conn.deadline = Instant::now() + IDLE;
+                    if *at == out.len() {
+                        let _ = conn.stream.shutdown(Shutdown::Write);
+                        conn.state = State::Draining;
+                        conn.deadline = Instant::now() + LINGER;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+            },
+            State::Draining => match conn.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn get(page: Page) -> Request {
+        Request {
+            head_only: false,
+            route: Ok(page),
+        }
+    }
+
+    fn fails(status: Status) -> Request {
+        Request {
+            head_only: false,
+            route: Err(status),
+        }
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        let p = |s: &str| parse_head(s.as_bytes());
+        assert_eq!(p("GET /metrics HTTP/1.1\r\n\r\n"), get(Page::Metrics));
+        assert_eq!(p("GET /bans?pretty=1 HTTP/1.0\r\n\r\n"), get(Page::Bans));
+        assert_eq!(
+            p("GET http://127.0.0.1:9877/metrics HTTP/1.1\r\n\r\n"),
+            get(Page::Metrics)
+        );
+        assert_eq!(
+            p("HEAD /metrics HTTP/1.1\r\n\r\n"),
+            Request {
+                head_only: true,
+                route: Ok(Page::Metrics)
+            }
+        );
+        assert_eq!(p("GET / HTTP/1.1\r\n\r\n"), fails(Status::NotFound));
+        assert_eq!(p("GET /metrics/ HTTP/1.1\r\n\r\n"), fails(Status::NotFound));
+        assert_eq!(
+            p("POST /metrics HTTP/1.1\r\n\r\n"),
+            fails(Status::MethodNotAllowed)
+        );
+        assert_eq!(
+            p("get /metrics HTTP/1.1\r\n\r\n"),
+            fails(Status::MethodNotAllowed)
+        );
+        assert_eq!(
+            p("GET /metrics HTTP/2.0\r\n\r\n"),
+            fails(Status::VersionNotSupported)
+        );
+        assert_eq!(p("GET /metrics\r\n\r\n"), fails(Status::BadRequest));
+        assert_eq!(
+            p("GET  /metrics HTTP/1.1\r\n\r\n"),
+            fails(Status::BadRequest)
+        );
+        assert_eq!(p("GET metrics HTTP/1.1\r\n\r\n"), fails(Status::BadRequest));
+        assert_eq!(
+            p("G(T /metrics HTTP/1.1\r\n\r\n"),
+            fails(Status::BadRequest)
+        );
+        assert_eq!(p("GET /metrics FTP/1.1\r\n\r\n"), fails(Status::BadRequest));
+        assert_eq!(p("\r\n\r\n"), fails(Status::BadRequest));
+    }
+
+    #[test]
+    fn a_head_split_over_many_reads_is_parsed_once_complete() {
+        let text = b"GET /bans HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\nbody";
+        // Every way of cutting it in two, and byte by byte.
+        for cut in 0..text.len() {
+            let mut h = HeadBuf::default();
+            let first = h.push(&text[..cut]);
+            let got = first.or_else(|| h.push(&text[cut..]));
+            assert_eq!(got, Some(get(Page::Bans)), "cut at {cut}");
+        }
+        let mut h = HeadBuf::default();
+        let end = text.len() - 4;
+        for (i, b) in text.iter().enumerate() {
+            let got = h.push(std::slice::from_ref(b));
+            assert_eq!(got.is_some(), i + 1 == end, "byte {i}");
+            if got.is_some() {
+                break;
+            }
+        }
+        // Bare newlines, as a hand-typed request may have.
+        let mut h = HeadBuf::default();
+        assert_eq!(h.push(b"GET /metrics HTTP/1.1\n"), None);
+        assert_eq!(h.push(b"\n"), Some(get(Page::Metrics)));
+    }
+
+    #[test]
+    fn an_oversized_head_is_refused() {
+        let mut h = HeadBuf::default();
+        assert_eq!(h.push(b"GET /metrics HTTP/1.1\r\n"), None);
+        let header = format!("X-Filler: {}\r\n", "a".repeat(1000));
+        let mut got = None;
+        for _ in 0..9 {
+            got = got.or_else(|| h.push(header.as_bytes()));
+        }
+        assert_eq!(got, Some(fails(Status::HeadTooLarge)));
+        assert_eq!(h.buf.len(), MAX_HEAD, "nothing kept beyond the limit");
+        // Exactly at the limit is fine.
+        let mut text = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        text.resize(MAX_HEAD - 4, b'a');
+        text.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(HeadBuf::default().push(&text), Some(get(Page::Metrics)));
+    }
+
+    #[test]
+    fn responses_close_and_head_has_no_body() {
+        let mut out = Vec::new();
+        let mut body = b"# HELP x\n".to_vec();
+        respond(get(Page::Metrics), &mut body, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(text.contains(
+            "Content-Length: 9\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n# HELP x\n"
+        ));
+        assert!(body.is_empty());
+
+        let mut out = Vec::new();
+        let head = Request {
+            head_only: true,
+            route: Err(Status::MethodNotAllowed),
+        };
+        respond(head, &mut body, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Allow: GET, HEAD\r\n"));
+        assert!(text.ends_with("\r\n\r\n"), "no body for HEAD: {text:?}");
+    }
+
+    /// The server on a real socket and a real `Poll`, driven by hand like the watch loop.
+    mod live {
+        use super::*;
+        use mio::{Events, Poll};
+        use std::io::{Read, Write};
+        use std::net::TcpStream as Client;
+
+        struct Rig {
+            poll: Poll,
+            events: Events,
+            server: Server,
+            renders: usize,
+        }
+
+        impl Rig {
+            fn new() -> Rig {
+                let poll = Poll::new().unwrap();
+                let mut server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                server.register(poll.registry(), Token(16)).unwrap();
+                Rig {
+                    poll,
+                    events: Events::with_capacity(64),
+                    server,
+                    renders: 0,
+                }
+            }
+
+            fn connect(&self) -> Client {
+                Client::connect(self.server.local_addr()).unwrap()
+            }
+
+            /// One round of the loop.
+            fn turn(&mut self, wait: Duration) {
+                self.poll.poll(&mut self.events, Some(wait)).unwrap();
+                let renders = &mut self.renders;
+                for ev in self.events.iter() {
+                    assert!(self.server.owns(ev.token()));
+                    self.server
+                        .ready(self.poll.registry(), ev.token(), &mut |page, body| {
+                            *renders += 1;
+                            match page {
+                                Page::Metrics => body.extend_from_slice(b"m 1\n"),
+                                Page::Bans => body.resize(3 << 20, b'x'),
+                            }
+                        });
+                }
+            }
+
+            /// Turns the loop while `client` reads its whole response.
+            fn response(&mut self, client: &mut Client) -> Vec<u8> {
+                client.set_nonblocking(true).unwrap();
+                let mut got = Vec::new();
+                let mut chunk = vec![0u8; 1 << 16];
+                let until = Instant::now() + Duration::from_secs(10);
+                loop {
+                    assert!(Instant::now() < until, "no complete response");
+                    self.turn(Duration::from_millis(5));
+                    match client.read(&mut chunk) {
+                        Ok(0) => return got,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn serves_a_request_sent_in_pieces() {
+            let mut rig = Rig::new();
+            let mut c = rig.connect();
+            for piece in ["GE", "T /metr", "ics HTTP/1.1\r", "\nHost: x\r\n", "\r\n"] {
+                c.write_all(piece.as_bytes()).unwrap();
+                rig.turn(Duration::from_millis(20));
+            }
+            let got = String::from_utf8(rig.response(&mut c)).unwrap();
+            assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+            assert!(got.ends_with("\r\n\r\nm 1\n"), "{got}");
+            assert_eq!(rig.renders, 1);
+            assert_eq!(rig.server.open(), 1, "waiting for the client to close");
+            drop(c);
+            rig.turn(Duration::from_millis(100));
+            assert_eq!(rig.server.open(), 0, "closed once the client closed");
+        }
+
+        #[test]
+        fn a_large_body_is_written_as_the_client_takes_it() {
+            let mut rig = Rig::new();
+            let mut c = rig.connect();
+            c.write_all(b"GET /bans HTTP/1.1\r\n\r\n").unwrap();
+            let got = rig.response(&mut c);
+            let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(got.len() - at, 3 << 20);
+            assert!(String::from_utf8_lossy(&got[..at]).contains("Content-Length: 3145728\r\n"));
+        }
+
+        #[test]
+        fn a_silent_client_is_closed_at_its_deadline_and_others_are_served() {
+            let mut rig = Rig::new();
+            let mut slow = rig.connect();
+            slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            rig.turn(Duration::from_millis(50));
+            assert_eq!(rig.server.open(), 1);
+            let deadline = rig.server.next_deadline().unwrap();
+            assert!(deadline > Instant::now() + IDLE - Duration::from_secs(1));
+
+            let mut c = rig.connect();
+            c.write_all(b"GET /nothing HTTP/1.1\r\n\r\n").unwrap();
+            let got = String::from_utf8(rig.response(&mut c)).unwrap();
+            assert!(got.starts_with("HTTP/1.1 404 Not Found\r\n"), "{got}");
+
+            rig.server.expire(rig.poll.registry(), deadline);
+            assert_eq!(rig.server.open(), 0);
+            assert_eq!(rig.server.next_deadline(), None);
+            let mut rest = Vec::new();
+            slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = slow.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "closed without an answer");
+        }
+
+        #[test]
+        fn the_oldest_connection_makes_room_for_a_new_one() {
+            let mut rig = Rig::new();
+            let mut clients: Vec<Client> = Vec::new();
+            for _ in 0..MAX_CONNS + 3 {
+                clients.push(rig.connect());
+                rig.turn(Duration::from_millis(5));
+            }
+            while rig.server.open() < MAX_CONNS {
+                rig.turn(Duration::from_millis(5));
+            }
+            rig.turn(Duration::from_millis(20));
+            assert_eq!(rig.server.open(), MAX_CONNS);
+            let mut last = clients.pop().unwrap();
+            last.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            let got = String::from_utf8(rig.response(&mut last)).unwrap();
+            assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+            let mut first = clients.remove(0);
+            first
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = first.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "the oldest was closed");
+        }
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, cut anywhere: no panic, at most one request, and never more
+        /// than the head limit kept.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..12_000),
+            cuts in proptest::collection::vec(any::<u16>(), 0..8),
+        ) {
+            let mut h = HeadBuf::default();
+            let mut at = 0;
+            let mut cuts: Vec<usize> = cuts.iter().map(|&c| usize::from(c) % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(bytes.len());
+            let mut got = None;
+            for c in cuts {
+                if got.is_none() {
+                    got = h.push(&bytes[at..c]);
+                }
+                at = c;
+            }
+            prop_assert!(h.buf.len() <= MAX_HEAD);
+            if bytes.len() >= MAX_HEAD {
+                prop_assert!(got.is_some());
+            }
+            let _ = parse_head(&bytes);
+        }
+
+        /// Request lines built from plausible pieces parse to the answer they must give.
+        #[test]
+        fn request_lines_route_as_expected(
+            method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "OPTIONS"]),
+            path in prop::sample::select(vec!["/metrics", "/bans", "/", "/x", "/metrics?a=b"]),
+            version in prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2"]),
+        ) {
+            let r = parse_head(format!("{method} {path} {version}\r\n\r\n").as_bytes());
+            prop_assert_eq!(r.head_only, method == "HEAD");
+            let want = if version == "HTTP/2" {
+                Err(Status::VersionNotSupported)
+            } else if method != "GET" && method != "HEAD" {
+                Err(Status::MethodNotAllowed)
+            } else if path.starts_with("/metrics") {
+                Ok(Page::Metrics)
+            } else if path == "/bans" {
+                Ok(Page::Bans)
+            } else {
+                Err(Status::NotFound)
+            };
+            prop_assert_eq!(r.route, want);
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! What watch's metrics endpoint shows: the counters, rendered as Prometheus text (format
+//! 0.0.4) for `/metrics` and the active bans as JSON for `/bans`.
+//!
+//! Nothing here is shared between threads: the watch loop keeps its counters where they are
+//! (the parser's [`IngestStats`], the ban table, the shards' latest ticks, the sinks' atomics)
+//! and hands them over as a [`View`] when a page is asked for. The one thing kept only for the
+//! endpoint is the write-to-ban latency ([`Recorder`]), recorded as each ban is emitted.
+
+use std::fmt::Display;
+use std::io::Write;
+
+use hdrhistogram::Histogram;
+
+use crate::decide::ban_table::BanTable;
+use crate::decide::event::write_ban_json;
+use crate::decide::Event;
+use crate::engine::ShardStats;
+use crate::sink::SinkCounters;
+use crate::source::ingest::IngestStats;
+
+/// The latency histogram's buckets (upper bounds, milliseconds), as Prometheus' defaults.
+const BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
+/// Latencies are kept up to an hour; longer ones (bans decided from a backlog read at start)
+/// count as an hour in the histogram, and exactly in its sum.
+const MAX_LATENCY_MS: u64 = 3_600_000;
+
+/// The wall-clock time from a ban's offending request (its log time) to the ban's emission.
+pub struct Recorder {
+    /// Milliseconds, 3 significant digits: the bucket bounds up to 2 s are exact, those above
+    /// within 0.1 %.
+    latency: Histogram<u64>,
+    /// Exact sum (the histogram's own is approximate), milliseconds.
+    sum_ms: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        let latency = Histogram::new_with_bounds(1, MAX_LATENCY_MS, 3)
+            .unwrap_or_else(|_| unreachable!("constant, valid bounds"));
+        Recorder { latency, sum_ms: 0 }
+    }
+
+    /// Records the latency of a ban as it is emitted at `now_ms` (wall clock); unbans are not
+    /// timed.
+    pub fn on_event(&mut self, ev: &Event, now_ms: i64) {
+        if let Event::Ban(b) = ev {
+            self.record_ms(now_ms.saturating_sub(b.time_ms));
+        }
+    }
+
+    /// A log time ahead of the clock (tolerated up to a second) counts as no delay.
+    pub fn record_ms(&mut self, ms: i64) {
+        let ms = u64::try_from(ms).unwrap_or(0);
+        self.latency.saturating_record(ms);
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.latency.len()
+    }
+}
+
+/// The loop's counters, lent for one rendering.
+pub struct View<'a> {
+    pub ingest: &'a IngestStats,
+    /// Summed over shards, as of their latest ticks.
+    pub shards: ShardStats,
+    pub table: &'a BanTable,
+    pub sinks: Vec<(String, SinkCounters)>,
+    pub files: usize,
+}
+
+/// Appends the Prometheus text of `v` and `latency` to `out`.
+pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
+    let mut t = Text { out };
+    let i = v.ingest;
+    t.family("lines_read_total", "counter", "Log lines read.");
+    t.value("lines_read_total", &[], i.lines);
+    t.family("bytes_read_total", "counter", "Log bytes read.");
+    t.value("bytes_read_total", &[], i.bytes);
+    t.family(
+        "lines_malformed_total",
+        "counter",
+        "Lines that are not access-log lines of the configured format, by why.",
+    );
+    let m = &i.malformed;
+    let kinds = [
+        ("empty", m.empty),
+        ("too_long", m.too_long),
+        ("shape", m.shape),
+        ("time", m.time),
+        ("status", m.status),
+        ("number", m.number),
+        ("other", m.other),
+    ];
+    for (kind, n) in kinds {
+        t.value("lines_malformed_total", &[("kind", kind)], n);
+    }
+    t.family(
+        "lines_future_total",
+        "counter",
+        "Lines stamped more than a day ahead of the clock (not counted by any rule).",
+    );
+    t.value("lines_future_total", &[], i.future);
+    t.family(
+        "lines_late_total",
+        "counter",
+        "Requests older than what the rate engine had already processed when they arrived (counted at its watermark).",
+    );
+    t.value("lines_late_total", &[], v.shards.late);
+    t.family(
+        "hits_total",
+        "counter",
+        "Requests handed to the rate engine (lines some rule counts).",
+    );
+    t.value("hits_total", &[], i.hits);
+    t.family("files_watched", "gauge", "Log files followed.");
+    t.value("files_watched", &[], v.files as u64);
+
+    t.family(
+        "keys_tracked",
+        "gauge",
+        "(key, rule) entries the rate engine holds, summed over shards at their latest tick.",
+    );
+    t.value("keys_tracked", &[], v.shards.keys_at_end);
+    t.family(
+        "keys_evicted_total",
+        "counter",
+        "Idle, recovered (key, rule) entries dropped.",
+    );
+    t.value("keys_evicted_total", &[], v.shards.evicted);
+    t.family(
+        "keys_refused_total",
+        "counter",
+        "New (key, rule) entries refused because [engine] max_keys was reached.",
+    );
+    t.value("keys_refused_total", &[], v.shards.cap_refused);
+
+    let rules: Vec<&str> = v.table.rule_names().collect();
+    t.family(
+        "offenses_total",
+        "counter",
+        "Requests over a rule's rate and burst, reported to the ban table (allowlisted and already banned keys included).",
+    );
+    for (rule, &n) in rules.iter().zip(v.table.offenses_by_rule()) {
+        t.value("offenses_total", &[("rule", rule)], n);
+    }
+    let st = v.table.stats();
+    t.family(
+        "bans_total",
+        "counter",
+        "Bans decided since start (bans restored from the state folder not included).",
+    );
+    t.value("bans_total", &[], st.bans);
+    t.family("unbans_total", "counter", "Bans ended since start.");
+    t.value("unbans_total", &[], st.unbans);
+    t.family("active_bans", "gauge", "Bans in force.");
+    for (rule, n) in rules.iter().zip(v.table.active_by_rule()) {
+        t.value("active_bans", &[("rule", rule)], n);
+    }
+
+    type Count = fn(&SinkCounters) -> u64;
+    let per_sink: [(&str, &str, Count); 5] = [
+        ("sink_delivered_total", "Events delivered by a sink.", |c| {
+            c.delivered
+        }),
+        (
+            "sink_failed_total",
+            "Events a sink gave up on (refused, or still failing after give_up_after).",
+            |c| c.failed,
+        ),
+        (
+            "sink_dropped_total",
+            "Bans dropped because a sink's queue was full, and the unbans that went with them.",
+            |c| c.dropped,
+        ),
+        (
+            "sink_skipped_proxied_total",
+            "Bans of clients behind a trusted proxy that a sink does not take.",
+            |c| c.skipped_proxied,
+        ),
+        (
+            "sink_retries_total",
+            "Deliveries that failed and were tried again.",
+            |c| c.retries,
+        ),
+    ];
+    for (name, help, count) in per_sink {
+        t.family(name, "counter", help);
+        for (sink, c) in &v.sinks {
+            t.value(name, &[("sink", sink)], count(c));
+        }
+    }
+
+    let h = &latency.latency;
+    let name = "ban_latency_seconds";
+    t.family(
+        name,
+        "histogram",
+        "Wall-clock time from the log time of a ban's offending request to the ban's emission: from the write of the line to the ban for $msec logs, plus up to a second of rounding for logs with one-second times.",
+    );
+    for le in BUCKETS_MS {
+        let n = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, le)
+        };
+        t.value_with("ban_latency_seconds_bucket", &[("le", &Seconds(le))], n);
+    }
+    t.value_with("ban_latency_seconds_bucket", &[("le", &"+Inf")], h.len());
+    t.line(format_args!(
+        "floodwatch_ban_latency_seconds_sum {}",
+        Seconds(latency.sum_ms)
+    ));
+    t.value("ban_latency_seconds_count", &[], h.len());
+}
+
+/// Appends the active bans, soonest end first, as a JSON array of the ban events that started
+/// them (DESIGN.md's schema: `time` is when the ban began, `until` when it ends).
+pub fn render_bans(table: &BanTable, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, b) in table.active().enumerate() {
+        out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        write_ban_json(b, out);
+    }
+    if table.active_len() > 0 {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"]\n");
+}
+
+/// Milliseconds as seconds, exactly (`2500` → `2.5`).
+struct Seconds(u64);
+
+impl Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, ms) = (self.0 / 1000, self.0 % 1000);
+        if ms == 0 {
+            return write!(f, "{s}");
+        }
+        let frac = format!("{ms:03}");
+        write!(f, "{s}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+/// Prometheus text lines, every name prefixed with `floodwatch_`.
+struct Text<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Text<'_> {
+    fn line(&mut self, args: std::fmt::Arguments) {
+        // Writing into a Vec cannot fail.
+        let _ = self.out.write_fmt(args);
+        self.out.push(b'\n');
+    }
+
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.line(format_args!("# HELP floodwatch_{name} {help}"));
+        self.line(format_args!("# TYPE floodwatch_{name} {kind}"));
+    }
+
+    fn value(&mut self, name: &str, labels: &[(&str, &str)], v: u64) {
+        let labels: Vec<(&str, &dyn Display)> = labels
+            .iter()
+            .map(|(k, v)| (*k, v as &dyn Display))
+            .collect();
+        self.value_with(name, &labels, v);
+    }
+
+    fn value_with(&mut self, name: &str, labels: &[(&str, &dyn Display)], v: u64) {
+        let _ = write!(self.out, "floodwatch_{name}");
+        for (i, (k, val)) in labels.iter().enumerate() {
+            let sep = if i == 0 { '{' } else { ',' };
+            let _ = write!(self.out, "{sep}{k}=\"");
+            escape_label(&val.to_string(), self.out);
+            self.out.push(b'"');
+        }
+        if !labels.is_empty() {
+            self.out.push(b'}');
+        }
+        self.line(format_args!(" {v}"));
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape_label(s: &str, out: &mut Vec<u8>) {
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::allowlist::Allowlist;
+    use crate::decide::ban_table::tests::{offense, rule};
+    use crate::vhost::Vhosts;
+
+    fn text(v: &View, latency: &Recorder) -> String {
+        let mut out = Vec::new();
+        render_metrics(v, latency, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn renders_a_small_state_exactly() {
+        let rules = [
+            rule("flood", 600, 2.0, 3600, 3600),
+            rule("scan", 60, 2.0, 3600, 3600),
+        ];
+        let mut table = BanTable::new(&rules, Allowlist::default(), Vhosts::new());
+        table.offense(&offense("192.0.2.1", 0, 0)).unwrap();
+        table.offense(&offense("192.0.2.1", 0, 1));
+        table.offense(&offense("192.0.2.2", 1, 0)).unwrap();
+        table.expire(60_000);
+        let mut ingest = IngestStats {
+            lines: 1000,
+            bytes: 98_765,
+            hits: 990,
+            future: 1,
+            ..IngestStats::default()
+        };
+        ingest.malformed.shape = 7;
+        ingest.malformed.too_long = 2;
+        let shards = ShardStats {
+            late: 3,
+            keys_at_end: 42,
+            evicted: 5,
+            cap_refused: 6,
+            ..ShardStats::default()
+        };
+        let mut latency = Recorder::new();
+        for ms in [3, 12, 12, 700, 4000, 7_200_000] {
+            latency.record_ms(ms);
+        }
+        latency.record_ms(-20);
+        let sinks = vec![(
+            "deny".to_string(),
+            SinkCounters {
+                delivered: 4,
+                failed: 1,
+                dropped: 2,
+                skipped_proxied: 0,
+                retries: 9,
+            },
+        )];
+        let v = View {
+            ingest: &ingest,
+            shards,
+            table: &table,
+            sinks,
+            files: 12,
+        };
+        let want = "\
+# HELP floodwatch_lines_read_total Log lines read.
+# TYPE floodwatch_lines_read_total counter
+floodwatch_lines_read_total 1000
+# HELP floodwatch_bytes_read_total Log bytes read.
+# TYPE floodwatch_bytes_read_total counter
+floodwatch_bytes_read_total 98765
+# HELP floodwatch_lines_malformed_total Lines that are not access-log lines of the configured format, by why.
+# TYPE floodwatch_lines_malformed_total counter
+floodwatch_lines_malformed_total{kind=\"empty\"} 0
+floodwatch_lines_malformed_total{kind=\"too_long\"} 2
+floodwatch_lines_malformed_total{kind=\"shape\"} 7
+floodwatch_lines_malformed_total{kind=\"time\"} 0
+floodwatch_lines_malformed_total{kind=\"status\"} 0
+floodwatch_lines_malformed_total{kind=\"number\"} 0
+floodwatch_lines_malformed_total{kind=\"other\"} 0
+# HELP floodwatch_lines_future_total Lines stamped more than a day ahead of the clock (not counted by any rule).
+# TYPE floodwatch_lines_future_total counter
+floodwatch_lines_future_total 1
+# HELP floodwatch_lines_late_total Requests older than what the rate engine had already processed when they arrived (counted at its watermark).
+# TYPE floodwatch_lines_late_total counter
+floodwatch_lines_late_total 3
+# HELP floodwatch_hits_total Requests handed to the rate engine (lines some rule counts).
+# TYPE floodwatch_hits_total counter
+floodwatch_hits_total 990
+# HELP floodwatch_files_watched Log files followed.
+# TYPE floodwatch_files_watched gauge
+floodwatch_files_watched 12
+# HELP floodwatch_keys_tracked (key, rule) entries the rate engine holds, summed over shards at their latest tick.
+# TYPE floodwatch_keys_tracked gauge
+floodwatch_keys_tracked 42
+# HELP floodwatch_keys_evicted_total Idle, recovered (key, rule) entries dropped.
+# TYPE floodwatch_keys_evicted_total counter
+floodwatch_keys_evicted_total 5
+# HELP floodwatch_keys_refused_total New (key, rule) entries refused because [engine] max_keys was reached.
+# TYPE floodwatch_keys_refused_total counter
+floodwatch_keys_refused_total 6
+# HELP floodwatch_offenses_total Requests over a rule's rate and burst, reported to the ban table (allowlisted and already banned keys included).
+# TYPE floodwatch_offenses_total counter
+floodwatch_offenses_total{rule=\"flood\"} 2
+floodwatch_offenses_total{rule=\"scan\"} 1
+# HELP floodwatch_bans_total Bans decided since start (bans restored from the state folder not included).
+# TYPE floodwatch_bans_total counter
+floodwatch_bans_total 2
+# HELP floodwatch_unbans_total Bans ended since start.
+# TYPE floodwatch_unbans_total counter
+floodwatch_unbans_total 1
+# HELP floodwatch_active_bans Bans in force.
+# TYPE floodwatch_active_bans gauge
+floodwatch_active_bans{rule=\"flood\"} 1
+floodwatch_active_bans{rule=\"scan\"} 0
+# HELP floodwatch_sink_delivered_total Events delivered by a sink.
+# TYPE floodwatch_sink_delivered_total counter
+floodwatch_sink_delivered_total{sink=\"deny\"} 4
+# HELP floodwatch_sink_failed_total Events a sink gave up on (refused, or still failing after give_up_after).
+# TYPE floodwatch_sink_failed_total counter
+floodwatch_sink_failed_total{sink=\"deny\"} 1
+# HELP floodwatch_sink_dropped_total Bans dropped because a sink's queue was full, and the unbans that went with them.
+# TYPE floodwatch_sink_dropped_total counter
+floodwatch_sink_dropped_total{sink=\"deny\"} 2
+# HELP floodwatch_sink_skipped_proxied_total Bans of clients behind a trusted proxy that a sink does not take.
+# TYPE floodwatch_sink_skipped_proxied_total counter
+floodwatch_sink_skipped_proxied_total{sink=\"deny\"} 0
+# HELP floodwatch_sink_retries_total Deliveries that failed and were tried again.
+# TYPE floodwatch_sink_retries_total counter
+floodwatch_sink_retries_total{sink=\"deny\"} 9
+# HELP floodwatch_ban_latency_seconds Wall-clock time from the log time of a ban's offending request to the ban's emission: from the write of the line to the ban for $msec logs, plus up to a second of rounding for logs with one-second times.
+# TYPE floodwatch_ban_latency_seconds histogram
+floodwatch_ban_latency_seconds_bucket{le=\"0.005\"} 2
+floodwatch_ban_latency_seconds_bucket{le=\"0.01\"} 2
+floodwatch_ban_latency_seconds_bucket{le=\"0.025\"} 4
+floodwatch_ban_latency_seconds_bucket{le=\"0.05\"} 4
+floodwatch_ban_latency_seconds_bucket{le=\"0.1\"} 4
+floodwatch_ban_latency_seconds_bucket{le=\"0.25\"} 4
+floodwatch_ban_latency_seconds_bucket{le=\"0.5\"} 4
+floodwatch_ban_latency_seconds_bucket{le=\"1\"} 5
+floodwatch_ban_latency_seconds_bucket{le=\"2.5\"} 5
+floodwatch_ban_latency_seconds_bucket{le=\"5\"} 6
+floodwatch_ban_latency_seconds_bucket{le=\"10\"} 6
+floodwatch_ban_latency_seconds_bucket{le=\"+Inf\"} 7
+floodwatch_ban_latency_seconds_sum 7204.727
+floodwatch_ban_latency_seconds_count 7
+";
+        assert_eq!(text(&v, &latency), want);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let rules = [rule("a\"b\\c\nd", 600, 2.0, 3600, 3600)];
+        let table = BanTable::new(&rules, Allowlist::default(), Vhosts::new());
+        let v = View {
+            ingest: &IngestStats::default(),
+            shards: ShardStats::default(),
+            table: &table,
+            sinks: vec![("x\ny".into(), SinkCounters::default())],
+            files: 0,
+        };
+        let t = text(&v, &Recorder::new());
+        assert!(
+            t.contains("floodwatch_offenses_total{rule=\"a\\\"b\\\\c\\nd\"} 0\n"),
+            "{t}"
+        );
+        assert!(t.contains("floodwatch_sink_retries_total{sink=\"x\\ny\"} 0\n"));
+        // Every line is a comment or a sample: no raw newline escaped into a label.
+        for line in t.lines() {
+            assert!(
+                line.starts_with("# ") || line.starts_with("floodwatch_"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let mut r = Recorder::new();
+        for ms in (0..20_000).step_by(7) {
+            r.record_ms(ms);
+        }
+        let v = View {
+            ingest: &IngestStats::default(),
+            shards: ShardStats::default(),
+            table: &BanTable::new(&[], Allowlist::default(), Vhosts::new()),
+            sinks: vec![],
+            files: 0,
+        };
+        let t = text(&v, &r);
+        let counts: Vec<u64> = t
+            .lines()
+            .filter(|l| l.starts_with("floodwatch_ban_latency_seconds_bucket"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), BUCKETS_MS.len() + 1);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert_eq!(*counts.last().unwrap(), r.count());
+        // Below 2 s the bounds are exact: values 0, 7, 14... ≤ 1000 ms.
+        assert_eq!(counts[7], 1000 / 7 + 1);
+        assert!(t.contains(&format!(
+            "floodwatch_ban_latency_seconds_count {}\n",
+            r.count()
+        )));
+    }
+
+    #[test]
+    fn seconds_are_written_exactly() {
+        let s = |ms| Seconds(ms).to_string();
+        assert_eq!(
+            [s(5), s(10), s(250), s(1000), s(2500), s(0), s(7_204_727)],
+            ["0.005", "0.01", "0.25", "1", "2.5", "0", "7204.727"]
+        );
+    }
+
+    #[test]
+    fn bans_are_a_json_array_of_their_events() {
+        let rules = [rule("flood", 600, 2.0, 3600, 3600)];
+        let mut table = BanTable::new(&rules, Allowlist::default(), Vhosts::new());
+        let mut out = Vec::new();
+        render_bans(&table, &mut out);
+        assert_eq!(out, b"[]\n");
+        table.offense(&offense("192.0.2.1", 0, 10)).unwrap();
+        table.offense(&offense("2001:db8::/64", 0, 0)).unwrap();
+        out.clear();
+        render_bans(&table, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let keys: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["2001:db8::/64", "192.0.2.1"], "soonest end first");
+        assert_eq!(v[1]["type"], "ban");
+        assert_eq!(v[1]["time"], "1970-01-01T00:00:10Z");
+        assert_eq!(v[1]["until"], "1970-01-01T00:10:10Z");
+        assert_eq!(v[1]["ban_seconds"], 600);
+    }
+
+    #[test]
+    fn bans_are_timed_from_their_log_time() {
+        let mut r = Recorder::new();
+        let mut table = BanTable::new(
+            &[rule("flood", 600, 2.0, 3600, 3600)],
+            Allowlist::default(),
+            Vhosts::new(),
+        );
+        let ban = table.offense(&offense("192.0.2.1", 0, 10)).unwrap();
+        r.on_event(&Event::Ban(ban), 10_040);
+        let unban = table.expire(i64::MAX).remove(0);
+        r.on_event(&Event::Unban(unban), 900_000);
+        assert_eq!((r.count(), r.sum_ms), (1, 40));
+    }
+}
