@@ -754,6 +754,52 @@ fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
     assert!(!state_has(&site, "pending.json"), "nothing left: {report}");
 }
 
+/// Kept events follow their sink's table, not its number: with two webhooks, removing the first
+/// must not send its events to the second's URL; a sink that moved in the list still gets its own.
+#[test]
+fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let base = fs::read_to_string(site.config()).unwrap();
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (a, b) = (free_port(), free_port());
+    let hook = |port: u16| {
+        format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n")
+    };
+    let run_with_a_down = |ip: &str| {
+        fs::write(site.config(), base.clone() + &hook(a)).unwrap();
+        let mut w = site.start();
+        append(&log, &flood(ip, 20));
+        w.wait_log("will retry");
+        assert!(w.stop().0.success());
+        assert!(state_has(&site, "pending.json"));
+    };
+
+    run_with_a_down("203.0.113.7");
+    // A is gone; B is now `sink[0] webhook`, the name A's events were kept under.
+    let got_b = webhook_server(b);
+    fs::write(site.config(), base.clone() + &hook(b)).unwrap();
+    let w = site.start();
+    let dropped = "1 events for sink[0] webhook, no longer configured as it was: dropped";
+    assert!(w.log.iter().any(|l| l.contains(dropped)), "{:?}", w.log);
+    assert!(w.stop().0.success());
+    assert!(got_b.try_recv().is_err(), "B never gets A's events");
+
+    run_with_a_down("203.0.113.8");
+    // A comes back second in the list (`sink[1] webhook`) and still gets its event.
+    let got_a = webhook_server(a);
+    fs::write(site.config(), base.clone() + &hook(b) + &hook(a)).unwrap();
+    let w = site.start();
+    let ev = got_a.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(ev["key"], "203.0.113.8");
+    assert!(w.stop().0.success());
+    assert!(got_b.try_recv().is_err(), "nor does B get it now");
+    assert!(!state_has(&site, "pending.json"));
+}
+
 fn state_has(site: &Site, name: &str) -> bool {
     site.root.path().join("state").join(name).exists()
 }

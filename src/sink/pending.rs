@@ -2,8 +2,11 @@
 //! state folder as `pending.json` so that the next start delivers them.
 //!
 //! Events are stored self-describing (keys as text, vhosts by name: vhost ids are only valid
-//! within one run) under the name of the sink they were for (`sink[i] type`); a sink no longer
-//! configured under that name at the next start does not get them (reported). `watch` reads
+//! within one run) under the sink they were for: its name (`sink[i] type`) and its `[[sink]]`
+//! table. At the next start they go to the sink with the same table, wherever it now is in the
+//! list; when no sink has that table any more (it was changed or removed), they are dropped and
+//! reported, rather than given to whichever sink now has its number (two webhooks: removing the
+//! first must not send its events to the second's URL). `watch` reads
 //! the file once at start and replaces it about once a second while something changed (with
 //! what the sinks hold at that moment, see `Sinks::pending`) and at stop, so a crash loses none
 //! of them but may deliver again those delivered since the last save: delivery is at least
@@ -42,7 +45,18 @@ struct Stored {
 #[derive(Serialize, Deserialize)]
 struct SinkPending {
     name: String,
+    /// The sink's `[[sink]]` table; absent in files of earlier versions (then: by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table: Option<toml::Table>,
     events: Vec<SavedEvent>,
+}
+
+/// What a sink had not delivered when the file was written.
+#[derive(Debug)]
+pub struct Kept {
+    pub name: String,
+    pub table: Option<toml::Table>,
+    pub events: Vec<Event>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -111,8 +125,8 @@ fn load_event(vhosts: &Vhosts, ev: SavedEvent) -> Option<Event> {
     })
 }
 
-/// The pending events of `dir`, by sink name; none when there is no file.
-pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<(String, Vec<Event>)>, PendingError> {
+/// The pending events of `dir`, by sink; none when there is no file.
+pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<Kept>, PendingError> {
     let path = dir.join(FILE_NAME);
     let err = |message: String| PendingError {
         path: path.display().to_string(),
@@ -136,16 +150,22 @@ pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<(String, Vec<Event>)>, Pe
                 .into_iter()
                 .filter_map(|e| load_event(vhosts, e))
                 .collect();
-            (s.name, events)
+            Kept {
+                name: s.name,
+                table: s.table,
+                events,
+            }
         })
         .collect())
 }
 
-/// Replaces `dir/pending.json` atomically (removes it when nothing is pending).
+/// Replaces `dir/pending.json` atomically (removes it when nothing is pending). `tables` gives
+/// each sink's `[[sink]]` table by name ([`Sinks::tables`](crate::sink::Sinks::tables)).
 pub fn save(
     dir: &Path,
     vhosts: &Vhosts,
     pending: &[(String, Vec<Event>)],
+    tables: &[(String, toml::Table)],
 ) -> Result<(), PendingError> {
     let path = dir.join(FILE_NAME);
     let err = |e: io::Error| PendingError {
@@ -164,6 +184,10 @@ pub fn save(
             .iter()
             .map(|(name, evs)| SinkPending {
                 name: name.clone(),
+                table: tables
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.clone()),
                 events: evs.iter().map(|e| save_event(vhosts, e)).collect(),
             })
             .collect(),
@@ -210,19 +234,23 @@ mod tests {
             "sink[0] webhook".to_string(),
             vec![Event::Ban(ban), Event::Unban(unban)],
         )];
-        save(dir.path(), &vhosts, &pending).unwrap();
+        let table: toml::Table =
+            toml::from_str("type = \"webhook\"\nurl = \"http://h/x\"").unwrap();
+        let tables = [("sink[0] webhook".to_string(), table.clone())];
+        save(dir.path(), &vhosts, &pending, &tables).unwrap();
         // Another run interns vhosts in another order.
         let other = Vhosts::new();
         other.intern(b"b.example");
         let back = load(dir.path(), &other).unwrap();
-        let Event::Ban(b) = &back[0].1[0] else {
+        let Event::Ban(b) = &back[0].events[0] else {
             panic!("{back:?}")
         };
         assert_eq!(other.name(b.key.vhost).as_deref(), Some("a.example"));
-        assert_eq!(back[0].1[1], pending[0].1[1]);
-        assert_eq!(back[0].0, "sink[0] webhook");
+        assert_eq!(back[0].events[1], pending[0].1[1]);
+        assert_eq!(back[0].name, "sink[0] webhook");
+        assert_eq!(back[0].table.as_ref(), Some(&table));
 
-        save(dir.path(), &vhosts, &[]).unwrap();
+        save(dir.path(), &vhosts, &[], &[]).unwrap();
         assert!(load(dir.path(), &vhosts).unwrap().is_empty(), "removed");
     }
 }

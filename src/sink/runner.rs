@@ -174,16 +174,28 @@ impl Sinks {
         (reports, pending)
     }
 
-    /// Gives the sink named `name` events a previous run could not deliver, ahead of any new
-    /// one and never dropped. Returns false when no sink has that name (the config changed).
-    pub fn resend(&mut self, name: &str, events: Vec<Event>) -> bool {
-        let Some(f) = self.feeds.iter_mut().find(|f| f.name == name) else {
+    /// Gives a sink events a previous run could not deliver, ahead of any new one and never
+    /// dropped: the sink whose `[[sink]]` table is `table` (wherever it is in the list now), or
+    /// without a table (older state files) the sink named `name`. Returns false when there is
+    /// none (the sink was changed or removed).
+    pub fn resend(&mut self, name: &str, table: Option<&toml::Table>, events: Vec<Event>) -> bool {
+        let found = match table {
+            Some(t) => self.feeds.iter_mut().find(|f| f.source == *t),
+            None => self.feeds.iter_mut().find(|f| f.name == name),
+        };
+        let Some(f) = found else {
             return false;
         };
         f.backlog.extend(events);
         f.changes += 1;
         f.drain_backlog();
         true
+    }
+
+    /// Each sink's name and `[[sink]]` table, for `pending::save`.
+    pub fn tables(&self) -> Vec<(String, toml::Table)> {
+        let feeds = self.feeds.iter();
+        feeds.map(|f| (f.name.clone(), f.source.clone())).collect()
     }
 
     /// What each sink has been handed and not delivered yet (queued, being retried, or waiting
@@ -852,8 +864,8 @@ mod tests {
         assert_eq!(kinds, ["ban 10.0.0.1", "ban 10.0.0.2", "unban 10.0.0.1"]);
 
         let mut next = setup(100, true, false, Duration::from_secs(3600));
-        assert!(!next.sinks.resend("other", Vec::new()));
-        assert!(next.sinks.resend("probe", events));
+        assert!(!next.sinks.resend("other", None, Vec::new()));
+        assert!(next.sinks.resend("probe", None, events));
         next.sinks.emit(&ban("10.0.0.4", false));
         let (reports, pending) = next.sinks.stop();
         assert!(pending.is_empty());
@@ -1043,7 +1055,7 @@ mod tests {
     fn resent_events_stay_pending_until_delivered() {
         let mut s = setup(10, true, false, Duration::from_secs(3600));
         s.down.store(true, Ordering::SeqCst);
-        assert!(s.sinks.resend("probe", vec![ban("10.0.0.1", false)]));
+        assert!(s.sinks.resend("probe", None, vec![ban("10.0.0.1", false)]));
         s.sinks.emit(&ban("10.0.0.2", false));
         let pending = s.sinks.pending();
         assert_eq!(kinds(&pending[0].1), ["ban 10.0.0.1", "ban 10.0.0.2"]);

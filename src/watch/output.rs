@@ -26,7 +26,13 @@ pub(crate) struct Output<'a> {
 }
 
 /// What the sinks did and what they could not deliver, at stop.
-pub(crate) type Stopped = (Vec<SinkReport>, Vec<(String, Vec<Event>)>);
+pub(crate) struct Stopped {
+    pub reports: Vec<SinkReport>,
+    /// By sink name, in order.
+    pub pending: Vec<(String, Vec<Event>)>,
+    /// Each sink's name and table (see `pending::save`).
+    pub tables: Vec<(String, toml::Table)>,
+}
 
 impl<'a> Output<'a> {
     /// Starts the sinks `specs`, handing them the bans `active` (see `Sinks::start_with`); with
@@ -118,7 +124,8 @@ impl<'a> Output<'a> {
             return Ok(());
         }
         let pending = self.sinks.as_mut().map(Sinks::pending).unwrap_or_default();
-        pending::save(dir, vhosts, &pending)?;
+        let tables = self.sinks.as_ref().map(Sinks::tables).unwrap_or_default();
+        pending::save(dir, vhosts, &pending, &tables)?;
         self.saved = Some(stamp);
         Ok(())
     }
@@ -127,7 +134,15 @@ impl<'a> Output<'a> {
     /// sinks), or the error that stopped writing to stdout.
     pub(crate) fn stop(self) -> Result<Option<Stopped>, io::Error> {
         match (self.sinks, self.error) {
-            (Some(s), _) => Ok(Some(s.stop())),
+            (Some(s), _) => {
+                let tables = s.tables();
+                let (reports, pending) = s.stop();
+                Ok(Some(Stopped {
+                    reports,
+                    pending,
+                    tables,
+                }))
+            }
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
         }

@@ -40,7 +40,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::endpoint::Endpoint;
 use super::inotify::{self, Inotify};
-use super::output::Output;
+use super::output::{Output, Stopped};
 use super::reload::{self, Reloaded};
 use super::signals::{Signal, Signals};
 use super::{state, Patterns, WatchPlan};
@@ -713,11 +713,11 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         restored_bans: restored.bans,
     };
     match output.stop() {
-        Ok(Some((reports, pending))) => {
-            for r in reports {
+        Ok(Some(stopped)) => {
+            for r in &stopped.reports {
                 log::info!("{r}");
             }
-            keep_pending(&state_dir, &vhosts, &pending);
+            keep_pending(&state_dir, &vhosts, &stopped);
         }
         Err(e) => {
             return Err(if e.kind() == io::ErrorKind::BrokenPipe {
@@ -816,12 +816,12 @@ fn save(dir: &Option<PathBuf>, cps: &Checkpoints, table: &BanTable) -> Result<()
 fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
     match crate::sink::pending::load(dir, vhosts) {
         Ok(pending) => {
-            for (name, events) in pending {
-                let n = events.len();
-                if sinks.resend(&name, events) {
+            for kept in pending {
+                let (name, n) = (kept.name, kept.events.len());
+                if sinks.resend(&name, kept.table.as_ref(), kept.events) {
                     log::info!("{name}: {n} events from the last run to deliver");
                 } else {
-                    log::warn!("{n} events for {name}, no longer configured: dropped");
+                    log::warn!("{n} events for {name}, no longer configured as it was: dropped");
                 }
             }
         }
@@ -830,12 +830,13 @@ fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
 }
 
 /// Keeps what the sinks could not deliver for the next start (lost without a state folder).
-fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, pending: &[(String, Vec<Event>)]) {
-    for (name, events) in pending {
+fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
+    for (name, events) in &stopped.pending {
         log::warn!("{name}: {} events not delivered", events.len());
     }
     if let Some(dir) = dir {
-        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending) {
+        let (pending, tables) = (&stopped.pending, &stopped.tables);
+        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending, tables) {
             log::error!("keeping undelivered events: {e}");
         }
     }
