@@ -82,6 +82,10 @@ impl<'a> Output<'a> {
         self.error.is_some()
     }
 
+    pub(crate) fn has_sinks(&self) -> bool {
+        self.sinks.is_some()
+    }
+
     pub(crate) fn sinks_mut(&mut self) -> Option<&mut Sinks> {
         self.sinks.as_mut()
     }

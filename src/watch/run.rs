@@ -152,6 +152,8 @@ struct Files {
     vhosts: Vhosts,
     /// The newest log time read from any file.
     newest: i64,
+    /// The last low mark sent to the shards.
+    lifted: i64,
     /// Bytes read since the last save.
     unsaved: bool,
     /// When lines were last read.
@@ -328,6 +330,12 @@ impl Files {
         }
     }
 
+    /// Whether the low mark has yet to pass the newest log time read (strictly: the decider
+    /// releases an offense once every shard is past its time).
+    fn lifting(&self) -> bool {
+        self.lifted <= self.newest
+    }
+
     /// The low mark promised after a round of reads (see the module documentation).
     fn low_mark(&self, now_ms: i64) -> i64 {
         low_mark(self.newest, now_ms)
@@ -491,6 +499,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         router: Router::new(senders, 0, route),
         vhosts,
         newest: i64::MIN,
+        lifted: i64::MIN,
         unsaved: true,
         last_read: None,
         read_since_flush: false,
@@ -526,9 +535,13 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         let now_ms = wall_ms();
         let now = Instant::now();
         // Only after reads or on the lift timer: flushing on every wake-up would answer the
-        // shards' ticks (which wake the loop) with new ticks, for ever.
-        if files.read_since_flush || now >= next_lift {
-            files.router.flush(files.low_mark(now_ms));
+        // shards' ticks (which wake the loop) with new ticks, for ever. And only until the mark
+        // has passed everything read: lifting it further decides nothing, and idle logs should
+        // cost no thread wake-ups.
+        if files.read_since_flush || (now >= next_lift && files.lifting()) {
+            let low = files.low_mark(now_ms);
+            files.router.flush(low);
+            files.lifted = low;
             files.read_since_flush = false;
             let active = files
                 .last_read
@@ -561,7 +574,14 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             break;
         }
 
-        let mut wake = next_save.min(next_rescan).min(next_lift);
+        let mut wake = next_rescan;
+        if files.lifting() {
+            wake = wake.min(next_lift);
+        }
+        // Sinks deliver (and so change what `pending.json` should hold) on their own threads.
+        if files.unsaved || table.stats() != saved_stats || output.has_sinks() {
+            wake = wake.min(next_save);
+        }
         for w in &files.tailers {
             if let Some(d) = w.tailer.next_deadline() {
                 wake = wake.min(d);
