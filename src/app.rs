@@ -151,7 +151,8 @@ pub fn replay(
         lateness_ms: config.input.lateness_ms as i64,
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
+    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
+        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
     // A trusted proxy is never banned, whatever it sends.
     let allow = [&config.allow[..], proxies.ranges()].concat();
     let mut table = BanTable::new(&config.rules, Allowlist::new(allow), vhosts.clone());

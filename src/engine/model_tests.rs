@@ -116,7 +116,7 @@ fn engine(
         max_keys,
     };
     let (out, rx) = unbounded();
-    let (txs, handles) = spawn_shards(&cfg, compiled.clone(), out);
+    let (txs, handles) = spawn_shards(&cfg, compiled.clone(), out).unwrap();
     let mut routers: Vec<Router> = (0..producers)
         .map(|p| {
             Router::new(txs.clone(), p as u32, compiled.route_prefixes()).with_batch_size(batch)

@@ -38,12 +38,13 @@ pub struct ShardConfig {
 /// Starts `cfg.shards` shard threads. Returns one sender per shard (give each producer's
 /// [`Router`](crate::engine::router::Router) clones of all of them) and the threads' handles.
 /// Each shard ends with [`ShardOut::Finished`] once every producer is done (or every sender is
+/// dropped). Fails when the OS refuses a thread (the shards already started end, their senders
 /// dropped).
 pub fn spawn_shards(
     cfg: &ShardConfig,
     rules: Arc<CompiledRules>,
     out: Sender<ShardOut>,
-) -> (Vec<Sender<ShardMsg>>, Vec<JoinHandle<()>>) {
+) -> std::io::Result<(Vec<Sender<ShardMsg>>, Vec<JoinHandle<()>>)> {
     let shards = cfg.shards.max(1);
     let cap = (cfg.max_keys / shards).max(1);
     let mut senders = Vec::with_capacity(shards);
@@ -59,12 +60,11 @@ pub fn spawn_shards(
         );
         let handle = std::thread::Builder::new()
             .name(format!("shard-{id}"))
-            .spawn(move || shard.run())
-            .expect("the OS refused to start a shard thread");
+            .spawn(move || shard.run())?;
         senders.push(tx);
         handles.push(handle);
     }
-    (senders, handles)
+    Ok((senders, handles))
 }
 
 struct Shard {
@@ -320,7 +320,7 @@ pub(crate) mod tests {
             max_keys,
         };
         let (out, rx) = unbounded();
-        let (txs, handles) = spawn_shards(&cfg, rules.clone(), out);
+        let (txs, handles) = spawn_shards(&cfg, rules.clone(), out).unwrap();
         let routers = (0..producers)
             .map(|p| Router::new(txs.clone(), p as u32, rules.route_prefixes()).with_batch_size(3))
             .collect();

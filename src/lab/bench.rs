@@ -245,7 +245,8 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
         lateness_ms: 0,
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
+    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
+        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
     let mut table = BanTable::new(
         &config.rules,
         Allowlist::new(config.allow.clone()),

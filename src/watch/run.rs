@@ -479,7 +479,8 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         lateness_ms: 0,
         max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
     };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx);
+    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
+        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
     let relay = relay(out_rx, waker.clone());
     let route = rules.route_prefixes();
 
