@@ -23,6 +23,9 @@ use crate::hit::Hit;
 /// Batches a shard's channel holds before producers wait (backpressure).
 const QUEUE: usize = 16;
 
+/// One sender per shard and the shards' threads.
+pub type Spawned = (Vec<Sender<ShardMsg>>, Vec<JoinHandle<()>>);
+
 /// How the shards are set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardConfig {
@@ -44,7 +47,7 @@ pub fn spawn_shards(
     cfg: &ShardConfig,
     rules: Arc<CompiledRules>,
     out: Sender<ShardOut>,
-) -> std::io::Result<(Vec<Sender<ShardMsg>>, Vec<JoinHandle<()>>)> {
+) -> std::io::Result<Spawned> {
     let shards = cfg.shards.max(1);
     let cap = (cfg.max_keys / shards).max(1);
     let mut senders = Vec::with_capacity(shards);
