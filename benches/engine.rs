@@ -193,7 +193,7 @@ fn bench_end_to_end(c: &mut Criterion, measuring: bool) {
     };
     let run = || {
         let (out, rx) = unbounded();
-        let (txs, handles) = spawn_shards(&cfg, rules.clone(), out);
+        let (txs, handles) = spawn_shards(&cfg, rules.clone(), out).expect("shard threads");
         let mut router = Router::new(txs, 0, rules.route_prefixes());
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for k in 0..N {
