@@ -800,6 +800,40 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
     assert!(!state_has(&site, "pending.json"));
 }
 
+/// A webhook that accepts the connection and never answers must not hold a stop up: watch
+/// ends within a second and keeps the ban for the next start.
+#[test]
+fn a_hanging_webhook_does_not_hold_up_a_stop() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Keeps every connection open, reads nothing, answers nothing.
+        let mut conns = Vec::new();
+        for c in listener.incoming().take(4) {
+            conns.push(c);
+        }
+    });
+    append(
+        &site.config(),
+        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"60s\"\n"),
+    );
+    let w = site.start();
+    append(&log, &flood("203.0.113.7", 20));
+    wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
+    let (status, _, _, took) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    assert!(
+        fs::read_to_string(site.root.path().join("state/pending.json"))
+            .unwrap()
+            .contains("203.0.113.7"),
+        "the ban in hand is kept"
+    );
+    drop(held);
+}
+
 fn state_has(site: &Site, name: &str) -> bool {
     site.root.path().join("state").join(name).exists()
 }

@@ -174,6 +174,29 @@ impl Sinks {
         (reports, pending)
     }
 
+    /// As [`Sinks::stop`], but waits for the sinks at most `wait` in all: a sink still busy
+    /// then (a delivery hanging until its timeout, a slow command) is left to finish or die
+    /// with the process, and everything it had not finished, the event in hand included, is
+    /// handed back as undelivered (so it may arrive twice: delivery is at least once). A
+    /// stopping `watch` must end within a second whatever its sinks' endpoints do.
+    pub fn stop_within(self, wait: Duration) -> (Vec<SinkReport>, Vec<(String, Vec<Event>)>) {
+        for f in &self.feeds {
+            f.stopping.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + wait;
+        let mut reports = Vec::with_capacity(self.feeds.len());
+        let mut pending = Vec::new();
+        for f in self.feeds {
+            let name = f.name.clone();
+            let (r, left) = f.finish_by(deadline);
+            reports.push(r);
+            if !left.is_empty() {
+                pending.push((name, left));
+            }
+        }
+        (reports, pending)
+    }
+
     /// Gives a sink events a previous run could not deliver, ahead of any new one and never
     /// dropped: the sink whose `[[sink]]` table is `table` (wherever it is in the list now), or
     /// without a table (older state files) the sink named `name`. Returns false when there is
@@ -506,6 +529,70 @@ impl Feed {
             }
         }
         self.warned_full = false;
+    }
+
+    /// Closes the queue after handing it what fits without waiting, and waits for the worker
+    /// until `deadline` (see [`Sinks::stop_within`]).
+    fn finish_by(mut self, deadline: Instant) -> (SinkReport, Vec<Event>) {
+        self.drain_backlog();
+        let backlog = std::mem::take(&mut self.backlog);
+        let Feed {
+            name,
+            tx,
+            mut sent,
+            sent_first,
+            done,
+            dropped,
+            skipped_proxied,
+            worker,
+            live,
+            ..
+        } = self;
+        // The worker ends once its queue is closed and empty (stopping, it does not retry).
+        drop(tx);
+        while !worker.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if worker.is_finished() {
+            let (mut report, mut left) = match worker.join() {
+                Ok(r) => r,
+                Err(_) => {
+                    warn(&name, format_args!("the sink's thread panicked"));
+                    let failed = 1;
+                    let r = SinkReport {
+                        name: name.clone(),
+                        failed,
+                        ..SinkReport::default()
+                    };
+                    (r, Vec::new())
+                }
+            };
+            report.dropped += dropped;
+            report.skipped_proxied += skipped_proxied;
+            left.extend(backlog);
+            return (report, left);
+        }
+        // Still busy: what it has not finished is what was sent past `done`.
+        let finished = done.load(Ordering::Acquire).saturating_sub(sent_first);
+        sent.drain(..(finished as usize).min(sent.len()));
+        let left: Vec<Event> = sent.into_iter().chain(backlog).collect();
+        warn(
+            &name,
+            format_args!(
+                "still delivering at stop: left behind; its {} undelivered events are kept",
+                left.len()
+            ),
+        );
+        let c = live.get();
+        let report = SinkReport {
+            name,
+            delivered: c.delivered,
+            failed: c.failed,
+            dropped: c.dropped,
+            skipped_proxied: c.skipped_proxied,
+            retries: c.retries,
+        };
+        (report, left)
     }
 
     fn finish(self) -> (SinkReport, Vec<Event>) {
@@ -879,6 +966,61 @@ mod tests {
                 "ban 10.0.0.4"
             ]
         );
+    }
+
+    #[test]
+    fn a_stop_within_a_deadline_leaves_a_stuck_sink_and_keeps_all_it_had_not_done() {
+        let mut s = setup(2, true, false, Duration::from_secs(3600));
+        s.sinks.emit(&ban("10.0.0.1", false));
+        while s.got.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.stuck.store(true, Ordering::SeqCst);
+        s.sinks.emit(&ban("10.0.0.2", false)); // taken by the worker, which hangs on it
+        while !s.sinks.feeds[0].tx.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.sinks.emit(&ban("10.0.0.3", false)); // queued
+        s.sinks.emit(&ban("10.0.0.4", false)); // queued (2)
+        s.sinks.emit(&unban("10.0.0.2")); // backlog
+        let started = Instant::now();
+        let (reports, pending) = s.sinks.stop_within(Duration::from_millis(100));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "did not wait for the stuck sink"
+        );
+        assert_eq!(reports[0].delivered, 1);
+        let (name, events) = pending.into_iter().next().unwrap();
+        assert_eq!(name, "probe");
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::Ban(b) => format!("ban {}", b.key.net),
+                Event::Unban(u) => format!("unban {}", u.key.net),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ban 10.0.0.2",
+                "ban 10.0.0.3",
+                "ban 10.0.0.4",
+                "unban 10.0.0.2"
+            ],
+            "the one in hand included"
+        );
+        s.stuck.store(false, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_stop_within_a_deadline_waits_for_a_sink_that_finishes() {
+        let mut s = setup(100, true, false, Duration::from_secs(3600));
+        s.sinks.emit(&ban("10.0.0.1", false));
+        s.sinks.emit(&unban("10.0.0.1"));
+        let (reports, pending) = s.sinks.stop_within(Duration::from_secs(10));
+        assert!(pending.is_empty());
+        assert_eq!(reports[0].delivered, 2);
+        assert_eq!(*s.got.lock().unwrap(), ["ban 10.0.0.1", "unban 10.0.0.1"]);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub(crate) struct Output<'a> {
 }
 
 /// What the sinks did and what they could not deliver, at stop.
+/// How long a stop waits for the sinks to deliver what they hold (a stop must end within a
+/// second; what a sink has not delivered by then is kept for the next start).
+const SINKS_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
+
 pub(crate) struct Stopped {
     pub reports: Vec<SinkReport>,
     /// By sink name, in order.
@@ -140,7 +144,7 @@ impl<'a> Output<'a> {
         match (self.sinks, self.error) {
             (Some(s), _) => {
                 let tables = s.tables();
-                let (reports, pending) = s.stop();
+                let (reports, pending) = s.stop_within(SINKS_STOP_WAIT);
                 Ok(Some(Stopped {
                     reports,
                     pending,
