@@ -510,20 +510,11 @@ fn files_a_reload_no_longer_names_are_no_longer_followed() {
 fn wait_read(site: &Site, path: &Path) {
     let size = fs::metadata(path).unwrap().len();
     let cps = site.root.path().join("state/checkpoints.json");
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let text = fs::read_to_string(&cps).unwrap_or_default();
+    let offset = format!("\"offset\":{size}");
+    wait_text(&cps, &offset, |text| {
         let compact: String = text.split_whitespace().collect();
-        if compact.contains(&format!("\"offset\":{size}")) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{} not read to {size}: {text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        compact.contains(&offset)
+    });
 }
 
 #[test]
@@ -623,10 +614,15 @@ fn behind_cloudflare_the_real_client_is_banned_not_the_edge() {
 
 /// Waits until `path` holds `what` (a sink writes it on its own thread).
 fn wait_file(path: &Path, what: &str) -> String {
+    wait_text(path, what, |text| text.contains(what))
+}
+
+/// Waits until the text of the file at `path` satisfies `ready`; `what` names it on failure.
+fn wait_text(path: &Path, what: &str, ready: impl Fn(&str) -> bool) -> String {
     let until = Instant::now() + DEADLINE;
     loop {
         let text = fs::read_to_string(path).unwrap_or_default();
-        if text.contains(what) {
+        if ready(&text) {
             return text;
         }
         assert!(

@@ -46,16 +46,7 @@ pub(crate) fn load(
             return None;
         }
     };
-    let mut later = Vec::new();
-    if config.state != running.state {
-        later.push("[state]");
-    }
-    if config.engine != running.engine {
-        later.push("[engine]");
-    }
-    if config.metrics != running.metrics {
-        later.push("[metrics]");
-    }
+    let later = changes(running, &config, false);
     if !later.is_empty() {
         log::warn!(
             "SIGHUP: changes to {} take effect at the next restart",
@@ -86,26 +77,26 @@ pub(crate) fn load(
     })
 }
 
-/// What a reload changes, for the log line that confirms it.
-pub(crate) fn changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut c = Vec::new();
-    if old.rules != new.rules {
-        c.push("rules");
-    }
-    if old.allow != new.allow {
-        c.push("allowlist");
-    }
-    if old.proxy != new.proxy {
-        c.push("proxy");
-    }
-    if old.input.format != new.input.format {
-        c.push("format");
-    }
-    if old.sinks != new.sinks {
-        c.push("sinks");
-    }
-    if old.input.paths != new.input.paths {
-        c.push("paths");
-    }
-    c
+/// The parts of a config a change is reported by: name, whether a reload applies it, and
+/// whether it differs between `a` and `b`.
+fn parts(a: &Config, b: &Config) -> [(&'static str, bool, bool); 9] {
+    [
+        ("rules", true, a.rules != b.rules),
+        ("allowlist", true, a.allow != b.allow),
+        ("proxy", true, a.proxy != b.proxy),
+        ("format", true, a.input.format != b.input.format),
+        ("sinks", true, a.sinks != b.sinks),
+        ("paths", true, a.input.paths != b.input.paths),
+        ("[state]", false, a.state != b.state),
+        ("[engine]", false, a.engine != b.engine),
+        ("[metrics]", false, a.metrics != b.metrics),
+    ]
+}
+
+/// The parts that differ between `old` and `new` among those a reload applies (`applied`) or
+/// leaves for the next restart.
+pub(crate) fn changes(old: &Config, new: &Config, applied: bool) -> Vec<&'static str> {
+    let parts = parts(old, new).into_iter();
+    let changed = parts.filter(|&(_, a, c)| a == applied && c);
+    changed.map(|(name, ..)| name).collect()
 }

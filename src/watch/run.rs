@@ -810,7 +810,7 @@ impl Live<'_, '_> {
         if let Some(p) = patterns {
             files.patterns = p;
         }
-        let changed = reload::changes(self.config, &new);
+        let changed = reload::changes(self.config, &new, true);
         log::info!(
             "SIGHUP: config reloaded ({})",
             match changed.is_empty() {
