@@ -3,7 +3,8 @@
 //! - Replay throughput: the scenario written to a scratch directory and replayed by the real
 //!   replay pipeline with the scenario's config; precision and recall of its bans against the
 //!   truth.
-//! - Live detection latency, in process (the watch mode does not exist yet): a writer thread
+//! - Live detection latency of the pipeline alone, in process (the whole `watch` process under
+//!   load, inotify and files included, is measured by `benches/watch-load.py`): a writer thread
 //!   appends the scenario's lines to a file, paced by their log times at `speed` × real time;
 //!   this thread tails the file and hands each line to ingest → router → shards → decider, as a
 //!   live source would, flushing after every line. For each ban event, two delays are recorded
