@@ -222,13 +222,25 @@ fn expire(now: i64, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
 }
 
 fn add(sum: &mut ShardStats, s: &ShardStats) {
-    sum.hits += s.hits;
-    sum.late += s.late;
-    sum.keys_peak += s.keys_peak;
-    sum.keys_at_end += s.keys_at_end;
-    sum.evicted += s.evicted;
-    sum.cap_refused += s.cap_refused;
-    sum.offenses += s.offenses;
+    // Destructured, so that a counter added to `ShardStats` cannot be left out here.
+    let ShardStats {
+        hits,
+        late,
+        keys_peak,
+        keys_at_end,
+        evicted,
+        cap_refused,
+        offenses,
+        overflows,
+    } = *s;
+    sum.hits += hits;
+    sum.late += late;
+    sum.keys_peak += keys_peak;
+    sum.keys_at_end += keys_at_end;
+    sum.evicted += evicted;
+    sum.cap_refused += cap_refused;
+    sum.offenses += offenses;
+    sum.overflows += overflows;
 }
 
 /// A buffered offense, ordered by (time, key, rule, arrival).
