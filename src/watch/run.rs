@@ -168,9 +168,11 @@ impl Files {
     /// created meanwhile is then either seen by the glob or reported by inotify. Without
     /// checkpoints (`resume`), a file not followed yet starts at `new_start`.
     fn rescan(&mut self, resume: Option<&Checkpoints>, new_start: StartAt) {
+        let mut wanted = Vec::new();
         for _ in 0..8 {
             let mut added = false;
-            for dir in self.patterns.dirs() {
+            wanted = self.patterns.dirs();
+            for dir in wanted.iter().cloned() {
                 if self.watched.contains(&dir) {
                     continue;
                 }
@@ -193,7 +195,11 @@ impl Files {
             }
         }
         self.matched.clear();
-        for f in self.patterns.files() {
+        let files = self.patterns.files();
+        // What failed and is no longer named (a reload) is not tried again.
+        self.failed
+            .retain(|p| wanted.contains(p) || files.iter().any(|f| f.path == *p));
+        for f in files {
             self.matched.insert(normal(&f.path));
             if self.by_path.contains_key(&normal(&f.path)) {
                 continue;
