@@ -521,8 +521,10 @@ fn wait_read(site: &Site, path: &Path) {
 fn sighup_reloads_rules_and_allowlist_keeping_buckets_and_bans() {
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
+    append(&site.config(), "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let base = fs::read_to_string(site.config()).unwrap();
     let mut w = site.start();
+    let metrics = metrics_addr(&w);
     let hup = |w: &Watch| unsafe { libc::kill(w.child.id() as i32, libc::SIGHUP) };
 
     // Five requests fill the bucket of rule "flood" (1r/s, burst 5) without overflowing it.
@@ -571,9 +573,30 @@ fn sighup_reloads_rules_and_allowlist_keeping_buckets_and_bans() {
     );
     w.wait_log("SIGHUP: config reloaded (rules, allowlist)");
     append(&log, &flood("203.0.113.8", 20));
+    let (_, text) = http_get(&metrics, "/metrics");
+    let reloads = "floodwatch_config_reloads_total";
+    assert_eq!(
+        sample(&text, &format!("{reloads}{{result=\"applied\"}}")),
+        2
+    );
+    assert_eq!(
+        sample(&text, &format!("{reloads}{{result=\"refused\"}}")),
+        1
+    );
+    assert_eq!(sample(&text, "floodwatch_config_last_reload_successful"), 1);
     let (status, rest, _, _) = w.stop();
     assert!(status.success());
     assert!(rest.is_empty(), "allowlisted: {rest:?}");
+}
+
+/// The metrics endpoint's address, as watch logs it at start.
+fn metrics_addr(w: &Watch) -> String {
+    w.log
+        .iter()
+        .find_map(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address on stderr: {:?}", w.log))
+        .to_string()
 }
 
 /// Behind Cloudflare, in watch as in replay: every request arrives from an edge, the real client
@@ -1045,13 +1068,7 @@ fn the_metrics_endpoint_counts_the_flood_and_lists_the_ban_while_a_slow_client_w
     let site = Site::new(&["a.example"]);
     append(&site.config(), "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let mut w = site.start();
-    let addr = w
-        .log
-        .iter()
-        .find_map(|l| l.split("metrics on http://").nth(1))
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address on stderr: {:?}", w.log))
-        .to_string();
+    let addr = metrics_addr(&w);
 
     // Half a request, never finished: the loop must not wait for the rest.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();

@@ -66,6 +66,26 @@ impl Recorder {
     }
 }
 
+/// SIGHUPs and what became of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reloads {
+    pub applied: u64,
+    /// Configs that did not load, compile or start (the running one was kept).
+    pub refused: u64,
+    /// Whether the last one was refused.
+    pub last_refused: bool,
+}
+
+impl Reloads {
+    pub fn count(&mut self, applied: bool) {
+        match applied {
+            true => self.applied += 1,
+            false => self.refused += 1,
+        }
+        self.last_refused = !applied;
+    }
+}
+
 /// The loop's counters, lent for one rendering.
 pub struct View<'a> {
     pub ingest: &'a IngestStats,
@@ -74,6 +94,7 @@ pub struct View<'a> {
     pub table: &'a BanTable,
     pub sinks: Vec<(String, SinkCounters)>,
     pub files: usize,
+    pub reloads: Reloads,
 }
 
 /// Appends the Prometheus text of `v` and `latency` to `out`.
@@ -122,6 +143,31 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
     t.value("hits_total", &[], i.hits);
     t.family("files_watched", "gauge", "Log files followed.");
     t.value("files_watched", &[], v.files as u64);
+    t.family(
+        "config_reloads_total",
+        "counter",
+        "SIGHUPs: configs applied, and configs refused (the running one kept).",
+    );
+    t.value(
+        "config_reloads_total",
+        &[("result", "applied")],
+        v.reloads.applied,
+    );
+    t.value(
+        "config_reloads_total",
+        &[("result", "refused")],
+        v.reloads.refused,
+    );
+    t.family(
+        "config_last_reload_successful",
+        "gauge",
+        "0 when the last SIGHUP's config was refused, else 1.",
+    );
+    t.value(
+        "config_last_reload_successful",
+        &[],
+        u64::from(!v.reloads.last_refused),
+    );
 
     t.family(
         "keys_tracked",
@@ -362,6 +408,11 @@ mod tests {
             table: &table,
             sinks,
             files: 12,
+            reloads: Reloads {
+                applied: 2,
+                refused: 1,
+                last_refused: true,
+            },
         };
         let want = "\
 # HELP floodwatch_lines_read_total Log lines read.
@@ -391,6 +442,13 @@ floodwatch_hits_total 990
 # HELP floodwatch_files_watched Log files followed.
 # TYPE floodwatch_files_watched gauge
 floodwatch_files_watched 12
+# HELP floodwatch_config_reloads_total SIGHUPs: configs applied, and configs refused (the running one kept).
+# TYPE floodwatch_config_reloads_total counter
+floodwatch_config_reloads_total{result=\"applied\"} 2
+floodwatch_config_reloads_total{result=\"refused\"} 1
+# HELP floodwatch_config_last_reload_successful 0 when the last SIGHUP's config was refused, else 1.
+# TYPE floodwatch_config_last_reload_successful gauge
+floodwatch_config_last_reload_successful 0
 # HELP floodwatch_keys_tracked (key, rule) entries the rate engine holds, summed over shards at their latest tick.
 # TYPE floodwatch_keys_tracked gauge
 floodwatch_keys_tracked 42
@@ -459,6 +517,7 @@ floodwatch_ban_latency_seconds_count 7
             table: &table,
             sinks: vec![("x\ny".into(), SinkCounters::default())],
             files: 0,
+            reloads: Reloads::default(),
         };
         let t = text(&v, &Recorder::new());
         assert!(
@@ -487,6 +546,7 @@ floodwatch_ban_latency_seconds_count 7
             table: &BanTable::new(&[], Allowlist::default(), Vhosts::new()),
             sinks: vec![],
             files: 0,
+            reloads: Reloads::default(),
         };
         let t = text(&v, &r);
         let counts: Vec<u64> = t

@@ -527,6 +527,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
 
     let mut decider = Decider::new(shards.max(1));
     let mut rule_ids = RuleIds::new(&config.rules);
+    let mut reloads = super::metrics::Reloads::default();
     let mut events = Events::with_capacity(256);
     let mut ino_events = Vec::new();
     let mut to_poll: Vec<usize> = Vec::new();
@@ -624,7 +625,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         Ok(Some(Signal::Stop)) => stop = true,
                         Ok(Some(Signal::Reload)) => {
                             let path = config_path.as_deref();
-                            if let Some(r) = reload::load(path, &cli_paths, &config) {
+                            let applied = reload::load(path, &cli_paths, &config).and_then(|r| {
                                 let mut live = Live {
                                     config: &mut config,
                                     rule_ids: &mut rule_ids,
@@ -632,9 +633,11 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                                     table: &mut table,
                                     output: &mut output,
                                 };
-                                reloaded |= live.apply(r);
-                                rescan |= reloaded;
-                            }
+                                live.apply(r)
+                            });
+                            reloads.count(applied.is_some());
+                            reloaded |= applied == Some(true);
+                            rescan |= reloaded;
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -650,6 +653,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
                         table: &table,
                         sinks: output.sink_counters(),
                         files: files.tailers.len(),
+                        reloads,
                     })
                 }
                 _ => {} // The waker: shard output is drained at the top of the loop.
@@ -772,9 +776,9 @@ struct Live<'a, 'o> {
 
 impl Live<'_, '_> {
     /// Applies a config that loaded and compiled (see `reload`); returns whether the globs
-    /// changed. Rules keep their ids, buckets and bans by name; hits already read meet the new
+    /// changed, `None` when it was refused (nothing changed). Rules keep their ids, buckets and bans by name; hits already read meet the new
     /// rules in their shard, so no line is counted twice or missed.
-    fn apply(&mut self, r: Reloaded) -> bool {
+    fn apply(&mut self, r: Reloaded) -> Option<bool> {
         let Reloaded {
             config: new,
             compiled,
@@ -783,7 +787,7 @@ impl Live<'_, '_> {
         let mut ids = self.rule_ids.clone();
         let Some(rule_ids) = ids.assign(&new.rules) else {
             log::error!("SIGHUP: too many rule names since start; restart to apply this config");
-            return false;
+            return None;
         };
         // Sinks first: the one step that can fail (a sink that cannot be built), and then
         // nothing has changed.
@@ -791,7 +795,7 @@ impl Live<'_, '_> {
             let active: Vec<_> = self.table.active().cloned().collect();
             if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
                 log::error!("SIGHUP: {e}; keeping the running config");
-                return false;
+                return None;
             }
         }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
@@ -826,7 +830,7 @@ impl Live<'_, '_> {
         );
         *self.rule_ids = ids;
         *self.config = new;
-        globs
+        Some(globs)
     }
 }
 
