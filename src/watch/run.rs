@@ -193,7 +193,14 @@ impl Files {
             }
         }
         self.matched.clear();
-        for f in self.patterns.files() {
+        let mut found = self.patterns.files();
+        // A path with a checkpoint but no file at a restart (renamed by a rotation, the new file
+        // not created yet) is followed too: its tailer reads the renamed file on.
+        if let Some(cps) = resume {
+            let gone = cps.iter().filter(|cp| cp.inode != 0 && !cp.path.exists());
+            found.extend(gone.filter_map(|cp| self.patterns.file(&cp.path)));
+        }
+        for f in found {
             self.matched.insert(normal(&f.path));
             if self.by_path.contains_key(&normal(&f.path)) {
                 continue;
