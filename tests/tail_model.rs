@@ -17,9 +17,10 @@
 //!   and the unfinished line of a truncated file;
 //! - lines written to a rotated file after its grace (with no grace: after the poll that saw the
 //!   new file), or after the next rotation;
-//! - what the tailer had not read of a file when it was stopped, if the path names another file
-//!   (or none) when it starts again: it resumes only in the same file; and what a rotated file
-//!   still in its grace gets after a stop.
+//! - what the tailer had not read of a file when it was stopped, if that file is no longer in
+//!   the folder when it starts again (deleted; a file renamed by a rotation is found again and
+//!   read on), or if nothing of it had been read (its fingerprint is empty: an inode alone does
+//!   not identify a file); the same for a rotated file still in its grace at the stop.
 //!
 //! Lines longer than `MAX_LINE` are left out on both sides: the tailer drops them, or hands them
 //! out complete for the parser to reject.
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use floodwatch::config::StartAt;
 use floodwatch::parse::MAX_LINE;
-use floodwatch::source::checkpoint::Checkpoints;
+use floodwatch::source::checkpoint::{Checkpoints, FINGERPRINT_MAX};
 use floodwatch::source::tail::Tailer;
 use proptest::prelude::*;
 
@@ -92,7 +93,16 @@ struct MFile {
     data: Vec<u8>,
     /// Bumped by each truncation.
     generation: u32,
+    /// Under some name in the folder (renamed by a rotation or not); false once deleted.
+    in_folder: bool,
+    /// Its first bytes (up to `FINGERPRINT_MAX`) when the tailer last looked at it: what its
+    /// fingerprint covers.
+    head: Vec<u8>,
 }
+
+/// Where the tailer stood at a stop: the file followed (and the generation read), its offset,
+/// and the rotated file still read with its offset.
+type Saved = (Option<(usize, u32)>, usize, Option<(usize, usize)>);
 
 /// What must be read: the contract of `Tailer`, without any of its mechanics.
 #[derive(Default)]
@@ -108,14 +118,15 @@ struct Model {
     retiring: Option<(usize, usize)>,
     /// Whether rotated files are kept (a grace period that never ends) or left at once.
     keep_rotated: bool,
-    /// The tailer's position when stopped.
-    saved: Option<(Option<(usize, u32)>, usize)>,
+    /// The tailer's position when stopped, and its rotated file's.
+    saved: Option<Saved>,
     lines: Vec<Vec<u8>>,
 }
 
 impl Model {
     /// The whole lines of file `f` after `pos`, and if `all`, its unterminated rest.
     fn read(&mut self, f: usize, pos: &mut usize, all: bool) {
+        self.look(Some(f));
         let rest = &self.files[f].data[*pos..];
         let whole = if all {
             rest.len()
@@ -142,6 +153,8 @@ impl Model {
         self.files.push(MFile {
             data: Vec::new(),
             generation: 0,
+            in_folder: true,
+            head: Vec::new(),
         });
         self.at_path = Some(self.files.len() - 1);
         self.files.len() - 1
@@ -149,6 +162,7 @@ impl Model {
 
     fn open(&mut self, start: StartAt) {
         self.cur = self.at_path.map(|f| (f, 0));
+        self.look(self.at_path);
         self.pos = match (self.at_path, start) {
             (Some(f), StartAt::End) => {
                 let d = &self.files[f].data;
@@ -204,15 +218,37 @@ impl Model {
         }
     }
 
+    /// The tailer takes the fingerprint of file `f` (at an open).
+    fn look(&mut self, f: Option<usize>) {
+        if let Some(f) = f {
+            let file = &mut self.files[f];
+            file.head = file.data[..file.data.len().min(FINGERPRINT_MAX)].to_vec();
+        }
+    }
+
     fn stop(&mut self) {
-        self.saved = Some((self.cur, self.pos));
-        self.retiring = None;
+        self.saved = Some((self.cur, self.pos, self.retiring.take()));
+    }
+
+    /// Whether file `f`, which the tailer had read to `pos`, is found again under whatever name
+    /// it has in the folder: not deleted, at least that long, and starting with the bytes the
+    /// tailer last saw at its start (some, or the file is not looked for). A truncated file
+    /// rewritten with the same first bytes passes (no fingerprint can tell): lines have unique
+    /// numbers, so that happens only below `pos`, and reading on from there repeats nothing.
+    fn found(&self, f: usize, pos: usize) -> bool {
+        let file = &self.files[f];
+        file.in_folder
+            && !file.head.is_empty()
+            && file.data.len() >= pos
+            && file.data.starts_with(&file.head)
     }
 
     /// Resumes at the saved offset if the path names the same file, not truncated since, at
-    /// least that long; otherwise reads what the path names from its start.
+    /// least that long, or if that file is still in the folder under another name (the next
+    /// poll reads it to its end, then switches); otherwise reads what the path names from its
+    /// start. The rotated file goes on being read if it is found too.
     fn start(&mut self) {
-        let Some((cur, pos)) = self.saved.take() else {
+        let Some((cur, pos, retiring)) = self.saved.take() else {
             return;
         };
         match cur {
@@ -224,11 +260,18 @@ impl Model {
                 self.cur = cur;
                 self.pos = pos;
             }
+            Some((f, _)) if self.found(f, pos) => {
+                self.cur = Some((f, self.files[f].generation));
+                self.pos = pos;
+            }
             _ => {
                 self.cur = self.at_path.map(|f| (f, self.files[f].generation));
                 self.pos = 0;
             }
         }
+        self.look(self.cur.map(|(f, _)| f));
+        self.retiring = retiring.filter(|&(r, rpos)| self.found(r, rpos));
+        self.look(self.retiring.map(|(r, _)| r));
     }
 }
 
@@ -248,6 +291,9 @@ struct World {
     /// The server's handle on the file before the last rotation or deletion, its model index,
     /// and the rest of the line it had not finished there.
     old: Option<(fs::File, usize, Vec<u8>)>,
+    /// Handles on the deleted files, kept open so that no new file gets their inode: a reused
+    /// inode with the same first bytes is beyond what any fingerprint can tell.
+    graveyard: Vec<fs::File>,
     moved: u32,
     model: Model,
     got: Vec<Vec<u8>>,
@@ -272,6 +318,7 @@ impl World {
             next: 0,
             pending: Vec::new(),
             old: None,
+            graveyard: Vec::new(),
             moved: 0,
             model: Model {
                 keep_rotated,
@@ -299,7 +346,10 @@ impl World {
     fn server_moves_on(&mut self) {
         let f = self.model.at_path.unwrap();
         let handle = OpenOptions::new().append(true).open(&self.path).unwrap();
-        self.old = Some((handle, f, std::mem::take(&mut self.pending)));
+        let before = self
+            .old
+            .replace((handle, f, std::mem::take(&mut self.pending)));
+        self.graveyard.extend(before.map(|(h, _, _)| h));
     }
 
     fn write_old(&mut self, lines: u8) {
@@ -378,9 +428,10 @@ impl World {
                 file.generation += 1;
             }
             Action::Delete => {
-                if self.model.at_path.is_some() {
+                if let Some(f) = self.model.at_path {
                     self.server_moves_on();
                     self.model.at_path = None;
+                    self.model.files[f].in_folder = false;
                     fs::remove_file(&self.path).unwrap();
                 }
             }
@@ -581,6 +632,48 @@ fn late_writes_to_a_rotated_file_are_read_while_it_is_kept() {
             "000005-xxxxx\n",
             "000007-xxxxxxx\n",
             "000006-xxxxxx\n",
+        ]
+    );
+}
+
+/// Restarts while a rotation is under way: the file renamed while stopped (with no successor
+/// yet), and the rotated file still in its grace at the stop, are found again and read on.
+#[test]
+fn a_restart_in_the_middle_of_a_rotation_loses_nothing() {
+    use Action::*;
+    let w = run(
+        &[],
+        StartAt::End,
+        true,
+        &[
+            write(1), // 000000
+            Poll,
+            Stop,
+            write(1),                 // 000001, written while stopped
+            Rotate { create: false }, // renamed while stopped, no new file yet
+            WriteOld { lines: 1 },    // 000002, the server has not reopened
+            Start,
+            Poll, // 1, 2 from the renamed file
+            Recreate,
+            write(1), // 000003 in the new file
+            Poll,     // the renamed file is kept for its grace
+            Stop,
+            WriteOld { lines: 1 }, // 000004 in it, while stopped
+            Start,
+            Poll,
+            write(1), // 000005
+        ],
+    );
+    let got: Vec<String> = w.got.iter().map(|l| show(l)).collect();
+    assert_eq!(
+        got,
+        [
+            "000000-\n",
+            "000001-x\n",
+            "000002-xx\n",
+            "000003-xxx\n",
+            "000004-xxxx\n",
+            "000005-xxxxx\n",
         ]
     );
 }

@@ -349,6 +349,31 @@ fn rotation_while_running_loses_no_line() {
 }
 
 #[test]
+fn a_restart_while_a_log_is_renamed_and_not_created_again_yet_loses_no_line() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let rotated = log.with_extension("1");
+    let w = site.start();
+    append(&log, &flood("192.0.2.201", 2));
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 2, "{report}");
+    // While stopped: renamed, the server goes on writing to its old file a moment.
+    fs::rename(&log, &rotated).unwrap();
+    append(&rotated, &flood("192.0.2.202", 3));
+    // Started before the server opens its new log: the renamed file is read on, then the new.
+    let w = site.start();
+    append(&log, &flood("192.0.2.203", 4));
+    let (status, _, report, _) = w.stop();
+    assert!(status.success());
+    assert_eq!(lines_read(&report), 3 + 4, "{report}");
+    // Its checkpoint, new file and all, resumes with nothing read twice.
+    append(&log, &flood("192.0.2.204", 1));
+    let (_, _, report, _) = site.start().stop();
+    assert_eq!(lines_read(&report), 1, "{report}");
+}
+
+#[test]
 fn a_literal_path_missing_at_start_is_read_once_it_appears() {
     let site = Site::new(&[]);
     let path = site.root.path().join("access.log");

@@ -77,6 +77,21 @@ pub struct Checkpoint {
     pub fingerprint: Fingerprint,
     /// Just after the last whole line handed out (or dropped as oversized).
     pub offset: u64,
+    /// The file the path named before, if it was still being read (a rename rotation's grace
+    /// period, see `tail`): after a restart its rest is read if it is still in the same folder.
+    /// Absent from files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated: Option<Rotated>,
+}
+
+/// Where reading of a rotated file stopped; it is found again by its identity, under whatever
+/// name it now has in the folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    pub dev: u64,
+    pub inode: u64,
+    pub fingerprint: Fingerprint,
+    pub offset: u64,
 }
 
 /// An error loading or saving the checkpoint set; names the file.
@@ -228,6 +243,7 @@ mod tests {
             inode: 1234,
             fingerprint: Fingerprint::of(b"1.2.3.4 - - [x]\n"),
             offset,
+            rotated: None,
         }
     }
 
@@ -237,10 +253,18 @@ mod tests {
         let mut set = Checkpoints::new();
         set.insert(cp(b"/var/www/vhosts/a/logs/access_log", 10));
         set.insert(cp(b"/var/www/vhosts/\xff\xfe/logs/access_log", 20));
+        let mut rotating = cp(b"/var/www/vhosts/b/logs/access_log", 30);
+        rotating.rotated = Some(Rotated {
+            dev: 2049,
+            inode: 99,
+            fingerprint: Fingerprint::of(b"old"),
+            offset: 7,
+        });
+        set.insert(rotating);
         set.save(dir.path()).unwrap();
         let back = Checkpoints::load(dir.path()).unwrap();
         assert_eq!(back, set);
-        assert_eq!(back.len(), 2);
+        assert_eq!(back.len(), 3);
         // Saving again replaces the file and leaves no temporary file behind.
         set.remove(Path::new("/var/www/vhosts/a/logs/access_log"));
         set.save(dir.path()).unwrap();
@@ -250,6 +274,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [FILE_NAME]);
+    }
+
+    #[test]
+    fn a_file_saved_before_rotated_positions_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = br#"{"version":1,"files":[{"path":"/l/access_log","dev":1,"inode":2,"fingerprint":{"len":0,"hash":14695981039346656037},"offset":3}]}"#;
+        fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let set = Checkpoints::load(dir.path()).unwrap();
+        let cp = set.get(Path::new("/l/access_log")).unwrap();
+        assert_eq!((cp.offset, cp.rotated), (3, None));
     }
 
     #[test]

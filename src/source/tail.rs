@@ -19,12 +19,20 @@
 //! - **deletion**: the open descriptor keeps being read until the path names a file again.
 //! - **not there yet**: the path is tried at each poll; a file that appears is read from its start.
 //!
+//! - **restart**: a checkpoint records the file followed and the rotated file still in its grace
+//!   period, if any, by (device, inode) and fingerprint. When the path no longer names the
+//!   checkpoint's file (rotated while stopped, or during the stop's grace period), that file is
+//!   looked for under any name in the same folder (`access_log.1`, `access_log-20261125`): found,
+//!   its rest is read before the new file, as if there had been no stop. A busy server rotated
+//!   at the wrong moment loses nothing to a restart.
+//!
 //! Inherent limits (what no tailer of a path can do): lines written to a rotated file after its
 //! grace period, or after a second rotation, are not read; lines written before a copytruncate
 //! but after our last poll are in the copy, which is not followed; a truncation followed by a
-//! rewrite of the same size and same first bytes before the next poll is invisible. A checkpoint
-//! records the current file only: what a rotated file still in its grace period gets after a stop
-//! is not read.
+//! rewrite of the same size and same first bytes before the next poll is invisible. After a
+//! restart, a rotated file that left the folder (`olddir`, compressed, deleted) is not found: the
+//! rest of it is lost; so is a file of which nothing was read before the stop (its fingerprint
+//! is empty, and an inode alone may have been reused by a new file).
 
 use std::fs::File;
 use std::io;
@@ -34,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::StartAt;
 use crate::parse::MAX_LINE;
-use crate::source::checkpoint::{Checkpoint, Fingerprint, FINGERPRINT_MAX};
+use crate::source::checkpoint::{Checkpoint, Fingerprint, Rotated, FINGERPRINT_MAX};
 
 /// Bytes read per `pread`: large enough that a busy file is read in few syscalls, and more than
 /// [`MAX_LINE`] so that every line that may be valid fits.
@@ -87,9 +95,13 @@ pub struct PollStats {
 pub enum Started {
     /// At the checkpoint's offset: same file, at least that long.
     Resumed,
-    /// The checkpoint names another file (rotated, replaced or truncated while stopped): this
-    /// one is read from its start, and the unread rest of the old one is lost.
+    /// The checkpoint names another file (rotated, replaced or truncated while stopped) that is
+    /// no longer in the folder: this one is read from its start, and the unread rest of the old
+    /// one is lost.
     CheckpointMismatch,
+    /// The checkpoint's file was renamed (rotated while stopped, or at the stop): it is read
+    /// from the checkpoint's offset to its end, then the file the path names from its start.
+    Moved,
     Beginning,
     /// After the last complete line (`start_at = "end"`).
     End,
@@ -147,9 +159,12 @@ pub struct Tailer {
 
 impl Tailer {
     /// Starts following `path`. With a checkpoint for it, reading resumes at its offset if the
-    /// path still names the same file (device, inode and fingerprint) at least that long, and
-    /// starts at the beginning of whatever the path names otherwise. Without one, `start` says
-    /// where. A missing file is not an error: it is read from its start once it appears.
+    /// path still names the same file (device, inode and fingerprint) at least that long, or if
+    /// that file is still in the folder under another name (then the path's file is read from
+    /// its start after it); it starts at the beginning of whatever the path names otherwise.
+    /// The checkpoint's rotated file, if it is still in the folder, is read on from its offset.
+    /// Without a checkpoint, `start` says where. A missing file is not an error: it is read from
+    /// its start once it appears.
     pub fn open(path: &Path, start: StartAt, resume: Option<&Checkpoint>) -> io::Result<Tailer> {
         let mut tailer = Tailer {
             path: path.to_path_buf(),
@@ -159,7 +174,41 @@ impl Tailer {
             started: Started::Missing,
             own_buf: None,
         };
+        // The file the path names is never a rotated one (its inode may be one reused).
+        let at_path = path_id(path).ok().flatten();
+        if let Some(r) = resume.and_then(|cp| cp.rotated.as_ref()) {
+            let id = FileId {
+                dev: r.dev,
+                ino: r.inode,
+            };
+            if let Some(open) = find_moved(path, at_path, id, &r.fingerprint, r.offset) {
+                let size = open.file.metadata()?.len();
+                tailer.retiring = Some(Retiring {
+                    open,
+                    size,
+                    idle_since: Instant::now(),
+                });
+            }
+        }
+        // The checkpoint's file under another name: followed as if the rotation had been seen
+        // running (the first poll reads it to its end, then switches to the path's file).
+        let moved = |tailer: &mut Tailer| match resume {
+            Some(cp) if cp.inode != 0 => {
+                let id = FileId {
+                    dev: cp.dev,
+                    ino: cp.inode,
+                };
+                let found = find_moved(path, at_path, id, &cp.fingerprint, cp.offset);
+                tailer.started = Started::Moved;
+                tailer.open = found;
+                tailer.open.is_some()
+            }
+            _ => false,
+        };
         let Some(mut open) = open_path(path)? else {
+            if !moved(&mut tailer) {
+                tailer.started = Started::Missing;
+            }
             return Ok(tailer);
         };
         let size = open.file.metadata()?.len();
@@ -172,17 +221,10 @@ impl Tailer {
                     && size >= cp.offset
                     && cp.fingerprint.matches(head) =>
             {
-                open.offset = cp.offset;
-                // Stopped inside an oversized line (see `checkpoint`): go on skipping it.
-                let mut before = [b'\n'];
-                if cp.offset > 0 {
-                    read_at(&open.file, &mut before, cp.offset - 1)?;
-                }
-                if before[0] != b'\n' {
-                    open.skip = Some(cp.offset);
-                }
+                open.resume_at(cp.offset)?;
                 Started::Resumed
             }
+            Some(_) if moved(&mut tailer) => return Ok(tailer),
             Some(_) => Started::CheckpointMismatch,
             None if start == StartAt::Beginning => Started::Beginning,
             None => {
@@ -216,10 +258,17 @@ impl Tailer {
         self.started
     }
 
-    /// Where reading stands, to save and resume from. Inside a line being dropped as oversized,
-    /// the offset is how far it was skipped; [`Tailer::open`] knows it is inside a line because
-    /// the byte before is not `\n`, and goes on skipping.
+    /// Where reading stands, to save and resume from: the file followed and the rotated one
+    /// still read, if any. Inside a line being dropped as oversized, the offset is how far it
+    /// was skipped; [`Tailer::open`] knows it is inside a line because the byte before is not
+    /// `\n`, and goes on skipping.
     pub fn checkpoint(&self) -> Checkpoint {
+        let rotated = self.retiring.as_ref().map(|r| Rotated {
+            dev: r.open.id.dev,
+            inode: r.open.id.ino,
+            fingerprint: r.open.fingerprint,
+            offset: r.open.skip.unwrap_or(r.open.offset),
+        });
         let (dev, inode, fingerprint, offset) = match &self.open {
             Some(o) => (
                 o.id.dev,
@@ -235,6 +284,7 @@ impl Tailer {
             inode,
             fingerprint,
             offset,
+            rotated,
         }
     }
 
@@ -321,6 +371,20 @@ impl Tailer {
 }
 
 impl Open {
+    /// Continues at a checkpoint's offset; when it stopped inside an oversized line (see
+    /// [`Tailer::checkpoint`]), goes on skipping it.
+    fn resume_at(&mut self, offset: u64) -> io::Result<()> {
+        self.offset = offset;
+        let mut before = [b'\n'];
+        if offset > 0 {
+            read_at(&self.file, &mut before, offset - 1)?;
+        }
+        if before[0] != b'\n' {
+            self.skip = Some(offset);
+        }
+        Ok(())
+    }
+
     /// Hands out every whole line from `offset` to the end of the file; returns the file's size
     /// as seen.
     fn drain(
@@ -436,6 +500,51 @@ fn open_path(path: &Path) -> io::Result<Option<Open>> {
         skip: None,
         quiet: None,
     }))
+}
+
+/// The file `id` in the folder of `path`, under any name, positioned at `offset`, if its head
+/// still matches `fingerprint` and it is at least `offset` long: a checkpoint's file renamed by
+/// a rotation. Not the file the path names (`at_path`, checked by the caller as the followed
+/// file): that would read it twice. An empty fingerprint (nothing was read of the file) is not
+/// looked for: the inode alone may be a new file's that reused it. Any error is taken as not
+/// found (as before this search existed: the file's rest is lost).
+fn find_moved(
+    path: &Path,
+    at_path: Option<FileId>,
+    id: FileId,
+    fingerprint: &Fingerprint,
+    offset: u64,
+) -> Option<Open> {
+    if fingerprint.len == 0 || at_path == Some(id) {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        // Not following links: a rotated log is a regular file.
+        match entry.metadata() {
+            Ok(meta) if meta.is_file() && FileId::of(&meta) == id => {}
+            _ => continue,
+        }
+        let Ok(Some(mut open)) = open_path(&entry.path()) else {
+            continue;
+        };
+        if open.id != id {
+            continue; // renamed again meanwhile
+        }
+        let size = open.file.metadata().ok()?.len();
+        let mut head = [0u8; FINGERPRINT_MAX];
+        let head = read_head(&open.file, &mut head, size).ok()?;
+        if size < offset || !fingerprint.matches(head) {
+            return None; // the inode of another file now
+        }
+        open.fingerprint = Fingerprint::of(head);
+        open.resume_at(offset).ok()?;
+        return Some(open);
+    }
+    None
 }
 
 /// What `path` names now; `None` if nothing.
@@ -727,6 +836,98 @@ mod tests {
         let mut long = t.checkpoint();
         long.offset = 100;
         let t = Tailer::open(&p, StartAt::End, Some(&long)).unwrap();
+        assert_eq!(t.started(), Started::CheckpointMismatch);
+    }
+
+    #[test]
+    fn a_file_rotated_while_stopped_is_read_to_its_end_before_the_new_one() {
+        let (d, p) = setup();
+        let old = d.path().join("access_log.1");
+        append(&p, "1\n");
+        let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        assert_eq!(lines(&mut t).0, ["1\n"]);
+        let cp = t.checkpoint();
+        drop(t);
+        // While stopped: written, rotated, written late to the old file, and to the new one.
+        append(&p, "2\n");
+        std::fs::rename(&p, &old).unwrap();
+        append(&old, "3\n");
+        append(&p, "new 1\n");
+        let mut t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!(t.started(), Started::Moved);
+        let (got, stats) = lines(&mut t);
+        assert_eq!(got, ["2\n", "3\n", "new 1\n"]);
+        assert_eq!((stats.rotated, stats.opened), (1, 1));
+        // The old file is kept for its grace, and in the next checkpoint.
+        assert_eq!(t.checkpoint().rotated.map(|r| r.offset), Some(6));
+    }
+
+    #[test]
+    fn a_file_renamed_at_the_stop_with_no_successor_yet_is_read_on() {
+        let (d, p) = setup();
+        let old = d.path().join("access_log.1");
+        append(&p, "1\n");
+        let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        lines(&mut t);
+        std::fs::rename(&p, &old).unwrap();
+        append(&old, "2\n");
+        assert_eq!(lines(&mut t).0, ["2\n"]);
+        let cp = t.checkpoint();
+        drop(t);
+        append(&old, "3\n");
+        let mut t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!(t.started(), Started::Moved);
+        assert_eq!(lines(&mut t).0, ["3\n"]);
+        append(&p, "new 1\n");
+        assert_eq!(lines(&mut t).0, ["new 1\n"]);
+    }
+
+    #[test]
+    fn a_rotated_file_in_its_grace_at_the_stop_is_read_on_after_the_restart() {
+        let (d, p) = setup();
+        let old = d.path().join("access_log.1");
+        append(&p, "1\n");
+        let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        t.set_rotate_grace(Duration::from_secs(3600));
+        lines(&mut t);
+        std::fs::rename(&p, &old).unwrap();
+        append(&p, "new 1\n");
+        assert_eq!(lines(&mut t).0, ["new 1\n"]);
+        let cp = t.checkpoint();
+        assert!(cp.rotated.is_some());
+        drop(t);
+        // The server has not reopened its log yet; then a second rotation renames it again.
+        append(&old, "2\n");
+        std::fs::rename(&old, d.path().join("access_log.2")).unwrap();
+        append(&p, "new 2\n");
+        let mut t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!(t.started(), Started::Resumed);
+        assert!(t.next_deadline().is_some());
+        assert_eq!(lines(&mut t).0, ["2\n", "new 2\n"]);
+        // Gone from the folder: its rest cannot be read, and the restart still resumes.
+        let cp = t.checkpoint();
+        std::fs::remove_file(d.path().join("access_log.2")).unwrap();
+        let t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!((t.started(), t.next_deadline()), (Started::Resumed, None));
+    }
+
+    #[test]
+    fn a_new_file_that_took_the_checkpoints_inode_is_not_its_rotated_file() {
+        let (d, p) = setup();
+        append(&p, "1\n");
+        let mut t = Tailer::open(&p, StartAt::Beginning, None).unwrap();
+        lines(&mut t);
+        let mut cp = t.checkpoint();
+        drop(t);
+        // The same inode under another name with another head (an inode reused), or shorter.
+        std::fs::rename(&p, d.path().join("access_log.1")).unwrap();
+        append(&p, "new\n");
+        cp.fingerprint = Fingerprint::of(b"9\n");
+        let t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
+        assert_eq!(t.started(), Started::CheckpointMismatch);
+        cp.fingerprint = Fingerprint::of(b"1\n");
+        cp.offset = 100;
+        let t = Tailer::open(&p, StartAt::End, Some(&cp)).unwrap();
         assert_eq!(t.started(), Started::CheckpointMismatch);
     }
 

@@ -58,6 +58,23 @@ impl Patterns {
         })
     }
 
+    /// `path` as [`Patterns::files`] would give it if a file were there, if an argument names
+    /// it.
+    pub fn file(&self, path: &Path) -> Option<LogFile> {
+        let arg = self.args.iter().find(|arg| match is_glob(arg) {
+            true => glob::Pattern::new(arg).is_ok_and(|p| p.matches_path_with(path, OPTS)),
+            false => Path::new(arg).components().eq(path.components()),
+        })?;
+        let vhost = match is_glob(arg) {
+            true => vhost_from_glob(arg, path).or_else(|| vhost_from_path(path)),
+            false => vhost_from_path(path),
+        };
+        Some(LogFile {
+            path: path.to_path_buf(),
+            vhost,
+        })
+    }
+
     /// The folders to watch: those that exist now, for every argument.
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

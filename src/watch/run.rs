@@ -195,7 +195,13 @@ impl Files {
             }
         }
         self.matched.clear();
-        let files = self.patterns.files();
+        let mut files = self.patterns.files();
+        // A path with a checkpoint but no file at a restart (renamed by a rotation, the new file
+        // not created yet) is followed too: its tailer reads the renamed file on.
+        if let Some(cps) = resume {
+            let gone = cps.iter().filter(|cp| cp.inode != 0 && !cp.path.exists());
+            files.extend(gone.filter_map(|cp| self.patterns.file(&cp.path)));
+        }
         // What failed and is no longer named (a reload) is not tried again.
         self.failed
             .retain(|p| wanted.contains(p) || files.iter().any(|f| f.path == *p));
