@@ -29,8 +29,10 @@
 //! wait for anything but a chunk being parsed: the oldest file is always readable.
 //! (Time-bounded chunks, cut at a log-time horizon, would bound the same thing for files of very
 //! different time spans, at the price of parsing across chunk boundaries; sizes were enough here.)
-//! Compressed files keep their large chunks: each open gzip stream has a decoder and a buffer of
-//! its own, which costs more than the hits of a small file.
+//! A compressed file is sized by the length its gzip trailer gives. Each open gzip stream has a
+//! decoder and buffers of its own (~170 KB at least), which costs more than the hits of a small
+//! archive (~a fifth of its bytes): an archive of up to [`WHOLE_GZIP`] is read in one chunk, a
+//! larger one in its share of the read-ahead, as a plain file.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -108,6 +110,8 @@ struct Source {
     reader: Reader,
     /// Bytes per range of a plain file (see [`range_size`]).
     range: u64,
+    /// Read buffer of a compressed file (see [`stream_capacity`]).
+    stream_chunk: usize,
     /// Ranges are handed out one at a time (the next once this one is parsed): a file cut into
     /// ranges below [`CHUNK`] is one of many, and producers racing through one small file would
     /// run it ahead of the others (whose hits then wait for it in the shards).
@@ -135,7 +139,6 @@ struct Schedule {
     /// Sources that are out of `ready` while a producer reads them (streams, and plain files
     /// read one range at a time).
     held: usize,
-    chunk: usize,
     error: Option<ReadError>,
     oversized: u64,
     progress: Arc<AtomicU64>,
@@ -171,13 +174,6 @@ impl Shared {
     }
 }
 
-/// Read buffer per compressed stream: 1 MiB for a few files, less when thousands are open at
-/// once, never less than the longest line worth parsing.
-fn chunk_size(files: usize) -> usize {
-    const BUDGET: usize = 512 << 20;
-    (BUDGET / files.max(1)).clamp(MAX_LINE + 1, CHUNK)
-}
-
 /// Bytes of log lines, over all files, that may be read ahead of the low mark (see the module
 /// docs): about 140k lines, whose hits take some 7 MB in the shards.
 pub const READ_AHEAD: u64 = 32 << 20;
@@ -205,17 +201,50 @@ fn range_size(len: u64, total: u64, read_ahead: u64) -> u64 {
         .clamp(MIN_RANGE.min(read_ahead).max(1), CHUNK as u64)
 }
 
+/// Log bytes of a gzip file up to which it is read in one chunk (see the module docs).
+pub const WHOLE_GZIP: u64 = 512 << 10;
+
+/// The read buffer of a compressed file of `size` log bytes among files of `total`: the whole
+/// file when small, else its share of `read_ahead`; never less than the longest line worth
+/// parsing, never more than [`CHUNK`].
+fn stream_capacity(size: u64, total: u64, read_ahead: u64) -> usize {
+    let cap = if size <= WHOLE_GZIP {
+        size.saturating_add(1)
+    } else {
+        range_size(size, total, read_ahead)
+    };
+    usize::try_from(cap)
+        .unwrap_or(usize::MAX)
+        .clamp(MAX_LINE + 1, CHUNK)
+}
+
+/// A file's size in log bytes: its length, or for gzip the larger of that and the size its
+/// trailer gives (of its last member, modulo 4 GiB: an estimate). 0 when it cannot be read; the
+/// merge reports that when it reaches the file.
+fn log_size(path: &std::path::Path) -> u64 {
+    let Ok(file) = File::open(path) else {
+        return 0;
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut magic = [0u8; 2];
+    if len >= 18 && file.read_at(&mut magic, 0).ok() == Some(2) && magic == GZIP_MAGIC {
+        let mut trailer = [0u8; 4];
+        if file.read_at(&mut trailer, len - 4).ok() == Some(4) {
+            return len.max(u64::from(u32::from_le_bytes(trailer)));
+        }
+    }
+    len
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// Replays `files` through `p.producers` producer threads into the shards, then tells every
 /// shard that each producer is done (also after an error, so the shards stop).
 pub fn replay_files(
     files: &[LogFile],
     p: Pipeline<'_>,
 ) -> Result<(MergeStats, IngestStats), ReadError> {
-    // Sizes as they are now; a file that cannot be read is reported when the merge reaches it.
-    let sizes: Vec<u64> = files
-        .iter()
-        .map(|f| std::fs::metadata(&f.path).map_or(0, |m| m.len()))
-        .collect();
+    let sizes: Vec<u64> = files.iter().map(|f| log_size(&f.path)).collect();
     let total: u64 = sizes.iter().sum();
     let sources: Vec<Source> = files
         .iter()
@@ -228,6 +257,7 @@ pub fn replay_files(
                 .map_or(NO_VHOST, |v| p.vhosts.intern(v.as_bytes())),
             reader: Reader::Closed,
             range: range_size(len, total, p.read_ahead),
+            stream_chunk: stream_capacity(len, total, p.read_ahead),
             one_at_a_time: range_size(len, total, p.read_ahead) < CHUNK as u64,
             exhausted: false,
             next_seq: 0,
@@ -242,7 +272,6 @@ pub fn replay_files(
             sources,
             ready,
             held: 0,
-            chunk: chunk_size(files.len()),
             error: None,
             oversized: 0,
             progress: p.progress.clone(),
@@ -348,9 +377,13 @@ fn produce(
                 let read = chunks
                     .next_chunk()
                     .map(|c| c.map(|c| buf.extend_from_slice(c)));
-                let (vhost, more) = {
+                let got = matches!(read, Ok(Some(())));
+                // A file read to its end is closed now, not when the merge comes back to it
+                // (a small archive read whole might otherwise stay open, buffers and all, until
+                // every other file has caught up with its last line).
+                let more = got && !chunks.at_end();
+                let vhost = {
                     let mut s = shared.lock();
-                    let more = matches!(read, Ok(Some(())));
                     if !more {
                         s.oversized += chunks.oversized();
                     }
@@ -362,14 +395,14 @@ fn produce(
                         sched.ready.push(Reverse((source.newest, src)));
                     }
                     sched.held -= 1;
-                    (source.vhost, more)
+                    source.vhost
                 };
                 shared.wake.notify_all();
                 if let Err(e) = read {
                     fail(shared, src, e);
                     break;
                 }
-                let newest = if more {
+                let newest = if got {
                     ingest.chunk(&buf, vhost, &mut router)
                 } else {
                     i64::MIN
@@ -436,7 +469,7 @@ fn next_task(shared: &Shared) -> Option<Task> {
             continue;
         }
         if matches!(src.reader, Reader::Closed) {
-            match open(&src.path, s.chunk, &s.progress) {
+            match open(&src.path, src.stream_chunk, &s.progress) {
                 Ok(r) => src.reader = r,
                 Err(e) => {
                     s.error = Some(ReadError {
@@ -501,7 +534,7 @@ fn open(path: &std::path::Path, chunk: usize, progress: &Arc<AtomicU64>) -> io::
     let file = File::open(path)?;
     let mut magic = [0u8; 2];
     let n = file.read_at(&mut magic, 0)?;
-    if n == 2 && magic == [0x1f, 0x8b] {
+    if n == 2 && magic == GZIP_MAGIC {
         let chunks = Chunks::open(path, chunk, progress.clone())?;
         return Ok(Reader::Stream(Some(Box::new(chunks))));
     }
@@ -860,6 +893,12 @@ mod tests {
         assert_eq!(range_size(u64::MAX, u64::MAX, u64::MAX), CHUNK as u64);
         assert_eq!(range_size(10, 10, 100), 100, "tests may go below MIN_RANGE");
         assert_eq!(flush_every(READ_AHEAD), 4096);
+        // Small archives are read whole; larger ones in their share, as plain files.
+        assert_eq!(stream_capacity(300_000, total, READ_AHEAD), 300_001);
+        assert_eq!(stream_capacity(100, total, READ_AHEAD), MAX_LINE + 1);
+        let (big, total) = (2_400_000, 200 * 2_400_000);
+        assert_eq!(stream_capacity(big, total, READ_AHEAD), 167_772);
+        assert_eq!(stream_capacity(big, big, READ_AHEAD), CHUNK);
         assert_eq!(flush_every(8 << 10), 1);
     }
 
