@@ -224,10 +224,17 @@ fn stream_capacity(size: u64, total: u64, read_ahead: u64) -> usize {
 /// trailer gives (of its last member, modulo 4 GiB: an estimate). 0 when it cannot be read; the
 /// merge reports that when it reaches the file.
 fn log_size(path: &std::path::Path) -> u64 {
-    let Ok(file) = File::open(path) else {
+    // Only regular files are opened here (opening a FIFO would wait for a writer).
+    let Ok(meta) = std::fs::metadata(path) else {
         return 0;
     };
-    let len = file.metadata().map_or(0, |m| m.len());
+    let len = meta.len();
+    if !meta.is_file() {
+        return len;
+    }
+    let Ok(file) = File::open(path) else {
+        return len;
+    };
     let mut magic = [0u8; 2];
     if len >= 18 && file.read_at(&mut magic, 0).ok() == Some(2) && magic == GZIP_MAGIC {
         let mut trailer = [0u8; 4];
