@@ -19,7 +19,7 @@ use crate::parse::Format;
 use crate::proxy::{self, Proxies};
 use crate::sink::{self, SinkSpec, Sinks};
 use crate::source::ingest::IngestStats;
-use crate::source::merge::{replay_files, MergeStats, Pipeline};
+use crate::source::merge::{replay_files, MergeStats, Pipeline, READ_AHEAD};
 use crate::source::paths::{self, LogFile};
 use crate::vhost::Vhosts;
 
@@ -190,6 +190,7 @@ pub fn replay(
             producers,
             progress: disk_bytes.clone(),
             client_ip: proxies.client_ip(),
+            read_ahead: READ_AHEAD,
         };
         let merged = replay_files(&files, pipeline);
         for h in shard_handles {

@@ -126,6 +126,28 @@ fn splitting_one_log_over_several_files_gives_the_same_bans() {
     }
 }
 
+/// A Plesk server's many small vhost logs, each spanning the whole period (the merge reads them
+/// in step; see `source::merge`, whose unit tests also cut files into small ranges).
+#[test]
+fn splitting_one_log_over_hundreds_of_files_gives_the_same_bans() {
+    let src = testdata("replay/vhosts/example.com/logs/access_log");
+    let whole = bans(&events(&floodwatch(&["replay", "--ban", "20s", &src])));
+    assert!(whole.len() >= 2, "{whole:?}");
+    let dir = tempfile::tempdir().unwrap();
+    split(&src, dir.path(), 500);
+    let glob = format!("{}/*.log", dir.path().display());
+    let out = floodwatch(&["replay", "--ban", "20s", "--summary", &glob]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    assert_eq!(ev.last().unwrap()["files"], 500);
+    assert_eq!(ev.last().unwrap()["late"], 0);
+    assert_eq!(bans(&ev), whole);
+}
+
 #[test]
 fn gzip_and_plain_replay_the_same() {
     let src = testdata("replay/vhosts/shop.example.org/logs/access_log");

@@ -56,8 +56,9 @@ impl Chunks {
             count: disk_bytes.clone(),
         };
         let reader: Box<dyn Read + Send> = if n == 2 && magic == [0x1f, 0x8b] {
+            // One per open archive, and thousands may be open: a small input buffer.
             Box::new(flate2::read::MultiGzDecoder::new(
-                io::BufReader::with_capacity(256 * 1024, counted),
+                io::BufReader::with_capacity(64 * 1024, counted),
             ))
         } else {
             Box::new(counted)
@@ -130,6 +131,11 @@ impl Chunks {
         }
     }
 
+    /// Everything was handed out: the next [`Chunks::next_chunk`] returns `None`.
+    pub fn at_end(&self) -> bool {
+        self.eof && self.consumed == self.filled
+    }
+
     /// Lines dropped because they were longer than the chunk buffer.
     pub fn oversized(&self) -> u64 {
         self.oversized
@@ -160,6 +166,7 @@ mod tests {
             assert!(!chunk.is_empty());
             out.extend(chunk.split_inclusive(|&b| b == b'\n').map(|l| l.to_vec()));
         }
+        assert!(c.at_end());
         out
     }
 
@@ -218,6 +225,13 @@ mod tests {
         gz.extend(enc.finish().unwrap());
         std::fs::write(&path, &gz).unwrap();
         let bytes = Arc::new(AtomicU64::new(0));
+        // Big enough for the whole file: read in one chunk, and it says so.
+        let mut whole = Chunks::open(&path, CHUNK, bytes.clone()).unwrap();
+        assert!(!whole.at_end());
+        assert_eq!(whole.next_chunk().unwrap().unwrap(), b"a\nb\nc\n");
+        assert!(whole.at_end());
+        assert!(whole.next_chunk().unwrap().is_none());
+        bytes.store(0, Ordering::Relaxed);
         let c = Chunks::open(&path, CHUNK, bytes.clone()).unwrap();
         assert_eq!(
             all_lines(c),
