@@ -822,7 +822,7 @@ mod tests {
             max_keys: 100_000,
         };
         let (out, rx) = crossbeam_channel::unbounded();
-        let (senders, handles) = spawn_shards(&cfg, rules.clone(), out);
+        let (senders, handles) = spawn_shards(&cfg, rules.clone(), out).unwrap();
         let format = Format::from_spec(&crate::config::Config::default().input.format).unwrap();
         let vhosts = Vhosts::new();
         let pipeline = Pipeline {
