@@ -10,6 +10,7 @@
 
 pub mod discover;
 mod endpoint;
+mod files;
 pub mod http;
 pub mod inotify;
 pub mod metrics;

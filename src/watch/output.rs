@@ -5,7 +5,7 @@
 //! ([`Output::save_pending`]), so that a crash loses no event a sink could not take.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::decide::event::write_json_line;
 use crate::decide::{Ban, Event};
@@ -153,6 +153,48 @@ impl<'a> Output<'a> {
             }
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Gives the sinks what they could not deliver before the last stop.
+pub(crate) fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
+    match crate::sink::pending::load(dir, vhosts) {
+        Ok(pending) => {
+            for kept in pending {
+                let (name, n) = (kept.name, kept.events.len());
+                if sinks.resend(&name, kept.table.as_ref(), kept.events) {
+                    log::info!("{name}: {n} events from the last run to deliver");
+                } else {
+                    log::warn!("{n} events for {name}, no longer configured as it was: dropped");
+                }
+            }
+        }
+        Err(e) => log::error!("undelivered events of the last run: {e}"),
+    }
+}
+
+/// Keeps what the sinks could not deliver for the next start (lost without a state folder).
+pub(crate) fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
+    for (name, events) in &stopped.pending {
+        log::warn!("{name}: {} events not delivered", events.len());
+    }
+    if let Some(dir) = dir {
+        let (pending, tables) = (&stopped.pending, &stopped.tables);
+        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending, tables) {
+            log::error!("keeping undelivered events: {e}");
+        }
+    }
+}
+
+/// Keeps `pending.json` up to date with what the sinks have not delivered yet. Saved before the
+/// bans: after a crash between the two writes, an event in `pending.json` is at worst given
+/// again to a sink that had it (delivery is at least once), while the other order could leave
+/// a ban in `bans.json`, never announced again, that a sink never got.
+pub(crate) fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
+    if let Some(dir) = dir {
+        if let Err(e) = output.save_pending(dir, vhosts) {
+            log::error!("keeping undelivered events: {e}");
         }
     }
 }

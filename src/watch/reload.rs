@@ -1,18 +1,26 @@
 //! SIGHUP: the config file is read and compiled again, exactly as at start (format, proxies and
 //! their `ranges_file`, rules, sinks, paths), and only a config that compiles in full is taken;
-//! one that does not is reported and the running one kept. What the loop then applies is in
-//! `run.rs` (`apply_reload`): rules keep their buckets and bans by name, the allowlist may end
-//! bans, sinks are restarted only where they changed, new globs are watched at once.
+//! one that does not is reported and the running one kept. [`Live::apply`] then applies it to
+//! the running loop: rules keep their buckets and bans by name, the allowlist may end bans,
+//! sinks are restarted only where they changed, new globs are watched at once.
 //!
 //! Not applied until a restart: `[state] dir`, `[engine]` (shard count, key cap) and
 //! `[metrics] listen`, which size or place what is already running; a change to them is
 //! reported.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use super::files::Files;
+use super::output::Output;
+use super::run::wall_ms;
 use super::Patterns;
 use crate::app::{compile, Compiled};
 use crate::config::Config;
+use crate::decide::allowlist::Allowlist;
+use crate::decide::ban_table::BanTable;
+use crate::decide::Event;
+use crate::engine::rule_ids::RuleIds;
 
 /// A config that loaded and compiled.
 pub(crate) struct Reloaded {
@@ -99,4 +107,73 @@ pub(crate) fn changes(old: &Config, new: &Config, applied: bool) -> Vec<&'static
     let parts = parts(old, new).into_iter();
     let changed = parts.filter(|&(_, a, c)| a == applied && c);
     changed.map(|(name, ..)| name).collect()
+}
+
+/// What a SIGHUP may change while the loop runs.
+pub(crate) struct Live<'a, 'o> {
+    pub(crate) config: &'a mut Config,
+    pub(crate) rule_ids: &'a mut RuleIds,
+    pub(crate) files: &'a mut Files,
+    pub(crate) table: &'a mut BanTable,
+    pub(crate) output: &'a mut Output<'o>,
+}
+
+impl Live<'_, '_> {
+    /// Applies a config that [`load`] returned; returns whether the globs changed, `None` when
+    /// it was refused (nothing changed). Rules keep their ids, buckets and bans by name; hits
+    /// already read meet the new rules in their shard, so no line is counted twice or missed.
+    pub(crate) fn apply(&mut self, r: Reloaded) -> Option<bool> {
+        let Reloaded {
+            config: new,
+            compiled,
+            patterns,
+        } = r;
+        let mut ids = self.rule_ids.clone();
+        let Some(rule_ids) = ids.assign(&new.rules) else {
+            log::error!("SIGHUP: too many rule names since start; restart to apply this config");
+            return None;
+        };
+        // Sinks first: the one step that can fail (a sink that cannot be built), and then
+        // nothing has changed.
+        if new.sinks != self.config.sinks {
+            let active: Vec<_> = self.table.active().cloned().collect();
+            if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
+                log::error!("SIGHUP: {e}; keeping the running config");
+                return None;
+            }
+        }
+        let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
+        let files = &mut *self.files;
+        files.router.flush(files.low_mark(wall_ms()));
+        if files.router.set_rules(rules.clone()) {
+            log::warn!(
+                "SIGHUP: a rule keys on a shorter prefix than any before, so addresses move \
+                 between shards: every rate bucket starts empty (bans are kept)"
+            );
+        }
+        let client_ip = compiled.proxies.client_ip();
+        files
+            .ingest
+            .reconfigure(Arc::new(compiled.format), rules, client_ip);
+        self.table.set_rules(&new.rules, &rule_ids);
+        let allow = [&new.allow[..], compiled.proxies.ranges()].concat();
+        for u in self.table.set_allowlist(Allowlist::new(allow), wall_ms()) {
+            self.output.emit(&Event::Unban(u));
+        }
+        let globs = patterns.is_some();
+        if let Some(p) = patterns {
+            files.patterns = p;
+        }
+        let changed = changes(self.config, &new, true);
+        log::info!(
+            "SIGHUP: config reloaded ({})",
+            match changed.is_empty() {
+                true => "no change".to_string(),
+                false => changed.join(", "),
+            }
+        );
+        *self.rule_ids = ids;
+        *self.config = new;
+        Some(globs)
+    }
 }

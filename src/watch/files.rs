@@ -1,0 +1,348 @@
+//! The files `watch` follows and the reading side of its pipeline: the folders inotify
+//! watches, a [`Tailer`] per log the globs name (found by rescans and inotify events, dropped
+//! when no longer named), the parser feeding the shards' router, and the low mark promised to
+//! the shards after each round of reads (see `run.rs` for why it follows the wall clock).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::inotify::{self, Inotify};
+use super::Patterns;
+use crate::config::StartAt;
+use crate::engine::router::Router;
+use crate::hit::{VhostId, NO_VHOST};
+use crate::source::checkpoint::Checkpoints;
+use crate::source::ingest::Ingest;
+use crate::source::tail::{Started, TailBuf, Tailer};
+use crate::vhost::Vhosts;
+
+/// The fallback for what inotify cannot report (a folder or file that could not be watched or
+/// opened, a filesystem without inotify): globs evaluated again and every file polled. Rarely
+/// while every folder is watched (for 2,000 files a rescan is ~12,000 `stat`s, most of the idle
+/// CPU at 10 s), often while one is not.
+const RESCAN_EVERY: Duration = Duration::from_secs(60);
+const RESCAN_FAILING: Duration = Duration::from_secs(10);
+/// How long a followed file may be missing before it is no longer followed.
+const MISSING_FOR: Duration = Duration::from_secs(120);
+/// How far behind the wall clock the low mark may trail a file with nothing newer.
+const WALL_SLACK_MS: i64 = 1000;
+pub(super) struct Watched {
+    pub(super) tailer: Tailer,
+    pub(super) vhost: VhostId,
+    /// Since when the globs have not found the file (rescans only).
+    pub(super) missing_since: Option<Instant>,
+}
+
+/// The files and folders followed, and the reading side of the pipeline.
+pub(super) struct Files {
+    pub(super) patterns: Patterns,
+    pub(super) start_at: StartAt,
+    pub(super) tailers: Vec<Watched>,
+    pub(super) by_path: HashMap<PathBuf, usize>,
+    /// The files the globs named at the last rescan.
+    pub(super) matched: HashSet<PathBuf>,
+    /// Watch descriptor → folder, and the folders watched.
+    pub(super) dirs: HashMap<i32, PathBuf>,
+    pub(super) watched: HashSet<PathBuf>,
+    /// Folders and files that could not be watched or opened, reported once (they are tried
+    /// again at every rescan; `fs.inotify.max_user_watches` or permissions may change).
+    pub(super) failed: HashSet<PathBuf>,
+    pub(super) inotify: Inotify,
+    pub(super) buf: TailBuf,
+    pub(super) ingest: Ingest,
+    pub(super) router: Router,
+    pub(super) vhosts: Vhosts,
+    /// The newest log time read from any file.
+    pub(super) newest: i64,
+    /// The last low mark sent to the shards.
+    pub(super) lifted: i64,
+    /// Bytes read since the last save.
+    pub(super) unsaved: bool,
+    /// When lines were last read.
+    pub(super) last_read: Option<Instant>,
+    /// Lines were read since the low mark was last sent.
+    pub(super) read_since_flush: bool,
+}
+
+impl Files {
+    /// Watches every folder the patterns walk through, then opens the files they name that are
+    /// not followed yet. Folders first, and again until no new one appears: a folder or file
+    /// created meanwhile is then either seen by the glob or reported by inotify. Without
+    /// checkpoints (`resume`), a file not followed yet starts at `new_start`.
+    pub(super) fn rescan(&mut self, resume: Option<&Checkpoints>, new_start: StartAt) {
+        let mut wanted = Vec::new();
+        for _ in 0..8 {
+            let mut added = false;
+            wanted = self.patterns.dirs();
+            for dir in wanted.iter().cloned() {
+                if self.watched.contains(&dir) {
+                    continue;
+                }
+                match self.inotify.watch_dir(&dir) {
+                    Ok(wd) => {
+                        self.failed.remove(&dir);
+                        self.dirs.insert(wd, dir.clone());
+                        self.watched.insert(dir);
+                        added = true;
+                    }
+                    Err(e) => {
+                        if self.failed.insert(dir.clone()) {
+                            log::warn!("cannot watch {}: {e}", dir.display());
+                        }
+                    }
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        self.matched.clear();
+        let mut files = self.patterns.files();
+        // A path with a checkpoint but no file at a restart (renamed by a rotation, the new file
+        // not created yet) is followed too: its tailer reads the renamed file on.
+        if let Some(cps) = resume {
+            let gone = cps.iter().filter(|cp| cp.inode != 0 && !cp.path.exists());
+            files.extend(gone.filter_map(|cp| self.patterns.file(&cp.path)));
+        }
+        // What failed and is no longer named (a reload) is not tried again.
+        self.failed
+            .retain(|p| wanted.contains(p) || files.iter().any(|f| f.path == *p));
+        for f in files {
+            self.matched.insert(normal(&f.path));
+            if self.by_path.contains_key(&normal(&f.path)) {
+                continue;
+            }
+            // At the first start, `start_at` says where; a file without a checkpoint after a
+            // restart, or found while running, is new: read from its start.
+            let (start, cp) = match resume {
+                Some(cps) if cps.is_empty() => (self.start_at, None),
+                Some(cps) => (StartAt::Beginning, cps.get(&f.path)),
+                None => (new_start, None),
+            };
+            let tailer = match Tailer::open(&f.path, start, cp) {
+                Ok(t) => {
+                    self.failed.remove(&f.path);
+                    t
+                }
+                Err(e) => {
+                    if self.failed.insert(f.path.clone()) {
+                        log::warn!("{}: {e}", f.path.display());
+                    }
+                    continue;
+                }
+            };
+            if tailer.started() == Started::CheckpointMismatch {
+                log::warn!(
+                    "{}: not the file of the checkpoint (rotated while stopped?): read from its start",
+                    f.path.display()
+                );
+            }
+            let vhost = f
+                .vhost
+                .as_deref()
+                .map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
+            self.by_path.insert(normal(&f.path), self.tailers.len());
+            self.tailers.push(Watched {
+                tailer,
+                vhost,
+                missing_since: None,
+            });
+            self.unsaved = true;
+        }
+    }
+
+    /// Stops following files the globs no longer name (a reload changed them), and files gone
+    /// for [`MISSING_FOR`] (their vhost was removed), once they are read to their end and out
+    /// of any rotation grace period. A file that is only briefly missing (renamed by a
+    /// rotation, its successor not created yet) is kept. A file named again later is new: it
+    /// is read from its start.
+    pub(super) fn retire_unmatched(&mut self) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (i, w) in self.tailers.iter_mut().enumerate() {
+            let path = normal(w.tailer.path());
+            if self.matched.contains(&path) {
+                w.missing_since = None;
+            } else if !self.patterns.names(&path)
+                || now.duration_since(*w.missing_since.get_or_insert(now)) >= MISSING_FOR
+            {
+                gone.push(i);
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        for &i in &gone {
+            self.poll(i);
+        }
+        let before = self.tailers.len();
+        let mut unnamed = vec![false; before];
+        gone.iter().for_each(|&i| unnamed[i] = true);
+        let mut i = 0;
+        self.tailers.retain(|w| {
+            let keep = !unnamed[i] || w.tailer.next_deadline().is_some();
+            if !keep {
+                log::debug!(
+                    "{}: no longer named by the globs, not followed",
+                    w.tailer.path().display()
+                );
+            }
+            i += 1;
+            keep
+        });
+        if self.tailers.len() != before {
+            self.by_path = (self.tailers.iter().enumerate())
+                .map(|(i, w)| (normal(w.tailer.path()), i))
+                .collect();
+            self.unsaved = true;
+        }
+    }
+
+    pub(super) fn rescan_interval(&self) -> Duration {
+        match self.failed.is_empty() {
+            true => RESCAN_EVERY,
+            false => RESCAN_FAILING,
+        }
+    }
+
+    /// Reads what is new in file `i` into the shards.
+    pub(super) fn poll(&mut self, i: usize) {
+        let Files {
+            tailers,
+            buf,
+            ingest,
+            router,
+            newest,
+            ..
+        } = self;
+        let Some(w) = tailers.get_mut(i) else {
+            return;
+        };
+        let vhost = w.vhost;
+        let r = w.tailer.poll_with(buf, &mut |chunk| {
+            *newest = (*newest).max(ingest.chunk(chunk, vhost, router));
+        });
+        match r {
+            Ok(st) if st.bytes > 0 || st.opened > 0 || st.rotated > 0 || st.truncated > 0 => {
+                self.unsaved = true;
+                if st.opened + st.rotated + st.truncated > 0 {
+                    log::debug!(
+                        "{}: opened {}, rotated {}, truncated {}",
+                        w.tailer.path().display(),
+                        st.opened,
+                        st.rotated,
+                        st.truncated
+                    );
+                }
+                if st.bytes > 0 {
+                    self.last_read = Some(Instant::now());
+                    self.read_since_flush = true;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("{}: {e}", w.tailer.path().display()),
+        }
+    }
+
+    /// Whether the low mark has yet to pass the newest log time read (strictly: the decider
+    /// releases an offense once every shard is past its time).
+    pub(super) fn lifting(&self) -> bool {
+        self.lifted <= self.newest
+    }
+
+    /// The low mark promised after a round of reads (see the module documentation).
+    pub(super) fn low_mark(&self, now_ms: i64) -> i64 {
+        low_mark(self.newest, now_ms)
+    }
+
+    pub(super) fn checkpoints(&self) -> Checkpoints {
+        let mut cps = Checkpoints::new();
+        for w in &self.tailers {
+            cps.insert(w.tailer.checkpoint());
+        }
+        cps
+    }
+
+    /// Handles a batch of inotify events: the files to read, and whether to rescan.
+    pub(super) fn on_events(
+        &mut self,
+        events: &[inotify::Event],
+        to_poll: &mut Vec<usize>,
+    ) -> bool {
+        let mut rescan = false;
+        let mut other_write = false;
+        for ev in events {
+            if ev.mask & inotify::OVERFLOW != 0 {
+                to_poll.extend(0..self.tailers.len());
+                rescan = true;
+                continue;
+            }
+            if ev.mask & inotify::GONE != 0 && ev.name.is_empty() {
+                if let Some(dir) = self.dirs.remove(&ev.wd) {
+                    self.watched.remove(&dir);
+                }
+                rescan = true;
+                continue;
+            }
+            let Some(dir) = self.dirs.get(&ev.wd) else {
+                continue;
+            };
+            let path = normal(&dir.join(ev.name()));
+            match self.by_path.get(&path) {
+                Some(&i) => to_poll.push(i),
+                None if ev.mask & inotify::APPEARED != 0 => rescan = true,
+                None => other_write |= ev.mask & inotify::MODIFY != 0,
+            }
+        }
+        // A write to a file no tailer follows by its name may be a late write to a rotated
+        // file (`access_log.1`) still in its grace period: read those now rather than at the
+        // next rescan.
+        if other_write {
+            let retiring = self.tailers.iter().enumerate();
+            to_poll.extend(retiring.filter_map(|(i, w)| w.tailer.next_deadline().map(|_| i)));
+        }
+        rescan
+    }
+}
+
+/// The newest log time read, but never more than [`WALL_SLACK_MS`] behind the wall clock (idle
+/// files do not hold the engine back) nor ahead of it (a line stamped in the future would
+/// otherwise make every later line late).
+pub(super) fn low_mark(newest_ms: i64, now_ms: i64) -> i64 {
+    newest_ms
+        .min(now_ms.saturating_add(WALL_SLACK_MS))
+        .max(now_ms.saturating_sub(WALL_SLACK_MS))
+}
+
+/// A path without `.` components, so that `access.log`, `./access.log` and the folder `.` joined
+/// with the name inotify reports all name the same tailer.
+fn normal(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_low_mark_follows_the_logs_within_a_second_of_the_clock() {
+        let now = 1_800_000_000_000;
+        assert_eq!(low_mark(i64::MIN, now), now - 1000, "nothing read yet");
+        assert_eq!(low_mark(now - 3_600_000, now), now - 1000, "idle logs");
+        assert_eq!(low_mark(now - 200, now), now - 200, "a busy log");
+        assert_eq!(low_mark(now + 86_400_000, now), now + 1000, "a clock ahead");
+    }
+
+    #[test]
+    fn dot_components_do_not_split_one_file_in_two() {
+        assert_eq!(normal(Path::new("./access.log")), Path::new("access.log"));
+        assert_eq!(
+            normal(&Path::new(".").join("access.log")),
+            normal(Path::new("access.log"))
+        );
+        assert_eq!(normal(Path::new("/var/./log/x")), Path::new("/var/log/x"));
+    }
+}
