@@ -762,15 +762,8 @@ fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     // A port nothing listens on during the first run.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let sinks = format!(
-        "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n"
-    );
-    append(&site.config(), &sinks);
+    let port = free_port();
+    append(&site.config(), &webhook_sink(port));
 
     let mut w = site.start();
     append(&log, &flood("203.0.113.7", 20));
@@ -805,14 +798,8 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     let base = fs::read_to_string(site.config()).unwrap();
-    let free_port = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let (a, b) = (free_port(), free_port());
-    let hook = |port: u16| {
-        format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n")
-    };
+    let hook = webhook_sink;
     let run_with_a_down = |ip: &str| {
         fs::write(site.config(), base.clone() + &hook(a)).unwrap();
         let mut w = site.start();
@@ -876,6 +863,19 @@ fn a_hanging_webhook_does_not_hold_up_a_stop() {
         "the ban in hand is kept"
     );
     drop(held);
+}
+
+/// A loopback port nothing listens on (until a test binds it).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A `[[sink]]` table for a webhook on loopback `port`, retrying at least once a second.
+fn webhook_sink(port: u16) -> String {
+    format!(
+        "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n"
+    )
 }
 
 fn state_has(site: &Site, name: &str) -> bool {
@@ -1002,15 +1002,8 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     let log = site.logs("a.example").join("access_log");
     let pending = site.root.path().join("state").join("pending.json");
     // A port nothing listens on during the first run.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let sinks = format!(
-        "\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nretry_max_delay = \"1s\"\n"
-    );
-    append(&site.config(), &sinks);
+    let port = free_port();
+    append(&site.config(), &webhook_sink(port));
 
     let mut w = site.start();
     append(&log, &flood("203.0.113.7", 20));
