@@ -47,7 +47,8 @@ pub fn text(r: &ReplayReport) -> String {
     let _ = writeln!(
         s,
         "  malformed {} (shape {}, time {}, status {}, number {}, empty {}, too long {}), \
-         client not an address {}, counted by no rule {}, late {}, dated in the future {}",
+         client not an address {}, counted by no rule {}, late {} (counted at their own time), \
+         too old to count {}, dated in the future {}",
         n(m.total() + r.merge.oversized),
         n(m.shape),
         n(m.time),
@@ -58,6 +59,7 @@ pub fn text(r: &ReplayReport) -> String {
         n(i.no_client),
         n(i.unmatched),
         n(d.shards.late),
+        n(d.shards.stale),
         n(i.future),
     );
     if i.via_proxy + i.proxy_fallback > 0 {
@@ -102,6 +104,7 @@ pub fn json(r: &ReplayReport) -> serde_json::Value {
         "unmatched": i.unmatched,
         "hits": i.hits,
         "late": d.shards.late,
+        "stale": d.shards.stale,
         "future": i.future,
         "via_proxy": i.via_proxy,
         "proxy_fallback": i.proxy_fallback,

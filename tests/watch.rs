@@ -1170,3 +1170,153 @@ fn a_metrics_address_in_use_stops_watch_with_a_message_naming_it() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// A combined-format line from `ip` stamped `secs` (Unix time).
+fn line_at(ip: &str, secs: i64) -> String {
+    format!(
+        "{ip} - - [{}] \"GET /page HTTP/1.1\" 200 512 \"-\" \"test\"\n",
+        clf_time(secs)
+    )
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The ban events of `events` as `key@time#offense`, sorted.
+fn bans_of(events: &[Value]) -> Vec<String> {
+    let mut bans: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "ban")
+        .map(|e| format!("{}@{}#{}", e["key"], e["time"], e["offense"]))
+        .collect();
+    bans.sort();
+    bans
+}
+
+/// What `replay` with the same config bans on the final files.
+fn replay_bans(site: &Site) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["replay", "--config", site.config().to_str().unwrap()])
+        .arg(site.glob())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    bans_of(&events)
+}
+
+/// nginx with `access_log ... buffer=64k flush=3s` (Apache: `BufferedLogs On`) writes one vhost's
+/// lines in chunks every few seconds, beside a live one. Its 8 r/s client is under the rule and
+/// must not be banned (it was: its lines, late, all counted at one instant); the 14 r/s client
+/// of the live vhost is banned, as replay of the final files bans it.
+#[test]
+fn a_client_under_the_rate_on_a_buffered_vhost_is_not_banned() {
+    let site = Site::new(&["live.example", "buffered.example"]);
+    fs::write(
+        site.config(),
+        format!(
+            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"10r/s\"\nburst = 15\nban = \"10m\"\n",
+            site.root.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let live = site.logs("live.example").join("access_log");
+    let buffered = site.logs("buffered.example").join("access_log");
+    let mut w = site.start();
+    let start = now_secs();
+    let mut held = String::new();
+    for s in 0..7 {
+        // Each second: the live log gets its lines as they happen; the buffered one's pile up
+        // and are written every third second.
+        while now_secs() < start + s {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let t = start + s;
+        append(
+            &live,
+            &(0..14)
+                .map(|_| line_at("198.51.100.14", t))
+                .collect::<String>(),
+        );
+        held.extend((0..8).map(|_| line_at("198.51.100.8", t)));
+        if s % 3 == 2 {
+            // Flushed a moment after the live log's lines of the same second were read.
+            std::thread::sleep(Duration::from_millis(300));
+            append(&buffered, &std::mem::take(&mut held));
+        }
+    }
+    append(&buffered, &held);
+    let first = w.event();
+    assert_eq!(first["key"], "198.51.100.14", "{first}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, rest, report, _) = w.stop();
+    assert!(status.success(), "{status}");
+    let mut all = vec![first];
+    all.extend(rest);
+    assert_eq!(bans_of(&all), replay_bans(&site), "{report}");
+    assert!(
+        all.iter().all(|e| e["key"] != "198.51.100.8"),
+        "the client under the rate was banned: {all:?}"
+    );
+}
+
+/// Recorded traffic appended to a live log (as one does to try a setup): its lines are an hour
+/// old, all late, and still count at their own times. Watch bans what replay bans on the
+/// final files: the flooder, not the steady visitors (it banned them: every chunk counted at one
+/// instant).
+#[test]
+fn older_lines_appended_to_a_live_log_are_decided_as_replay_decides() {
+    let site = Site::new(&["live.example", "recorded.example"]);
+    fs::write(
+        site.config(),
+        format!(
+            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"5r/s\"\nburst = 20\nban = \"1m\"\n",
+            site.root.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let live = site.logs("live.example").join("access_log");
+    let recorded = site.logs("recorded.example").join("access_log");
+    let mut w = site.start();
+    let t0 = now_secs() - 3600;
+    // 60 s of recorded traffic: 20 visitors at 3 r/s each, a flooder at 40 r/s for 10 s.
+    let mut lines = Vec::new();
+    for s in 0..60 {
+        for v in 0..20 {
+            lines.extend((0..3).map(|_| line_at(&format!("192.0.2.{}", 10 + v), t0 + s)));
+        }
+        if (20..30).contains(&s) {
+            lines.extend((0..40).map(|_| line_at("203.0.113.40", t0 + s)));
+        }
+    }
+    for (i, chunk) in lines.chunks(300).enumerate() {
+        append(&recorded, &chunk.concat());
+        append(
+            &live,
+            &line_at(&format!("198.51.100.{}", i % 200), now_secs()),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = w.event();
+    assert_eq!(first["key"], "203.0.113.40", "{first}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, rest, report, _) = w.stop();
+    assert!(status.success(), "{status}");
+    let mut all = vec![first];
+    all.extend(rest);
+    let bans = bans_of(&all);
+    assert_eq!(bans, replay_bans(&site), "{report}");
+    assert_eq!(bans.len(), 1, "{bans:?}");
+}

@@ -76,9 +76,11 @@ pub struct BanTable {
     /// Active bans ordered by end, then key and rule: expiry pops from the front, and ties come
     /// out in the same order whatever order the bans were made in.
     expiry: BTreeSet<(i64, Slot)>,
-    /// Offense times of past bans per slot, only those still inside the rule's recidive window.
-    history: AHashMap<Slot, Vec<i64>>,
-    /// One entry per remembered ban: (time it leaves the window, slot).
+    /// Past bans per slot as (offense time, end), while they still count: inside the rule's
+    /// recidive window, or not yet ended (a late offense inside a ban that already ended by the
+    /// clock is suppressed as it would have been in time).
+    history: AHashMap<Slot, Vec<(i64, i64)>>,
+    /// One entry per remembered ban: (time it stops counting, slot).
     forget: BTreeSet<(i64, Slot)>,
     stats: TableStats,
     /// Offenses handed to [`BanTable::offense`], per rule index (watch's metrics).
@@ -151,8 +153,12 @@ impl BanTable {
     }
 
     /// Decides on one offense: a new ban, or `None` when the key is allowlisted or already
-    /// banned under this rule. Call [`BanTable::expire`] up to `o.time_ms` first, so that a ban
-    /// that has ended by then no longer suppresses the offense.
+    /// banned under this rule at the offense's time. Call [`BanTable::expire`] up to `o.time_ms`
+    /// first, so that a ban that has ended by then no longer suppresses the offense.
+    ///
+    /// A *late* offense (older than bans already ended, see `engine::shard`) is judged at its
+    /// own time too: suppressed when a past ban of its slot covered that time, and escalated by
+    /// the bans before it in its window, exactly as it would have been in time order.
     pub fn offense(&mut self, o: &Offense) -> Option<Ban> {
         self.stats.offenses += 1;
         let Some(rule) = self.rules.get(usize::from(o.rule)) else {
@@ -167,18 +173,20 @@ impl BanTable {
             return None;
         }
         let slot = (o.key, o.rule);
-        if self.active.contains_key(&slot) {
+        let past = self.history.get(&slot).map_or(&[][..], |h| &h[..]);
+        let covered = past
+            .iter()
+            .any(|&(t, until)| t <= o.time_ms && o.time_ms < until);
+        if covered || self.active.contains_key(&slot) {
             self.stats.suppressed += 1;
             return None;
         }
         let window = i64::try_from(rule.window_ms).unwrap_or(i64::MAX);
         let earliest = o.time_ms.saturating_sub(window);
-        let earlier = self.history.get(&slot).map_or(0, |times| {
-            times
-                .iter()
-                .filter(|&&t| t >= earliest && t <= o.time_ms)
-                .count()
-        });
+        let earlier = past
+            .iter()
+            .filter(|&&(t, _)| t >= earliest && t <= o.time_ms)
+            .count();
         let n = u32::try_from(earlier).unwrap_or(u32::MAX);
         let ban_ms = ban_length(rule, n);
         let until_ms = o
@@ -198,7 +206,7 @@ impl BanTable {
             offense: n.saturating_add(1),
             via_proxy: o.flags & HIT_VIA_PROXY != 0,
         };
-        self.remember(slot, o.time_ms, window);
+        self.remember(slot, o.time_ms, until_ms, window);
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
         self.stats.bans += 1;
@@ -206,8 +214,8 @@ impl BanTable {
     }
 
     /// Ends every ban whose end is at or before `now_ms`, in order of end time (ties by key,
-    /// then rule), and forgets past bans that have left their recidive window. Each unban is
-    /// timed at its ban's end, not at `now_ms`.
+    /// then rule). Each unban is timed at its ban's end, not at `now_ms`. Past bans are
+    /// remembered until [`BanTable::forget_before`] says no offense that old can come.
     pub fn expire(&mut self, now_ms: i64) -> Vec<Unban> {
         let mut out = Vec::new();
         while let Some(&(until, slot)) = self.expiry.first() {
@@ -224,7 +232,6 @@ impl BanTable {
                 });
             }
         }
-        self.prune_history(now_ms);
         out
     }
 
@@ -285,15 +292,22 @@ impl BanTable {
             .map_or_else(|| Arc::from("?"), |r| r.name.clone())
     }
 
-    fn remember(&mut self, slot: Slot, time_ms: i64, window: i64) {
-        self.history.entry(slot).or_default().push(time_ms);
-        self.forget.insert((time_ms.saturating_add(window), slot));
+    fn remember(&mut self, slot: Slot, time_ms: i64, until_ms: i64, window: i64) {
+        self.history
+            .entry(slot)
+            .or_default()
+            .push((time_ms, until_ms));
+        self.forget
+            .insert((counts_until(time_ms, until_ms, window), slot));
     }
 
-    /// Drops ban times that can no longer count: older than their window before `now_ms`.
-    fn prune_history(&mut self, now_ms: i64) {
+    /// Forgets past bans that no offense at or after `settled_ms` can meet: out of their
+    /// recidive window and ended by then. `settled_ms` is the oldest log time an offense may
+    /// still come at (the shards' settled time), not the clock: a late offense must find the
+    /// history it would have found in time order.
+    pub fn forget_before(&mut self, settled_ms: i64) {
         while let Some(&(drop_at, slot)) = self.forget.first() {
-            if drop_at >= now_ms {
+            if drop_at >= settled_ms {
                 break;
             }
             self.forget.pop_first();
@@ -301,9 +315,9 @@ impl BanTable {
                 .rules
                 .get(usize::from(slot.1))
                 .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
-            if let Some(times) = self.history.get_mut(&slot) {
-                times.retain(|&t| t.saturating_add(window) >= now_ms);
-                if times.is_empty() {
+            if let Some(past) = self.history.get_mut(&slot) {
+                past.retain(|&(t, until)| counts_until(t, until, window) >= settled_ms);
+                if past.is_empty() {
                     self.history.remove(&slot);
                 }
             }
@@ -320,14 +334,15 @@ impl BanTable {
         let mut history: Vec<SavedHistory> = self
             .history
             .iter()
-            .map(|(&(key, rule), times)| {
-                let mut times_ms = times.clone();
-                times_ms.sort_unstable();
+            .map(|(&(key, rule), past)| {
+                let mut past = past.clone();
+                past.sort_unstable();
                 SavedHistory {
                     key: key.net.to_string(),
                     key_vhost: self.vhost_text(key.vhost),
                     rule: self.rule_name(rule).to_string(),
-                    times_ms,
+                    times_ms: past.iter().map(|&(t, _)| t).collect(),
+                    untils_ms: past.iter().map(|&(_, until)| until).collect(),
                 }
             })
             .collect();
@@ -373,18 +388,23 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             };
-            let window = self
-                .rules
-                .get(usize::from(slot.1))
-                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
+            let Some(rule) = self.rules.get(usize::from(slot.1)) else {
+                st.skipped += 1;
+                continue;
+            };
+            let window = i64::try_from(rule.window_ms).unwrap_or(i64::MAX);
+            // Files written before ends were saved: a first ban's length is the best guess.
+            let first_ban = i64::try_from(rule.ban_ms).unwrap_or(i64::MAX);
             let known: AHashSet<i64> = self
                 .history
                 .get(&slot)
-                .map(|t| t.iter().copied().collect())
+                .map(|past| past.iter().map(|&(t, _)| t).collect())
                 .unwrap_or_default();
-            for &t in &h.times_ms {
+            for (i, &t) in h.times_ms.iter().enumerate() {
+                let until =
+                    (h.untils_ms.get(i).copied()).unwrap_or_else(|| t.saturating_add(first_ban));
                 if !known.contains(&t) {
-                    self.remember(slot, t, window);
+                    self.remember(slot, t, until, window);
                 }
             }
             st.history += 1;
@@ -403,6 +423,12 @@ impl BanTable {
         let rule_idx = u16::try_from(idx).ok()?;
         Some(((Key { net, vhost }, rule_idx), self.rules[idx].name.clone()))
     }
+}
+
+/// Until when a past ban can still matter to an offense: it escalates those inside its window,
+/// and suppresses those before its end.
+fn counts_until(time_ms: i64, until_ms: i64, window: i64) -> i64 {
+    time_ms.saturating_add(window).max(until_ms)
 }
 
 /// `ban * factor^n`, at most `max_ban`, in whole milliseconds.
@@ -468,7 +494,7 @@ impl SavedBan {
     }
 }
 
-/// Offense times of a slot's past bans, still inside the recidive window.
+/// Offense times of a slot's past bans that still count (see [`BanTable::forget_before`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedHistory {
     pub key: String,
@@ -476,6 +502,10 @@ pub struct SavedHistory {
     pub key_vhost: Option<String>,
     pub rule: String,
     pub times_ms: Vec<i64>,
+    /// The end of each of those bans, in the same order (absent in files written before ends
+    /// were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untils_ms: Vec<i64>,
 }
 
 /// What [`BanTable::restore`] took in.
@@ -776,11 +806,14 @@ pub(crate) mod tests {
             t.offense(&offense(&format!("10.0.{}.{}", i / 256, i % 256), 0, i));
         }
         t.expire(3000 * 1000);
+        t.forget_before(3000 * 1000);
         assert_eq!(t.active_len(), 0);
         assert_eq!(t.history_len(), 1000);
-        t.expire((999 + 3600) * 1000);
+        t.expire(7 * 86_400_000);
+        assert_eq!(t.history_len(), 1000, "the clock alone forgets nothing");
+        t.forget_before((999 + 3600) * 1000);
         assert_eq!(t.history_len(), 1);
-        t.expire((1000 + 3600) * 1000);
+        t.forget_before((1000 + 3600) * 1000);
         assert_eq!(t.history_len(), 0);
         assert!(t.forget.is_empty());
     }

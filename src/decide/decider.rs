@@ -10,6 +10,11 @@
 //! arrival order among equal keys is that shard's order). The resulting event stream is sorted
 //! by time with unbans before bans at equal times, and does not depend on the shard count or
 //! on how the shards' messages interleave.
+//!
+//! A *late* offense (from a late hit, see `engine::shard`) is older than "now" when it arrives:
+//! it is decided at once, at its own time ([`BanTable::offense`] judges it against the bans
+//! its slot had then). Past bans are forgotten only up to the shards' settled time, so that
+//! such an offense is suppressed or escalated exactly as it would have been in time order.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -68,8 +73,9 @@ pub fn run(
 
 /// The merge state, message by message (the watch mode drives it from its own loop).
 pub struct Decider {
-    /// Latest tick per shard.
+    /// Latest tick per shard: processed and settled times.
     ticks: Vec<i64>,
+    settles: Vec<i64>,
     finished: Vec<bool>,
     open: usize,
     pending: BinaryHeap<Reverse<Pending>>,
@@ -89,6 +95,7 @@ impl Decider {
     pub fn new(shards: usize) -> Decider {
         Decider {
             ticks: vec![i64::MIN; shards],
+            settles: vec![i64::MIN; shards],
             finished: vec![false; shards],
             open: shards,
             pending: BinaryHeap::new(),
@@ -104,6 +111,10 @@ impl Decider {
         match msg {
             ShardOut::Offense { offense, .. } => {
                 self.last_ms = self.last_ms.max(offense.time_ms);
+                if offense.time_ms < self.now {
+                    decide(&offense, table, emit);
+                    return;
+                }
                 self.seq += 1;
                 self.pending.push(Reverse(Pending {
                     seq: self.seq,
@@ -114,16 +125,20 @@ impl Decider {
             ShardOut::Tick {
                 shard,
                 upto_ms,
+                settled_ms,
                 stats,
             } => {
-                let (Some(t), Some(l)) = (
-                    self.ticks.get_mut(shard as usize),
-                    self.latest.get_mut(shard as usize),
+                let i = shard as usize;
+                let (Some(t), Some(s), Some(l)) = (
+                    self.ticks.get_mut(i),
+                    self.settles.get_mut(i),
+                    self.latest.get_mut(i),
                 ) else {
                     debug_assert!(false, "tick from unknown shard {shard}");
                     return;
                 };
                 *t = (*t).max(upto_ms);
+                *s = (*s).max(settled_ms);
                 *l = stats;
                 self.last_ms = self.last_ms.max(upto_ms);
             }
@@ -145,6 +160,10 @@ impl Decider {
         let now = self.watermark();
         if now > self.now {
             self.advance(now, table, emit);
+        }
+        let settled = self.settled();
+        if settled < i64::MAX {
+            table.forget_before(settled);
         }
     }
 
@@ -180,13 +199,12 @@ impl Decider {
 
     /// The minimum latest tick over unfinished shards (`i64::MAX` when all have finished).
     fn watermark(&self) -> i64 {
-        self.ticks
-            .iter()
-            .zip(&self.finished)
-            .filter(|(_, &done)| !done)
-            .map(|(&t, _)| t)
-            .min()
-            .unwrap_or(i64::MAX)
+        open_min(&self.ticks, &self.finished)
+    }
+
+    /// The minimum settled time over unfinished shards (`i64::MAX` when all have finished).
+    fn settled(&self) -> i64 {
+        open_min(&self.settles, &self.finished)
     }
 
     fn advance(&mut self, now: i64, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
@@ -221,11 +239,22 @@ fn expire(now: i64, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
     }
 }
 
+fn open_min(marks: &[i64], finished: &[bool]) -> i64 {
+    marks
+        .iter()
+        .zip(finished)
+        .filter(|(_, &done)| !done)
+        .map(|(&t, _)| t)
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
 fn add(sum: &mut ShardStats, s: &ShardStats) {
     // Destructured, so that a counter added to `ShardStats` cannot be left out here.
     let ShardStats {
         hits,
         late,
+        stale,
         keys_peak,
         keys_at_end,
         evicted,
@@ -235,6 +264,7 @@ fn add(sum: &mut ShardStats, s: &ShardStats) {
     } = *s;
     sum.hits += hits;
     sum.late += late;
+    sum.stale += stale;
     sum.keys_peak += keys_peak;
     sum.keys_at_end += keys_at_end;
     sum.evicted += evicted;
@@ -317,6 +347,7 @@ mod tests {
         ShardOut::Tick {
             shard,
             upto_ms: t * 1000,
+            settled_ms: t * 1000,
             stats: ShardStats::default(),
         }
     }
@@ -333,6 +364,39 @@ mod tests {
     }
 
     #[test]
+    fn late_offenses_are_decided_at_once_and_at_their_own_time() {
+        let mut d = Decider::new(1);
+        let mut t = table(&[rule("r", 60, 2.0, 3600, 3600)]);
+        let mut got = vec![];
+        let mut feed = |msg| d.handle(msg, &mut t, &mut |e| got.push(short(e)));
+        // The shard has processed up to 1000 s (a live log), but a buffered one's lines
+        // still come from 100 s on (settled there).
+        feed(ShardOut::Tick {
+            shard: 0,
+            upto_ms: 1_000_000,
+            settled_ms: 100_000,
+            stats: ShardStats::default(),
+        });
+        feed(off(0, "192.0.2.1", 100));
+        feed(tick(0, 1_100)); // the ban (until 160 s) ends
+                              // Inside that ban, which has ended since: suppressed as it was then.
+        feed(off(0, "192.0.2.1", 130));
+        // After it: the second offense, twice as long.
+        feed(off(0, "192.0.2.1", 200));
+        feed(tick(0, 1_200));
+        assert_eq!(
+            got,
+            [
+                "ban 192.0.2.1@100#1/60s",
+                "unban 192.0.2.1@160",
+                "ban 192.0.2.1@200#2/120s",
+                "unban 192.0.2.1@320",
+            ]
+        );
+        assert_eq!(t.stats().suppressed, 1);
+    }
+
+    #[test]
     fn live_stats_sum_each_shards_latest_counters() {
         let mut d = Decider::new(2);
         let mut t = table(&[rule("r", 600, 2.0, 3600, 3600)]);
@@ -345,6 +409,7 @@ mod tests {
             let msg = ShardOut::Tick {
                 shard,
                 upto_ms: 0,
+                settled_ms: 0,
                 stats: counted(keys, late),
             };
             d.handle(msg, &mut t, &mut |_| {});
@@ -526,10 +591,10 @@ mod tests {
                     streams[s].push(ShardOut::Offense { shard: s as u32, offense: *o });
                     if raw[*i].3 {
                         let next = offs.get(j + 1).map_or(end_ms, |(_, n)| n.time_ms);
-                        streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: next, stats: ShardStats::default() });
+                        streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: next, settled_ms: next, stats: ShardStats::default() });
                     }
                 }
-                streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: end_ms, stats: ShardStats::default() });
+                streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: end_ms, settled_ms: end_ms, stats: ShardStats::default() });
                 streams[s].push(ShardOut::Finished { shard: s as u32, stats: ShardStats::default() });
             }
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -544,7 +609,7 @@ mod tests {
                 c += 1;
                 let msg = std::mem::replace(
                     &mut streams[s][next[s]],
-                    ShardOut::Tick { shard: 0, upto_ms: 0, stats: ShardStats::default() },
+                    ShardOut::Tick { shard: 0, upto_ms: 0, settled_ms: 0, stats: ShardStats::default() },
                 );
                 next[s] += 1;
                 tx.send(msg).unwrap();

@@ -86,8 +86,9 @@ impl Bucket {
         }
     }
 
-    /// One request at time `t` (never earlier than the last one in a shard; an earlier `t`
-    /// counts as no time elapsed, as nginx clamps it).
+    /// One request at time `t`. A `t` earlier than the last accepted request (a key whose own
+    /// lines came out of order) counts at that last time: no time elapsed, as nginx clamps it,
+    /// and the bucket's clock does not go back.
     #[inline]
     pub fn step(&mut self, t: Ms, lim: &Limits) -> Step {
         let drained = self.drained(t, lim.rate);
@@ -108,7 +109,7 @@ impl Bucket {
         }
         // `excess <= burst <= u32::MAX` (see `MAX_BURST`).
         self.excess = excess as u32;
-        self.last = t;
+        self.last = self.last.max(t);
         Step::Passed
     }
 

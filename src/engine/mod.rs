@@ -100,12 +100,21 @@ pub struct Offense {
 /// Producer → shard.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A batch of hits from one producer. `low_ms` is a promise: the producer will send no hit
-    /// older than `low_ms` minus the allowed lateness (it is the minimum over its open sources of
-    /// the newest time each has produced; `i64::MIN` while unknown).
+    /// A batch of hits from one producer, with two marks (log times; `i64::MIN` while unknown).
+    ///
+    /// `low_ms`: the shard may process everything up to `low_ms` minus the allowed lateness.
+    /// In replay it is a promise (the minimum over the producer's open sources of the newest
+    /// time each has produced), in watch a decision to wait no longer (idle files are not waited
+    /// for). A hit that comes older than what was processed is *late* and still counted exactly
+    /// (see [`shard`]).
+    ///
+    /// `settled_ms` (≤ `low_ms`): a promise that the producer's sources still being read will
+    /// send nothing older, minus the lateness. Shards forget idle state only up to there, so
+    /// that a late line finds its key's bucket as replay would.
     Hits {
         producer: u32,
         low_ms: i64,
+        settled_ms: i64,
         hits: Vec<Hit>,
     },
     /// The producer will send nothing more.
@@ -123,8 +132,12 @@ pub enum ShardMsg {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
     pub hits: u64,
-    /// Hits older than the shard's processed watermark (counted, then clamped to it).
+    /// Hits older than what the shard had processed when they arrived (still counted, each at
+    /// its own time against its key's state).
     pub late: u64,
+    /// Hits too old to count at all: older than the oldest time the shard can still represent
+    /// (about 24 days before the newest hit it has seen). Skipped, never counted at another time.
+    pub stale: u64,
     /// Most (key, rule) entries tracked at once.
     pub keys_peak: u64,
     pub keys_at_end: u64,
@@ -145,11 +158,13 @@ pub enum ShardOut {
         shard: u32,
         offense: Offense,
     },
-    /// Everything up to `upto_ms` (log time) has been processed by this shard; no offense with an
-    /// earlier time will follow from it.
+    /// Everything up to `upto_ms` (log time) has been processed by this shard; offenses with an
+    /// earlier time follow only from late hits. State older than `settled_ms` may be forgotten:
+    /// no hit older than that is expected any more.
     Tick {
         shard: u32,
         upto_ms: i64,
+        settled_ms: i64,
         /// The shard's counters so far (`keys_at_end`: keys tracked now), so that a long run
         /// (watch's metrics) sees them without waiting for `Finished`. A copy of a few words.
         stats: ShardStats,

@@ -72,8 +72,10 @@ pub struct Router {
     shard_of: ShardOf,
     producer: u32,
     batch: usize,
-    /// The low mark promised so far (sent with every batch).
+    /// The low mark so far (sent with every batch).
     low: i64,
+    /// The settled mark so far, when the producer keeps one apart from the low mark (watch).
+    settled: Option<i64>,
 }
 
 impl Router {
@@ -86,6 +88,7 @@ impl Router {
             producer,
             batch: BATCH,
             low: i64::MIN,
+            settled: None,
         }
     }
 
@@ -117,6 +120,13 @@ impl Router {
         for s in 0..self.senders.len() {
             self.send(s);
         }
+    }
+
+    /// Sets the settled mark sent from now on (see [`ShardMsg::Hits`]); without it, the low
+    /// mark is also the settled one (replay, where it is a promise). A lower mark than one
+    /// already set is ignored. Sent with the next batch or flush.
+    pub fn settle(&mut self, settled_ms: i64) {
+        self.settled = Some(self.settled.map_or(settled_ms, |s| s.max(settled_ms)));
     }
 
     /// Hands the shards the rules of a reload, after every hit batched for the old ones (only
@@ -163,6 +173,7 @@ impl Router {
         let _ = self.senders[s].send(ShardMsg::Hits {
             producer: self.producer,
             low_ms: self.low,
+            settled_ms: self.settled.map_or(self.low, |s| s.min(self.low)),
             hits,
         });
     }
@@ -222,6 +233,7 @@ mod tests {
                 producer,
                 low_ms,
                 hits,
+                ..
             } => {
                 assert_eq!((producer, low_ms, hits.len()), (4, i64::MIN, 2));
             }

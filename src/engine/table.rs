@@ -2,7 +2,18 @@
 //! eviction of idle buckets and the cap on tracked entries.
 //!
 //! [`KeyTable`] is the single-threaded core of a shard (the thread around it only orders hits by
-//! time): it takes hits in time order and reports offenses. Memory is the design constraint
+//! time): it takes hits, mostly in time order, and reports offenses.
+//!
+//! **Two clocks.** A hit counts at its own time against its key's bucket, whatever the table
+//! has seen of other keys: a late line (its key's lines all came in order, but after other
+//! keys' newer lines) is counted exactly as if it had come in order. What may *forget* state is
+//! the *settled* time ([`KeyTable::settle`]), the oldest time a line may still come at: idle
+//! buckets are dropped only when they are idle at that time, so a late line never finds its
+//! key's bucket gone while replay would still have had it. Rebasing follows the newest hit;
+//! a hit older than the oldest time the table can represent (about 24 days before the newest) is
+//! *stale*: counted as such and skipped, never moved to another time.
+//!
+//! Memory is the design constraint
 //! (≤ 100 bytes per tracked key, map overhead included), so a map entry is 40 bytes: a 20-byte
 //! [`Slot`] (address and vhost as `u32`s, no 16-byte alignment) and a 20-byte [`Bucket`] with
 //! times stored as `u32` offsets from the table's epoch.
@@ -27,7 +38,8 @@ const SWEEP_FLOOR_MAX: usize = 1 << 16;
 const CAP_SWEEP_EVERY_MS: i64 = 1_000;
 /// The epoch moves forward once offsets pass this (37 days), leaving [`KEEP_MS`] of history.
 const REBASE_AT_MS: i64 = (1 << 32) - (1 << 30);
-/// History kept exact across an epoch move: 2³¹ ms, about 24.8 days.
+/// How far before the newest hit times stay representable (2³¹ ms, about 24.8 days): the first
+/// epoch is set this far before the first hit, and every epoch move keeps this much.
 const KEEP_MS: i64 = 1 << 31;
 
 /// A map key: the masked address and, when the rule keys on it, the vhost. Held as `u32`s so
@@ -121,6 +133,8 @@ pub struct TableStats {
     pub cap_refused: u64,
     pub offenses: u64,
     pub overflows: u64,
+    /// Hits older than the epoch: skipped (see the module documentation).
+    pub stale: u64,
 }
 
 /// The buckets of one shard, for every rule.
@@ -128,8 +142,12 @@ pub struct KeyTable {
     rules: Vec<RuleTable>,
     /// Bits of the rules that exist.
     known: RuleMask,
-    /// Absolute log time of offset 0; set by the first hit.
+    /// Absolute log time of offset 0; set by the first hit, [`KEEP_MS`] before it.
     epoch: Option<i64>,
+    /// Hits at or past this move the epoch first.
+    rebase_at: i64,
+    /// The settled time: no hit older than this is expected (see the module documentation).
+    settled: i64,
     next_sweep: i64,
     last_sweep: i64,
     len: usize,
@@ -164,6 +182,8 @@ impl KeyTable {
             known: known_bits(tables.len()),
             rules: tables,
             epoch: None,
+            rebase_at: i64::MIN,
+            settled: i64::MIN,
             next_sweep: i64::MIN,
             last_sweep: i64::MIN,
             len: 0,
@@ -176,15 +196,20 @@ impl KeyTable {
         }
     }
 
-    /// Counts one request. Hits must come in time order (an earlier time is treated as the
-    /// latest one seen); each overflow outside report suppression goes to `report`.
+    /// Counts one request at its own time against its keys' buckets (a time earlier than a
+    /// key's last request counts at that last one, as nginx does); each overflow outside report
+    /// suppression goes to `report`. A hit before the epoch is stale: skipped.
     #[inline]
     pub fn hit(&mut self, hit: &Hit, report: &mut impl FnMut(Offense)) {
         let t = hit.time_ms;
-        if t >= self.next_sweep {
-            self.maintain(t);
+        if t >= self.rebase_at {
+            self.rebase(t);
         }
         let epoch = self.epoch.unwrap_or(t);
+        if t < epoch {
+            self.stale(t);
+            return;
+        }
         let off = offset(t, epoch);
         let mut bits = hit.rules & self.known;
         while bits != 0 {
@@ -203,7 +228,7 @@ impl KeyTable {
                     }
                 }
             } else {
-                self.step_at_cap(i, slot, t, off)
+                self.step_at_cap(i, slot, off)
             };
             if self.len as u64 > self.stats.keys_peak {
                 self.stats.keys_peak = self.len as u64;
@@ -228,16 +253,33 @@ impl KeyTable {
         }
     }
 
-    /// The slow path when the table is full: existing keys step as usual; for a new key, idle
-    /// buckets are swept first (at most once per [`CAP_SWEEP_EVERY_MS`]), else it is refused.
     #[cold]
-    fn step_at_cap(&mut self, i: usize, slot: Slot, t: i64, off: Ms) -> Did {
+    fn stale(&mut self, t: i64) {
+        if self.stats.stale == 0 {
+            log::warn!(
+                "shard {}: a line dated {} is more than 24 days older than lines already counted: \
+                 too old to count; such lines are skipped (counted as stale)",
+                self.shard,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.max(0) as u64)
+                ),
+            );
+        }
+        self.stats.stale += 1;
+    }
+
+    /// The slow path when the table is full: existing keys step as usual; for a new key, the
+    /// buckets idle at the settled time are swept first (at most once per
+    /// [`CAP_SWEEP_EVERY_MS`] of it), else it is refused.
+    #[cold]
+    fn step_at_cap(&mut self, i: usize, slot: Slot, off: Ms) -> Did {
         let rt = &mut self.rules[i];
         if let Some(b) = rt.map.get_mut(&slot) {
             return step(b, off, &rt.limits);
         }
-        if t >= self.last_sweep.saturating_add(CAP_SWEEP_EVERY_MS) {
-            self.sweep(t);
+        let settled = self.settled;
+        if settled >= self.last_sweep.saturating_add(CAP_SWEEP_EVERY_MS) {
+            self.sweep(settled);
         }
         if self.len < self.cap {
             self.rules[i].map.insert(slot, Bucket::new(off));
@@ -291,33 +333,39 @@ impl KeyTable {
         self
     }
 
-    /// Lets log time pass without a hit (the watermark moved): sweeps when one is due.
-    pub fn advance(&mut self, t: i64) {
-        if t >= self.next_sweep {
-            self.maintain(t);
+    /// Moves the settled time to `t` (never back): no hit older than `t` is expected any more,
+    /// so buckets idle at `t` may go. Sweeps when one is due.
+    pub fn settle(&mut self, t: i64) {
+        if t <= self.settled {
+            return;
+        }
+        self.settled = t;
+        if t >= self.next_sweep && self.epoch.is_some() {
+            if self.len >= self.sweep_floor.max(self.kept.saturating_mul(2)) {
+                self.sweep(t);
+            }
+            self.next_sweep = t.saturating_add(SWEEP_EVERY_MS);
         }
     }
 
-    /// Periodic work at log time `t`: set or move the epoch, drop idle buckets.
-    fn maintain(&mut self, t: i64) {
-        let epoch = *self.epoch.get_or_insert(t);
-        if t.saturating_sub(epoch) > REBASE_AT_MS {
-            let new_epoch = t - KEEP_MS;
+    /// Sets the epoch at the first hit, and moves it when `t` would leave the range of an
+    /// offset, keeping [`KEEP_MS`] before `t`.
+    #[cold]
+    fn rebase(&mut self, t: i64) {
+        let new_epoch = t.saturating_sub(KEEP_MS);
+        if let Some(epoch) = self.epoch {
             let delta = new_epoch.abs_diff(epoch);
             for rt in &mut self.rules {
                 let rate = rt.limits.rate;
                 rt.map.values_mut().for_each(|b| b.rebase(delta, rate));
             }
-            self.epoch = Some(new_epoch);
         }
-        if self.len >= self.sweep_floor.max(self.kept.saturating_mul(2)) {
-            self.sweep(t);
-        }
-        self.next_sweep = t.saturating_add(SWEEP_EVERY_MS);
+        self.epoch = Some(new_epoch);
+        self.rebase_at = new_epoch.saturating_add(REBASE_AT_MS);
     }
 
-    /// Drops every bucket that is idle at `t`; idle buckets equal absent ones, so this changes
-    /// no decision.
+    /// Drops every bucket that is idle at `t`; idle buckets equal absent ones, and no hit older
+    /// than `t` (the settled time) is expected, so this changes no decision.
     fn sweep(&mut self, t: i64) {
         let off = offset(t, self.epoch.unwrap_or(t));
         let before = self.len;
@@ -423,7 +471,8 @@ fn step(b: &mut Bucket, t: Ms, lim: &Limits) -> Did {
     }
 }
 
-/// `t` as an offset from `epoch`; [`KeyTable::maintain`] keeps it in range for ordered hits.
+/// `t` as an offset from `epoch`; [`KeyTable::hit`] keeps it in range (a hit before the epoch
+/// is stale, one too far after moves the epoch).
 #[inline]
 fn offset(t: i64, epoch: i64) -> Ms {
     t.saturating_sub(epoch).clamp(0, i64::from(u32::MAX)) as Ms
@@ -445,12 +494,92 @@ mod tests {
         }
     }
 
+    /// Hits in order, each settling the table at its time first (as a shard does for lines
+    /// that come in order).
     fn run(table: &mut KeyTable, hits: &[Hit]) -> Vec<Offense> {
+        let mut out = Vec::new();
+        for h in hits {
+            table.settle(h.time_ms);
+            table.hit(h, &mut |o| out.push(o));
+        }
+        out
+    }
+
+    /// Hits without moving the settled time.
+    fn run_late(table: &mut KeyTable, hits: &[Hit]) -> Vec<Offense> {
         let mut out = Vec::new();
         for h in hits {
             table.hit(h, &mut |o| out.push(o));
         }
         out
+    }
+
+    #[test]
+    fn a_late_hit_counts_at_its_own_time_against_its_keys_bucket() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 1)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        let t0 = 1_700_000_000_000;
+        // Another key has moved the table 30 s on; 1.1.1.1's three requests, 400 ms apart,
+        // come after it. Counted at their own times: 0, then 1000 - 400 + 1000 = 1600 > 1000
+        // overflows at the third. (At one instant, the second would already overflow.)
+        run(&mut t, &[hit("2.2.2.2", t0 + 30_000, 1)]);
+        let late: Vec<Hit> = (0..3).map(|i| hit("1.1.1.1", t0 + 400 * i, 1)).collect();
+        let out = run_late(&mut t, &late);
+        let got: Vec<_> = out.iter().map(|o| (o.time_ms, o.requests)).collect();
+        assert_eq!(got, [(t0 + 800, 3)]);
+    }
+
+    #[test]
+    fn buckets_are_kept_until_idle_at_the_settled_time() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 1)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        let t0 = 1_700_000_000_000;
+        run(
+            &mut t,
+            &[hit("1.1.1.1", t0, 1), hit("1.1.1.1", t0 + 100, 1)],
+        );
+        // Newer lines of other keys are processed, but the settled time stays behind.
+        run_late(&mut t, &[hit("2.2.2.2", t0 + 60_000, 1)]);
+        t.settle(t0 + 500);
+        assert_eq!(t.stats().evicted, 0);
+        // 1.1.1.1's next line, late: its bucket (excess 1000 at t0 + 100) is still there.
+        let out = run_late(&mut t, &[hit("1.1.1.1", t0 + 600, 1)]);
+        assert_eq!(out.len(), 1, "1000 - 500 + 1000 > 1000");
+        t.settle(t0 + 60_000);
+        assert_eq!(t.stats().evicted, 1, "1.1.1.1 idle at the settled time");
+    }
+
+    #[test]
+    fn hits_older_than_the_tables_range_are_stale_not_moved() {
+        let rules = CompiledRules::new(&[RuleSpec {
+            ban_ms: 0,
+            ..spec("r", 1000, 0)
+        }])
+        .unwrap();
+        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        let t0 = 1_700_000_000_000;
+        run(&mut t, &[hit("2.2.2.2", t0, 1)]);
+        // 24 days back is still in range; 30 days back is not: those two would overflow
+        // (burst 0) if they were counted at any one time.
+        let in_range = t0 - 24 * 86_400_000;
+        let out = run_late(
+            &mut t,
+            &[hit("1.1.1.1", in_range, 1), hit("1.1.1.1", in_range, 1)],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].time_ms, in_range);
+        let old = t0 - 30 * 86_400_000;
+        let out = run_late(&mut t, &[hit("3.3.3.3", old, 1), hit("3.3.3.3", old, 1)]);
+        assert!(out.is_empty());
+        assert_eq!(t.stats().stale, 2);
     }
 
     #[test]
@@ -596,7 +725,7 @@ mod tests {
         run(&mut t, &[hit("3.3.3.3", base + SWEEP_EVERY_MS, 1)]);
         assert_eq!(t.stats().evicted, 1, "2.2.2.2 idle, 1.1.1.1 suppressed");
         assert_eq!(t.len(), 2);
-        t.advance(base + 60_000);
+        t.settle(base + 60_000);
         assert_eq!(t.stats().evicted, 3);
         assert!(t.is_empty());
         assert_eq!(t.stats().keys_peak, 2);
@@ -626,7 +755,7 @@ mod tests {
         );
         run(&mut t, &[at(50, 20_000)]);
         assert_eq!((t.stats().evicted, t.len()), (0, 10));
-        t.advance(30_000);
+        t.settle(30_000);
         assert_eq!(
             (t.stats().evicted, t.len()),
             (9, 1),
@@ -637,10 +766,10 @@ mod tests {
             &mut t,
             &(200..208).map(|a| at(a, 40_000)).collect::<Vec<_>>(),
         );
-        t.advance(50_000);
+        t.settle(50_000);
         assert_eq!((t.stats().evicted, t.len()), (9, 9));
         run(&mut t, &[at(300, 55_000)]);
-        t.advance(60_000);
+        t.settle(60_000);
         assert_eq!((t.stats().evicted, t.len()), (18, 1));
     }
 

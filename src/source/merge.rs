@@ -750,6 +750,7 @@ mod tests {
                     producer,
                     low_ms,
                     hits,
+                    ..
                 } => {
                     for h in &hits {
                         assert!(h.time_ms >= watermark, "{} < {watermark}", h.time_ms);

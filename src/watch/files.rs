@@ -1,13 +1,14 @@
 //! The files `watch` follows and the reading side of its pipeline: the folders inotify
 //! watches, a [`Tailer`] per log the globs name (found by rescans and inotify events, dropped
-//! when no longer named), the parser feeding the shards' router, and the low mark promised to
-//! the shards after each round of reads (see `run.rs` for why it follows the wall clock).
+//! when no longer named), the parser feeding the shards' router, and what each file gave for
+//! the marks sent to the shards after each round of reads (see `marks`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::inotify::{self, Inotify};
+use super::marks::{self, FileMark};
 use super::Patterns;
 use crate::config::StartAt;
 use crate::engine::router::Router;
@@ -25,11 +26,11 @@ const RESCAN_EVERY: Duration = Duration::from_secs(60);
 const RESCAN_FAILING: Duration = Duration::from_secs(10);
 /// How long a followed file may be missing before it is no longer followed.
 const MISSING_FOR: Duration = Duration::from_secs(120);
-/// How far behind the wall clock the low mark may trail a file with nothing newer.
-const WALL_SLACK_MS: i64 = 1000;
 pub(super) struct Watched {
     pub(super) tailer: Tailer,
     pub(super) vhost: VhostId,
+    /// The newest log time it gave, and when.
+    pub(super) mark: FileMark,
     /// Since when the globs have not found the file (rescans only).
     pub(super) missing_since: Option<Instant>,
 }
@@ -55,6 +56,8 @@ pub(super) struct Files {
     pub(super) vhosts: Vhosts,
     /// The newest log time read from any file.
     pub(super) newest: i64,
+    /// How far a file's own lines may be out of order (`[input] lateness`).
+    pub(super) lateness_ms: i64,
     /// The last low mark sent to the shards.
     pub(super) lifted: i64,
     /// Bytes read since the last save.
@@ -146,6 +149,7 @@ impl Files {
             self.tailers.push(Watched {
                 tailer,
                 vhost,
+                mark: FileMark::NEW,
                 missing_since: None,
             });
             self.unsaved = true;
@@ -220,9 +224,12 @@ impl Files {
             return;
         };
         let vhost = w.vhost;
+        let mut got = i64::MIN;
         let r = w.tailer.poll_with(buf, &mut |chunk| {
-            *newest = (*newest).max(ingest.chunk(chunk, vhost, router));
+            got = got.max(ingest.chunk(chunk, vhost, router));
         });
+        *newest = (*newest).max(got);
+        w.mark.read(got, super::run::wall_ms());
         match r {
             Ok(st) if st.bytes > 0 || st.opened > 0 || st.rotated > 0 || st.truncated > 0 => {
                 self.unsaved = true;
@@ -251,9 +258,15 @@ impl Files {
         self.lifted <= self.newest
     }
 
-    /// The low mark promised after a round of reads (see the module documentation).
-    pub(super) fn low_mark(&self, now_ms: i64) -> i64 {
-        low_mark(self.newest, now_ms)
+    /// Sends the shards what they may process and forget after a round of reads (see
+    /// `marks`), with the hits batched so far.
+    pub(super) fn flush_marks(&mut self, now_ms: i64) {
+        let low = marks::low_mark(self.newest, now_ms);
+        let files = self.tailers.iter().map(|w| w.mark);
+        let settled = marks::settled_mark(files, low, self.lateness_ms, now_ms);
+        self.router.settle(settled);
+        self.router.flush(low);
+        self.lifted = low;
     }
 
     pub(super) fn checkpoints(&self) -> Checkpoints {
@@ -306,15 +319,6 @@ impl Files {
     }
 }
 
-/// The newest log time read, but never more than [`WALL_SLACK_MS`] behind the wall clock (idle
-/// files do not hold the engine back) nor ahead of it (a line stamped in the future would
-/// otherwise make every later line late).
-pub(super) fn low_mark(newest_ms: i64, now_ms: i64) -> i64 {
-    newest_ms
-        .min(now_ms.saturating_add(WALL_SLACK_MS))
-        .max(now_ms.saturating_sub(WALL_SLACK_MS))
-}
-
 /// A path without `.` components, so that `access.log`, `./access.log` and the folder `.` joined
 /// with the name inotify reports all name the same tailer.
 fn normal(path: &Path) -> PathBuf {
@@ -326,15 +330,6 @@ fn normal(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_low_mark_follows_the_logs_within_a_second_of_the_clock() {
-        let now = 1_800_000_000_000;
-        assert_eq!(low_mark(i64::MIN, now), now - 1000, "nothing read yet");
-        assert_eq!(low_mark(now - 3_600_000, now), now - 1000, "idle logs");
-        assert_eq!(low_mark(now - 200, now), now - 200, "a busy log");
-        assert_eq!(low_mark(now + 86_400_000, now), now + 1000, "a clock ahead");
-    }
 
     #[test]
     fn dot_components_do_not_split_one_file_in_two() {

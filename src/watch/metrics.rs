@@ -132,9 +132,15 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
     t.family(
         "lines_late_total",
         "counter",
-        "Requests older than what the rate engine had already processed when they arrived (counted at its watermark).",
+        "Requests older than what the rate engine had already processed when they arrived (each still counted at its own time).",
     );
     t.value("lines_late_total", &[], v.shards.late);
+    t.family(
+        "lines_stale_total",
+        "counter",
+        "Requests too old to count: about 24 days older than the newest the rate engine has seen (skipped).",
+    );
+    t.value("lines_stale_total", &[], v.shards.stale);
     t.family(
         "hits_total",
         "counter",
@@ -433,9 +439,12 @@ floodwatch_lines_malformed_total{kind=\"other\"} 0
 # HELP floodwatch_lines_future_total Lines stamped more than a day ahead of the clock (not counted by any rule).
 # TYPE floodwatch_lines_future_total counter
 floodwatch_lines_future_total 1
-# HELP floodwatch_lines_late_total Requests older than what the rate engine had already processed when they arrived (counted at its watermark).
+# HELP floodwatch_lines_late_total Requests older than what the rate engine had already processed when they arrived (each still counted at its own time).
 # TYPE floodwatch_lines_late_total counter
 floodwatch_lines_late_total 3
+# HELP floodwatch_lines_stale_total Requests too old to count: about 24 days older than the newest the rate engine has seen (skipped).
+# TYPE floodwatch_lines_stale_total counter
+floodwatch_lines_stale_total 0
 # HELP floodwatch_hits_total Requests handed to the rate engine (lines some rule counts).
 # TYPE floodwatch_hits_total counter
 floodwatch_hits_total 990

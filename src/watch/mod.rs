@@ -13,6 +13,7 @@ mod endpoint;
 mod files;
 pub mod http;
 pub mod inotify;
+pub mod marks;
 pub mod metrics;
 mod output;
 mod reload;

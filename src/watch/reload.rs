@@ -144,7 +144,7 @@ impl Live<'_, '_> {
         }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
         let files = &mut *self.files;
-        files.router.flush(files.low_mark(wall_ms()));
+        files.flush_marks(wall_ms());
         if files.router.set_rules(rules.clone()) {
             log::warn!(
                 "SIGHUP: a rule keys on a shorter prefix than any before, so addresses move \

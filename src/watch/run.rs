@@ -2,18 +2,16 @@
 //! only producer), the decider and the ban table; shard output reaches it through a relay
 //! thread that wakes mio.
 //!
-//! **Low marks.** Replay waits for the slowest file; a live log may stay idle for hours, so watch
-//! cannot. After each round of reads (every file that changed is read to its end, so the shards
-//! sort the round's hits before processing any of them), the loop promises the shards
-//! `max(newest log time read, wall clock − 1 s)`, capped at the wall clock + 1 s, with no further
-//! lateness. Idle files therefore never hold anything back, a flood is decided as soon as a
-//! line stamped with a later time is read or one wall-clock second has passed (so a format with
-//! millisecond times gives millisecond latency), and a line that arrives older than what was
-//! already processed (another vhost's log lagging, or a slow request logged at its end with its
-//! start time) is counted as *late*: still counted, at the watermark. The backlog read at start
-//! (lines written while stopped) comes in one round and is merged by time like a replay. Lines
-//! stamped more than a second in the past when they are *written* all count as late: watch is
-//! for live logs; archives are for replay.
+//! **Time.** Watch decides as replay does on the final files, however the lines arrive. After
+//! each round of reads (every file that changed is read to its end, so the shards sort the
+//! round's hits before processing any of them), the loop sends the shards two marks (see
+//! `marks`): they process up to the newest log time read, or the wall clock − 1 s when the logs
+//! are idle, so a flood is decided as soon as a later line is read or a second has passed; and
+//! they forget state only up to what the files being written may still deliver. A line that
+//! arrives older than what was processed (a buffered log, a lagging vhost, a skewed clock, a
+//! backlog after a stall, older lines appended) is *late*: counted at its own time against its
+//! key's state, never at the watermark (see `engine::shard`). The wall clock ends bans and bounds
+//! how long idle files are waited for; it never moves a line's time.
 //!
 //! **Expiry.** A ban ends at its offense's log time plus its length, as in replay; in watch the
 //! loop also expires bans on the wall clock (a timer at the next end), so a ban ends on time
@@ -80,8 +78,8 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 pub struct WatchReport {
     pub files: usize,
     pub ingest: IngestStats,
-    /// Hits older than what the shards had processed when they arrived (counted at the
-    /// watermark; see the module documentation).
+    /// Hits older than what the shards had processed when they arrived (each still counted at
+    /// its own time; see the module documentation).
     pub late: u64,
     pub bans: u64,
     pub unbans: u64,
@@ -210,6 +208,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         router: Router::new(senders, 0, route),
         vhosts,
         newest: i64::MIN,
+        lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
         lifted: i64::MIN,
         unsaved: true,
         last_read: None,
@@ -251,9 +250,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         // has passed everything read: lifting it further decides nothing, and idle logs should
         // cost no thread wake-ups.
         if files.read_since_flush || (now >= next_lift && files.lifting()) {
-            let low = files.low_mark(now_ms);
-            files.router.flush(low);
-            files.lifted = low;
+            files.flush_marks(now_ms);
             files.read_since_flush = false;
             let active = files
                 .last_read
@@ -410,7 +407,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
     for i in 0..files.tailers.len() {
         files.poll(i);
     }
-    files.router.flush(files.low_mark(wall_ms()));
+    files.flush_marks(wall_ms());
     let checkpoints = files.checkpoints();
     let watched_files = files.tailers.len();
     let Files {
