@@ -10,7 +10,7 @@ pub mod ban_table;
 pub mod decider;
 pub mod event;
 
-/// An event for sinks; serialised as DESIGN.md's JSON schema by `decide::event`.
+/// An event for sinks; serialised by `decide::event` as the README's Events section describes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Ban(Ban),

@@ -1,31 +1,34 @@
-//! What each sink has done so far, readable while it runs (watch's metrics endpoint).
+//! What each sink has done: one counter type, [`SinkCounters`], for every place that counts.
 //!
-//! The sink's worker thread and the decider's end of its queue bump shared atomics; the watch
-//! loop reads them when it is asked for metrics. Relaxed counters: each one is exact on its
-//! own, and a scrape that sees one a moment before another is harmless.
+//! While a sink runs, the decider's end of its queue (`feed`: bans dropped or skipped) and its
+//! worker thread (`worker`: events delivered or failed, retries) bump one shared
+//! `LiveCounters`, the same type over atomics; watch's metrics endpoint reads it as a plain
+//! `SinkCounters` when it is asked ([`Sinks::counters`](super::Sinks::counters)), and a sink
+//! that stops reports it in its [`SinkReport`]. Relaxed counters: each one is exact on its own,
+//! and a scrape that sees one a moment before another is harmless.
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A sink's counters at one moment (the same meanings as in
-/// [`SinkReport`](super::SinkReport)).
+/// What a sink did with the events it was handed. `C` is `u64` for the counts at one moment,
+/// `AtomicU64` for the live counters of a running sink (`LiveCounters`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SinkCounters {
-    pub delivered: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    pub skipped_proxied: u64,
-    pub retries: u64,
+pub struct SinkCounters<C = u64> {
+    /// Events delivered (or, in dry-run mode, logged).
+    pub delivered: C,
+    /// Events given up on (refused, or still failing after `give_up_after`).
+    pub failed: C,
+    /// Bans dropped because the queue was full, and the unbans that went with them.
+    pub dropped: C,
+    /// Bans of clients behind a trusted proxy that this sink does not take (`proxied`).
+    pub skipped_proxied: C,
+    /// Attempts that failed and were tried again.
+    pub retries: C,
 }
 
 /// The shared, live form of [`SinkCounters`].
-#[derive(Debug, Default)]
-pub(crate) struct LiveCounters {
-    pub(crate) delivered: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) skipped_proxied: AtomicU64,
-    pub(crate) retries: AtomicU64,
-}
+pub(crate) type LiveCounters = SinkCounters<AtomicU64>;
 
 /// Adds `n` to a counter.
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
@@ -42,6 +45,32 @@ impl LiveCounters {
             skipped_proxied: load(&self.skipped_proxied),
             retries: load(&self.retries),
         }
+    }
+}
+
+/// What one sink did with the events it was handed, once stopped: its name and its counters,
+/// which read as fields of the report (`report.failed`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    pub name: String,
+    pub counters: SinkCounters,
+}
+
+impl Deref for SinkReport {
+    type Target = SinkCounters;
+
+    fn deref(&self) -> &SinkCounters {
+        &self.counters
+    }
+}
+
+impl fmt::Display for SinkReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} delivered, {} failed, {} dropped (queue full), {} behind a proxy skipped, {} retries",
+            self.name, self.delivered, self.failed, self.dropped, self.skipped_proxied, self.retries
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-//! The `jsonl` sink: each event as one JSON line (DESIGN.md's schema), appended to a file or
-//! written to stdout (`path = "-"`), flushed as it happens.
+//! The `jsonl` sink: each event as one JSON line (the schema in the README's Events section),
+//! appended to a file or written to stdout (`path = "-"`), flushed as it happens.
 //!
 //! Rotation: before each write the file at `path` is compared (device and inode) with the one
 //! held open, and reopened when logrotate has moved it away, so no SIGHUP is needed; a

@@ -10,11 +10,16 @@
 pub mod cloudflare;
 pub mod counters;
 pub mod exec;
+mod feed;
 pub mod jsonl;
 pub mod nginx;
 pub mod pending;
+mod reload;
 pub mod runner;
+#[cfg(test)]
+mod testing;
 pub mod webhook;
+mod worker;
 
 use std::fmt;
 use std::time::Duration;
@@ -24,8 +29,8 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind};
 use crate::decide::{Ban, Event};
 
-pub use counters::SinkCounters;
-pub use runner::{SinkReport, Sinks};
+pub use counters::{SinkCounters, SinkReport};
+pub use runner::Sinks;
 
 /// Why a sink could not do what an event asked.
 #[derive(Debug, thiserror::Error)]

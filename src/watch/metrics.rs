@@ -274,7 +274,7 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
 }
 
 /// Appends the active bans, soonest end first, as a JSON array of the ban events that started
-/// them (DESIGN.md's schema: `time` is when the ban began, `until` when it ends).
+/// them (see the README's Events section: `time` is when the ban began, `until` when it ends).
 pub fn render_bans(table: &BanTable, out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, b) in table.active().enumerate() {
