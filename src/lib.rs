@@ -1,9 +1,52 @@
 //! floodwatch: finds HTTP request floods in web-server access logs and decides bans.
 //!
-//! Data flows through the modules in this order: `source` (files, globs, chunks of lines) →
-//! `parse` (a line → `Record`) → `hit` (what the engine needs of it) → `engine` (per-key
-//! `limit_req` buckets on shard threads) → `decide` (offenses → ban/unban events) → output.
-//! `app` wires them together for each command; `config` and `cli` validate input at the edge.
+//! # Data flow, folder by folder
+//!
+//! ```text
+//! source ──chunks──▶ parse ──Record──▶ hit ──Hit──▶ engine ──Offense──▶ decide ──Event──▶ sink
+//! ```
+//!
+//! - [`source`]: files and globs (`paths`), plain and gzip archives merged by log time for replay
+//!   (`merge`, `reader`), files followed as they grow and rotate for watch (`tail`, `checkpoint`),
+//!   and `ingest`, which turns a chunk of lines into hits for the router.
+//! - [`parse`]: a line's bytes → a `Record` of borrowed fields, for every supported format; no
+//!   allocation per line. [`proxy`] picks the real client behind trusted proxies, [`vhost`]
+//!   interns vhost names, [`addr`] holds addresses and prefixes.
+//! - [`hit`]: what the engine needs of a request (address, log time, vhost, rule bits).
+//! - [`engine`]: rules compiled to matchers (`rule`), hits batched to the shard owning their key
+//!   (`router`), shard threads merging producers by log time (`shard`) over one shard's
+//!   `limit_req` buckets (`table`, `bucket`). Offenses out.
+//! - [`decide`]: the decider merges the shards' offenses by time (`decider`); the ban table
+//!   (`ban_table`) bans, escalates, allowlists and expires; events are JSON lines (`event`).
+//! - [`sink`]: each output (jsonl, nginx, Cloudflare, exec, webhook) on its own thread behind a
+//!   bounded queue, retried with backoff, never blocking detection.
+//! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
+//!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
+//!   bench). [`config`] and [`cli`] validate input at the edge; the rest never sees raw input.
+//!
+//! # Time
+//!
+//! Buckets run on log time, in replay and in watch. Shards process hits in time order below a
+//! watermark (the oldest of the producers' low marks, less the allowed lateness), so one log split
+//! over several files gives the same decisions as the single file. A hit older than what its
+//! shard has processed is *late*: it counts at its own time against its key's state, at the
+//! key's last time if older than that (nginx's rule), never at the watermark; state is forgotten
+//! only up to the *settled* time, the oldest time a line may still come at (`engine::shard`,
+//! `engine::table`, `watch::marks`). The ban table judges a late offense at its own time too.
+//! The contract this gives: when each key's own lines arrive in time order, watch bans exactly
+//! what replay bans on the final files, whatever the delivery schedule; a key whose own lines
+//! arrive out of order is over-counted by at most one request per such line. The wall clock
+//! ends bans in watch and bounds how long idle files are waited for; it never moves a line's
+//! time.
+//!
+//! # Threads
+//!
+//! - Replay: producer threads (`producer-N`, one per CPU) read and parse; shard threads
+//!   (`shard-N`) own their keys, no locks; the calling thread runs the decider and the output.
+//! - Watch: one loop thread owns the tailers, the parser, the router (the shards' only
+//!   producer), the decider, the ban table and the metrics endpoint, waiting in mio; shard
+//!   threads as in replay; a relay thread (`watch-relay`) wakes the loop with shard output.
+//! - Sinks: one thread each (`sink-N`), fed through bounded queues from whoever decides.
 
 pub mod addr;
 pub mod app;

@@ -81,6 +81,8 @@ pub struct WatchReport {
     /// Hits older than what the shards had processed when they arrived (each still counted at
     /// its own time; see the module documentation).
     pub late: u64,
+    /// Hits too old to count (skipped; see `engine::table`).
+    pub stale: u64,
     pub bans: u64,
     pub unbans: u64,
     pub restored_bans: u64,
@@ -90,11 +92,13 @@ impl std::fmt::Display for WatchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "watched {} files: {} lines, {} malformed, {} late, {} bans, {} unbans ({} bans restored)",
+            "watched {} files: {} lines, {} malformed, {} late, {} too old to count, {} bans, {} unbans \
+             ({} bans restored)",
             self.files,
             self.ingest.lines,
             self.ingest.malformed.total(),
             self.late,
+            self.stale,
             self.bans,
             self.unbans,
             self.restored_bans
@@ -440,6 +444,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
         files: watched_files,
         ingest: ingest.stats,
         late: decider.shard_stats().late,
+        stale: decider.shard_stats().stale,
         bans: after.bans - before.bans,
         unbans: after.unbans - before.unbans,
         restored_bans: restored.bans,
