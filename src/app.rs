@@ -38,6 +38,15 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A failed write of our output (`what`: "events", "to stdout"): a closed pipe is the reader
+    /// having seen enough, anything else a runtime error.
+    pub fn writing(what: &str, e: io::Error) -> AppError {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe => AppError::BrokenPipe,
+            _ => AppError::Runtime(format!("writing {what}: {e}")),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Usage(_) => 2,
@@ -209,11 +218,7 @@ pub fn replay(
     // Every sink delivers or reports what it was given before replay ends.
     let failed = finish_sinks(sinks);
     if let Some(e) = write_error {
-        return Err(if e.kind() == io::ErrorKind::BrokenPipe {
-            AppError::BrokenPipe
-        } else {
-            AppError::Runtime(format!("writing events: {e}"))
-        });
+        return Err(AppError::writing("events", e));
     }
     let (merge, ingest) = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
     if let Some(msg) = failed {

@@ -75,9 +75,5 @@ fn run(cli: Cli) -> Result<(), AppError> {
 }
 
 fn write_error(e: std::io::Error) -> AppError {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        AppError::BrokenPipe
-    } else {
-        AppError::Runtime(format!("writing to stdout: {e}"))
-    }
+    AppError::writing("to stdout", e)
 }

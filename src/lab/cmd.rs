@@ -10,11 +10,7 @@ use crate::app::AppError;
 use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
 
 fn stdout_error(e: std::io::Error) -> AppError {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        AppError::BrokenPipe
-    } else {
-        AppError::Runtime(format!("writing to stdout: {e}"))
-    }
+    AppError::writing("to stdout", e)
 }
 
 /// `floodwatch generate`.

@@ -457,11 +457,7 @@ pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError
             keep_pending(&state_dir, &vhosts, &stopped);
         }
         Err(e) => {
-            return Err(if e.kind() == io::ErrorKind::BrokenPipe {
-                AppError::BrokenPipe
-            } else {
-                AppError::Runtime(format!("writing events: {e}"))
-            });
+            return Err(AppError::writing("events", e));
         }
         Ok(None) => {}
     }
