@@ -1,7 +1,8 @@
 //! Wiring: builds the pipeline of each command from a validated config and runs it.
 //!
-//! replay: producer (this thread: files → chunks → hits) → router → shard threads → decider
-//! thread → JSON lines on the output. The producer, shards and decider only share channels.
+//! replay: producer threads (files → chunks → hits) → routers → the [`Detector`] (shard
+//! threads, decided on a thread of its own) → the [`Output`] (sinks, or JSON lines on stdout).
+//! The producers, shards and decider only share channels.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,15 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Overrides};
-use crate::decide::allowlist::Allowlist;
-use crate::decide::ban_table::BanTable;
-use crate::decide::decider::{self, DecideStats};
-use crate::decide::event::write_json_line;
+use crate::decide::decider::DecideStats;
+use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule::CompiledRules;
-use crate::engine::shard::{spawn_shards, ShardConfig};
+use crate::output::Output;
 use crate::parse::Format;
 use crate::proxy::{self, Proxies};
-use crate::sink::{self, SinkSpec, Sinks};
+use crate::sink::{self, SinkSpec};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline, READ_AHEAD};
 use crate::source::paths::{self, LogFile};
@@ -141,10 +140,7 @@ pub fn replay(
         sinks,
     } = plan;
     // Started before any line is read, so that a sink that cannot start stops the replay early.
-    let mut sinks = match sinks.is_empty() {
-        true => None,
-        false => Some(Sinks::start(&sinks).map_err(|e| AppError::Runtime(e.to_string()))?),
-    };
+    let mut output = Output::start(out, &sinks, &[]).map_err(AppError::Runtime)?;
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
     let total_bytes: u64 = files
@@ -152,42 +148,24 @@ pub fn replay(
         .filter_map(|f| std::fs::metadata(&f.path).ok())
         .map(|m| m.len())
         .sum();
-
-    let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
-    let shard_cfg = ShardConfig {
+    let mut detector = Detector::start(DetectorSpec {
+        rules: rules.clone(),
+        specs: &config.rules,
+        // A trusted proxy is never banned, whatever it sends.
+        allow: [&config.allow[..], proxies.ranges()].concat(),
+        vhosts: vhosts.clone(),
         shards,
         producers,
-        lateness_ms: config.input.lateness_ms as i64,
-        max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
-    };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
-        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
-    // A trusted proxy is never banned, whatever it sends.
-    let allow = [&config.allow[..], proxies.ranges()].concat();
-    let mut table = BanTable::new(&config.rules, Allowlist::new(allow), vhosts.clone());
+        lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
+        max_keys: config.engine.max_keys,
+    })
+    .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
+    let senders = detector.take_senders();
     let disk_bytes = Arc::new(AtomicU64::new(0));
     let done = AtomicBool::new(false);
 
-    let (merged, decided, write_error) = std::thread::scope(|s| {
-        let decider = s.spawn(|| {
-            let mut line = Vec::with_capacity(512);
-            let mut write_error: Option<io::Error> = None;
-            let stats = decider::run(out_rx, shards, &mut table, &mut |ev| {
-                if let Some(sinks) = sinks.as_mut() {
-                    sinks.emit(ev);
-                    return;
-                }
-                if write_error.is_some() {
-                    return;
-                }
-                line.clear();
-                write_json_line(ev, &mut line);
-                if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-                    write_error = Some(e);
-                }
-            });
-            (stats, write_error)
-        });
+    let (merged, decided) = std::thread::scope(|s| {
+        let decider = s.spawn(|| detector.decide_all(&mut |ev| output.emit(ev)));
         if progress {
             s.spawn(|| draw_progress(total_bytes, &disk_bytes, &done));
         }
@@ -202,24 +180,15 @@ pub fn replay(
             read_ahead: READ_AHEAD,
         };
         let merged = replay_files(&files, pipeline);
-        for h in shard_handles {
-            let _ = h.join();
-        }
-        let (decided, write_error) = match decider.join() {
-            Ok(r) => r,
-            Err(_) => (
-                DecideStats::default(),
-                Some(io::Error::other("decider thread panicked")),
-            ),
-        };
+        let decided = decider.join();
         done.store(true, Ordering::Relaxed);
-        (merged, decided, write_error)
+        (merged, decided)
     });
+    let decided = decided.map_err(|_| AppError::Runtime("the decider thread panicked".into()))?;
     // Every sink delivers or reports what it was given before replay ends.
-    let failed = finish_sinks(sinks);
-    if let Some(e) = write_error {
-        return Err(AppError::writing("events", e));
-    }
+    let failed = output
+        .finish()
+        .map_err(|e| AppError::writing("events", e))?;
     let (merge, ingest) = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
     if let Some(msg) = failed {
         return Err(AppError::Runtime(msg));
@@ -232,20 +201,6 @@ pub fn replay(
         producers,
         elapsed: started.elapsed(),
     })
-}
-
-/// Waits for the sinks and reports on stderr what each did; `Some` names the sinks that failed
-/// to deliver some events (dropped bans are reported but are not a failure: see `sink::runner`).
-fn finish_sinks(sinks: Option<Sinks>) -> Option<String> {
-    let reports = sinks?.finish();
-    let mut failed = Vec::new();
-    for r in &reports {
-        log::info!("{r}");
-        if r.failed > 0 {
-            failed.push(format!("{}: {} events not delivered", r.name, r.failed));
-        }
-    }
-    (!failed.is_empty()).then(|| failed.join("; "))
 }
 
 fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {

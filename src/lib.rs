@@ -20,9 +20,12 @@
 //!   (`ban_table`) bans, escalates, allowlists and expires; events are JSON lines (`event`).
 //! - [`sink`]: each output (jsonl, nginx, Cloudflare, exec, webhook) on its own thread behind a
 //!   bounded queue, retried with backoff, never blocking detection.
+//! - [`detector`] puts engine and decide together: the one pipeline every front-end drives;
+//!   [`output`] sends its events to the sinks or stdout.
 //! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
 //!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
 //!   bench). [`config`] and [`cli`] validate input at the edge; the rest never sees raw input.
+//!   [`clock`] is the wall clock, which never moves a line's time.
 //!
 //! # Time
 //!
@@ -41,23 +44,32 @@
 //!
 //! # Threads
 //!
+//! Every front-end drives one [`detector::Detector`] (shards, decider, ban table) and writes its
+//! events through one [`output::Output`] (sinks, or JSON lines on stdout).
+//!
 //! - Replay: producer threads (`producer-N`, one per CPU) read and parse; shard threads
-//!   (`shard-N`) own their keys, no locks; the calling thread runs the decider and the output.
-//! - Watch: one loop thread owns the tailers, the parser, the router (the shards' only
-//!   producer), the decider, the ban table and the metrics endpoint, waiting in mio; shard
-//!   threads as in replay; a relay thread (`watch-relay`) wakes the loop with shard output.
-//! - Sinks: one thread each (`sink-N`), fed through bounded queues from whoever decides.
+//!   (`shard-N`) own their keys, no locks; a decider thread drives the detector's decider and
+//!   the output.
+//! - Watch: one loop thread owns the files (tailers, parser, the router: the shards' only
+//!   producer), the decider, the ban table, the output and the metrics endpoint, waiting in mio;
+//!   shard threads as in replay; the detector's relay thread (`watch-relay`) wakes the loop
+//!   with shard output.
+//! - Bench: replay as above; its live part runs watch itself, in process.
+//! - Sinks: one thread each (`sink-N`), fed through bounded queues by whoever decides.
 
 pub mod addr;
 pub mod app;
 pub mod atomic_file;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decide;
+pub mod detector;
 pub mod engine;
 pub mod hit;
 pub mod lab;
 pub mod logging;
+pub mod output;
 pub mod parse;
 pub mod proxy;
 pub mod sink;

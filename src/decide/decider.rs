@@ -42,33 +42,14 @@ pub struct DecideStats {
 }
 
 /// Runs the decide loop until every shard has finished (or every sender is gone), emitting
-/// events in time order, and returns the counters. Bans still active at the end stay active:
-/// nothing is unbanned beyond the latest log time the shards reported.
+/// events in time order, and returns the counters (see [`Decider::run`]).
 pub fn run(
     rx: Receiver<ShardOut>,
     shards: usize,
     table: &mut BanTable,
     emit: &mut dyn FnMut(&Event),
 ) -> DecideStats {
-    let before = table.stats();
-    let mut d = Decider::new(shards);
-    while !d.is_done() {
-        match rx.recv() {
-            Ok(msg) => d.handle(msg, table, emit),
-            // A shard died without finishing; decide what arrived rather than hang.
-            Err(_) => break,
-        }
-    }
-    d.finish(table, emit);
-    let after = table.stats();
-    DecideStats {
-        shards: d.shard_stats(),
-        offenses: after.offenses - before.offenses,
-        bans: after.bans - before.bans,
-        unbans: after.unbans - before.unbans,
-        allowlisted: after.allowlisted - before.allowlisted,
-        suppressed: after.suppressed - before.suppressed,
-    }
+    Decider::new(shards).run(&rx, table, emit)
 }
 
 /// The merge state, message by message (the watch mode drives it from its own loop).
@@ -164,6 +145,35 @@ impl Decider {
         let settled = self.settled();
         if settled < i64::MAX {
             table.forget_before(settled);
+        }
+    }
+
+    /// Decides what `rx` brings until every shard has finished (or every sender is gone), then
+    /// what is still buffered, and returns the counters of this run. Bans still active at the
+    /// end stay active: nothing is unbanned beyond the latest log time the shards reported.
+    pub fn run(
+        &mut self,
+        rx: &Receiver<ShardOut>,
+        table: &mut BanTable,
+        emit: &mut dyn FnMut(&Event),
+    ) -> DecideStats {
+        let before = table.stats();
+        while !self.is_done() {
+            match rx.recv() {
+                Ok(msg) => self.handle(msg, table, emit),
+                // A shard died without finishing; decide what arrived rather than hang.
+                Err(_) => break,
+            }
+        }
+        self.finish(table, emit);
+        let after = table.stats();
+        DecideStats {
+            shards: self.shard_stats(),
+            offenses: after.offenses - before.offenses,
+            bans: after.bans - before.bans,
+            unbans: after.unbans - before.unbans,
+            allowlisted: after.allowlisted - before.allowlisted,
+            suppressed: after.suppressed - before.suppressed,
         }
     }
 

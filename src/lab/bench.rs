@@ -3,22 +3,22 @@
 //! - Replay throughput: the scenario written to a scratch directory and replayed by the real
 //!   replay pipeline with the scenario's config; precision and recall of its bans against the
 //!   truth.
-//! - Live detection latency of the pipeline alone, in process (the whole `watch` process under
-//!   load, inotify and files included, is measured by `benches/watch-load.py`): a writer thread
-//!   appends the scenario's lines to a file, paced by their log times at `speed` × real time;
-//!   this thread tails the file and hands each line to ingest → router → shards → decider, as a
-//!   live source would, flushing after every line. For each ban event, two delays are recorded
-//!   in hdrhistograms: from the hand-over of the line that overflowed (the ban waits until the
-//!   log's clock has passed that line's second, so this includes up to one log second / speed),
-//!   and from the hand-over of the line that moved the log clock past it (the pipeline alone).
-//!   The live config bans for 1 s without escalation, so each attacker is banned again every log
-//!   second: many samples from a short run.
+//! - Live detection latency through watch's real path, in process: `watch` itself (inotify, the
+//!   tailer, the marks, the detector, the output) follows a file that a writer thread appends
+//!   the scenario's lines to, restamped to the wall clock and paced by their log times at
+//!   `speed` × real time; each event watch writes is stamped as it arrives. For each ban, two
+//!   delays are recorded in hdrhistograms: from the write of the line that overflowed (the ban
+//!   waits until the log's clock has passed that line's second, or the wall clock has moved a
+//!   second on, so this includes up to one log second / speed), and from the write of the line
+//!   that moved the log clock past it. The live config bans for 1 s without escalation, so each
+//!   attacker is banned again every log second: many samples from a short run. (The `watch`
+//!   process under heavier load, many files, is measured by `benches/watch-load.py`.)
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -27,17 +27,13 @@ use super::generate;
 use super::scenario::{self, Frame};
 use crate::addr::{Addr, Cidr};
 use crate::app::{self, AppError};
-use crate::config::{Config, Overrides};
-use crate::decide::allowlist::Allowlist;
-use crate::decide::ban_table::BanTable;
-use crate::decide::{decider, Event};
-use crate::engine::router::Router;
+use crate::config::{Config, Overrides, StartAt};
 use crate::engine::rule::CompiledRules;
-use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::hit::NO_VHOST;
 use crate::parse::Format;
 use crate::source::ingest::Ingest;
 use crate::vhost::Vhosts;
+use crate::watch;
 
 /// What to run.
 #[derive(Clone, Copy, Debug)]
@@ -193,7 +189,7 @@ struct Live {
     accuracy: Accuracy,
 }
 
-/// One line as it was handed to ingest.
+/// One line as it was written.
 struct Handed {
     addr: Addr,
     time_ms: i64,
@@ -201,7 +197,7 @@ struct Handed {
     at: Instant,
 }
 
-/// One ban event as the decider emitted it.
+/// One ban event as watch wrote it.
 struct Banned {
     key: Cidr,
     rule: usize,
@@ -221,8 +217,11 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
         r.max_ban_ms = 1000;
         r.ban_factor = 1.0;
     }
+    config.state.dir = None;
+    config.input.start_at = StartAt::Beginning;
     let format = Arc::new(Format::from_spec(&config.input.format).map_err(runtime)?);
     let rules = Arc::new(CompiledRules::new(&config.rules).map_err(runtime)?);
+    let rule_names: Vec<String> = config.rules.iter().map(|r| r.name.clone()).collect();
     let mut tr = scenario::build(
         "mixed",
         Frame {
@@ -235,77 +234,35 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
     tr.reqs.sort_by_key(|r| r.t_ms);
     let path = dir.join("live_access_log");
     File::create(&path).map_err(runtime)?;
+    let mut plan = watch::plan_config(config, None, &[path.display().to_string()])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    plan.stop = Some(stop.clone());
 
-    let vhosts = Vhosts::new();
-    let shards = config.engine.shard_count();
-    let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
-    let shard_cfg = ShardConfig {
-        shards,
-        producers: 1,
-        // A live source reads lines in order: nothing to wait for.
-        lateness_ms: 0,
-        max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
-    };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
-        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
-    let mut table = BanTable::new(
-        &config.rules,
-        Allowlist::new(config.allow.clone()),
-        vhosts.clone(),
-    );
-    let rule_names: Vec<String> = config.rules.iter().map(|r| r.name.clone()).collect();
-    let bans: Mutex<Vec<Banned>> = Mutex::new(Vec::new());
-    let writer_done = AtomicBool::new(false);
-    let mut handed: Vec<Handed> = Vec::with_capacity(tr.reqs.len());
+    // Lines stamped from the next whole second on, so that they are live lines to watch.
+    let first = tr.reqs.first().map_or(0, |r| r.t_ms);
+    let shift_s = (crate::clock::wall_ms() / 1000 + 1) - first.div_euclid(1000);
     let speed = o.speed.max(0.001);
-
-    std::thread::scope(|s| -> Result<(), AppError> {
-        s.spawn(|| {
-            decider::run(out_rx, shards, &mut table, &mut |ev| {
-                if let Event::Ban(b) = ev {
-                    let at = Instant::now();
-                    let rule = rule_names.iter().position(|n| **n == *b.rule).unwrap_or(0);
-                    bans.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Banned {
-                            key: b.key.net,
-                            rule,
-                            time_ms: b.time_ms,
-                            first_seen_ms: b.first_seen_ms,
-                            requests: b.requests,
-                            at,
-                        });
-                }
-            })
-        });
-        let writer = s.spawn(|| write_paced(&path, &tr.reqs, speed, &writer_done));
-        let mut ingest = Ingest::new(format.clone(), rules.clone(), vhosts.clone());
-        let mut router = Router::new(senders, 0, rules.route_prefixes());
-        let tailed = tail(&path, &writer_done, |line| {
-            let at = Instant::now();
-            if let Some(hit) = ingest.line(line, NO_VHOST) {
-                router.push(hit);
-                router.flush(hit.time_ms);
-                handed.push(Handed {
-                    addr: hit.addr,
-                    time_ms: hit.time_ms,
-                    rules: hit.rules,
-                    at,
-                });
-            }
-        });
-        router.finish();
-        for h in shard_handles {
-            let _ = h.join();
-        }
-        writer
+    let mut ingest = Ingest::new(format, rules, Vhosts::new());
+    let mut events = Stamped::default();
+    let (watched, handed) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch::run(plan, &mut events));
+        let handed = write_paced(&path, &tr.reqs, shift_s, speed, &mut ingest);
+        // Bans follow a line within about a second (the wall clock moves the marks on).
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Release);
+        let watched = watcher
             .join()
-            .map_err(|_| runtime("writer thread panicked"))?
-            .map_err(runtime)?;
-        tailed.map_err(runtime)
-    })?;
+            .unwrap_or_else(|_| Err(runtime("the watch thread panicked")));
+        (watched, handed)
+    });
+    watched?;
+    let handed = handed.map_err(runtime)?;
 
-    let bans = bans.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let bans: Vec<Banned> = events
+        .lines
+        .iter()
+        .filter_map(|(at, l)| Banned::of(l, *at, &rule_names))
+        .collect();
     let mut line_h = histogram()?;
     let mut clock_h = histogram()?;
     let mut unattributed = 0;
@@ -329,6 +286,53 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
         clock_to_ban: Latency::of(&clock_h),
         accuracy: Accuracy::of(&g.truth.banned, &keys),
     })
+}
+
+/// What watch writes, one line at a time, each stamped as it arrives.
+#[derive(Default)]
+struct Stamped {
+    partial: Vec<u8>,
+    lines: Vec<(Instant, Vec<u8>)>,
+}
+
+impl Write for Stamped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let at = Instant::now();
+        self.partial.extend_from_slice(buf);
+        while let Some(nl) = memchr::memchr(b'\n', &self.partial) {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            self.lines.push((at, line));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Banned {
+    /// A ban event of watch's output, with the rule's index; `None` for other lines.
+    fn of(line: &[u8], at: Instant, rule_names: &[String]) -> Option<Banned> {
+        let e: Value = serde_json::from_slice(line).ok()?;
+        if e["type"] != "ban" {
+            return None;
+        }
+        let ms = |field: &str| {
+            let t = humantime::parse_rfc3339(e[field].as_str()?).ok()?;
+            let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+            i64::try_from(d.as_millis()).ok()
+        };
+        let rule = e["rule"].as_str()?;
+        Some(Banned {
+            key: e["key"].as_str()?.parse().ok()?,
+            rule: rule_names.iter().position(|n| n == rule)?,
+            time_ms: ms("time")?,
+            first_seen_ms: ms("first_seen")?,
+            requests: e["requests"].as_u64()?,
+            at,
+        })
+    }
 }
 
 fn histogram() -> Result<hdrhistogram::Histogram<u64>, AppError> {
@@ -361,65 +365,49 @@ fn attribute(handed: &[Handed], b: &Banned) -> Option<(usize, usize)> {
     (clock < handed.len() && handed[clock].at <= b.at).then_some((line, clock))
 }
 
-/// Appends `reqs` to `path` one line per write, each when its log time comes at `speed` × real
-/// time.
+/// Appends `reqs` to `path` one line per write, each restamped `shift_s` seconds later and
+/// written when its log time comes at `speed` × real time. Returns each line as ingest reads it,
+/// with the time it was written.
 fn write_paced(
     path: &Path,
     reqs: &[scenario::Req],
+    shift_s: i64,
     speed: f64,
-    done: &AtomicBool,
-) -> std::io::Result<()> {
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-        let started = Instant::now();
-        let t0 = reqs.first().map_or(0, |r| r.t_ms);
-        let mut buf = Vec::with_capacity(512);
-        for r in reqs {
-            let due = Duration::from_secs_f64((r.t_ms - t0) as f64 / 1000.0 / speed);
-            let now = started.elapsed();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            buf.clear();
-            buf.extend_from_slice(r.line.as_bytes());
-            buf.push(b'\n');
-            f.write_all(&buf)?;
+    ingest: &mut Ingest,
+) -> std::io::Result<Vec<Handed>> {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    let started = Instant::now();
+    let t0 = reqs.first().map_or(0, |r| r.t_ms);
+    let mut handed = Vec::with_capacity(reqs.len());
+    let mut buf = Vec::with_capacity(512);
+    for r in reqs {
+        let due = Duration::from_secs_f64((r.t_ms - t0) as f64 / 1000.0 / speed);
+        let now = started.elapsed();
+        if due > now {
+            std::thread::sleep(due - now);
         }
-        Ok(())
-    })();
-    done.store(true, Ordering::Release);
-    result
-}
-
-/// Follows `path` as it grows until the writer is done and everything is read, calling `line`
-/// for each complete line (without its newline).
-fn tail(path: &Path, done: &AtomicBool, mut line: impl FnMut(&[u8])) -> std::io::Result<()> {
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut filled = 0;
-    loop {
-        let finished = done.load(Ordering::Acquire);
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+        let secs = r.t_ms.div_euclid(1000);
+        let line = r.line.replacen(
+            &scenario::httpdate(secs),
+            &scenario::httpdate(secs + shift_s),
+            1,
+        );
+        buf.clear();
+        buf.extend_from_slice(line.as_bytes());
+        let hit = ingest.line(&buf, NO_VHOST);
+        buf.push(b'\n');
+        let at = Instant::now();
+        f.write_all(&buf)?;
+        if let Some(hit) = hit {
+            handed.push(Handed {
+                addr: hit.addr,
+                time_ms: hit.time_ms,
+                rules: hit.rules,
+                at,
+            });
         }
-        let n = f.read(&mut buf[filled..])?;
-        if n == 0 {
-            if finished {
-                return Ok(());
-            }
-            // A live source would wait on inotify; polling every 50 µs is as quick here.
-            std::thread::sleep(Duration::from_micros(50));
-            continue;
-        }
-        filled += n;
-        let mut start = 0;
-        while let Some(nl) = memchr::memchr(b'\n', &buf[start..filled]) {
-            line(&buf[start..start + nl]);
-            start += nl + 1;
-        }
-        buf.copy_within(start..filled, 0);
-        filled -= start;
     }
+    Ok(handed)
 }
 
 /// The readable report.
@@ -511,29 +499,34 @@ mod tests {
     }
 
     #[test]
-    fn tail_hands_over_every_line_of_a_growing_file() {
+    fn lines_are_written_restamped_and_handed_with_their_new_times() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         File::create(&path).unwrap();
+        let t0 = scenario::START_SECS * 1000;
         let reqs: Vec<scenario::Req> = (0..300)
             .map(|i| scenario::Req {
-                t_ms: i,
+                t_ms: t0 + i * 10,
                 vhost: 0,
-                line: format!("line {i}"),
+                line: format!(
+                    "192.0.2.{} - - [{}] \"GET / HTTP/1.1\" 200 1 \"-\" \"x\"",
+                    i % 200,
+                    scenario::httpdate((t0 + i * 10) / 1000)
+                ),
             })
             .collect();
-        let done = AtomicBool::new(false);
-        let mut got = Vec::new();
-        std::thread::scope(|s| {
-            let w = s.spawn(|| write_paced(&path, &reqs, 100.0, &done));
-            tail(&path, &done, |l| {
-                got.push(String::from_utf8_lossy(l).to_string())
-            })
-            .unwrap();
-            w.join().unwrap().unwrap();
-        });
-        let want: Vec<String> = reqs.iter().map(|r| r.line.clone()).collect();
-        assert_eq!(got, want);
+        let config = Config::default();
+        let format = Arc::new(Format::from_spec(&config.input.format).unwrap());
+        let rules = Arc::new(CompiledRules::new(&config.rules).unwrap());
+        let mut ingest = Ingest::new(format, rules, Vhosts::new());
+        let handed = write_paced(&path, &reqs, 3600, 1000.0, &mut ingest).unwrap();
+        assert_eq!(handed.len(), 300);
+        assert_eq!(handed[0].time_ms, t0 + 3_600_000);
+        assert_eq!(handed[299].time_ms, t0 + 3_600_000 + 2_000);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 300);
+        assert!(text.contains(&scenario::httpdate(scenario::START_SECS + 3600)));
+        assert!(handed.windows(2).all(|w| w[0].at <= w[1].at));
     }
 
     #[test]

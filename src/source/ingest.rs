@@ -116,10 +116,7 @@ pub struct Ingest {
 const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
 
 fn future_limit() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    now.saturating_add(FUTURE_SLACK_MS)
+    crate::clock::wall_ms().saturating_add(FUTURE_SLACK_MS)
 }
 
 impl Ingest {

@@ -74,7 +74,7 @@ impl Endpoint {
     /// Records a ban's latency as it is emitted.
     pub(crate) fn on_event(&mut self, ev: &Event) {
         if self.server.is_some() {
-            self.latency.on_event(ev, super::run::wall_ms());
+            self.latency.on_event(ev, crate::clock::wall_ms());
         }
     }
 

@@ -10,11 +10,17 @@ use std::time::{Duration, Instant};
 use super::inotify::{self, Inotify};
 use super::marks::{self, FileMark};
 use super::Patterns;
+use std::sync::Arc;
+
 use crate::config::StartAt;
 use crate::engine::router::Router;
+use crate::engine::rule::CompiledRules;
 use crate::hit::{VhostId, NO_VHOST};
+use crate::parse::Format;
+use crate::proxy::ClientIp;
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
+use crate::source::ingest::IngestStats;
 use crate::source::tail::{Started, TailBuf, Tailer};
 use crate::vhost::Vhosts;
 
@@ -26,49 +32,179 @@ const RESCAN_EVERY: Duration = Duration::from_secs(60);
 const RESCAN_FAILING: Duration = Duration::from_secs(10);
 /// How long a followed file may be missing before it is no longer followed.
 const MISSING_FOR: Duration = Duration::from_secs(120);
-pub(super) struct Watched {
-    pub(super) tailer: Tailer,
-    pub(super) vhost: VhostId,
+struct Watched {
+    tailer: Tailer,
+    vhost: VhostId,
     /// The newest log time it gave, and when.
-    pub(super) mark: FileMark,
+    mark: FileMark,
     /// Since when the globs have not found the file (rescans only).
-    pub(super) missing_since: Option<Instant>,
+    missing_since: Option<Instant>,
 }
 
 /// The files and folders followed, and the reading side of the pipeline.
 pub(super) struct Files {
-    pub(super) patterns: Patterns,
-    pub(super) start_at: StartAt,
-    pub(super) tailers: Vec<Watched>,
-    pub(super) by_path: HashMap<PathBuf, usize>,
+    patterns: Patterns,
+    start_at: StartAt,
+    tailers: Vec<Watched>,
+    by_path: HashMap<PathBuf, usize>,
     /// The files the globs named at the last rescan.
-    pub(super) matched: HashSet<PathBuf>,
+    matched: HashSet<PathBuf>,
     /// Watch descriptor → folder, and the folders watched.
-    pub(super) dirs: HashMap<i32, PathBuf>,
-    pub(super) watched: HashSet<PathBuf>,
+    dirs: HashMap<i32, PathBuf>,
+    watched: HashSet<PathBuf>,
     /// Folders and files that could not be watched or opened, reported once (they are tried
     /// again at every rescan; `fs.inotify.max_user_watches` or permissions may change).
-    pub(super) failed: HashSet<PathBuf>,
-    pub(super) inotify: Inotify,
-    pub(super) buf: TailBuf,
-    pub(super) ingest: Ingest,
-    pub(super) router: Router,
-    pub(super) vhosts: Vhosts,
+    failed: HashSet<PathBuf>,
+    inotify: Inotify,
+    buf: TailBuf,
+    ingest: Ingest,
+    router: Router,
+    vhosts: Vhosts,
     /// The newest log time read from any file.
-    pub(super) newest: i64,
+    newest: i64,
     /// How far a file's own lines may be out of order (`[input] lateness`).
-    pub(super) lateness_ms: i64,
+    lateness_ms: i64,
     /// The last low mark sent to the shards.
-    pub(super) lifted: i64,
-    /// Bytes read since the last save.
-    pub(super) unsaved: bool,
+    lifted: i64,
+    /// Bytes read, or files opened, rotated or dropped, since the last save.
+    unsaved: bool,
     /// When lines were last read.
-    pub(super) last_read: Option<Instant>,
-    /// Lines were read since the low mark was last sent.
-    pub(super) read_since_flush: bool,
+    last_read: Option<Instant>,
+    /// Lines were read since the marks were last sent.
+    read_since_flush: bool,
+}
+
+/// How to start [`Files`].
+pub(super) struct Reading {
+    pub patterns: Patterns,
+    pub start_at: StartAt,
+    pub inotify: Inotify,
+    pub ingest: Ingest,
+    pub router: Router,
+    pub vhosts: Vhosts,
+    pub lateness_ms: i64,
 }
 
 impl Files {
+    pub(super) fn new(r: Reading) -> Files {
+        Files {
+            patterns: r.patterns,
+            start_at: r.start_at,
+            tailers: Vec::new(),
+            by_path: HashMap::new(),
+            matched: HashSet::new(),
+            dirs: HashMap::new(),
+            watched: HashSet::new(),
+            failed: HashSet::new(),
+            inotify: r.inotify,
+            buf: TailBuf::new(),
+            ingest: r.ingest,
+            router: r.router,
+            vhosts: r.vhosts,
+            newest: i64::MIN,
+            lateness_ms: r.lateness_ms,
+            lifted: i64::MIN,
+            unsaved: true,
+            last_read: None,
+            read_since_flush: false,
+        }
+    }
+
+    /// Files followed, and folders watched.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.tailers.len(), self.watched.len())
+    }
+
+    pub(super) fn ingest_stats(&self) -> &IngestStats {
+        &self.ingest.stats
+    }
+
+    /// Whether something was read, or files came or went, since [`Files::saved`].
+    pub(super) fn unsaved(&self) -> bool {
+        self.unsaved
+    }
+
+    pub(super) fn saved(&mut self) {
+        self.unsaved = false;
+    }
+
+    /// Whether the marks should be sent now: after reads, or on the lift timer while the low
+    /// mark has yet to pass the newest log time read (strictly: the decider releases an offense
+    /// once every shard is past its time). Lifting it further decides nothing, and idle logs
+    /// should cost no thread wake-ups.
+    pub(super) fn marks_due(&self, lift_timer: bool) -> bool {
+        self.read_since_flush || (lift_timer && self.lifting())
+    }
+
+    /// Whether lines were read within `within` of `now`.
+    pub(super) fn active(&self, now: Instant, within: Duration) -> bool {
+        self.last_read
+            .is_some_and(|t| now.duration_since(t) < within)
+    }
+
+    /// The soonest deadline of a tailer (a rotated file's grace period).
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.tailers
+            .iter()
+            .filter_map(|w| w.tailer.next_deadline())
+            .min()
+    }
+
+    /// Reads every file.
+    pub(super) fn poll_all(&mut self) {
+        for i in 0..self.tailers.len() {
+            self.poll(i);
+        }
+    }
+
+    /// Reads the files `to_poll` names, and those whose deadline has come.
+    pub(super) fn poll_due(&mut self, to_poll: &mut Vec<usize>, now: Instant) {
+        for (i, w) in self.tailers.iter().enumerate() {
+            if w.tailer.next_deadline().is_some_and(|d| d <= now) {
+                to_poll.push(i);
+            }
+        }
+        to_poll.sort_unstable();
+        to_poll.dedup();
+        for &i in to_poll.iter() {
+            self.poll(i);
+        }
+        to_poll.clear();
+    }
+
+    /// Takes a reload's rules, format and proxies: hits batched for the old rules go first.
+    /// Returns whether the shards had to forget their buckets (see `Router::set_rules`).
+    pub(super) fn set_rules(
+        &mut self,
+        rules: Arc<CompiledRules>,
+        format: Arc<Format>,
+        client_ip: Option<Arc<ClientIp>>,
+    ) -> bool {
+        self.flush_marks(crate::clock::wall_ms());
+        let reset = self.router.set_rules(rules.clone());
+        self.ingest.reconfigure(format, rules, client_ip);
+        reset
+    }
+
+    pub(super) fn set_patterns(&mut self, patterns: Patterns) {
+        self.patterns = patterns;
+    }
+
+    /// Where a file found while running starts: one newly named by a reload was there before,
+    /// so it starts where a file present at the first start does; otherwise it is new.
+    pub(super) fn start_for(&self, reloaded: bool) -> StartAt {
+        match reloaded {
+            true => self.start_at,
+            false => StartAt::Beginning,
+        }
+    }
+
+    /// Ends reading: the shards get everything read, and are told this producer is done.
+    /// Returns what was read.
+    pub(super) fn finish(self) -> IngestStats {
+        self.router.finish();
+        self.ingest.stats
+    }
     /// Watches every folder the patterns walk through, then opens the files they name that are
     /// not followed yet. Folders first, and again until no new one appears: a folder or file
     /// created meanwhile is then either seen by the glob or reported by inotify. Without
@@ -211,7 +347,7 @@ impl Files {
     }
 
     /// Reads what is new in file `i` into the shards.
-    pub(super) fn poll(&mut self, i: usize) {
+    fn poll(&mut self, i: usize) {
         let Files {
             tailers,
             buf,
@@ -229,7 +365,7 @@ impl Files {
             got = got.max(ingest.chunk(chunk, vhost, router));
         });
         *newest = (*newest).max(got);
-        w.mark.read(got, super::run::wall_ms());
+        w.mark.read(got, crate::clock::wall_ms());
         match r {
             Ok(st) if st.bytes > 0 || st.opened > 0 || st.rotated > 0 || st.truncated > 0 => {
                 self.unsaved = true;
@@ -252,8 +388,7 @@ impl Files {
         }
     }
 
-    /// Whether the low mark has yet to pass the newest log time read (strictly: the decider
-    /// releases an offense once every shard is past its time).
+    /// Whether the low mark has yet to pass the newest log time read.
     pub(super) fn lifting(&self) -> bool {
         self.lifted <= self.newest
     }
@@ -267,6 +402,7 @@ impl Files {
         self.router.settle(settled);
         self.router.flush(low);
         self.lifted = low;
+        self.read_since_flush = false;
     }
 
     pub(super) fn checkpoints(&self) -> Checkpoints {
@@ -277,12 +413,22 @@ impl Files {
         cps
     }
 
-    /// Handles a batch of inotify events: the files to read, and whether to rescan.
-    pub(super) fn on_events(
+    /// Reads the inotify events waiting, and handles them: the files to read, and whether to
+    /// rescan.
+    pub(super) fn on_inotify(
         &mut self,
-        events: &[inotify::Event],
+        events: &mut Vec<inotify::Event>,
         to_poll: &mut Vec<usize>,
     ) -> bool {
+        events.clear();
+        if let Err(e) = self.inotify.read_events(events) {
+            log::error!("inotify: {e}");
+        }
+        self.on_events(events, to_poll)
+    }
+
+    /// Handles a batch of inotify events: the files to read, and whether to rescan.
+    fn on_events(&mut self, events: &[inotify::Event], to_poll: &mut Vec<usize>) -> bool {
         let mut rescan = false;
         let mut other_write = false;
         for ev in events {

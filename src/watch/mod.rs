@@ -15,13 +15,14 @@ pub mod http;
 pub mod inotify;
 pub mod marks;
 pub mod metrics;
-mod output;
 mod reload;
 mod run;
 pub mod signals;
 pub mod state;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::app::{compile, AppError, Compiled};
 use crate::config::Config;
@@ -49,6 +50,9 @@ pub struct WatchPlan {
     /// Where the config came from and the command line's paths, for SIGHUP.
     pub config_path: Option<PathBuf>,
     pub cli_paths: Vec<String>,
+    /// For a caller that runs watch in process (bench): once set, watch stops as at SIGTERM,
+    /// within about 50 ms (the loop then wakes at least that often).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Loads the config and checks the `PATH|GLOB` arguments (default: `[input] paths`). Matching
@@ -58,6 +62,15 @@ pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, A
         Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
         None => Config::default(),
     };
+    plan_config(config, config_path, paths)
+}
+
+/// [`plan`] for a config already loaded (`config_path`: where a SIGHUP reads it again).
+pub fn plan_config(
+    config: Config,
+    config_path: Option<&Path>,
+    paths: &[String],
+) -> Result<WatchPlan, AppError> {
     let Compiled {
         format,
         proxies,
@@ -77,5 +90,6 @@ pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, A
         proxies,
         patterns,
         sinks,
+        stop: None,
     })
 }

@@ -12,15 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::files::Files;
-use super::output::Output;
-use super::run::wall_ms;
 use super::Patterns;
 use crate::app::{compile, Compiled};
+use crate::clock::wall_ms;
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
 use crate::engine::rule_ids::RuleIds;
+use crate::output::Output;
 
 /// A config that loaded and compiled.
 pub(crate) struct Reloaded {
@@ -143,18 +143,16 @@ impl Live<'_, '_> {
             }
         }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
-        let files = &mut *self.files;
-        files.flush_marks(wall_ms());
-        if files.router.set_rules(rules.clone()) {
+        let format = Arc::new(compiled.format);
+        if self
+            .files
+            .set_rules(rules, format, compiled.proxies.client_ip())
+        {
             log::warn!(
                 "SIGHUP: a rule keys on a shorter prefix than any before, so addresses move \
                  between shards: every rate bucket starts empty (bans are kept)"
             );
         }
-        let client_ip = compiled.proxies.client_ip();
-        files
-            .ingest
-            .reconfigure(Arc::new(compiled.format), rules, client_ip);
         self.table.set_rules(&new.rules, &rule_ids);
         let allow = [&new.allow[..], compiled.proxies.ranges()].concat();
         for u in self.table.set_allowlist(Allowlist::new(allow), wall_ms()) {
@@ -162,7 +160,7 @@ impl Live<'_, '_> {
         }
         let globs = patterns.is_some();
         if let Some(p) = patterns {
-            files.patterns = p;
+            self.files.set_patterns(p);
         }
         let changed = changes(self.config, &new, true);
         log::info!(

@@ -1,6 +1,8 @@
-//! The watch loop. One thread owns the tailers, the parser state, the router (it is the shards'
-//! only producer), the decider and the ban table; shard output reaches it through a relay
-//! thread that wakes mio.
+//! The watch loop. One thread owns the files (tailers, parser, the router: it is the shards'
+//! only producer), the [`Detector`]'s decider and ban table, the output and the metrics
+//! endpoint; shard output wakes it through the detector's relay thread. [`WatchLoop`] runs it in
+//! small steps: a round (marks, decisions, wall-clock expiry, saving), a wait in mio, the events
+//! that woke it (inotify, signals, metrics requests), the reads; and the stop.
 //!
 //! **Time.** Watch decides as replay does on the final files, however the lines arrive. After
 //! each round of reads (every file that changed is read to its end, so the shards sort the
@@ -26,36 +28,30 @@
 //! next start. What the sinks have not delivered yet is also saved with the bans about once a
 //! second, so a crash loses none of it.
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::endpoint::Endpoint;
-use super::files::Files;
-use super::inotify::Inotify;
-use super::output::{keep_pending, resend_pending, save_pending, Output};
+use super::files::{Files, Reading};
+use super::inotify::{self, Inotify};
 use super::reload::{self, Live};
 use super::signals::{Signal, Signals};
 use super::{state, WatchPlan};
 use crate::app::AppError;
-use crate::config::StartAt;
-use crate::decide::allowlist::Allowlist;
-use crate::decide::ban_table::BanTable;
-use crate::decide::decider::Decider;
-use crate::decide::Event;
-use crate::engine::router::Router;
+use crate::clock::wall_ms;
+use crate::config::{Config, StartAt};
+use crate::decide::ban_table::{RestoreStats, TableStats};
+use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule_ids::RuleIds;
-use crate::engine::shard::{spawn_shards, ShardConfig};
-use crate::engine::ShardOut;
+use crate::output::{keep_pending, resend_pending, save_pending, Output};
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::{Ingest, IngestStats};
-use crate::source::tail::TailBuf;
 use crate::vhost::Vhosts;
 
 const INOTIFY: Token = Token(0);
@@ -66,10 +62,12 @@ const HTTP: Token = Token(16);
 
 /// How often offsets and bans are saved (when something changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// How often the low mark is moved while lines were read within `ACTIVE_FOR`, and otherwise.
+/// How often the marks are sent while lines were read within `ACTIVE_FOR`, and otherwise.
 const ACTIVE_TICK: Duration = Duration::from_millis(100);
 const ACTIVE_FOR: Duration = Duration::from_secs(3);
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How often the loop looks at an in-process caller's stop flag.
+const STOP_FLAG_EVERY: Duration = Duration::from_millis(50);
 /// How long a stop waits for the shards to hand over their last offenses.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
@@ -106,391 +104,418 @@ impl std::fmt::Display for WatchReport {
     }
 }
 
-pub(super) fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn runtime(what: &str, e: impl std::fmt::Display) -> AppError {
     AppError::Runtime(format!("{what}: {e}"))
 }
 
 /// Runs `watch` until SIGTERM or SIGINT (or stdout closing), writing events to `out` when no sink
 /// is configured.
-pub fn run(plan: WatchPlan, out: &mut dyn Write) -> Result<WatchReport, AppError> {
-    // Before any thread starts: threads inherit the blocked signals signalfd needs.
-    let mut signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
-    crate::sys::raise_fd_limit();
-    let WatchPlan {
-        mut config,
-        format,
-        rules,
-        proxies,
-        patterns,
-        sinks,
-        shards,
-        state_dir,
-        config_path,
-        cli_paths,
-    } = plan;
+pub fn run(plan: WatchPlan, out: &mut (dyn Write + Send)) -> Result<WatchReport, AppError> {
+    WatchLoop::start(plan, out)?.run()
+}
 
-    if let Some(dir) = &state_dir {
-        std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
-    }
-    let checkpoints = match &state_dir {
-        Some(dir) => Checkpoints::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
-        None => Checkpoints::new(),
-    };
-    let snapshot = match &state_dir {
-        Some(dir) => state::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
-        None => Default::default(),
-    };
+/// The loop's state between steps.
+struct WatchLoop<'o> {
+    config: Config,
+    config_path: Option<PathBuf>,
+    cli_paths: Vec<String>,
+    state_dir: Option<PathBuf>,
+    signals: Signals,
+    poll: Poll,
+    events: Events,
+    endpoint: Endpoint,
+    files: Files,
+    detector: Detector,
+    output: Output<'o>,
+    vhosts: Vhosts,
+    rule_ids: RuleIds,
+    reloads: super::metrics::Reloads,
+    next_save: Instant,
+    next_lift: Instant,
+    next_rescan: Instant,
+    /// The ban table's counters at the last save, and at start.
+    saved_stats: TableStats,
+    started_stats: TableStats,
+    restored: RestoreStats,
+    ino_events: Vec<inotify::Event>,
+    to_poll: Vec<usize>,
+    stop: bool,
+    /// Set by a caller that runs watch in process (see [`WatchPlan::stop`]).
+    stop_flag: Option<Arc<AtomicBool>>,
+}
 
-    let mut endpoint = Endpoint::bind(config.metrics.listen)?;
+impl<'o> WatchLoop<'o> {
+    /// Loads the state, starts the detector, the output and the metrics endpoint, follows the
+    /// files the globs name and reads what was written while stopped.
+    fn start(plan: WatchPlan, out: &'o mut (dyn Write + Send)) -> Result<WatchLoop<'o>, AppError> {
+        // Before any thread starts: threads inherit the blocked signals signalfd needs.
+        let signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
+        crate::sys::raise_fd_limit();
+        let WatchPlan {
+            config,
+            format,
+            rules,
+            proxies,
+            patterns,
+            sinks,
+            shards,
+            state_dir,
+            config_path,
+            cli_paths,
+            stop,
+        } = plan;
 
-    let vhosts = Vhosts::new();
-    // Trusted proxies are never banned, whatever they send.
-    let allow = [&config.allow[..], proxies.ranges()].concat();
-    let mut table = BanTable::new(&config.rules, Allowlist::new(allow), vhosts.clone());
-    let restored = table.restore(&snapshot);
-    let before = table.stats();
+        if let Some(dir) = &state_dir {
+            std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
+        }
+        let checkpoints = match &state_dir {
+            Some(dir) => Checkpoints::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
+            None => Checkpoints::new(),
+        };
+        let snapshot = match &state_dir {
+            Some(dir) => state::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
+            None => Default::default(),
+        };
+        let mut endpoint = Endpoint::bind(config.metrics.listen)?;
 
-    // Restored bans are not announced again, but sinks that keep a set of bans get them.
-    let active: Vec<_> = table.active().cloned().collect();
-    let mut output = Output::start(out, &sinks, &active).map_err(AppError::Runtime)?;
-    if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
-        resend_pending(s, dir, &vhosts);
-    }
-
-    let mut poll = Poll::new().map_err(|e| runtime("epoll", e))?;
-    let inotify = Inotify::new().map_err(|e| runtime("inotify", e))?;
-    poll.registry()
-        .register(
-            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&inotify)),
-            INOTIFY,
-            Interest::READABLE,
-        )
-        .map_err(|e| runtime("epoll", e))?;
-    poll.registry()
-        .register(
-            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&signals)),
-            SIGNALS,
-            Interest::READABLE,
-        )
-        .map_err(|e| runtime("epoll", e))?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| runtime("epoll", e))?);
-    endpoint.register(poll.registry(), HTTP)?;
-
-    let rules = Arc::new(rules);
-    let (out_tx, out_rx) = crossbeam_channel::bounded(16 * 1024);
-    let shard_cfg = ShardConfig {
-        shards,
-        producers: 1,
-        // Folded into the low mark: see the module documentation.
-        lateness_ms: 0,
-        max_keys: usize::try_from(config.engine.max_keys).unwrap_or(usize::MAX),
-    };
-    let (senders, shard_handles) = spawn_shards(&shard_cfg, rules.clone(), out_tx)
+        let vhosts = Vhosts::new();
+        let rules = Arc::new(rules);
+        let mut detector = Detector::start(DetectorSpec {
+            rules: rules.clone(),
+            specs: &config.rules,
+            // Trusted proxies are never banned, whatever they send.
+            allow: [&config.allow[..], proxies.ranges()].concat(),
+            vhosts: vhosts.clone(),
+            shards,
+            producers: 1,
+            // Folded into the marks: see `marks`.
+            lateness_ms: 0,
+            max_keys: config.engine.max_keys,
+        })
         .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
-    let relay = relay(out_rx, waker.clone());
-    let route = rules.route_prefixes();
+        let restored = detector.table_mut().restore(&snapshot);
+        let started_stats = detector.table().stats();
 
-    let mut files = Files {
-        patterns,
-        start_at: config.input.start_at,
-        tailers: Vec::new(),
-        by_path: HashMap::new(),
-        matched: HashSet::new(),
-        dirs: HashMap::new(),
-        watched: HashSet::new(),
-        failed: HashSet::new(),
-        inotify,
-        buf: TailBuf::new(),
-        ingest: Ingest::new(Arc::new(format), rules.clone(), vhosts.clone())
-            .with_client_ip(proxies.client_ip()),
-        router: Router::new(senders, 0, route),
-        vhosts,
-        newest: i64::MIN,
-        lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
-        lifted: i64::MIN,
-        unsaved: true,
-        last_read: None,
-        read_since_flush: false,
-    };
-    let started = Instant::now();
-    files.rescan(Some(&checkpoints), StartAt::Beginning);
-    log::info!(
-        "watching {} files in {} folders ({} bans restored) after {} ms",
-        files.tailers.len(),
-        files.watched.len(),
-        restored.bans,
-        started.elapsed().as_millis()
-    );
-    // Lines written while stopped (and everything, with `start_at = "beginning"`): one round.
-    for i in 0..files.tailers.len() {
-        files.poll(i);
+        // Restored bans are not announced again, but sinks that keep a set of bans get them.
+        let active: Vec<_> = detector.table().active().cloned().collect();
+        let mut output = Output::start(out, &sinks, &active).map_err(AppError::Runtime)?;
+        if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
+            resend_pending(s, dir, &vhosts);
+        }
+
+        let poll = Poll::new().map_err(|e| runtime("epoll", e))?;
+        let inotify = Inotify::new().map_err(|e| runtime("inotify", e))?;
+        let fd = |f: &dyn std::os::fd::AsRawFd| f.as_raw_fd();
+        let registry = poll.registry();
+        registry
+            .register(&mut SourceFd(&fd(&inotify)), INOTIFY, Interest::READABLE)
+            .and_then(|()| {
+                registry.register(&mut SourceFd(&fd(&signals)), SIGNALS, Interest::READABLE)
+            })
+            .map_err(|e| runtime("epoll", e))?;
+        let waker = Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?;
+        detector.wake_on_output(Arc::new(waker));
+        endpoint.register(registry, HTTP)?;
+
+        let ingest = Ingest::new(Arc::new(format), rules, vhosts.clone())
+            .with_client_ip(proxies.client_ip());
+        let mut files = Files::new(Reading {
+            patterns,
+            start_at: config.input.start_at,
+            inotify,
+            ingest,
+            router: detector.router(),
+            vhosts: vhosts.clone(),
+            lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
+        });
+        let started = Instant::now();
+        files.rescan(Some(&checkpoints), StartAt::Beginning);
+        let (n_files, folders) = files.counts();
+        log::info!(
+            "watching {n_files} files in {folders} folders ({} bans restored) after {} ms",
+            restored.bans,
+            started.elapsed().as_millis()
+        );
+        // Lines written while stopped (and everything, with `start_at = "beginning"`): one round.
+        files.poll_all();
+
+        let now = Instant::now();
+        Ok(WatchLoop {
+            rule_ids: RuleIds::new(&config.rules),
+            config,
+            config_path,
+            cli_paths,
+            state_dir,
+            signals,
+            poll,
+            events: Events::with_capacity(256),
+            endpoint,
+            next_rescan: now + files.rescan_interval(),
+            files,
+            detector,
+            output,
+            vhosts,
+            reloads: Default::default(),
+            next_save: now,
+            next_lift: now,
+            saved_stats: started_stats,
+            started_stats,
+            restored,
+            ino_events: Vec::new(),
+            to_poll: Vec::new(),
+            stop: false,
+            stop_flag: stop,
+        })
     }
 
-    let mut decider = Decider::new(shards.max(1));
-    let mut rule_ids = RuleIds::new(&config.rules);
-    let mut reloads = super::metrics::Reloads::default();
-    let mut events = Events::with_capacity(256);
-    let mut ino_events = Vec::new();
-    let mut to_poll: Vec<usize> = Vec::new();
-    let mut next_save = Instant::now();
-    let mut next_lift = Instant::now();
-    let mut next_rescan = Instant::now() + files.rescan_interval();
-    let mut saved_stats = table.stats();
-    let mut stop = false;
-    let mut save_error: Option<AppError> = None;
-
-    loop {
-        // One round: low mark, shard output, wall-clock expiry, state.
-        let now_ms = wall_ms();
-        let now = Instant::now();
-        // Only after reads or on the lift timer: flushing on every wake-up would answer the
-        // shards' ticks (which wake the loop) with new ticks, for ever. And only until the mark
-        // has passed everything read: lifting it further decides nothing, and idle logs should
-        // cost no thread wake-ups.
-        if files.read_since_flush || (now >= next_lift && files.lifting()) {
-            files.flush_marks(now_ms);
-            files.read_since_flush = false;
-            let active = files
-                .last_read
-                .is_some_and(|t| now.duration_since(t) < ACTIVE_FOR);
-            next_lift = now + if active { ACTIVE_TICK } else { IDLE_TICK };
-        }
-        while let Ok(msg) = relay.try_recv() {
-            decider.handle(msg, &mut table, &mut |ev| {
-                endpoint.on_event(ev);
-                output.emit(ev)
-            });
-        }
-        for u in table.expire(now_ms) {
-            output.emit(&Event::Unban(u));
-        }
-        if now >= next_save {
-            // Before the bans: see `save_pending`.
-            save_pending(&mut output, &state_dir, &files.vhosts);
-            let changed = table.stats() != saved_stats;
-            if files.unsaved || changed {
-                if let Err(e) = save(&state_dir, &files.checkpoints(), &table) {
-                    log::error!("saving state: {e}");
-                }
-                files.unsaved = false;
-                saved_stats = table.stats();
+    fn run(mut self) -> Result<WatchReport, AppError> {
+        loop {
+            if let Some(flag) = &self.stop_flag {
+                self.stop |= flag.load(Ordering::Acquire);
             }
-            next_save = now + SAVE_EVERY;
+            self.round();
+            if self.stop || self.output.failed() {
+                break;
+            }
+            self.wait()?;
+            let (rescan, reloaded) = self.handle_events();
+            self.read(rescan, reloaded);
         }
-        if stop || output.failed() {
-            break;
-        }
+        self.finish()
+    }
 
-        let mut wake = next_rescan;
-        if files.lifting() {
-            wake = wake.min(next_lift);
+    /// One round: the marks, the shards' output decided, wall-clock expiry, state.
+    fn round(&mut self) {
+        let now = Instant::now();
+        // Only after reads or on the lift timer: sending marks on every wake-up would answer
+        // the shards' ticks (which wake the loop) with new ticks, for ever.
+        if self.files.marks_due(now >= self.next_lift) {
+            self.files.flush_marks(wall_ms());
+            let active = self.files.active(now, ACTIVE_FOR);
+            self.next_lift = now + if active { ACTIVE_TICK } else { IDLE_TICK };
+        }
+        let WatchLoop {
+            detector,
+            endpoint,
+            output,
+            ..
+        } = self;
+        detector.decide_ready(&mut |ev| {
+            endpoint.on_event(ev);
+            output.emit(ev)
+        });
+        detector.expire(wall_ms(), &mut |ev| output.emit(ev));
+        if now >= self.next_save {
+            self.save();
+            self.next_save = now + SAVE_EVERY;
+        }
+    }
+
+    /// Saves what changed: the events the sinks have not delivered (first: see
+    /// `save_pending`), then the bans and the read offsets.
+    fn save(&mut self) {
+        save_pending(&mut self.output, &self.state_dir, &self.vhosts);
+        let stats = self.detector.table().stats();
+        if self.files.unsaved() || stats != self.saved_stats {
+            if let Err(e) = self.save_state(&self.files.checkpoints()) {
+                log::error!("saving state: {e}");
+            }
+            self.files.saved();
+            self.saved_stats = stats;
+        }
+    }
+
+    /// Saves bans, then offsets (see `state`).
+    fn save_state(&self, cps: &Checkpoints) -> Result<(), String> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        state::save(dir, &self.detector.table().snapshot()).map_err(|e| e.to_string())?;
+        cps.save(dir).map_err(|e| e.to_string())
+    }
+
+    /// Waits in mio until something happens or the next timer is due.
+    fn wait(&mut self) -> Result<(), AppError> {
+        let now = Instant::now();
+        let mut wake = self.next_rescan;
+        if self.files.lifting() {
+            wake = wake.min(self.next_lift);
         }
         // Sinks deliver (and so change what `pending.json` should hold) on their own threads.
-        if files.unsaved || table.stats() != saved_stats || output.has_sinks() {
-            wake = wake.min(next_save);
+        let table = self.detector.table();
+        if self.files.unsaved() || table.stats() != self.saved_stats || self.output.has_sinks() {
+            wake = wake.min(self.next_save);
         }
-        for w in &files.tailers {
-            if let Some(d) = w.tailer.next_deadline() {
-                wake = wake.min(d);
-            }
-        }
-        if let Some(d) = endpoint.next_deadline() {
-            wake = wake.min(d);
-        }
+        let deadlines = [self.files.next_deadline(), self.endpoint.next_deadline()];
+        wake = deadlines.into_iter().flatten().fold(wake, Instant::min);
         if let Some(until) = table.next_expiry() {
-            let ms = until.saturating_sub(now_ms).clamp(0, 1000) as u64;
+            let ms = until.saturating_sub(wall_ms()).clamp(0, 1000) as u64;
             wake = wake.min(now + Duration::from_millis(ms));
         }
+        if self.stop_flag.is_some() {
+            wake = wake.min(now + STOP_FLAG_EVERY);
+        }
         let timeout = wake.saturating_duration_since(now);
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(runtime("epoll", e));
-            }
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(runtime("epoll", e)),
+            _ => Ok(()),
         }
+    }
 
-        let mut rescan = false;
-        let mut reloaded = false;
-        for ev in events.iter() {
-            match ev.token() {
+    /// Handles what woke the loop: returns whether to rescan, and whether a reload changed
+    /// the globs. The waker needs nothing: shard output is decided at the next round.
+    fn handle_events(&mut self) -> (bool, bool) {
+        let (mut rescan, mut reloaded) = (false, false);
+        let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in tokens {
+            match token {
                 INOTIFY => {
-                    ino_events.clear();
-                    if let Err(e) = files.inotify.read_events(&mut ino_events) {
-                        log::error!("inotify: {e}");
-                    }
-                    rescan |= files.on_events(&ino_events, &mut to_poll);
+                    let (events, to_poll) = (&mut self.ino_events, &mut self.to_poll);
+                    rescan |= self.files.on_inotify(events, to_poll);
                 }
-                SIGNALS => loop {
-                    match signals.read_signal() {
-                        Ok(Some(Signal::Stop)) => stop = true,
-                        Ok(Some(Signal::Reload)) => {
-                            let path = config_path.as_deref();
-                            let applied = reload::load(path, &cli_paths, &config).and_then(|r| {
-                                let mut live = Live {
-                                    config: &mut config,
-                                    rule_ids: &mut rule_ids,
-                                    files: &mut files,
-                                    table: &mut table,
-                                    output: &mut output,
-                                };
-                                live.apply(r)
-                            });
-                            reloads.count(applied.is_some());
-                            reloaded |= applied == Some(true);
-                            rescan |= reloaded;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            log::error!("signalfd: {e}");
-                            break;
-                        }
-                    }
-                },
-                t if endpoint.owns(t) => {
-                    endpoint.ready(poll.registry(), t, &|| super::metrics::View {
-                        ingest: &files.ingest.stats,
-                        shards: decider.live_stats(),
-                        table: &table,
-                        sinks: output.sink_counters(),
-                        files: files.tailers.len(),
-                        reloads,
-                    })
+                SIGNALS => {
+                    let globs = self.on_signals();
+                    reloaded |= globs;
+                    rescan |= globs;
                 }
-                _ => {} // The waker: shard output is drained at the top of the loop.
+                t if self.endpoint.owns(t) => self.serve(t),
+                _ => {}
             }
         }
+        (rescan, reloaded)
+    }
+
+    /// Reads the signals waiting: a stop, or a reload (returns whether it changed the globs).
+    fn on_signals(&mut self) -> bool {
+        let mut globs = false;
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(Signal::Stop)) => self.stop = true,
+                Ok(Some(Signal::Reload)) => globs |= self.reload(),
+                Ok(None) => return globs,
+                Err(e) => {
+                    log::error!("signalfd: {e}");
+                    return globs;
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: reads the config again and applies it (see `reload`); returns whether the globs
+    /// changed.
+    fn reload(&mut self) -> bool {
+        let path = self.config_path.as_deref();
+        let applied = reload::load(path, &self.cli_paths, &self.config).and_then(|r| {
+            Live {
+                config: &mut self.config,
+                rule_ids: &mut self.rule_ids,
+                files: &mut self.files,
+                table: self.detector.table_mut(),
+                output: &mut self.output,
+            }
+            .apply(r)
+        });
+        self.reloads.count(applied.is_some());
+        applied == Some(true)
+    }
+
+    /// A metrics request or connection event.
+    fn serve(&mut self, token: Token) {
+        let WatchLoop {
+            endpoint,
+            files,
+            detector,
+            output,
+            reloads,
+            poll,
+            ..
+        } = self;
+        endpoint.ready(poll.registry(), token, &|| super::metrics::View {
+            ingest: files.ingest_stats(),
+            shards: detector.live_stats(),
+            table: detector.table(),
+            sinks: output.sink_counters(),
+            files: files.counts().0,
+            reloads: *reloads,
+        })
+    }
+
+    /// Reads the files that changed (or all of them at a rescan), follows what a rescan finds,
+    /// and drops what the globs no longer name.
+    fn read(&mut self, mut rescan: bool, reloaded: bool) {
         let now = Instant::now();
-        endpoint.expire(poll.registry(), now);
-        if now >= next_rescan {
+        self.endpoint.expire(self.poll.registry(), now);
+        if now >= self.next_rescan {
             rescan = true;
-            to_poll.extend(0..files.tailers.len());
-            next_rescan = now + files.rescan_interval();
+            self.to_poll.extend(0..self.files.counts().0);
+            self.next_rescan = now + self.files.rescan_interval();
         }
         if rescan {
-            let known = files.tailers.len();
-            // A file newly named by a reload was there before: it starts where a file present
-            // at the first start does. One found otherwise is new: read from its start.
-            let start = match reloaded {
-                true => files.start_at,
-                false => StartAt::Beginning,
-            };
-            files.rescan(None, start);
-            to_poll.extend(known..files.tailers.len());
+            let known = self.files.counts().0;
+            let start = self.files.start_for(reloaded);
+            self.files.rescan(None, start);
+            self.to_poll.extend(known..self.files.counts().0);
         }
-        for (i, w) in files.tailers.iter().enumerate() {
-            if w.tailer.next_deadline().is_some_and(|d| d <= now) {
-                to_poll.push(i);
-            }
-        }
-        to_poll.sort_unstable();
-        to_poll.dedup();
-        for &i in &to_poll {
-            files.poll(i);
-        }
-        to_poll.clear();
+        self.files.poll_due(&mut self.to_poll, now);
         if rescan {
-            files.retire_unmatched();
+            self.files.retire_unmatched();
         }
         if reloaded {
-            log::info!(
-                "SIGHUP: watching {} files in {} folders",
-                files.tailers.len(),
-                files.watched.len()
-            );
+            let (n_files, folders) = self.files.counts();
+            log::info!("SIGHUP: watching {n_files} files in {folders} folders");
         }
     }
 
-    // Stop: one last read of every file (cheap: a few syscalls per idle file), so that what
-    // was written up to the signal is decided now; the shards process what they hold, the
-    // decider decides it, then state and sinks.
-    for i in 0..files.tailers.len() {
-        files.poll(i);
-    }
-    files.flush_marks(wall_ms());
-    let checkpoints = files.checkpoints();
-    let watched_files = files.tailers.len();
-    let Files {
-        router,
-        ingest,
-        vhosts,
-        ..
-    } = files;
-    router.finish();
-    let deadline = Instant::now() + STOP_WAIT;
-    while !decider.is_done() {
-        match relay.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(msg) => decider.handle(msg, &mut table, &mut |ev| output.emit(ev)),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    decider.finish(&mut table, &mut |ev| output.emit(ev));
-    for u in table.expire(wall_ms()) {
-        output.emit(&Event::Unban(u));
-    }
-    save_pending(&mut output, &state_dir, &vhosts);
-    if let Err(e) = save(&state_dir, &checkpoints, &table) {
-        save_error = Some(AppError::Runtime(format!("saving state: {e}")));
-    }
-    for h in shard_handles {
-        let _ = h.join();
-    }
-    let after = table.stats();
-    let report = WatchReport {
-        files: watched_files,
-        ingest: ingest.stats,
-        late: decider.shard_stats().late,
-        stale: decider.shard_stats().stale,
-        bans: after.bans - before.bans,
-        unbans: after.unbans - before.unbans,
-        restored_bans: restored.bans,
-    };
-    match output.stop() {
-        Ok(Some(stopped)) => {
-            for r in &stopped.reports {
-                log::info!("{r}");
-            }
-            keep_pending(&state_dir, &vhosts, &stopped);
-        }
-        Err(e) => {
-            return Err(AppError::writing("events", e));
-        }
-        Ok(None) => {}
-    }
-    match save_error {
-        Some(e) => Err(e),
-        None => Ok(report),
-    }
-}
-
-/// Saves bans, then offsets (see `state`).
-fn save(dir: &Option<PathBuf>, cps: &Checkpoints, table: &BanTable) -> Result<(), String> {
-    let Some(dir) = dir else {
-        return Ok(());
-    };
-    state::save(dir, &table.snapshot()).map_err(|e| e.to_string())?;
-    cps.save(dir).map_err(|e| e.to_string())
-}
-
-/// Forwards shard output to the loop and wakes it; ends when every shard has hung up.
-fn relay(rx: Receiver<ShardOut>, waker: Arc<Waker>) -> Receiver<ShardOut> {
-    let (tx, relayed) = crossbeam_channel::unbounded();
-    let spawned = std::thread::Builder::new()
-        .name("watch-relay".into())
-        .spawn(move || {
-            for msg in rx {
-                if tx.send(msg).is_err() {
-                    break;
+    /// Stop: one last read of every file (cheap: a few syscalls per idle file), so that what
+    /// was written up to the signal is decided now; the shards process what they hold, the
+    /// decider decides it, then state and sinks.
+    fn finish(self) -> Result<WatchReport, AppError> {
+        let WatchLoop {
+            mut files,
+            mut detector,
+            mut output,
+            state_dir,
+            vhosts,
+            started_stats,
+            restored,
+            ..
+        } = self;
+        files.poll_all();
+        files.flush_marks(wall_ms());
+        let checkpoints = files.checkpoints();
+        let watched_files = files.counts().0;
+        let ingest: IngestStats = files.finish();
+        detector.finish_within(STOP_WAIT, &mut |ev| output.emit(ev));
+        detector.expire(wall_ms(), &mut |ev| output.emit(ev));
+        save_pending(&mut output, &state_dir, &vhosts);
+        let saved = match &state_dir {
+            Some(dir) => state::save(dir, &detector.table().snapshot())
+                .map_err(|e| e.to_string())
+                .and_then(|()| checkpoints.save(dir).map_err(|e| e.to_string())),
+            None => Ok(()),
+        };
+        let after = detector.table().stats();
+        let shards = detector.shard_stats();
+        let report = WatchReport {
+            files: watched_files,
+            ingest,
+            late: shards.late,
+            stale: shards.stale,
+            bans: after.bans - started_stats.bans,
+            unbans: after.unbans - started_stats.unbans,
+            restored_bans: restored.bans,
+        };
+        match output.stop() {
+            Ok(Some(stopped)) => {
+                for r in &stopped.reports {
+                    log::info!("{r}");
                 }
-                let _ = waker.wake();
+                keep_pending(&state_dir, &vhosts, &stopped);
             }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the relay thread: {e}");
+            Err(e) => return Err(AppError::writing("events", e)),
+            Ok(None) => {}
+        }
+        saved.map_err(|e| AppError::Runtime(format!("saving state: {e}")))?;
+        Ok(report)
     }
-    relayed
 }

@@ -1,8 +1,9 @@
-//! Where watch's events go: the configured sinks, or stdout as JSON lines flushed one by one
-//! when there is none. A SIGHUP may switch between the two ([`Output::reconfigure`]).
+//! Where events go, in replay and in watch: the configured sinks, or a stream (stdout) as JSON
+//! lines flushed one by one when there is none. In watch a SIGHUP may switch between the two
+//! ([`Output::reconfigure`]).
 //!
-//! It also keeps `[state] dir/pending.json` (what the sinks have not delivered yet) up to date
-//! ([`Output::save_pending`]), so that a crash loses no event a sink could not take.
+//! For watch it also keeps `[state] dir/pending.json` (what the sinks have not delivered yet)
+//! up to date ([`Output::save_pending`]), so that a crash loses no event a sink could not take.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,10 @@ use crate::sink::pending::{self, PendingError};
 use crate::sink::{SinkCounters, SinkReport, SinkSpec, Sinks};
 use crate::vhost::Vhosts;
 
-pub(crate) struct Output<'a> {
+pub struct Output<'a> {
     /// `None`: events go to `out`.
     sinks: Option<Sinks>,
-    out: &'a mut dyn Write,
+    out: &'a mut (dyn Write + Send),
     line: Vec<u8>,
     /// The first write error; later events are dropped and the loop stops.
     error: Option<io::Error>,
@@ -30,7 +31,7 @@ pub(crate) struct Output<'a> {
 /// second; what a sink has not delivered by then is kept for the next start).
 const SINKS_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 
-pub(crate) struct Stopped {
+pub struct Stopped {
     pub reports: Vec<SinkReport>,
     /// By sink name, in order.
     pub pending: Vec<(String, Vec<Event>)>,
@@ -41,8 +42,8 @@ pub(crate) struct Stopped {
 impl<'a> Output<'a> {
     /// Starts the sinks `specs`, handing them the bans `active` (see `Sinks::start_with`); with
     /// none, events go to `out`.
-    pub(crate) fn start(
-        out: &'a mut dyn Write,
+    pub fn start(
+        out: &'a mut (dyn Write + Send),
         specs: &[SinkSpec],
         active: &[Ban],
     ) -> Result<Output<'a>, String> {
@@ -59,7 +60,7 @@ impl<'a> Output<'a> {
         })
     }
 
-    pub(crate) fn emit(&mut self, ev: &Event) {
+    pub fn emit(&mut self, ev: &Event) {
         if let Some(s) = &mut self.sinks {
             return s.emit(ev);
         }
@@ -78,19 +79,19 @@ impl<'a> Output<'a> {
     }
 
     /// Each sink's counters so far (none when events go to a stream).
-    pub(crate) fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
+    pub fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
         self.sinks.as_ref().map_or_else(Vec::new, Sinks::counters)
     }
 
-    pub(crate) fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
         self.error.is_some()
     }
 
-    pub(crate) fn has_sinks(&self) -> bool {
+    pub fn has_sinks(&self) -> bool {
         self.sinks.is_some()
     }
 
-    pub(crate) fn sinks_mut(&mut self) -> Option<&mut Sinks> {
+    pub fn sinks_mut(&mut self) -> Option<&mut Sinks> {
         self.sinks.as_mut()
     }
 
@@ -98,7 +99,7 @@ impl<'a> Output<'a> {
     /// running, changed ones start again, and with no sink left events go to stdout again (or,
     /// from stdout, to the first sinks configured, which take the `active` bans over). When a
     /// new sink cannot be built, nothing changes and the error is returned.
-    pub(crate) fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), String> {
+    pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), String> {
         let stopped = match (&mut self.sinks, specs.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => {
@@ -126,7 +127,7 @@ impl<'a> Output<'a> {
 
     /// Writes what the sinks have not delivered yet to `dir/pending.json` (removes it when
     /// nothing is pending), unless nothing changed since the last call.
-    pub(crate) fn save_pending(&mut self, dir: &Path, vhosts: &Vhosts) -> Result<(), PendingError> {
+    pub fn save_pending(&mut self, dir: &Path, vhosts: &Vhosts) -> Result<(), PendingError> {
         let stamp = self.sinks.as_mut().map_or(0, Sinks::pending_stamp);
         if self.saved == Some(stamp) {
             return Ok(());
@@ -138,9 +139,30 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Ends the output: the sinks' reports and what they could not deliver (`None` without
+    /// Ends a replay's output: waits until every sink has delivered or reported each event it
+    /// was given (their reports go to the log). `Err`: the error that stopped writing to the
+    /// stream; `Ok(Some(..))`: the sinks that failed to deliver some events (dropped bans are
+    /// reported but are not a failure: see `sink::runner`).
+    pub fn finish(self) -> Result<Option<String>, io::Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let Some(sinks) = self.sinks else {
+            return Ok(None);
+        };
+        let mut failed = Vec::new();
+        for r in &sinks.finish() {
+            log::info!("{r}");
+            if r.failed > 0 {
+                failed.push(format!("{}: {} events not delivered", r.name, r.failed));
+            }
+        }
+        Ok((!failed.is_empty()).then(|| failed.join("; ")))
+    }
+
+    /// Ends watch's output: the sinks' reports and what they could not deliver (`None` without
     /// sinks), or the error that stopped writing to stdout.
-    pub(crate) fn stop(self) -> Result<Option<Stopped>, io::Error> {
+    pub fn stop(self) -> Result<Option<Stopped>, io::Error> {
         match (self.sinks, self.error) {
             (Some(s), _) => {
                 let tables = s.tables();
@@ -158,7 +180,7 @@ impl<'a> Output<'a> {
 }
 
 /// Gives the sinks what they could not deliver before the last stop.
-pub(crate) fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
+pub fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
     match crate::sink::pending::load(dir, vhosts) {
         Ok(pending) => {
             for kept in pending {
@@ -175,7 +197,7 @@ pub(crate) fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts:
 }
 
 /// Keeps what the sinks could not deliver for the next start (lost without a state folder).
-pub(crate) fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
+pub fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
     for (name, events) in &stopped.pending {
         log::warn!("{name}: {} events not delivered", events.len());
     }
@@ -191,7 +213,7 @@ pub(crate) fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Sto
 /// bans: after a crash between the two writes, an event in `pending.json` is at worst given
 /// again to a sink that had it (delivery is at least once), while the other order could leave
 /// a ban in `bans.json`, never announced again, that a sink never got.
-pub(crate) fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
+pub fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
     if let Some(dir) = dir {
         if let Err(e) = output.save_pending(dir, vhosts) {
             log::error!("keeping undelivered events: {e}");
