@@ -373,10 +373,14 @@ impl KeyTable {
         for rt in &mut self.rules {
             let lim = rt.limits;
             let idle = rt.map.values().filter(|b| b.idle(off, &lim)).count();
-            if idle * 2 > rt.map.len() {
-                // Mostly idle (the usual case in replay: most clients come back after more than
-                // a sweep interval). Erasing entry by entry stalls on each control-byte write,
-                // so empty the map (keeping its memory) and put the few survivors back.
+            let survivors = rt.map.len() - idle;
+            if survivors * 8 < rt.map.len() {
+                // Nearly all idle (the usual case in replay: most clients come back after more
+                // than a sweep interval). Erasing entry by entry stalls on each control-byte
+                // write, so empty the map (keeping its memory) and put the few survivors back.
+                // With more survivors (watch keeps what the files being written may still
+                // need: seconds of new keys in a flood of them), putting them back costs a
+                // random probe each, far more than erasing the idle ones in one pass.
                 let keep: Vec<(Slot, Bucket)> =
                     rt.map.drain().filter(|(_, b)| !b.idle(off, &lim)).collect();
                 rt.map.extend(keep);
