@@ -238,10 +238,16 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
     let stop = Arc::new(AtomicBool::new(false));
     plan.stop = Some(stop.clone());
 
-    // Lines stamped from the next whole second on, so that they are live lines to watch.
-    let first = tr.reqs.first().map_or(0, |r| r.t_ms);
-    let shift_s = (crate::clock::wall_ms() / 1000 + 1) - first.div_euclid(1000);
+    // Restamped so that the last line is stamped when it is written and none is stamped ahead
+    // of the clock (watch does not follow a log ahead of the clock): at `--speed 1` each line
+    // is stamped as it is written, a live log; faster, the log starts in the past and catches
+    // up with the clock at its end, so its lines are late and decided at once at their own
+    // times, and what is measured is watch's own path.
     let speed = o.speed.max(0.001);
+    let first_s = tr.reqs.first().map_or(0, |r| r.t_ms).div_euclid(1000);
+    let last_s = tr.reqs.last().map_or(0, |r| r.t_ms).div_euclid(1000);
+    let span_s = ((last_s - first_s) as f64 / speed.max(1.0)).ceil() as i64;
+    let shift_s = crate::clock::wall_ms() / 1000 + 1 + span_s - last_s;
     let mut ingest = Ingest::new(format, rules, Vhosts::new());
     let mut events = Stamped::default();
     let (watched, handed) = std::thread::scope(|s| {
@@ -270,7 +276,9 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
         match attribute(&handed, b) {
             Some((line, clock)) => {
                 let _ = line_h.record(micros(b.at.saturating_duration_since(handed[line].at)));
-                let _ = clock_h.record(micros(b.at.saturating_duration_since(handed[clock].at)));
+                if let Some(c) = clock {
+                    let _ = clock_h.record(micros(b.at.saturating_duration_since(handed[c].at)));
+                }
             }
             None => unattributed += 1,
         }
@@ -344,9 +352,10 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// The index of the line that overflowed (the `requests`-th line of the ban's key and rule since
-/// its first sighting), and of the first line after it with a later log time (the one that let
-/// the decider commit the ban). `None` when the count does not lead to a line of the ban's time.
-fn attribute(handed: &[Handed], b: &Banned) -> Option<(usize, usize)> {
+/// its first sighting), and of the first line after it with a later log time when that one was
+/// written before the ban (the one that let the decider commit it; a late line is decided
+/// without one). `None` when the count does not lead to a line of the ban's time.
+fn attribute(handed: &[Handed], b: &Banned) -> Option<(usize, Option<usize>)> {
     let bit = 1u32 << b.rule;
     let start = handed.partition_point(|h| h.time_ms < b.first_seen_ms);
     let mut n = 0;
@@ -362,7 +371,8 @@ fn attribute(handed: &[Handed], b: &Banned) -> Option<(usize, usize)> {
     }
     let line = line.filter(|&i| handed[i].time_ms == b.time_ms && handed[i].at <= b.at)?;
     let clock = line + handed[line..].partition_point(|h| h.time_ms <= b.time_ms);
-    (clock < handed.len() && handed[clock].at <= b.at).then_some((line, clock))
+    let clock = (clock < handed.len() && handed[clock].at <= b.at).then_some(clock);
+    Some((line, clock))
 }
 
 /// Appends `reqs` to `path` one line per write, each restamped `shift_s` seconds later and
@@ -438,21 +448,25 @@ pub fn to_text(r: &BenchReport) -> String {
     let _ = writeln!(s, "  {}", acc(&r.replay_accuracy));
     let _ = writeln!(
         s,
-        "live (in process, log time at {}x): {} lines, {} ban events ({} unattributed)",
+        "live (watch in process, log time at {}x): {} lines, {} ban events ({} unattributed)",
         r.options.speed, r.live_lines, r.live_bans, r.live_unattributed
     );
     let lat = |name: &str, l: &Latency| {
         format!(
-            "  {name:<34} p50 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>8} µs",
-            l.p50, l.p99, l.p999, l.max
+            "  {name:<42} p50 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>8} µs  ({} bans)",
+            l.p50, l.p99, l.p999, l.max, l.samples
         )
     };
-    let _ = writeln!(s, "{}", lat("overflowing line -> ban", &r.line_to_ban));
     let _ = writeln!(
         s,
         "{}",
-        lat("line moving the log clock -> ban", &r.clock_to_ban)
+        lat("write of the overflowing line -> ban", &r.line_to_ban)
     );
+    // Only bans that waited for a later line (not late lines, decided at once) have this one.
+    if r.clock_to_ban.samples > 0 {
+        let name = "write of the line moving the clock -> ban";
+        let _ = writeln!(s, "{}", lat(name, &r.clock_to_ban));
+    }
     let _ = writeln!(s, "  {}", acc(&r.live_accuracy));
     s
 }
