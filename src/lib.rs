@@ -78,3 +78,17 @@ pub mod summary;
 pub mod sys;
 pub mod vhost;
 pub mod watch;
+
+/// The property tests' settings: `cases` per run, and failing cases kept next to the test's
+/// source (`src/engine/model_tests.proptest-regressions`), as the integration tests keep theirs.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::FileFailurePersistence;
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -171,6 +171,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         #[test]
         fn agrees_with_naive_overlap(
             ranges in proptest::collection::vec(arb_cidr(), 0..20),

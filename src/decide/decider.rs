@@ -566,6 +566,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         /// Whatever the shard count and however the shards' messages interleave, the events
         /// are those of the sequential reference.
         #[test]

@@ -219,7 +219,7 @@ fn build_feed(raw: &[RawHit], producers: usize, lateness_ms: i64) -> Feed {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(crate::proptest_config(200))]
 
     #[test]
     fn engine_matches_reference_model(
@@ -467,7 +467,7 @@ fn watch_like(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(crate::proptest_config(200))]
 
     /// However the files are written (live, buffered, lagging, a clock ahead, older lines
     /// appended, a stall then a backlog), watch's marks give the offenses of the reference

@@ -509,7 +509,7 @@ fn all_formats() -> Vec<Format> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(crate::proptest_config(2000))]
 
     #[test]
     fn generated_lines_match_reference(l in line()) {

@@ -247,6 +247,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         /// Whatever the client put in front, and however many trusted proxies appended their
         /// view behind it, the client is found.
         #[test]

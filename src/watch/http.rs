@@ -696,6 +696,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
+
         /// Whatever bytes arrive, cut anywhere: no panic, at most one request, and never more
         /// than the head limit kept.
         #[test]
