@@ -9,26 +9,41 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::decide::decider::DecideStats;
 use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule::CompiledRules;
 use crate::output::Output;
 use crate::parse::Format;
-use crate::proxy::{self, Proxies};
+use crate::proxy::{self, Proxies, ProxyError};
 use crate::sink::{self, SinkSpec};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline, READ_AHEAD};
-use crate::source::paths::{self, LogFile};
+use crate::source::paths::{self, LogFile, PathsError};
 use crate::vhost::Vhosts;
+use crate::watch::discover::PatternError;
 
-/// Why a command failed, split by exit code.
+/// Why a command failed, split by exit code. The library's own errors are kept as they are
+/// (their sources included) up to here, where `main` prints them and picks the exit code.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppError {
-    /// Bad arguments or config: exit code 2.
+    /// The config file (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `[proxy]` and its ranges (exit code 2).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A path or glob watch cannot follow (exit code 2).
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// Log paths replay cannot read (exit code 1).
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    /// Other bad arguments or config: exit code 2.
     #[error("{0}")]
     Usage(String),
-    /// Failure while running: exit code 1.
+    /// Other failures while running: exit code 1.
     #[error("{0}")]
     Runtime(String),
     /// The reader of our output went away (`| head`): not an error.
@@ -48,8 +63,9 @@ impl AppError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
+            AppError::Config(_) | AppError::Proxy(_) | AppError::Pattern(_) => 2,
             AppError::Usage(_) => 2,
-            AppError::Runtime(_) => 1,
+            AppError::Paths(_) | AppError::Runtime(_) => 1,
             AppError::BrokenPipe => 0,
         }
     }
@@ -79,12 +95,10 @@ pub fn plan_replay(
     producers: Option<usize>,
 ) -> Result<ReplayPlan, AppError> {
     let mut config = match config_path {
-        Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    config
-        .apply(overrides)
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+    config.apply(overrides)?;
     let Compiled {
         format,
         proxies,
@@ -92,7 +106,7 @@ pub fn plan_replay(
         sinks,
         args,
     } = compile(&config, paths)?;
-    let files = paths::expand(&args).map_err(|e| AppError::Runtime(e.to_string()))?;
+    let files = paths::expand(&args)?;
     let shards = match shards {
         Some(n) if n > 0 => n,
         _ => config.engine.shard_count(),
@@ -224,9 +238,9 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
 /// the proxy ranges load and the format logs the proxy's client field.
 pub fn check_config(config: &Config) -> Result<(), AppError> {
     let mut format = compile_format(config)?;
-    proxy::setup(config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
+    proxy::setup(config, &mut format)?;
     compile_rules(config)?;
-    sink::parse_sinks(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    sink::parse_sinks(config)?;
     Ok(())
 }
 
@@ -242,9 +256,9 @@ pub(crate) struct Compiled {
 
 pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, AppError> {
     let mut format = compile_format(config)?;
-    let proxies = proxy::setup(config, &mut format).map_err(|e| AppError::Usage(e.to_string()))?;
+    let proxies = proxy::setup(config, &mut format)?;
     let rules = compile_rules(config)?;
-    let sinks = sink::parse_sinks(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let sinks = sink::parse_sinks(config)?;
     let args = if paths.is_empty() {
         config.input.paths.clone()
     } else {
@@ -289,6 +303,6 @@ fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
 
 /// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
 pub fn describe_proxies(config: &Config) -> Result<String, AppError> {
-    let proxies = Proxies::from_config(config).map_err(|e| AppError::Usage(e.to_string()))?;
+    let proxies = Proxies::from_config(config)?;
     Ok(proxies.describe())
 }

@@ -62,7 +62,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
         }
         Command::CheckConfig(a) => {
             let config = match a.config.as_deref() {
-                Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+                Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
             app::check_config(&config)?;

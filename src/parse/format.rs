@@ -8,25 +8,7 @@ use super::combined::{self, Tail};
 use super::plan::{Dest, Plan};
 use super::spec;
 use super::time::TimeCache;
-use super::{Malformed, Record, MAX_LINE};
-
-/// Why a format spec was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FormatError {
-    #[error("unknown log format {0:?} (expected combined, common, vhost_combined, nginx:'<log_format>' or apache:'<LogFormat>')")]
-    UnknownFormat(String),
-    #[error("log format has no fields: {0:?}")]
-    NoFields(String),
-    #[error("unterminated directive or variable in log format: {0:?}")]
-    Unterminated(String),
-    #[error("unknown Apache LogFormat directive {0:?}")]
-    UnknownDirective(String),
-    #[error("unsupported conversion %{1} in time format {0:?}")]
-    BadTimeFormat(String, char),
-    #[error("the log format does not log the client IP field {0:?}")]
-    NoSuchField(String),
-}
+use super::{FormatError, Malformed, Record, MAX_LINE};
 
 #[derive(Clone, Debug)]
 enum Kind {

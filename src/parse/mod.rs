@@ -64,12 +64,14 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 mod combined;
 mod format;
+mod format_error;
 mod plan;
 mod scan;
 mod spec;
 pub mod time;
 
-pub use format::{Format, FormatError};
+pub use format::Format;
+pub use format_error::FormatError;
 pub use scan::{addr_list, split_request};
 pub use time::TimeCache;
 

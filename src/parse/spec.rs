@@ -5,7 +5,7 @@
 //! When one slot is logged several times (`%h` and `%a`, `%s` and `%>s`), the most telling one
 //! fills it (the final status, the client address rather than a hostname).
 
-use super::format::FormatError;
+use super::format_error::FormatError;
 use super::plan::{Dest, Field, Kind, Plan, Step, Stop};
 use super::time::Strftime;
 

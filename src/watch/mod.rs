@@ -59,7 +59,7 @@ pub struct WatchPlan {
 /// nothing yet is fine: files are picked up as they appear.
 pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, AppError> {
     let config = match config_path {
-        Some(p) => Config::load(p).map_err(|e| AppError::Usage(e.to_string()))?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     plan_config(config, config_path, paths)
@@ -78,7 +78,7 @@ pub fn plan_config(
         sinks,
         args,
     } = compile(&config, paths)?;
-    let patterns = Patterns::new(&args).map_err(|e| AppError::Usage(e.to_string()))?;
+    let patterns = Patterns::new(&args)?;
     Ok(WatchPlan {
         config_path: config_path.map(Path::to_path_buf),
         cli_paths: paths.to_vec(),
