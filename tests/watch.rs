@@ -1311,6 +1311,8 @@ fn older_lines_appended_to_a_live_log_are_decided_as_replay_decides() {
     }
     let first = w.event();
     assert_eq!(first["key"], "203.0.113.40", "{first}");
+    // Said loudly: a file being written an hour behind the others.
+    w.wait_log("older than the newest of the others");
     std::thread::sleep(Duration::from_millis(1500));
     let (status, rest, report, _) = w.stop();
     assert!(status.success(), "{status}");

@@ -37,6 +37,8 @@ struct Watched {
     vhost: VhostId,
     /// The newest log time it gave, and when.
     mark: FileMark,
+    /// Whether it was reported as far behind the others (see `marks::BEHIND_WARN_MS`).
+    behind_reported: bool,
     /// Since when the globs have not found the file (rescans only).
     missing_since: Option<Instant>,
 }
@@ -286,6 +288,7 @@ impl Files {
                 tailer,
                 vhost,
                 mark: FileMark::NEW,
+                behind_reported: false,
                 missing_since: None,
             });
             self.unsaved = true;
@@ -399,6 +402,18 @@ impl Files {
         let low = marks::low_mark(self.newest, now_ms);
         let files = self.tailers.iter().map(|w| w.mark);
         let settled = marks::settled_mark(files, low, self.lateness_ms, now_ms);
+        for w in &mut self.tailers {
+            if !w.behind_reported && w.mark.far_behind(low, now_ms) {
+                w.behind_reported = true;
+                log::warn!(
+                    "{}: being written with lines {} s older than the newest of the others (a \
+                     clock off, or old lines appended): counted at their own times, and every \
+                     key's state is kept that long for them",
+                    w.tailer.path().display(),
+                    (low - w.mark.newest_ms) / 1000
+                );
+            }
+        }
         self.router.settle(settled);
         self.router.flush(low);
         self.lifted = low;

@@ -19,6 +19,10 @@
 pub const WALL_SLACK_MS: i64 = 1000;
 /// How long a file that delivered nothing is still waited for by the settled mark.
 pub const QUIET_MS: i64 = 5 * 60 * 1000;
+/// A file being written whose lines trail the newest by more than this is reported (once): its
+/// clock is off, or it is being filled with old lines. It is still waited for, so the engine
+/// keeps every key's state that long (memory, bounded by `[engine] max_keys`).
+pub const BEHIND_WARN_MS: i64 = 10 * 60 * 1000;
 
 /// What the marks need to know of one followed file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,16 @@ impl FileMark {
             self.newest_ms = self.newest_ms.max(newest_ms);
             self.read_at_ms = now_ms;
         }
+    }
+}
+
+impl FileMark {
+    /// Whether the file is being written (read within [`QUIET_MS`]) with lines more than
+    /// [`BEHIND_WARN_MS`] older than `low`.
+    pub fn far_behind(&self, low: i64, now_ms: i64) -> bool {
+        self.read_at_ms >= now_ms.saturating_sub(QUIET_MS)
+            && self.newest_ms > i64::MIN
+            && self.newest_ms < low.saturating_sub(BEHIND_WARN_MS)
     }
 }
 
@@ -109,5 +123,7 @@ mod tests {
         let mut ahead = FileMark::NEW;
         ahead.read(now + 60_000, now);
         assert_eq!(settled_mark([ahead], low, 0, now), low, "never past low");
+        assert!(old_lines.far_behind(low, now));
+        assert!(!buffered.far_behind(low, now) && !quiet.far_behind(low, now));
     }
 }
