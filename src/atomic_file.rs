@@ -1,6 +1,7 @@
 //! Replacing a state file so that a crash leaves either the old or the new content, never a mix.
 //!
-//! Checkpoints, active bans and undelivered sink events all persist this way.
+//! [`crate::state_file`] saves watch's state files (read offsets, active bans, undelivered sink
+//! events) this way.
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -25,6 +25,8 @@
 //! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
 //!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
 //!   bench). [`config`] and [`cli`] validate input at the edge; the rest never sees raw input.
+//!   [`state_file`] loads and saves watch's state files (versioned JSON, replaced through
+//!   [`atomic_file`]).
 //!   [`clock`] is the wall clock, which never moves a line's time.
 //!
 //! # Time
@@ -74,6 +76,7 @@ pub mod parse;
 pub mod proxy;
 pub mod sink;
 pub mod source;
+pub mod state_file;
 pub mod summary;
 pub mod sys;
 pub mod vhost;

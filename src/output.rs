@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crate::decide::event::write_json_line;
 use crate::decide::{Ban, Event};
-use crate::sink::pending::{self, PendingError};
+use crate::sink::pending;
 use crate::sink::{SinkCounters, SinkReport, SinkSpec, Sinks};
+use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 
 pub struct Output<'a> {
@@ -127,7 +128,7 @@ impl<'a> Output<'a> {
 
     /// Writes what the sinks have not delivered yet to `dir/pending.json` (removes it when
     /// nothing is pending), unless nothing changed since the last call.
-    pub fn save_pending(&mut self, dir: &Path, vhosts: &Vhosts) -> Result<(), PendingError> {
+    pub fn save_pending(&mut self, dir: &Path, vhosts: &Vhosts) -> Result<(), StateFileError> {
         let stamp = self.sinks.as_mut().map_or(0, Sinks::pending_stamp);
         if self.saved == Some(stamp) {
             return Ok(());

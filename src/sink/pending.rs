@@ -10,10 +10,9 @@
 //! the file once at start and replaces it about once a second while something changed (with
 //! what the sinks hold at that moment, see `Sinks::pending`) and at stop, so a crash loses none
 //! of them but may deliver again those delivered since the last save: delivery is at least
-//! once, and every sink's delivery is safe to repeat.
+//! once, and every sink's delivery is safe to repeat. The file is loaded and saved through
+//! [`crate::state_file`], and removed when nothing is pending.
 
-use std::fs;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,21 +23,15 @@ use crate::decide::ban_table::SavedBan;
 use crate::decide::{Ban, Event, Unban};
 use crate::engine::Key;
 use crate::hit::NO_VHOST;
+use crate::state_file::{self, StateFileError};
 use crate::vhost::Vhosts;
 
 pub const FILE_NAME: &str = "pending.json";
 const VERSION: u32 = 1;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct PendingError {
-    pub path: String,
-    pub message: String,
-}
-
+/// What the file holds beside its version.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    version: u32,
     sinks: Vec<SinkPending>,
 }
 
@@ -126,21 +119,10 @@ fn load_event(vhosts: &Vhosts, ev: SavedEvent) -> Option<Event> {
 }
 
 /// The pending events of `dir`, by sink; none when there is no file.
-pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<Kept>, PendingError> {
-    let path = dir.join(FILE_NAME);
-    let err = |message: String| PendingError {
-        path: path.display().to_string(),
-        message,
+pub fn load(dir: &Path, vhosts: &Vhosts) -> Result<Vec<Kept>, StateFileError> {
+    let Some(stored) = state_file::load::<Stored>(dir, FILE_NAME, VERSION)? else {
+        return Ok(Vec::new());
     };
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(e.to_string())),
-    };
-    let stored: Stored = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
-    if stored.version != VERSION {
-        return Err(err(format!("unknown version {}", stored.version)));
-    }
     Ok(stored
         .sinks
         .into_iter()
@@ -166,20 +148,11 @@ pub fn save(
     vhosts: &Vhosts,
     pending: &[(String, Vec<Event>)],
     tables: &[(String, toml::Table)],
-) -> Result<(), PendingError> {
-    let path = dir.join(FILE_NAME);
-    let err = |e: io::Error| PendingError {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
+) -> Result<(), StateFileError> {
     if pending.iter().all(|(_, evs)| evs.is_empty()) {
-        return match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
-            _ => Ok(()),
-        };
+        return state_file::remove(dir, FILE_NAME);
     }
     let stored = Stored {
-        version: VERSION,
         sinks: pending
             .iter()
             .map(|(name, evs)| SinkPending {
@@ -192,8 +165,7 @@ pub fn save(
             })
             .collect(),
     };
-    let text = serde_json::to_vec(&stored).map_err(|e| err(io::Error::other(e)))?;
-    crate::atomic_file::replace(&path, &text).map_err(err)
+    state_file::save(dir, FILE_NAME, VERSION, &stored)
 }
 
 #[cfg(test)]
@@ -252,5 +224,33 @@ mod tests {
 
         save(dir.path(), &vhosts, &[], &[]).unwrap();
         assert!(load(dir.path(), &vhosts).unwrap().is_empty(), "removed");
+    }
+
+    #[test]
+    fn a_file_of_an_earlier_run_loads_and_none_is_nothing_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let vhosts = Vhosts::new();
+        assert!(load(dir.path(), &vhosts).unwrap().is_empty());
+        // As written before sinks were matched by their table (no `table`).
+        let text = concat!(
+            r#"{"version":1,"sinks":[{"name":"sink[0] webhook","events":["#,
+            r#"{"unban":{"time_ms":9,"key":"192.0.2.1","key_vhost":"a.example","rule":"flood"}},"#,
+            r#"{"unban":{"time_ms":9,"key":"not an address","rule":"flood"}}]}]}"#
+        );
+        std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let back = load(dir.path(), &vhosts).unwrap();
+        assert_eq!(
+            (back[0].name.as_str(), back[0].table.as_ref()),
+            ("sink[0] webhook", None)
+        );
+        let Event::Unban(u) = &back[0].events[0] else {
+            panic!("{back:?}")
+        };
+        assert_eq!(vhosts.name(u.key.vhost).as_deref(), Some("a.example"));
+        assert_eq!(
+            back[0].events.len(),
+            1,
+            "an entry whose key does not parse is skipped"
+        );
     }
 }

@@ -6,22 +6,19 @@
 //! file for the next one created. [`crate::source::tail::Tailer::open`] decides what to do with a
 //! checkpoint; this module only stores them.
 //!
-//! The set is written atomically (a temporary file in the same directory, fsync, rename, fsync of
-//! the directory), so a crash leaves either the old or the new set, never a torn one.
-//!
-//! Loading: a missing file is the first start and gives an empty set. A file that exists but does
-//! not parse is an error naming it, not an empty set: silently forgetting every position would
-//! re-read (`start_at = "beginning"`) or skip (`"end"`) whatever was written while stopped, and
-//! the operator should decide (move the file aside to start afresh).
+//! The set is loaded and saved through [`crate::state_file`] (versioned, replaced atomically): a
+//! missing file is the first start and gives an empty set; a corrupt one is an error, not an
+//! empty set, which would re-read (`start_at = "beginning"`) or skip (`"end"`) whatever was
+//! written while stopped.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
-use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::state_file::{self, StateFileError};
 
 /// The file name of the checkpoint set inside the state directory.
 pub const FILE_NAME: &str = "checkpoints.json";
@@ -94,36 +91,16 @@ pub struct Rotated {
     pub offset: u64,
 }
 
-/// An error loading or saving the checkpoint set; names the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}: corrupt checkpoint file (move it aside to start afresh): {source}")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{path}: checkpoint file version {found}, this floodwatch reads version {VERSION}")]
-    Version { path: PathBuf, found: u32 },
-}
-
 /// The saved positions, one per path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoints {
     by_path: BTreeMap<PathBuf, Checkpoint>,
 }
 
+/// What the file holds beside its version.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Stored {
-    version: u32,
     files: Vec<Checkpoint>,
 }
 
@@ -133,23 +110,10 @@ impl Checkpoints {
     }
 
     /// Loads `dir/checkpoints.json`; a missing file (or directory) gives an empty set.
-    pub fn load(dir: &Path) -> Result<Checkpoints, CheckpointError> {
-        let path = dir.join(FILE_NAME);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoints::new()),
-            Err(source) => return Err(CheckpointError::Io { path, source }),
+    pub fn load(dir: &Path) -> Result<Checkpoints, StateFileError> {
+        let Some(stored) = state_file::load::<Stored>(dir, FILE_NAME, VERSION)? else {
+            return Ok(Checkpoints::new());
         };
-        let stored: Stored = match serde_json::from_slice(&text) {
-            Ok(s) => s,
-            Err(source) => return Err(CheckpointError::Corrupt { path, source }),
-        };
-        if stored.version != VERSION {
-            return Err(CheckpointError::Version {
-                path,
-                found: stored.version,
-            });
-        }
         let by_path = stored
             .files
             .into_iter()
@@ -159,18 +123,11 @@ impl Checkpoints {
     }
 
     /// Replaces `dir/checkpoints.json` atomically; `dir` must exist.
-    pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        let path = dir.join(FILE_NAME);
+    pub fn save(&self, dir: &Path) -> Result<(), StateFileError> {
         let stored = Stored {
-            version: VERSION,
             files: self.by_path.values().cloned().collect(),
         };
-        let io_err = |source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        };
-        let text = serde_json::to_vec(&stored).map_err(|e| io_err(io::Error::other(e)))?;
-        crate::atomic_file::replace(&path, &text).map_err(io_err)
+        state_file::save(dir, FILE_NAME, VERSION, &stored)
     }
 
     pub fn get(&self, path: &Path) -> Option<&Checkpoint> {
@@ -235,6 +192,7 @@ mod path_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn cp(path: &[u8], offset: u64) -> Checkpoint {
         Checkpoint {
@@ -287,28 +245,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_is_an_empty_set_and_a_corrupt_one_an_error_naming_it() {
+    fn a_missing_file_is_an_empty_set_and_a_corrupt_one_an_error() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Checkpoints::load(dir.path()).unwrap().is_empty());
-        assert!(Checkpoints::load(&dir.path().join("nope"))
-            .unwrap()
-            .is_empty());
-        fs::write(dir.path().join(FILE_NAME), b"{\"version\":1,\"files\":[").unwrap();
+        // A field beside `files` that this floodwatch does not know is refused.
+        fs::write(
+            dir.path().join(FILE_NAME),
+            br#"{"version":1,"files":[],"more":[]}"#,
+        )
+        .unwrap();
         let err = Checkpoints::load(dir.path()).unwrap_err();
-        assert!(matches!(err, CheckpointError::Corrupt { .. }));
-        assert!(err.to_string().contains(FILE_NAME), "{err}");
-        fs::write(dir.path().join(FILE_NAME), b"{\"version\":9,\"files\":[]}").unwrap();
-        let err = Checkpoints::load(dir.path()).unwrap_err();
-        assert!(matches!(err, CheckpointError::Version { found: 9, .. }));
-    }
-
-    #[test]
-    fn saving_into_a_missing_directory_fails_and_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = Checkpoints::new()
-            .save(&dir.path().join("missing"))
-            .unwrap_err();
-        assert!(err.to_string().contains(FILE_NAME), "{err}");
+        assert!(matches!(err, StateFileError::Corrupt { .. }), "{err}");
     }
 
     #[test]
