@@ -20,6 +20,7 @@ use crate::sink::{self, SinkSpec};
 use crate::source::ingest::IngestStats;
 use crate::source::merge::{replay_files, MergeStats, Pipeline, READ_AHEAD};
 use crate::source::paths::{self, LogFile, PathsError};
+use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 use crate::watch::discover::PatternError;
 
@@ -40,6 +41,9 @@ pub enum AppError {
     /// Log paths replay cannot read (exit code 1).
     #[error(transparent)]
     Paths(#[from] PathsError),
+    /// A file of the state folder that cannot be read or written (exit code 1).
+    #[error(transparent)]
+    State(#[from] StateFileError),
     /// Other bad arguments or config: exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -65,7 +69,7 @@ impl AppError {
         match self {
             AppError::Config(_) | AppError::Proxy(_) | AppError::Pattern(_) => 2,
             AppError::Usage(_) => 2,
-            AppError::Paths(_) | AppError::Runtime(_) => 1,
+            AppError::Paths(_) | AppError::State(_) | AppError::Runtime(_) => 1,
             AppError::BrokenPipe => 0,
         }
     }

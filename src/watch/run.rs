@@ -169,11 +169,11 @@ impl<'o> WatchLoop<'o> {
             std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
         }
         let checkpoints = match &state_dir {
-            Some(dir) => Checkpoints::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
+            Some(dir) => Checkpoints::load(dir)?,
             None => Checkpoints::new(),
         };
         let snapshot = match &state_dir {
-            Some(dir) => state::load(dir).map_err(|e| AppError::Runtime(e.to_string()))?,
+            Some(dir) => state::load(dir)?,
             None => Default::default(),
         };
         let mut endpoint = Endpoint::bind(config.metrics.listen)?;
