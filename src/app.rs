@@ -167,17 +167,10 @@ pub fn replay(
         .map(|m| m.len())
         .sum();
     let mut detector = Detector::start(DetectorSpec {
-        rules: rules.clone(),
-        specs: &config.rules,
-        // A trusted proxy is never banned, whatever it sends.
-        allow: [&config.allow[..], proxies.ranges()].concat(),
-        vhosts: vhosts.clone(),
         shards,
         producers,
-        lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
-        max_keys: config.engine.max_keys,
-    })
-    .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
+        ..DetectorSpec::from_config(&config, rules.clone(), &proxies, vhosts.clone())
+    })?;
     let senders = detector.take_senders();
     let disk_bytes = Arc::new(AtomicU64::new(0));
     let done = AtomicBool::new(false);

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::addr::Cidr;
+use crate::app::AppError;
+use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::decider::{DecideStats, Decider};
@@ -26,6 +28,7 @@ use crate::engine::router::Router;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::engine::{RuleSpec, ShardMsg, ShardOut, ShardStats};
+use crate::proxy::Proxies;
 use crate::vhost::Vhosts;
 
 /// Shard output the decider has not taken yet, before producers wait: bounded, so that a
@@ -51,6 +54,35 @@ pub struct DetectorSpec<'a> {
     pub max_keys: u64,
 }
 
+impl<'a> DetectorSpec<'a> {
+    /// What `config` asks for: its rules, its allowlist with the trusted proxies, one shard per
+    /// CPU unless `[engine] shards` says otherwise, its key cap, `[input] lateness`, and one
+    /// producer (replay sets its own count; watch folds the lateness into its marks).
+    pub fn from_config(
+        config: &'a Config,
+        rules: Arc<CompiledRules>,
+        proxies: &Proxies,
+        vhosts: Vhosts,
+    ) -> DetectorSpec<'a> {
+        DetectorSpec {
+            rules,
+            specs: &config.rules,
+            allow: never_banned(config, proxies),
+            vhosts,
+            shards: config.engine.shard_count(),
+            producers: 1,
+            lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
+            max_keys: config.engine.max_keys,
+        }
+    }
+}
+
+/// The ranges never banned: the configured allowlist, and the trusted proxies, whatever they
+/// send (a proxy's own address stands for everyone behind it).
+pub fn never_banned(config: &Config, proxies: &Proxies) -> Vec<Cidr> {
+    [&config.allow[..], proxies.ranges()].concat()
+}
+
 pub struct Detector {
     /// Until a producer takes them.
     senders: Vec<Sender<ShardMsg>>,
@@ -63,7 +95,12 @@ pub struct Detector {
 
 impl Detector {
     /// Starts the shard threads. Fails when the OS refuses a thread.
-    pub fn start(spec: DetectorSpec) -> io::Result<Detector> {
+    pub fn start(spec: DetectorSpec) -> Result<Detector, AppError> {
+        Detector::spawn(spec)
+            .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))
+    }
+
+    fn spawn(spec: DetectorSpec) -> io::Result<Detector> {
         let shards = spec.shards.max(1);
         let cfg = ShardConfig {
             shards,

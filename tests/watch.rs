@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use floodwatch::lab::scenario::httpdate;
 use serde_json::Value;
 
 /// Against hangs only.
@@ -181,7 +182,7 @@ fn line(ip: &str) -> String {
         .as_secs() as i64;
     format!(
         "{ip} - - [{}] \"GET /index.php HTTP/1.1\" 200 512 \"-\" \"test\"\n",
-        clf_time(secs)
+        httpdate(secs)
     )
 }
 
@@ -196,34 +197,10 @@ fn old_lines(n: usize) -> String {
         .map(|i| {
             format!(
                 "192.0.2.{i} - - [{}] \"GET / HTTP/1.1\" 200 1 \"-\" \"old\"\n",
-                clf_time(secs + i as i64)
+                httpdate(secs + i as i64)
             )
         })
         .collect()
-}
-
-/// `25/Nov/2026:10:00:05 +0000` for a Unix time (days to civil date: Howard Hinnant's method).
-fn clf_time(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MON[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 fn append(path: &Path, text: &str) {
@@ -1175,7 +1152,7 @@ fn a_metrics_address_in_use_stops_watch_with_a_message_naming_it() {
 fn line_at(ip: &str, secs: i64) -> String {
     format!(
         "{ip} - - [{}] \"GET /page HTTP/1.1\" 200 512 \"-\" \"test\"\n",
-        clf_time(secs)
+        httpdate(secs)
     )
 }
 

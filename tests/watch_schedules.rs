@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use floodwatch::app;
 use floodwatch::config::{Config, Overrides};
+use floodwatch::lab::scenario::httpdate;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -62,30 +63,6 @@ fn client() -> impl Strategy<Value = Client> {
                 to,
             })
         })
-}
-
-/// `25/Nov/2026:10:00:05 +0000` for a Unix time (days to civil date: Howard Hinnant's method).
-fn clf_time(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MON[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// The ban events as `key@time#offense until`, sorted.
@@ -145,7 +122,7 @@ fn run_case(
                 let line = format!(
                     "203.0.113.{} - - [{}] \"GET /p HTTP/1.1\" 200 5 \"-\" \"t\"\n",
                     c + 1,
-                    clf_time(t_ms / 1000)
+                    httpdate(t_ms / 1000)
                 );
                 lines.push((t_ms, cl.file, line));
             }

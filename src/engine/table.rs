@@ -498,6 +498,12 @@ mod tests {
         }
     }
 
+    /// A table of one rule that sweeps whenever one is due.
+    fn table_of(rule: RuleSpec) -> KeyTable {
+        let rules = CompiledRules::new(&[rule]).unwrap();
+        KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0)
+    }
+
     /// Hits in order, each settling the table at its time first (as a shard does for lines
     /// that come in order).
     fn run(table: &mut KeyTable, hits: &[Hit]) -> Vec<Offense> {
@@ -520,12 +526,10 @@ mod tests {
 
     #[test]
     fn a_late_hit_counts_at_its_own_time_against_its_keys_bucket() {
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 0,
             ..spec("r", 1000, 1)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        });
         let t0 = 1_700_000_000_000;
         // Another key has moved the table 30 s on; 1.1.1.1's three requests, 400 ms apart,
         // come after it. Counted at their own times: 0, then 1000 - 400 + 1000 = 1600 > 1000
@@ -539,12 +543,10 @@ mod tests {
 
     #[test]
     fn buckets_are_kept_until_idle_at_the_settled_time() {
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 0,
             ..spec("r", 1000, 1)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        });
         let t0 = 1_700_000_000_000;
         run(
             &mut t,
@@ -563,12 +565,10 @@ mod tests {
 
     #[test]
     fn hits_older_than_the_tables_range_are_stale_not_moved() {
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 0,
             ..spec("r", 1000, 0)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        });
         let t0 = 1_700_000_000_000;
         run(&mut t, &[hit("2.2.2.2", t0, 1)]);
         // 24 days back is still in range; 30 days back is not: those two would overflow
@@ -708,12 +708,10 @@ mod tests {
 
     #[test]
     fn idle_buckets_are_swept_every_ten_seconds() {
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 60_000,
             ..spec("r", 1000, 1)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0).with_sweep_floor(0);
+        });
         let base = 1_000_000;
         let out = run(
             &mut t,
@@ -801,12 +799,10 @@ mod tests {
 
     #[test]
     fn epoch_moves_after_weeks_without_changing_decisions() {
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 0,
             ..spec("r", 1000, 2)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        });
         let day = 86_400_000i64;
         let mut all = Vec::new();
         for d in [0, 20, 40, 45, 80, 200, 200_000] {
@@ -825,12 +821,10 @@ mod tests {
     fn a_bucket_that_never_drains_survives_epoch_moves() {
         // Rate 0: the bucket never drains, so it is kept; its period start is clamped to the
         // history the table keeps (documented in `Bucket::rebase`).
-        let rules = CompiledRules::new(&[RuleSpec {
+        let mut t = table_of(RuleSpec {
             ban_ms: 0,
             ..spec("r", 0, 1)
-        }])
-        .unwrap();
-        let mut t = KeyTable::new(&rules, usize::MAX, 0);
+        });
         let start = 1_600_000_000_000i64;
         let late = start + 60 * 86_400_000;
         let out = run(

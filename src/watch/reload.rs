@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
+use crate::detector::never_banned;
 use crate::engine::rule_ids::RuleIds;
 use crate::output::Output;
 
@@ -154,7 +155,7 @@ impl Live<'_, '_> {
             );
         }
         self.table.set_rules(&new.rules, &rule_ids);
-        let allow = [&new.allow[..], compiled.proxies.ranges()].concat();
+        let allow = never_banned(&new, &compiled.proxies);
         for u in self.table.set_allowlist(Allowlist::new(allow), wall_ms()) {
             self.output.emit(&Event::Unban(u));
         }

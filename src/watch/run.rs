@@ -181,18 +181,11 @@ impl<'o> WatchLoop<'o> {
         let vhosts = Vhosts::new();
         let rules = Arc::new(rules);
         let mut detector = Detector::start(DetectorSpec {
-            rules: rules.clone(),
-            specs: &config.rules,
-            // Trusted proxies are never banned, whatever they send.
-            allow: [&config.allow[..], proxies.ranges()].concat(),
-            vhosts: vhosts.clone(),
             shards,
-            producers: 1,
             // Folded into the marks: see `marks`.
             lateness_ms: 0,
-            max_keys: config.engine.max_keys,
-        })
-        .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))?;
+            ..DetectorSpec::from_config(&config, rules.clone(), &proxies, vhosts.clone())
+        })?;
         let restored = detector.table_mut().restore(&snapshot);
         let started_stats = detector.table().stats();
 
