@@ -143,6 +143,11 @@ impl Site {
     }
 
     fn with_ban(vhosts: &[&str], ban: &str) -> Site {
+        Site::with_rule(vhosts, "1r/s", 5, ban)
+    }
+
+    /// With the one rule `flood` at `rate`, `burst` and `ban`.
+    fn with_rule(vhosts: &[&str], rate: &str, burst: u32, ban: &str) -> Site {
         let root = tempfile::tempdir().unwrap();
         let site = Site { root };
         for v in vhosts {
@@ -150,7 +155,7 @@ impl Site {
             fs::write(site.logs(v).join("access_log"), old_lines(3)).unwrap();
         }
         let config = format!(
-            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"{ban}\"\n",
+            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"{rate}\"\nburst = {burst}\nban = \"{ban}\"\n",
             site.root.path().join("state").display()
         );
         fs::write(site.config(), config).unwrap();
@@ -1200,15 +1205,7 @@ fn replay_bans(site: &Site) -> Vec<String> {
 /// of the live vhost is banned, as replay of the final files bans it.
 #[test]
 fn a_client_under_the_rate_on_a_buffered_vhost_is_not_banned() {
-    let site = Site::new(&["live.example", "buffered.example"]);
-    fs::write(
-        site.config(),
-        format!(
-            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"10r/s\"\nburst = 15\nban = \"10m\"\n",
-            site.root.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let site = Site::with_rule(&["live.example", "buffered.example"], "10r/s", 15, "10m");
     let live = site.logs("live.example").join("access_log");
     let buffered = site.logs("buffered.example").join("access_log");
     let mut w = site.start();
@@ -1255,15 +1252,7 @@ fn a_client_under_the_rate_on_a_buffered_vhost_is_not_banned() {
 /// instant).
 #[test]
 fn older_lines_appended_to_a_live_log_are_decided_as_replay_decides() {
-    let site = Site::new(&["live.example", "recorded.example"]);
-    fs::write(
-        site.config(),
-        format!(
-            "[state]\ndir = \"{}\"\n\n[[rule]]\nname = \"flood\"\nrate = \"5r/s\"\nburst = 20\nban = \"1m\"\n",
-            site.root.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let site = Site::with_rule(&["live.example", "recorded.example"], "5r/s", 20, "1m");
     let live = site.logs("live.example").join("access_log");
     let recorded = site.logs("recorded.example").join("access_log");
     let mut w = site.start();
