@@ -304,52 +304,24 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
     })
 }
 
-/// Reads a sink's own keys into its raw config struct (`deny_unknown_fields`). The table is
-/// written back out as TOML and read from that text, so that serde's error carries a span,
-/// which names the key at fault.
+/// Reads a sink's own keys into its raw config struct (`deny_unknown_fields`), straight from
+/// the table: toml's value deserializer ends its message with the path of the key at fault
+/// (`in `headers.x``), which the error names; an unknown or missing key is named in the
+/// message itself.
 fn read<T: DeserializeOwned>(at: &At, table: &toml::Table) -> Result<T, ConfigError> {
-    let text = toml::to_string(table).map_err(|e| at.error("", e.to_string()))?;
-    toml::from_str(&text).map_err(|e| {
-        let message = e.message().to_string();
-        let key = e
-            .span()
-            .and_then(|s| key_at(&text, s.start))
-            .or_else(|| quoted_name(&message))
-            .unwrap_or_default();
+    toml::Value::Table(table.clone()).try_into().map_err(|e| {
+        let text = e.to_string();
+        let (message, path) = match text.trim_end().rsplit_once("\nin `") {
+            Some((m, p)) => (m.to_string(), p.strip_suffix('`').map(str::to_string)),
+            None => (text.trim_end().to_string(), None),
+        };
+        let key = path.or_else(|| quoted_name(&message)).unwrap_or_default();
         let kind = if message.starts_with("unknown field") {
             ConfigErrorKind::UnknownKey
         } else {
             ConfigErrorKind::WrongType
         };
         at.error_of(kind, &key, message)
-    })
-}
-
-/// The key of the `key = value` line (or `[key]` sub-table) around byte `pos`, with the
-/// sub-table it is in (`headers.x`).
-fn key_at(text: &str, pos: usize) -> Option<String> {
-    let before = text.get(..pos)?;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[start..].lines().next()?;
-    let table = |l: &str| {
-        let l = l.trim();
-        (l.starts_with('[') && l.ends_with(']')).then(|| {
-            l.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .trim_matches('"')
-                .to_string()
-        })
-    };
-    if let Some(t) = table(line) {
-        return (!t.is_empty()).then_some(t);
-    }
-    let key = line.split_once('=')?.0.trim().trim_matches('"');
-    if key.is_empty() {
-        return None;
-    }
-    Some(match before[..start].lines().rev().find_map(table) {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_string(),
     })
 }
 
@@ -490,14 +462,5 @@ mod tests {
             let e = err(text);
             assert!(e.starts_with(want), "{text}\n=> {e}");
         }
-    }
-
-    #[test]
-    fn key_at_finds_the_line_key() {
-        let text = "a = 1\npath = 3\n[headers]\nx = 1\n";
-        assert_eq!(key_at(text, 13).as_deref(), Some("path"));
-        assert_eq!(key_at(text, 0).as_deref(), Some("a"));
-        assert_eq!(key_at(text, 15).as_deref(), Some("headers"));
-        assert_eq!(key_at(text, 29).as_deref(), Some("headers.x"));
     }
 }
