@@ -65,8 +65,52 @@ pub struct Config {
     pub proxy: Proxy,
     pub state: State,
     pub metrics: Metrics,
-    /// `[[sink]]` tables as written, each with a string `type`; sinks check the rest.
-    pub sinks: Vec<toml::Table>,
+    /// `[[sink]]` tables: the type checked here, the rest by the sink (`sink::parse_sinks`).
+    pub sinks: Vec<SinkTable>,
+}
+
+/// One `[[sink]]` table: its type, checked with the config, and the table as written (`type`
+/// included), whose other keys the sink of that type checks. The table as written is also
+/// what identifies the sink across a reload and in the state folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkTable {
+    pub kind: SinkType,
+    pub table: toml::Table,
+}
+
+/// The kinds of sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkType {
+    Jsonl,
+    Nginx,
+    Cloudflare,
+    Exec,
+    Webhook,
+}
+
+impl SinkType {
+    pub const ALL: [SinkType; 5] = [
+        SinkType::Jsonl,
+        SinkType::Nginx,
+        SinkType::Cloudflare,
+        SinkType::Exec,
+        SinkType::Webhook,
+    ];
+
+    /// As written in `type = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkType::Jsonl => "jsonl",
+            SinkType::Nginx => "nginx",
+            SinkType::Cloudflare => "cloudflare",
+            SinkType::Exec => "exec",
+            SinkType::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SinkType> {
+        SinkType::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -364,11 +408,7 @@ impl Config {
         if self.sinks.is_empty() {
             writeln!(s, "sinks: none (events go to stdout as JSON lines)")?;
         } else {
-            let types: Vec<&str> = self
-                .sinks
-                .iter()
-                .filter_map(|t| t.get("type").and_then(|v| v.as_str()))
-                .collect();
+            let types: Vec<&str> = self.sinks.iter().map(|t| t.kind.name()).collect();
             writeln!(s, "sinks: {}", types.join(", "))?;
         }
         Ok(())
@@ -635,12 +675,13 @@ zone_id = "..."
         assert_eq!(c.state.dir, Some(PathBuf::from("/var/lib/floodwatch")));
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9877".parse().unwrap()));
         assert_eq!(c.sinks.len(), 2);
-        assert_eq!(c.sinks[0]["type"].as_str(), Some("nginx"));
+        assert_eq!(c.sinks[0].kind, SinkType::Nginx);
         assert_eq!(
-            c.sinks[0]["reload_command"].as_array().map(Vec::len),
+            c.sinks[0].table["reload_command"].as_array().map(Vec::len),
             Some(3)
         );
-        assert_eq!(c.sinks[1]["zone_id"].as_str(), Some("..."));
+        assert_eq!(c.sinks[1].kind, SinkType::Cloudflare);
+        assert_eq!(c.sinks[1].table["zone_id"].as_str(), Some("..."));
     }
 
     #[test]

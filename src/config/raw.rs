@@ -11,7 +11,10 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Cx};
 use super::values::{at_least, fmt_ms, parse_duration, parse_rate, parse_status, HOUR, SECOND};
-use super::{default_rule, Config, Engine, Input, Proxy, StartAt, Trusted, KNOWN_PROXIES};
+use super::{
+    default_rule, Config, Engine, Input, Proxy, SinkTable, SinkType, StartAt, Trusted,
+    KNOWN_PROXIES,
+};
 use crate::addr::Cidr;
 use crate::engine::RuleSpec;
 use crate::hit::MAX_RULES;
@@ -183,8 +186,16 @@ impl RawConfig {
         }
         for (i, sink) in self.sink.into_iter().enumerate() {
             let key = format!("sink[{i}].type");
-            match sink.get_ref().get("type") {
-                Some(toml::Value::String(t)) if !t.trim().is_empty() => {}
+            let kind = match sink.get_ref().get("type") {
+                Some(toml::Value::String(t)) => match SinkType::parse(t.trim()) {
+                    Some(kind) => kind,
+                    None => {
+                        let known: Vec<&str> = SinkType::ALL.iter().map(|t| t.name()).collect();
+                        let message =
+                            format!("unknown sink type {t:?} (known: {})", known.join(", "));
+                        return Err(cx.invalid(&sink, key, message));
+                    }
+                },
                 Some(_) => {
                     return Err(cx.invalid(
                         &sink,
@@ -199,8 +210,11 @@ impl RawConfig {
                         "missing: every [[sink]] needs a type, e.g. type = \"nginx\"".into(),
                     ))
                 }
-            }
-            c.sinks.push(sink.into_inner());
+            };
+            c.sinks.push(SinkTable {
+                kind,
+                table: sink.into_inner(),
+            });
         }
         Ok(c)
     }
@@ -756,6 +770,11 @@ mod tests {
                 "sink[0].type: missing: every [[sink]] needs a type",
             ),
             ("[[sink]]\ntype = 3\n", "sink[0].type: expected a sink name"),
+            (
+                "[[sink]]\ntype = \"carrier-pigeon\"\n",
+                "sink[0].type: unknown sink type \"carrier-pigeon\" (known: jsonl, nginx, \
+                 cloudflare, exec, webhook)",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

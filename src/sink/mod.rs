@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind};
+use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind, SinkTable, SinkType};
 use crate::decide::{Ban, Event};
 
 pub use counters::{SinkCounters, SinkReport};
@@ -167,9 +167,6 @@ pub enum SinkKind {
     Cloudflare(cloudflare::CloudflareConfig),
 }
 
-/// The sink types known, for error messages.
-pub const SINK_TYPES: &[&str] = &["jsonl", "nginx", "cloudflare", "exec", "webhook"];
-
 impl SinkSpec {
     /// Opens files, compiles templates: what can only fail at run time.
     pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
@@ -233,15 +230,9 @@ impl At<'_> {
     }
 }
 
-fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpec, ConfigError> {
+fn parse_sink(index: usize, sink: &SinkTable, origin: &str) -> Result<SinkSpec, ConfigError> {
     let at = At { origin, index };
-    // The config layer has already checked that `type` is a non-empty string.
-    let kind_name = table
-        .get("type")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let table = &sink.table;
     let mut rest = table.clone();
     for k in COMMON_KEYS {
         rest.remove(*k);
@@ -262,7 +253,10 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
     };
     // A client behind a CDN reaches the server from the CDN's addresses: only a sink that
     // blocks at the CDN (or just reports) can act on such a ban.
-    let proxied_default = matches!(kind_name.as_str(), "jsonl" | "webhook" | "cloudflare");
+    let proxied_default = matches!(
+        sink.kind,
+        SinkType::Jsonl | SinkType::Webhook | SinkType::Cloudflare
+    );
     let queue_size = match table.get("queue_size") {
         None => DEFAULT_QUEUE,
         Some(toml::Value::Integer(n)) if *n >= 1 && *n <= 10_000_000 => *n as usize,
@@ -278,26 +272,19 @@ fn parse_sink(index: usize, table: &toml::Table, origin: &str) -> Result<SinkSpe
     if common.retry_max_delay.is_zero() {
         return Err(at.error("retry_max_delay", "must be more than 0"));
     }
-    let kind = match kind_name.as_str() {
-        "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
-        "exec" => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
-        "nginx" => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
-        "webhook" => SinkKind::Webhook(webhook::WebhookConfig::check(read(&at, &rest)?, &at)?),
-        "cloudflare" => {
-            SinkKind::Cloudflare(cloudflare::CloudflareConfig::check(read(&at, &rest)?, &at)?)
+    let kind = match sink.kind {
+        SinkType::Jsonl => SinkKind::Jsonl(jsonl::JsonlConfig::check(read(&at, &rest)?, &at)?),
+        SinkType::Exec => SinkKind::Exec(exec::ExecConfig::check(read(&at, &rest)?, &at)?),
+        SinkType::Nginx => SinkKind::Nginx(nginx::NginxConfig::check(read(&at, &rest)?, &at)?),
+        SinkType::Webhook => {
+            SinkKind::Webhook(webhook::WebhookConfig::check(read(&at, &rest)?, &at)?)
         }
-        other => {
-            return Err(at.error(
-                "type",
-                format!(
-                    "unknown sink type {other:?} (known: {})",
-                    SINK_TYPES.join(", ")
-                ),
-            ))
+        SinkType::Cloudflare => {
+            SinkKind::Cloudflare(cloudflare::CloudflareConfig::check(read(&at, &rest)?, &at)?)
         }
     };
     Ok(SinkSpec {
-        name: format!("sink[{index}] {kind_name}"),
+        name: format!("sink[{index}] {}", sink.kind.name()),
         common,
         kind,
         source: table.clone(),
@@ -393,10 +380,6 @@ mod tests {
             (
                 "[[sink]]\ntype = \"jsonl\"\n",
                 "test.toml: sink[0].path: missing field",
-            ),
-            (
-                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\n[[sink]]\ntype = \"carrier-pigeon\"\n",
-                "test.toml: sink[1].type: unknown sink type \"carrier-pigeon\"",
             ),
             (
                 "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\ndry_run = \"yes\"\n",
