@@ -18,8 +18,9 @@ use crate::parse::Format;
 use crate::proxy::{self, Proxies, ProxyError};
 use crate::sink::{self, SinkSpec};
 use crate::source::ingest::IngestStats;
-use crate::source::merge::{replay_files, MergeStats, Pipeline, READ_AHEAD};
+use crate::source::merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD};
 use crate::source::paths::{self, LogFile, PathsError};
+use crate::source::unusable;
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 use crate::watch::discover::PatternError;
@@ -200,7 +201,17 @@ pub fn replay(
     let failed = output
         .finish()
         .map_err(|e| AppError::writing("events", e))?;
-    let (merge, ingest) = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
+    let Read {
+        merge,
+        ingest,
+        samples,
+    } = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
+    // Lines over the length limit are counted while reading, before they reach a parser.
+    let mut seen = ingest;
+    seen.malformed.too_long += merge.oversized;
+    if let Some(w) = unusable::warning(&seen, &samples) {
+        log::warn!("{w}");
+    }
     if let Some(msg) = failed {
         return Err(AppError::Runtime(msg));
     }

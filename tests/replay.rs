@@ -363,3 +363,53 @@ fn a_line_older_than_the_lateness_is_counted_late() {
     assert_eq!(summary["lines"], 40_001);
     assert_eq!(summary["late"], 1, "{summary}");
 }
+
+/// A log floodwatch cannot use must not look like a quiet one: JSON lines, and host names
+/// where the client's address belongs, are named on stderr with a sample and the likely cause.
+#[test]
+fn unusable_logs_are_reported_with_a_sample_and_the_likely_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("json.log");
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"remote_addr\":\"192.0.2.{i}\",\"status\":200}}\n"))
+        .collect();
+    std::fs::write(&json, lines).unwrap();
+    let out = floodwatch(&["replay", json.to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("100 % of the lines read could not be used (50 of 50: 50 malformed"),
+        "{err}"
+    );
+    assert!(err.contains(r#"{\"remote_addr\":\"192.0.2.0\""#), "{err}");
+    assert!(err.contains("looks like a JSON log"), "{err}");
+
+    // As the NASA-HTTP logs of 1995: most clients logged by name.
+    let names = dir.path().join("names.log");
+    let lines: String = (0..50)
+        .map(|i| {
+            let client = match i % 10 {
+                0 => format!("192.0.2.{i}"),
+                _ => format!("host{i}.example.org"),
+            };
+            format!(
+                "{client} - - [01/Jul/1995:00:00:{:02} -0400] \"GET /history/apollo/ HTTP/1.0\" 200 6245\n",
+                i % 60
+            )
+        })
+        .collect();
+    std::fs::write(&names, lines).unwrap();
+    let out = floodwatch(&["replay", "--format", "common", names.to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("90 % of the lines read could not be used"),
+        "{err}"
+    );
+    assert!(err.contains("\"host1.example.org\""), "{err}");
+    assert!(err.contains("HostnameLookups"), "{err}");
+
+    // The demo logs' two garbage lines in 11,122 are no reason to warn.
+    let out = floodwatch(&["replay", &demo_glob()]);
+    assert!(!util::stderr(&out).contains("could not be used"));
+}

@@ -1288,3 +1288,18 @@ fn older_lines_appended_to_a_live_log_are_decided_as_replay_decides() {
     assert_eq!(bans, replay_bans(&site), "{report}");
     assert_eq!(bans.len(), 1, "{bans:?}");
 }
+
+/// A watched log in a format floodwatch cannot read is said loudly, once, with a sample.
+#[test]
+fn a_log_in_another_format_is_reported_once() {
+    let site = Site::new(&["a.example"]);
+    let mut w = site.start();
+    let lines: String = (0..40)
+        .map(|i| format!("{{\"remote_addr\":\"192.0.2.{i}\",\"status\":200}}\n"))
+        .collect();
+    append(&site.logs("a.example").join("access_log"), &lines);
+    let warning = w.wait_log("could not be used");
+    assert!(warning.contains("looks like a JSON log"), "{warning}");
+    let (status, _, _, _) = w.stop();
+    assert!(status.success());
+}

@@ -12,6 +12,7 @@ use crate::engine::rule::CompiledRules;
 use crate::hit::{Hit, RuleMask, VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::parse::{Format, Malformed, TimeCache};
 use crate::proxy::{Client, ClientIp};
+use crate::source::unusable::Samples;
 use crate::vhost::{VhostCache, Vhosts};
 
 /// What happened to the lines a producer saw.
@@ -109,6 +110,8 @@ pub struct Ingest {
     /// Set behind trusted proxies that log the real client; `None` costs one branch per line.
     client_ip: Option<Arc<ClientIp>>,
     pub stats: IngestStats,
+    /// The first unusable lines, for the warning that names them (see `unusable`).
+    pub samples: Samples,
 }
 
 /// How far ahead of the clock a log time may be: time zones are already in the UTC conversion,
@@ -133,6 +136,7 @@ impl Ingest {
             future_limit_ms: future_limit(),
             client_ip: None,
             stats: IngestStats::default(),
+            samples: Samples::default(),
         }
     }
 
@@ -189,6 +193,9 @@ impl Ingest {
             Ok(rec) => rec,
             Err(kind) => {
                 self.stats.malformed.count(kind);
+                if self.samples.malformed.is_none() {
+                    self.samples.malformed(kind, line);
+                }
                 return None;
             }
         };
@@ -198,6 +205,9 @@ impl Ingest {
         }
         let Some(mut addr) = Addr::parse(rec.client) else {
             self.stats.no_client += 1;
+            if self.samples.no_client.is_none() {
+                self.samples.no_client(line, rec.client);
+            }
             return None;
         };
         let mut flags = 0;

@@ -56,6 +56,7 @@ use crate::proxy::ClientIp;
 use crate::source::ingest::{Ingest, IngestStats};
 use crate::source::paths::LogFile;
 use crate::source::reader::{Chunks, CHUNK};
+use crate::source::unusable::Samples;
 use crate::vhost::Vhosts;
 
 /// An error reading one of the files; names it.
@@ -247,12 +248,17 @@ fn log_size(path: &std::path::Path) -> u64 {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// What the producers read: counts, and the first unusable lines (see `unusable`).
+#[derive(Debug, Default)]
+pub struct Read {
+    pub merge: MergeStats,
+    pub ingest: IngestStats,
+    pub samples: Samples,
+}
+
 /// Replays `files` through `p.producers` producer threads into the shards, then tells every
 /// shard that each producer is done (also after an error, so the shards stop).
-pub fn replay_files(
-    files: &[LogFile],
-    p: Pipeline<'_>,
-) -> Result<(MergeStats, IngestStats), ReadError> {
+pub fn replay_files(files: &[LogFile], p: Pipeline<'_>) -> Result<Read, ReadError> {
     let sizes: Vec<u64> = files.iter().map(|f| log_size(&f.path)).collect();
     let total: u64 = sizes.iter().sum();
     let sources: Vec<Source> = files
@@ -291,6 +297,7 @@ pub fn replay_files(
     let route = p.rules.route_prefixes();
     let flush = flush_every(p.read_ahead);
     let mut ingest = IngestStats::default();
+    let mut samples = Samples::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..producers)
             .map(|id| {
@@ -302,13 +309,16 @@ pub fn replay_files(
                     .name(format!("producer-{id}"))
                     .spawn_scoped(s, move || {
                         produce(shared, &mut worker, router, progress, flush);
-                        worker.stats
+                        (worker.stats, worker.samples)
                     })
             })
             .collect();
         for h in handles {
             match h.map(|h| h.join()) {
-                Ok(Ok(stats)) => ingest.add(&stats),
+                Ok(Ok((stats, kept))) => {
+                    ingest.add(&stats);
+                    samples.add(kept);
+                }
                 Ok(Err(_)) => record(&shared, "producer thread panicked"),
                 Err(e) => record(&shared, &format!("cannot start a producer thread: {e}")),
             }
@@ -322,13 +332,14 @@ pub fn replay_files(
     if let Some(e) = sched.error {
         return Err(e);
     }
-    Ok((
-        MergeStats {
+    Ok(Read {
+        merge: MergeStats {
             files: files.len() as u64,
             oversized: sched.oversized,
         },
         ingest,
-    ))
+        samples,
+    })
 }
 
 fn record(shared: &Shared, what: &str) {

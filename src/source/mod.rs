@@ -7,3 +7,4 @@ pub mod merge;
 pub mod paths;
 pub mod reader;
 pub mod tail;
+pub mod unusable;

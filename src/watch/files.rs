@@ -22,6 +22,7 @@ use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
 use crate::source::ingest::IngestStats;
 use crate::source::tail::{Started, TailBuf, Tailer};
+use crate::source::unusable;
 use crate::vhost::Vhosts;
 
 /// The fallback for what inotify cannot report (a folder or file that could not be watched or
@@ -119,6 +120,12 @@ impl Files {
 
     pub(super) fn ingest_stats(&self) -> &IngestStats {
         &self.ingest.stats
+    }
+
+    /// The warning about the lines read so far that could not be used, if there are enough of
+    /// them to report (see `unusable`).
+    pub(super) fn unusable_warning(&self) -> Option<String> {
+        unusable::warning(&self.ingest.stats, &self.ingest.samples)
     }
 
     /// Whether something was read, or files came or went, since [`Files::saved`].

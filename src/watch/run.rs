@@ -140,6 +140,8 @@ struct WatchLoop<'o> {
     ino_events: Vec<inotify::Event>,
     to_poll: Vec<usize>,
     stop: bool,
+    /// Whether unusable lines were reported (once per run).
+    unusable_reported: bool,
     /// Set by a caller that runs watch in process (see [`WatchPlan::stop`]).
     stop_flag: Option<Arc<AtomicBool>>,
 }
@@ -257,6 +259,7 @@ impl<'o> WatchLoop<'o> {
             ino_events: Vec::new(),
             to_poll: Vec::new(),
             stop: false,
+            unusable_reported: false,
             stop_flag: stop,
         })
     }
@@ -301,6 +304,12 @@ impl<'o> WatchLoop<'o> {
         if now >= self.next_save {
             self.save();
             self.next_save = now + SAVE_EVERY;
+        }
+        if !self.unusable_reported {
+            if let Some(w) = self.files.unusable_warning() {
+                log::warn!("{w}");
+                self.unusable_reported = true;
+            }
         }
     }
 
