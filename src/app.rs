@@ -159,7 +159,9 @@ pub fn replay(
         sinks,
     } = plan;
     // Started before any line is read, so that a sink that cannot start stops the replay early.
-    let mut output = Output::start(out, &sinks, &[]).map_err(AppError::Runtime)?;
+    let mut output = Output::start(out, &sinks, &[])
+        .map_err(AppError::Runtime)?
+        .log_events(!sinks.is_empty());
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
     let total_bytes: u64 = files

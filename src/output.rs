@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::decide::event::write_json_line;
+use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
 use crate::sink::pending;
 use crate::sink::{SinkCounters, SinkReport, SinkSpec, Sinks};
@@ -25,6 +25,8 @@ pub struct Output<'a> {
     /// The sinks' pending stamp when `pending.json` was last written; `None`: write it at the
     /// next save (at start, to drop what the last run left for sinks no longer configured).
     saved: Option<u64>,
+    /// Whether each event also goes to the log (see [`Output::log_events`]).
+    log_events: bool,
 }
 
 /// What the sinks did and what they could not deliver, at stop.
@@ -58,10 +60,22 @@ impl<'a> Output<'a> {
             line: Vec::with_capacity(512),
             error: None,
             saved: None,
+            log_events: false,
         })
     }
 
+    /// Also writes each event as a line of the log (stderr, the journal), as fail2ban logs its
+    /// bans: watch does, so that bans are seen in the journal whatever the sinks; replay does
+    /// when its events go to sinks rather than stdout.
+    pub fn log_events(mut self, on: bool) -> Self {
+        self.log_events = on;
+        self
+    }
+
     pub fn emit(&mut self, ev: &Event) {
+        if self.log_events {
+            log::info!("{}", LogLine(ev));
+        }
         if let Some(s) = &mut self.sinks {
             return s.emit(ev);
         }

@@ -46,6 +46,13 @@ fn jsonl_sinks_write_what_stdout_gets_without_sinks() {
         "{}",
         stderr(&out)
     );
+    // With sinks, each ban is also a line of the log (without, stdout shows it).
+    assert!(
+        stderr(&out).contains(r#"ban 198.51.100.23 rule=default vhost="example.com" requests="#),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&plain).contains("ban 198.51.100.23"));
 }
 
 #[test]

@@ -242,6 +242,8 @@ fn a_flood_appended_after_start_is_banned() {
     assert_eq!(ev["type"], "ban");
     assert_eq!(ev["key"], "203.0.113.7");
     assert_eq!(ev["vhost"], "a.example");
+    // Seen in the log (the journal) too, as fail2ban logs its bans.
+    w.wait_log(r#"ban 203.0.113.7 rule=flood vhost="a.example" requests="#);
     let (status, rest, report, _) = w.stop();
     assert!(status.success(), "{status}");
     assert!(rest.is_empty(), "one ban only: {rest:?}");

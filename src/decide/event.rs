@@ -120,9 +120,48 @@ const MAX_PRINTABLE_MS: i64 = 253_402_300_799_999;
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.clamp(0, MAX_PRINTABLE_MS) as u64;
         let t = UNIX_EPOCH + Duration::from_millis(ms);
-        s.collect_str(&humantime::format_rfc3339_seconds(t))
+        write!(f, "{}", humantime::format_rfc3339_seconds(t))
+    }
+}
+
+/// One event as a line of the log (stderr, the journal), as fail2ban logs its bans: the key
+/// first, then `name=value` pairs. The vhost comes from log lines, so it is quoted and escaped.
+pub struct LogLine<'a>(pub &'a Event);
+
+impl Display for LogLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Event::Ban(b) => {
+                write!(f, "ban {} rule={}", b.key.net, b.rule)?;
+                if let Some(v) = &b.vhost {
+                    write!(f, " vhost={v:?}")?;
+                }
+                write!(
+                    f,
+                    " requests={} since={} offense={} for={}s until={}",
+                    b.requests,
+                    Rfc3339(b.first_seen_ms),
+                    b.offense,
+                    b.ban_ms / 1000,
+                    Rfc3339(b.until_ms)
+                )
+            }
+            Event::Unban(u) => write!(
+                f,
+                "unban {} rule={} at={}",
+                u.key.net,
+                u.rule,
+                Rfc3339(u.time_ms)
+            ),
+        }
     }
 }
 
@@ -260,5 +299,39 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.ends_with("\"rule\":\"a\"}\n"));
+    }
+
+    #[test]
+    fn log_lines_name_the_key_first_and_escape_the_vhost() {
+        let ban = Ban {
+            time_ms: 1_764_064_805_000,
+            key: Key {
+                net: "203.0.113.7".parse().unwrap(),
+                vhost: NO_VHOST,
+            },
+            rule: Arc::from("flood"),
+            vhost: Some(Arc::from("evil\n.example \"x\"")),
+            rate: Arc::from("20r/s"),
+            burst: 100,
+            requests: 412,
+            first_seen_ms: 1_764_064_801_000,
+            ban_ms: 600_000,
+            until_ms: 1_764_065_405_000,
+            offense: 2,
+            via_proxy: false,
+        };
+        assert_eq!(
+            LogLine(&Event::Ban(ban.clone())).to_string(),
+            r#"ban 203.0.113.7 rule=flood vhost="evil\n.example \"x\"" requests=412 since=2025-11-25T10:00:01Z offense=2 for=600s until=2025-11-25T10:10:05Z"#
+        );
+        let unban = Unban {
+            time_ms: ban.until_ms,
+            key: ban.key,
+            rule: ban.rule,
+        };
+        assert_eq!(
+            LogLine(&Event::Unban(unban)).to_string(),
+            "unban 203.0.113.7 rule=flood at=2025-11-25T10:10:05Z"
+        );
     }
 }

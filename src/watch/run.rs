@@ -193,7 +193,9 @@ impl<'o> WatchLoop<'o> {
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
         let active: Vec<_> = detector.table().active().cloned().collect();
-        let mut output = Output::start(out, &sinks, &active).map_err(AppError::Runtime)?;
+        let mut output = Output::start(out, &sinks, &active)
+            .map_err(AppError::Runtime)?
+            .log_events(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);
         }
