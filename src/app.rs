@@ -91,6 +91,23 @@ pub struct ReplayPlan {
     pub sinks: Vec<SinkSpec>,
 }
 
+impl ReplayPlan {
+    /// Every sink in dry run (`--dry-run`): a replay with the production config then blocks
+    /// and sends nothing.
+    pub fn dry_run(mut self) -> ReplayPlan {
+        for s in &mut self.sinks {
+            s.common.dry_run = true;
+        }
+        self
+    }
+
+    /// No sink (`--no-sinks`): events go to stdout.
+    pub fn without_sinks(mut self) -> ReplayPlan {
+        self.sinks.clear();
+        self
+    }
+}
+
 /// Loads the config, applies the command-line overrides and resolves the paths.
 pub fn plan_replay(
     config_path: Option<&std::path::Path>,

@@ -91,6 +91,12 @@ pub struct ReplayArgs {
     /// Never draw the progress bar (it is only drawn when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Every configured sink in dry run: each says what it would do, nothing is blocked or sent.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Ignore the configured sinks: events go to stdout as JSON lines.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_sinks: bool,
     /// Log files or globs (quote globs to let floodwatch expand them and name vhosts from them).
     /// Default: the config's `[input] paths`.
     #[arg(value_name = "PATH|GLOB")]

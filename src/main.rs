@@ -39,6 +39,11 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 a.shards,
                 a.producers,
             )?;
+            let plan = match (a.dry_run, a.no_sinks) {
+                (true, _) => plan.dry_run(),
+                (_, true) => plan.without_sinks(),
+                _ => plan,
+            };
             let progress = !a.no_progress && std::io::stderr().is_terminal();
             // Stdout, not its lock: the decider thread writes the events.
             let mut stdout = std::io::stdout();

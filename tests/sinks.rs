@@ -908,3 +908,37 @@ fn one_replay_drives_every_sink_and_they_agree() {
         assert!(stderr(&out).contains(&want), "{want}: {}", stderr(&out));
     }
 }
+
+/// The production config can be replayed without acting on anything: `--dry-run` has every
+/// sink say what it would do, `--no-sinks` puts the events on stdout instead.
+#[test]
+fn replay_dry_run_and_no_sinks_leave_the_sinks_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            file.display().to_string()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let glob = demo_glob();
+    let dry = floodwatch(&["replay", "--dry-run", "--config", config, &glob]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(!file.exists(), "a dry run wrote the sink's file");
+    assert!(dry.stdout.is_empty());
+    assert!(
+        stderr(&dry).contains("dry run: would write {\"type\":\"ban\""),
+        "{}",
+        stderr(&dry)
+    );
+
+    let none = floodwatch(&["replay", "--no-sinks", "--config", config, &glob]);
+    assert!(none.status.success(), "{}", stderr(&none));
+    assert!(!file.exists());
+    assert_eq!(events(&none).len(), 2, "the demo's two bans on stdout");
+
+    let both = floodwatch(&["replay", "--dry-run", "--no-sinks", &glob]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
