@@ -394,8 +394,12 @@ mod tests {
                 "test.toml: sink[0].min_reload_interval: \"often\" is not a duration",
             ),
             (
-                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nreload_command = []\n",
-                "test.toml: sink[0].reload_command: empty command",
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nreload_command = [\" \"]\n",
+                "test.toml: sink[0].reload_command: the program name is empty",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\ntest_command = []\n",
+                "test.toml: sink[0].test_command: empty command",
             ),
             (
                 "[[sink]]\ntype = \"webhook\"\nurl = \"ftp://x\"\n",

@@ -10,6 +10,9 @@
 //! half-written file), then `test_command` (`nginx -t`) checks it; when that fails the previous
 //! file is put back, the error is reported and nginx is not reloaded.
 //!
+//! With `reload_command = []` the file is kept current and nginx is never reloaded: the admin
+//! reloads when under attack (the "panic button"); then writes wait for no interval.
+//!
 //! A key banned under two rules stays denied until both bans end. Bans keyed on client + vhost
 //! deny the client everywhere the file is included: a deny line cannot name a vhost.
 
@@ -33,7 +36,7 @@ use crate::decide::{Ban, Event};
 pub struct RawNginx {
     /// The include file, e.g. "/etc/nginx/conf.d/floodwatch-deny.conf".
     path: String,
-    /// Run after writing a changed file; default ["nginx", "-s", "reload"].
+    /// Run after writing a changed file; default ["nginx", "-s", "reload"]; [] never reloads.
     reload_command: Option<Vec<String>>,
     /// Must pass before the reload; default ["nginx", "-t"].
     test_command: Option<Vec<String>>,
@@ -61,13 +64,14 @@ impl NginxConfig {
             let v = v.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
             check_argv(at, key, &v).map(|()| v)
         };
+        // An empty reload command is a choice: keep the file current, never reload.
+        let reload_command = match raw.reload_command {
+            Some(v) if v.is_empty() => v,
+            v => argv("reload_command", v, &["nginx", "-s", "reload"])?,
+        };
         Ok(NginxConfig {
             path: PathBuf::from(raw.path),
-            reload_command: argv(
-                "reload_command",
-                raw.reload_command,
-                &["nginx", "-s", "reload"],
-            )?,
+            reload_command,
             test_command: argv("test_command", raw.test_command, &["nginx", "-t"])?,
             min_reload_interval: match raw.min_reload_interval {
                 Some(t) => at.duration("min_reload_interval", &t)?,
@@ -146,6 +150,9 @@ impl Nginx {
             )));
         }
         self.on_disk = Some(content);
+        if self.config.reload_command.is_empty() {
+            return Ok(());
+        }
         self.last_reload = Some(Instant::now());
         // nginx -t passed: a failing reload (nginx restarting, say) is worth retrying.
         self.command(&self.config.reload_command)
@@ -174,6 +181,16 @@ fn write_atomically(path: &Path, content: &[u8]) -> Result<(), SinkError> {
 
 impl Sink for Nginx {
     fn begin(&mut self) -> Result<(), SinkError> {
+        if self.config.reload_command.is_empty() {
+            log(
+                &self.name,
+                format_args!(
+                    "reload_command = []: {} is kept current, nginx is never reloaded by \
+                     floodwatch (reload it to apply the bans)",
+                    self.config.path.display()
+                ),
+            );
+        }
         self.on_disk = match fs::read(&self.config.path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -242,7 +259,9 @@ impl Sink for Nginx {
                 ),
             );
             self.on_disk = Some(content);
-            self.last_reload = Some(Instant::now());
+            if !self.config.reload_command.is_empty() {
+                self.last_reload = Some(Instant::now());
+            }
             return Ok(None);
         }
         self.install(content).map(|()| None)
@@ -382,6 +401,23 @@ mod tests {
         assert_eq!(denies(&t), ["deny 2001:db8:1:2::/64;"]);
         assert_eq!(reloads(&t), 2);
         assert!(!t.path.with_file_name("deny.conf.floodwatch-tmp").exists());
+    }
+
+    #[test]
+    fn without_a_reload_command_the_file_is_kept_current_and_never_reloaded() {
+        let mut t = setup(Duration::from_secs(3600));
+        t.sink.config.reload_command = vec![];
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        t.sink.deliver(&ban("10.0.0.2", "a")).unwrap();
+        // No reload to protect nginx from: no interval either.
+        assert_eq!(t.sink.flush().unwrap(), None);
+        assert_eq!(denies(&t), ["deny 10.0.0.1;", "deny 10.0.0.2;"]);
+        assert_eq!(reloads(&t), 0);
+        // The test still guards the file.
+        t.sink.deliver(&ban("10.9.9.9", "a")).unwrap();
+        assert!(t.sink.flush().is_err());
+        assert_eq!(denies(&t), ["deny 10.0.0.1;", "deny 10.0.0.2;"]);
     }
 
     #[test]
