@@ -254,6 +254,11 @@ impl Tailer {
         &self.path
     }
 
+    /// Whether a file is open at the path (a literal path may name none yet).
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
     pub fn started(&self) -> Started {
         self.started
     }

@@ -58,6 +58,20 @@ impl Patterns {
         })
     }
 
+    /// The arguments that name no file now: a glob that matches none, a literal path with
+    /// nothing there (both are followed once a file appears; watch says so rather than look
+    /// like a quiet log).
+    pub fn unmatched(&self) -> Vec<&str> {
+        self.args
+            .iter()
+            .filter(|arg| match is_glob(arg) {
+                true => !glob_all(arg).iter().any(|p| p.is_file()),
+                false => !Path::new(arg).is_file(),
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
     /// `path` as [`Patterns::files`] would give it if a file were there, if an argument names
     /// it.
     pub fn file(&self, path: &Path) -> Option<LogFile> {
@@ -181,6 +195,16 @@ mod tests {
         }
         let pat = format!("{}/vhosts/*/logs/access*_log", root.path().display());
         (root, pat)
+    }
+
+    #[test]
+    fn arguments_naming_no_file_are_listed() {
+        let (root, pat) = plesk();
+        let nothing = format!("{}/vhosts/*/logs/proxy_access_log", root.path().display());
+        let missing = format!("{}/missing.log", root.path().display());
+        let present = format!("{}/vhosts/a.example/logs/access_log", root.path().display());
+        let p = Patterns::new(&[pat, nothing.clone(), missing.clone(), present]).unwrap();
+        assert_eq!(p.unmatched(), [nothing.as_str(), missing.as_str()]);
     }
 
     #[test]

@@ -113,9 +113,21 @@ impl Files {
         }
     }
 
-    /// Files followed, and folders watched.
+    /// Files followed (a literal path with no file there yet included), and folders watched.
     pub(super) fn counts(&self) -> (usize, usize) {
         (self.tailers.len(), self.watched.len())
+    }
+
+    /// Files open now: what is really being read.
+    pub(super) fn open_files(&self) -> usize {
+        self.tailers.iter().filter(|w| w.tailer.is_open()).count()
+    }
+
+    /// Says which arguments name no file now (followed once one appears).
+    pub(super) fn report_unmatched(&self) {
+        for arg in self.patterns.unmatched() {
+            log::warn!("{arg}: no file there yet; followed once one appears");
+        }
     }
 
     pub(super) fn ingest_stats(&self) -> &IngestStats {

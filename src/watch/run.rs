@@ -227,7 +227,8 @@ impl<'o> WatchLoop<'o> {
         });
         let started = Instant::now();
         files.rescan(Some(&checkpoints), StartAt::Beginning);
-        let (n_files, folders) = files.counts();
+        files.report_unmatched();
+        let (n_files, folders) = (files.open_files(), files.counts().1);
         log::info!(
             "watching {n_files} files in {folders} folders ({} bans restored) after {} ms",
             restored.bans,
@@ -439,7 +440,7 @@ impl<'o> WatchLoop<'o> {
             shards: detector.live_stats(),
             table: detector.table(),
             sinks: output.sink_counters(),
-            files: files.counts().0,
+            files: files.open_files(),
             reloads: *reloads,
         })
     }
@@ -465,7 +466,8 @@ impl<'o> WatchLoop<'o> {
             self.files.retire_unmatched();
         }
         if reloaded {
-            let (n_files, folders) = self.files.counts();
+            self.files.report_unmatched();
+            let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
             log::info!("SIGHUP: watching {n_files} files in {folders} folders");
         }
     }
@@ -487,7 +489,7 @@ impl<'o> WatchLoop<'o> {
         files.poll_all();
         files.flush_marks(wall_ms());
         let checkpoints = files.checkpoints();
-        let watched_files = files.counts().0;
+        let watched_files = files.open_files();
         let ingest: IngestStats = files.finish();
         detector.finish_within(STOP_WAIT, &mut |ev| output.emit(ev));
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
