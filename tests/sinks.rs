@@ -115,6 +115,27 @@ fn sink_config_errors_name_the_key_and_file_and_exit_2() {
             "{err}"
         );
     }
+    // A token variable that is not set stops watch before it runs a sink that cannot block.
+    let config = write_config(
+        dir.path(),
+        "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\n\
+         api_token_env = \"FLOODWATCH_TEST_NO_TOKEN\"\n",
+    );
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["check-config", "--config", config],
+        vec!["watch", "--config", config, &glob],
+    ] {
+        let out = floodwatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(
+                "sink[0].api_token_env: the environment variable FLOODWATCH_TEST_NO_TOKEN is not set"
+            ),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// Lines in an nginx format whose every text field, the Host header included, is under the

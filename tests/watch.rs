@@ -363,9 +363,16 @@ fn a_literal_path_missing_at_start_is_read_once_it_appears() {
     let path = site.root.path().join("access.log");
     let mut w = Watch::start(&site.config(), path.to_str().unwrap());
     // Said, and not counted as watched.
-    let said = format!("{}: no file there yet; followed once one appears", path.display());
+    let said = format!(
+        "{}: no file there yet; followed once one appears",
+        path.display()
+    );
     assert!(w.log.iter().any(|l| l.contains(&said)), "{:?}", w.log);
-    assert!(w.log.iter().any(|l| l.contains("watching 0 files")), "{:?}", w.log);
+    assert!(
+        w.log.iter().any(|l| l.contains("watching 0 files")),
+        "{:?}",
+        w.log
+    );
     append(&path, &flood("203.0.113.77", 20));
     let ev = w.event();
     assert_eq!(

@@ -134,6 +134,17 @@ impl CloudflareConfig {
         if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
             return Err(at.error("api_base", "expected an http:// or https:// URL"));
         }
+        // Checked with the config, not at the first ban: a service started without the
+        // variable (a missing `Environment=`) would otherwise run with a sink that can never
+        // block anything.
+        if let Token::Env(name) = &token {
+            if std::env::var_os(name).is_none() {
+                return Err(at.error(
+                    "api_token_env",
+                    format!("the environment variable {name} is not set"),
+                ));
+            }
+        }
         Ok(CloudflareConfig {
             scope,
             token,

@@ -430,6 +430,10 @@ mod tests {
                 "test.toml: sink[0].notes: expected 1 to 64",
             ),
             (
+                "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc\"\napi_token_env = \"FLOODWATCH_NO_SUCH_TOKEN\"\n",
+                "test.toml: sink[0].api_token_env: the environment variable FLOODWATCH_NO_SUCH_TOKEN is not set",
+            ),
+            (
                 "[[sink]]\ntype = \"exec\"\nban = []\n",
                 "test.toml: sink[0].ban: empty command",
             ),
