@@ -1106,8 +1106,17 @@ fn the_metrics_endpoint_counts_the_flood_and_lists_the_ban_while_a_slow_client_w
         0,
         "live lines are not late"
     );
-    assert_eq!(sample(&text, "floodwatch_bans_total"), 1);
+    assert_eq!(sample(&text, "floodwatch_bans_total{rule=\"flood\"}"), 1);
     assert_eq!(sample(&text, "floodwatch_active_bans{rule=\"flood\"}"), 1);
+    assert!(sample(&text, "floodwatch_requests_over_rate_total") >= 1);
+    let version = format!(
+        "floodwatch_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &version), 1);
+    assert!(sample(&text, "process_resident_memory_bytes") > 1 << 20);
+    assert!(sample(&text, "process_open_fds") >= 3);
+    assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
     assert!(sample(&text, "floodwatch_offenses_total{rule=\"flood\"}") >= 1);
     assert_eq!(sample(&text, "floodwatch_ban_latency_seconds_count"), 1);
     assert_eq!(
@@ -1129,6 +1138,12 @@ fn the_metrics_endpoint_counts_the_flood_and_lists_the_ban_while_a_slow_client_w
     assert_eq!(bans[0]["key"], "203.0.113.7");
     assert_eq!(bans[0]["rule"], "flood");
     assert_eq!(bans[0]["until"], ev["until"]);
+
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
 
     let (status, _) = http_get(&addr, "/nothing");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -85,6 +85,8 @@ pub struct BanTable {
     stats: TableStats,
     /// Offenses handed to [`BanTable::offense`], per rule index (watch's metrics).
     offenses_by_rule: Vec<u64>,
+    /// Bans decided, per rule index.
+    bans_by_rule: Vec<u64>,
 }
 
 impl BanTable {
@@ -92,6 +94,7 @@ impl BanTable {
     /// events.
     pub fn new(rules: &[RuleSpec], allow: Allowlist, vhosts: Vhosts) -> BanTable {
         let offenses_by_rule = vec![0; rules.len()];
+        let bans_by_rule = vec![0; rules.len()];
         let rules = rules.iter().map(RuleInfo::of).collect();
         BanTable {
             rules,
@@ -103,6 +106,7 @@ impl BanTable {
             forget: BTreeSet::new(),
             stats: TableStats::default(),
             offenses_by_rule,
+            bans_by_rule,
         }
     }
 
@@ -119,6 +123,7 @@ impl BanTable {
             } else if id == self.rules.len() {
                 self.rules.push(RuleInfo::of(spec));
                 self.offenses_by_rule.push(0);
+                self.bans_by_rule.push(0);
             } else {
                 // Ids are handed out one after another; a gap would mean a lost reload.
                 debug_assert!(false, "rule id {id} after {} rules", self.rules.len());
@@ -210,6 +215,9 @@ impl BanTable {
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
         self.stats.bans += 1;
+        if let Some(n) = self.bans_by_rule.get_mut(usize::from(o.rule)) {
+            *n += 1;
+        }
         Some(ban)
     }
 
@@ -268,6 +276,11 @@ impl BanTable {
     /// included.
     pub fn offenses_by_rule(&self) -> &[u64] {
         &self.offenses_by_rule
+    }
+
+    /// Bans decided since the table was built, per rule (restored ones not included).
+    pub fn bans_by_rule(&self) -> &[u64] {
+        &self.bans_by_rule
     }
 
     /// Active bans per rule.

@@ -7,18 +7,21 @@
 //! SIGHUP keeps the running endpoint.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use mio::{Registry, Token};
 
 use super::http::{Page, Server};
 use super::metrics::{render_bans, render_metrics, Recorder, View};
+use super::procstat::ProcStat;
 use crate::app::AppError;
 use crate::decide::Event;
 
 pub(crate) struct Endpoint {
     server: Option<Server>,
     latency: Recorder,
+    /// When watch started (`process_start_time_seconds`).
+    started: SystemTime,
 }
 
 impl Endpoint {
@@ -37,6 +40,7 @@ impl Endpoint {
         Ok(Endpoint {
             server,
             latency: Recorder::new(),
+            started: SystemTime::now(),
         })
     }
 
@@ -62,11 +66,17 @@ impl Endpoint {
         token: Token,
         view: &dyn Fn() -> View<'a>,
     ) {
-        let Endpoint { server, latency } = self;
+        let Endpoint {
+            server,
+            latency,
+            started,
+        } = self;
         if let Some(s) = server {
             s.ready(registry, token, &mut |page, out| match page {
-                Page::Metrics => render_metrics(&view(), latency, out),
+                Page::Metrics => render_metrics(&view(), latency, &ProcStat::read(*started), out),
                 Page::Bans => render_bans(view().table, out),
+                // Answered by the loop itself: it is turning.
+                Page::Health => out.extend_from_slice(b"ok\n"),
             });
         }
     }

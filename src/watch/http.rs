@@ -44,6 +44,8 @@ pub enum Page {
     Metrics,
     /// `/bans`: the active bans as JSON.
     Bans,
+    /// `/healthz`: `ok` while the watch loop turns (it answers itself).
+    Health,
 }
 
 impl Page {
@@ -51,6 +53,7 @@ impl Page {
         match self {
             Page::Metrics => "text/plain; version=0.0.4; charset=utf-8",
             Page::Bans => "application/json",
+            Page::Health => "text/plain; charset=utf-8",
         }
     }
 }
@@ -178,6 +181,7 @@ fn route(target: &[u8]) -> Result<Page, Status> {
     match &path[..end] {
         b"/metrics" => Ok(Page::Metrics),
         b"/bans" => Ok(Page::Bans),
+        b"/healthz" => Ok(Page::Health),
         _ => Err(Status::NotFound),
     }
 }
@@ -438,6 +442,7 @@ mod tests {
         let p = |s: &str| parse_head(s.as_bytes());
         assert_eq!(p("GET /metrics HTTP/1.1\r\n\r\n"), get(Page::Metrics));
         assert_eq!(p("GET /bans?pretty=1 HTTP/1.0\r\n\r\n"), get(Page::Bans));
+        assert_eq!(p("GET /healthz HTTP/1.1\r\n\r\n"), get(Page::Health));
         assert_eq!(
             p("GET http://127.0.0.1:9877/metrics HTTP/1.1\r\n\r\n"),
             get(Page::Metrics)
@@ -591,6 +596,7 @@ mod tests {
                             match page {
                                 Page::Metrics => body.extend_from_slice(b"m 1\n"),
                                 Page::Bans => body.resize(3 << 20, b'x'),
+                                Page::Health => body.extend_from_slice(b"ok\n"),
                             }
                         });
                 }

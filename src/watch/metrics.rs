@@ -11,6 +11,7 @@ use std::io::Write;
 
 use hdrhistogram::Histogram;
 
+use super::procstat::ProcStat;
 use crate::decide::ban_table::BanTable;
 use crate::decide::event::write_ban_json;
 use crate::decide::Event;
@@ -97,9 +98,15 @@ pub struct View<'a> {
     pub reloads: Reloads,
 }
 
-/// Appends the Prometheus text of `v` and `latency` to `out`.
-pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
+/// Appends the Prometheus text of `v`, `latency` and the process figures `p` to `out`.
+pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<u8>) {
     let mut t = Text { out };
+    t.family(
+        "build_info",
+        "gauge",
+        "The running floodwatch's version, as a label.",
+    );
+    t.value("build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
     let i = v.ingest;
     t.family("lines_read_total", "counter", "Log lines read.");
     t.value("lines_read_total", &[], i.lines);
@@ -196,9 +203,15 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
 
     let rules: Vec<&str> = v.table.rule_names().collect();
     t.family(
+        "requests_over_rate_total",
+        "counter",
+        "Requests over a rule's rate and burst (nginx would have rejected them), all rules.",
+    );
+    t.value("requests_over_rate_total", &[], v.shards.overflows);
+    t.family(
         "offenses_total",
         "counter",
-        "Requests over a rule's rate and burst, reported to the ban table (allowlisted and already banned keys included).",
+        "Offenses reported to the ban table: a key's first request over a rule's rate and burst, and the first again once a ban's length has passed (allowlisted and already banned keys included).",
     );
     for (rule, &n) in rules.iter().zip(v.table.offenses_by_rule()) {
         t.value("offenses_total", &[("rule", rule)], n);
@@ -209,7 +222,9 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
         "counter",
         "Bans decided since start (bans restored from the state folder not included).",
     );
-    t.value("bans_total", &[], st.bans);
+    for (rule, &n) in rules.iter().zip(v.table.bans_by_rule()) {
+        t.value("bans_total", &[("rule", rule)], n);
+    }
     t.family("unbans_total", "counter", "Bans ended since start.");
     t.value("unbans_total", &[], st.unbans);
     t.family("active_bans", "gauge", "Bans in force.");
@@ -271,6 +286,41 @@ pub fn render_metrics(v: &View, latency: &Recorder, out: &mut Vec<u8>) {
         Seconds(latency.sum_ms)
     ));
     t.value("ban_latency_seconds_count", &[], h.len());
+    process(&mut t, p);
+}
+
+/// The process figures, under Prometheus' standard names (no `floodwatch_` prefix).
+fn process(t: &mut Text, p: &ProcStat) {
+    let mut one = |name: &str, kind: &str, help: &str, value: &dyn Display| {
+        t.line(format_args!("# HELP {name} {help}"));
+        t.line(format_args!("# TYPE {name} {kind}"));
+        t.line(format_args!("{name} {value}"));
+    };
+    if let Some(s) = p.cpu_seconds {
+        one(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, seconds.",
+            &s,
+        );
+    }
+    if let Some(b) = p.resident_bytes {
+        one(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory, bytes.",
+            &b,
+        );
+    }
+    if let Some(n) = p.open_fds {
+        one("process_open_fds", "gauge", "Open file descriptors.", &n);
+    }
+    one(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, seconds.",
+        &p.start_time,
+    );
 }
 
 /// Appends the active bans, soonest end first, as a JSON array of the ban events that started
@@ -361,8 +411,14 @@ mod tests {
     use crate::vhost::Vhosts;
 
     fn text(v: &View, latency: &Recorder) -> String {
+        let process = ProcStat {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(10 << 20),
+            open_fds: None,
+            start_time: 1_800_000_000.25,
+        };
         let mut out = Vec::new();
-        render_metrics(v, latency, &mut out);
+        render_metrics(v, latency, &process, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -421,6 +477,9 @@ mod tests {
             },
         };
         let want = "\
+# HELP floodwatch_build_info The running floodwatch's version, as a label.
+# TYPE floodwatch_build_info gauge
+floodwatch_build_info{version=\"0.1.0\"} 1
 # HELP floodwatch_lines_read_total Log lines read.
 # TYPE floodwatch_lines_read_total counter
 floodwatch_lines_read_total 1000
@@ -467,13 +526,17 @@ floodwatch_keys_evicted_total 5
 # HELP floodwatch_keys_refused_total New (key, rule) entries refused because [engine] max_keys was reached.
 # TYPE floodwatch_keys_refused_total counter
 floodwatch_keys_refused_total 6
-# HELP floodwatch_offenses_total Requests over a rule's rate and burst, reported to the ban table (allowlisted and already banned keys included).
+# HELP floodwatch_requests_over_rate_total Requests over a rule's rate and burst (nginx would have rejected them), all rules.
+# TYPE floodwatch_requests_over_rate_total counter
+floodwatch_requests_over_rate_total 0
+# HELP floodwatch_offenses_total Offenses reported to the ban table: a key's first request over a rule's rate and burst, and the first again once a ban's length has passed (allowlisted and already banned keys included).
 # TYPE floodwatch_offenses_total counter
 floodwatch_offenses_total{rule=\"flood\"} 2
 floodwatch_offenses_total{rule=\"scan\"} 1
 # HELP floodwatch_bans_total Bans decided since start (bans restored from the state folder not included).
 # TYPE floodwatch_bans_total counter
-floodwatch_bans_total 2
+floodwatch_bans_total{rule=\"flood\"} 1
+floodwatch_bans_total{rule=\"scan\"} 1
 # HELP floodwatch_unbans_total Bans ended since start.
 # TYPE floodwatch_unbans_total counter
 floodwatch_unbans_total 1
@@ -512,6 +575,15 @@ floodwatch_ban_latency_seconds_bucket{le=\"10\"} 6
 floodwatch_ban_latency_seconds_bucket{le=\"+Inf\"} 7
 floodwatch_ban_latency_seconds_sum 7204.727
 floodwatch_ban_latency_seconds_count 7
+# HELP process_cpu_seconds_total User and system CPU time spent, seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 1.5
+# HELP process_resident_memory_bytes Resident memory, bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 10485760
+# HELP process_start_time_seconds Start time of the process since the Unix epoch, seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1800000000.25
 ";
         assert_eq!(text(&v, &latency), want);
     }
@@ -537,7 +609,9 @@ floodwatch_ban_latency_seconds_count 7
         // Every line is a comment or a sample: no raw newline escaped into a label.
         for line in t.lines() {
             assert!(
-                line.starts_with("# ") || line.starts_with("floodwatch_"),
+                line.starts_with("# ")
+                    || line.starts_with("floodwatch_")
+                    || line.starts_with("process_"),
                 "{line}"
             );
         }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod inotify;
 pub mod marks;
 pub mod metrics;
+pub mod procstat;
 mod reload;
 mod run;
 pub mod signals;
