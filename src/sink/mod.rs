@@ -139,6 +139,7 @@ const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 const DEFAULT_GIVE_UP: Duration = Duration::from_secs(3600);
 const COMMON_KEYS: &[&str] = &[
     "type",
+    "name",
     "dry_run",
     "proxied",
     "queue_size",
@@ -181,14 +182,45 @@ impl SinkSpec {
     }
 }
 
-/// Checks every `[[sink]]` table of `config`.
+/// Checks every `[[sink]]` table of `config`; two sinks may not have one name.
 pub fn parse_sinks(config: &Config) -> Result<Vec<SinkSpec>, ConfigError> {
-    config
+    let specs: Vec<SinkSpec> = config
         .sinks
         .iter()
         .enumerate()
         .map(|(i, t)| parse_sink(i, t, &config.origin))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|o| o.name == s.name) {
+            let at = At {
+                origin: &config.origin,
+                index: i,
+            };
+            return Err(at.error("name", format!("{:?} names another sink too", s.name)));
+        }
+    }
+    Ok(specs)
+}
+
+/// A sink's `name`: what logs, metrics (`sink="..."`) and the state folder call it, stable
+/// when sinks are reordered. Default: `sink[i] type`.
+fn sink_name(at: &At, sink: &SinkTable) -> Result<String, ConfigError> {
+    match sink.table.get("name") {
+        None => Ok(format!("sink[{}] {}", at.index, sink.kind.name())),
+        Some(toml::Value::String(n))
+            if !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(n.clone())
+        }
+        Some(_) => Err(at.error_of(
+            ConfigErrorKind::WrongType,
+            "name",
+            "expected 1 to 64 letters, digits or - _ .",
+        )),
+    }
 }
 
 /// Where a sink table's error is: the file and `sink[i].key`.
@@ -284,7 +316,7 @@ fn parse_sink(index: usize, sink: &SinkTable, origin: &str) -> Result<SinkSpec, 
         }
     };
     Ok(SinkSpec {
-        name: format!("sink[{index}] {}", sink.kind.name()),
+        name: sink_name(&at, sink)?,
         common,
         kind,
         source: table.clone(),
@@ -367,6 +399,17 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_is_called_by_its_name_or_its_place() {
+        let specs = parse(
+            "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"events\"\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"-\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["events", "sink[1] jsonl"]);
+    }
+
+    #[test]
     fn errors_name_the_sink_key_and_file() {
         for (text, want) in [
             (
@@ -436,6 +479,15 @@ mod tests {
             (
                 "[[sink]]\ntype = \"exec\"\nban = []\n",
                 "test.toml: sink[0].ban: empty command",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"a b\"\n",
+                "test.toml: sink[0].name: expected 1 to 64",
+            ),
+            (
+                "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"x\"\n\
+                 [[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"x\"\n",
+                "test.toml: sink[1].name: \"x\" names another sink too",
             ),
             (
                 "[[sink]]\ntype = \"exec\"\nban = [\"x\", \"{adress}\"]\n",
