@@ -42,6 +42,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Validate a config file and print what was understood.
     CheckConfig(CheckConfigArgs),
+    /// Show how each line of a log parses and which rules count it (like fail2ban-regex).
+    Test(TestArgs),
     /// Write a synthetic attack scenario (vhost logs, its config and its truth) into a directory.
     Generate(GenerateArgs),
     /// Per-key peak rates, top talkers, and which keys other thresholds would have banned.
@@ -50,6 +52,19 @@ pub enum Command {
     Bench(BenchArgs),
     /// Follow live logs (new files, rotation, restarts) and print ban decisions as they happen.
     Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Config file (TOML): its format, proxies and rules. Without one, the default rule.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format, instead of the config's (as for replay).
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// The log to test (plain or gzip); `-` reads standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,7 @@ pub mod detector;
 pub mod engine;
 pub mod hit;
 pub mod lab;
+pub mod linetest;
 pub mod logging;
 pub mod output;
 pub mod parse;

@@ -65,6 +65,21 @@ fn run(cli: Cli) -> Result<(), AppError> {
             log::info!("{report}");
             Ok(())
         }
+        Command::Test(a) => {
+            let mut config = match a.config.as_deref() {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            config.apply(&Overrides {
+                format: a.format,
+                ..Overrides::default()
+            })?;
+            let mut stdout = std::io::stdout().lock();
+            let tested = floodwatch::linetest::run(&config, &a.source, &mut stdout)?;
+            let names: Vec<String> = config.rules.iter().map(|r| r.name.clone()).collect();
+            eprint!("{}", floodwatch::linetest::summary(&tested, &names));
+            Ok(())
+        }
         Command::CheckConfig(a) => {
             let config = match a.config.as_deref() {
                 Some(p) => Config::load(p)?,

@@ -413,3 +413,72 @@ fn unusable_logs_are_reported_with_a_sample_and_the_likely_cause() {
     let out = floodwatch(&["replay", &demo_glob()]);
     assert!(!util::stderr(&out).contains("could not be used"));
 }
+
+/// `floodwatch test`, fail2ban-regex for floodwatch: each line's fields and rules, or why it
+/// could not be used, then a summary; from a file or from standard input.
+#[test]
+fn test_shows_each_lines_fields_and_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("floodwatch.toml");
+    std::fs::write(
+        &config,
+        "[[rule]]\nname = \"logins\"\npath_prefix = [\"/login\"]\n\n[[rule]]\nname = \"all\"\n",
+    )
+    .unwrap();
+    let lines = "203.0.113.7 - - [25/Nov/2026:11:00:05 +0100] \"POST /login HTTP/1.1\" 200 5 \"-\" \"x\"\n\
+                 www.example.org - - [25/Nov/2026:11:00:06 +0100] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n\
+                 \x16\x03\x01 garbage\n\
+                 2001:db8::7 - - [25/Nov/2026:11:00:07 +0100] \"GET /about HTTP/1.1\" 404 5 \"-\" \"x\"\n";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["test", "--config", config.to_str().unwrap(), "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got,
+        [
+            "1 ok client=203.0.113.7 time=2026-11-25T10:00:05.000Z method=\"POST\" path=\"/login\" status=200 rules=logins,all",
+            "2 client not an address: client=\"www.example.org\"",
+            "3 malformed (not the format's shape): \"\\x16\\x03\\x01 garbage\"",
+            "4 ok client=2001:db8::7 time=2026-11-25T10:00:07.000Z method=\"GET\" path=\"/about\" status=404 rules=all",
+        ]
+    );
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("floodwatch test: 4 lines: 2 counted by some rule"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule logins: 1 lines") && err.contains("rule all: 2 lines"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("warning"),
+        "4 lines are too few to judge: {err}"
+    );
+
+    // A file, with its vhost from Plesk's layout.
+    let out = floodwatch(&[
+        "test",
+        &testdata("replay/vhosts/example.com/logs/access_log"),
+    ]);
+    assert!(out.status.success());
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first.contains("vhost=\"example.com\""), "{first}");
+}

@@ -99,7 +99,8 @@ pub fn warning(stats: &IngestStats, samples: &Samples) -> Option<String> {
     Some(text)
 }
 
-fn kind_name(kind: Malformed) -> &'static str {
+/// What a [`Malformed`] kind means, in a few words.
+pub fn kind_name(kind: Malformed) -> &'static str {
     match kind {
         Malformed::Empty => "empty",
         Malformed::TooLong => "too long",
@@ -153,7 +154,7 @@ fn client_hint(client: &[u8]) -> String {
 
 /// A sample as text a terminal or the journal can show: printable ASCII as is, the rest as
 /// `\xNN`, in quotes.
-fn shown(bytes: &[u8]) -> String {
+pub fn shown(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() + 2);
     s.push('"');
     for &b in bytes {

@@ -1,0 +1,203 @@
+//! `floodwatch test`: how each line of a log parses and which rules count it — fail2ban-regex
+//! for floodwatch. One line of output per line read (on stdout): its number, then either the
+//! fields the rules see (client, time, vhost, method, path, status) and the rules that count it,
+//! or why it could not be used; then a summary (on stderr) with the rules' counts and, when
+//! many lines could not be used, the warning replay would give.
+//!
+//! Nothing is decided: no bucket, no ban. The config's format, proxies and rules are compiled
+//! exactly as replay and watch compile them.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::addr::Addr;
+use crate::app::{compile, AppError};
+use crate::config::Config;
+use crate::engine::rule::CompiledRules;
+use crate::parse::{Format, Record, TimeCache};
+use crate::proxy::{Client, ClientIp};
+use crate::source::ingest::IngestStats;
+use crate::source::paths::vhost_from_path;
+use crate::source::reader::{Chunks, CHUNK};
+use crate::source::unusable::{self, shown, Samples};
+
+/// What the lines of one run came to.
+#[derive(Debug, Default)]
+pub struct Tested {
+    pub stats: IngestStats,
+    /// Lines counted per rule, in config order.
+    pub by_rule: Vec<u64>,
+    pub samples: Samples,
+}
+
+/// Tests the lines of `source` (`-`: standard input) against `config`, writing one line per
+/// log line to `out`.
+pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested, AppError> {
+    let compiled = compile(config, &[source.to_string()])?;
+    let client_ip = compiled.proxies.client_ip();
+    let mut chunks = match source {
+        "-" => Chunks::from_reader(Box::new(io::stdin()) as Box<dyn Read + Send>, CHUNK),
+        path => Chunks::open(Path::new(path), CHUNK, Arc::new(AtomicU64::new(0)))
+            .map_err(|e| AppError::Runtime(format!("{path}: {e}")))?,
+    };
+    let file_vhost = match source {
+        "-" => None,
+        path => vhost_from_path(Path::new(path)),
+    };
+    let mut t = Tester {
+        format: &compiled.format,
+        rules: &compiled.rules,
+        client_ip: client_ip.as_deref(),
+        file_vhost: file_vhost.as_deref().unwrap_or(""),
+        times: TimeCache::default(),
+        tested: Tested {
+            by_rule: vec![0; compiled.rules.len()],
+            ..Tested::default()
+        },
+        text: String::with_capacity(256),
+    };
+    let write = |e: io::Error| AppError::writing("to stdout", e);
+    loop {
+        let chunk = match chunks.next_chunk() {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(AppError::Runtime(format!("{source}: {e}"))),
+        };
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
+            let line = &chunk[start..end];
+            start = end + 1;
+            if line.is_empty() && end == chunk.len() {
+                break; // Nothing after the chunk's last newline.
+            }
+            t.line(line);
+            out.write_all(t.text.as_bytes()).map_err(write)?;
+        }
+    }
+    out.flush().map_err(write)?;
+    t.tested.stats.malformed.too_long += chunks.oversized();
+    Ok(t.tested)
+}
+
+/// The summary for stderr: counts, the rules' counts, and the unusable-lines warning if any.
+pub fn summary(t: &Tested, rules: &[String]) -> String {
+    let s = &t.stats;
+    let m = &s.malformed;
+    let mut text = format!(
+        "floodwatch test: {} lines: {} counted by some rule, {} by none, {} malformed (shape {}, \
+         time {}, status {}, number {}, empty {}, too long {}), client not an address {}\n",
+        s.lines,
+        s.hits,
+        s.unmatched,
+        m.total(),
+        m.shape,
+        m.time,
+        m.status,
+        m.number + m.other,
+        m.empty,
+        m.too_long,
+        s.no_client,
+    );
+    for (name, n) in rules.iter().zip(&t.by_rule) {
+        text.push_str(&format!("  rule {name}: {n} lines\n"));
+    }
+    if let Some(w) = unusable::warning(s, &t.samples) {
+        text.push_str(&format!("  warning: {w}\n"));
+    }
+    text
+}
+
+struct Tester<'a> {
+    format: &'a Format,
+    rules: &'a CompiledRules,
+    client_ip: Option<&'a ClientIp>,
+    /// The vhost named by the file's path (Plesk's layout), when the format logs none.
+    file_vhost: &'a str,
+    times: TimeCache,
+    tested: Tested,
+    /// The output line of the last line tested.
+    text: String,
+}
+
+impl Tester<'_> {
+    fn line(&mut self, line: &[u8]) {
+        use std::fmt::Write as _;
+        let t = &mut self.tested;
+        t.stats.lines += 1;
+        self.text.clear();
+        let _ = write!(self.text, "{} ", t.stats.lines);
+        let rec = match self.format.parse(line, &mut self.times) {
+            Ok(rec) => rec,
+            Err(kind) => {
+                t.stats.malformed.count(kind);
+                t.samples.malformed(kind, line);
+                let _ = writeln!(
+                    self.text,
+                    "malformed ({}): {}",
+                    unusable::kind_name(kind),
+                    shown(line)
+                );
+                return;
+            }
+        };
+        let Some(addr) = Addr::parse(rec.client) else {
+            t.stats.no_client += 1;
+            t.samples.no_client(line, rec.client);
+            let _ = writeln!(
+                self.text,
+                "client not an address: client={}",
+                shown(rec.client)
+            );
+            return;
+        };
+        let client = match self.client_ip.map(|c| c.resolve(addr, rec.real_client)) {
+            None | Some(Client::Direct) => format!("client={addr}"),
+            Some(Client::Proxied(real)) => format!("client={real} via={addr}"),
+            Some(Client::Unusable) => {
+                format!("client={addr} (a trusted proxy; its client field is unusable)")
+            }
+        };
+        let vhost = match rec.vhost.is_empty() {
+            true => self.file_vhost.as_bytes(),
+            false => rec.vhost,
+        };
+        let mask = self.rules.vhost_mask(vhost) & self.rules.request_mask(&rec);
+        let _ = write!(self.text, "ok {client} time={}", time(&rec));
+        if !vhost.is_empty() {
+            let _ = write!(self.text, " vhost={}", shown(vhost));
+        }
+        let _ = write!(
+            self.text,
+            " method={} path={} status={} rules=",
+            shown(rec.method),
+            shown(rec.target),
+            rec.status
+        );
+        if mask == 0 {
+            t.stats.unmatched += 1;
+            self.text.push_str("(none)\n");
+            return;
+        }
+        t.stats.hits += 1;
+        let mut first = true;
+        for (i, spec) in self.rules.specs().iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                t.by_rule[i] += 1;
+                if !first {
+                    self.text.push(',');
+                }
+                self.text.push_str(&spec.name);
+                first = false;
+            }
+        }
+        self.text.push('\n');
+    }
+}
+
+fn time(rec: &Record) -> String {
+    let ms = u64::try_from(rec.time_ms).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
