@@ -15,6 +15,7 @@ use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule::CompiledRules;
 use crate::output::Output;
 use crate::parse::Format;
+use crate::preflight::{self, Finding};
 use crate::proxy::{self, Proxies, ProxyError};
 use crate::sink::{self, SinkSpec};
 use crate::source::ingest::IngestStats;
@@ -262,13 +263,14 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
 }
 
 /// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
-/// the proxy ranges load and the format logs the proxy's client field.
-pub fn check_config(config: &Config) -> Result<(), AppError> {
+/// the proxy ranges load and the format logs the proxy's client field; then what watch would
+/// meet at start or at its first ban (see `preflight`), returned as findings.
+pub fn check_config(config: &Config) -> Result<Vec<Finding>, AppError> {
     let mut format = compile_format(config)?;
     proxy::setup(config, &mut format)?;
     compile_rules(config)?;
-    sink::parse_sinks(config)?;
-    Ok(())
+    let sinks = sink::parse_sinks(config)?;
+    Ok(preflight::check(config, &sinks, &format))
 }
 
 /// What `replay` and `watch` both build from a validated config before they start.

@@ -123,6 +123,9 @@ pub struct CheckConfigArgs {
     /// Config file (TOML); without one, the built-in defaults are shown.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// One JSON object (what was found, and whether watch could start) instead of the text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

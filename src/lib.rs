@@ -74,6 +74,7 @@ pub mod linetest;
 pub mod logging;
 pub mod output;
 pub mod parse;
+pub mod preflight;
 pub mod proxy;
 pub mod sink;
 pub mod source;

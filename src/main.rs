@@ -8,6 +8,7 @@ use clap::Parser;
 use floodwatch::app::{self, AppError};
 use floodwatch::cli::{Cli, Command};
 use floodwatch::config::{Config, Overrides};
+use floodwatch::preflight::Severity;
 use floodwatch::summary;
 
 fn main() -> ExitCode {
@@ -85,11 +86,35 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            app::check_config(&config)?;
-            let text = config.describe() + &app::describe_proxies(&config)?;
+            let findings = app::check_config(&config)?;
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes()).map_err(write_error)?;
-            Ok(())
+            if a.json {
+                let json = serde_json::json!({"ok": errors == 0, "findings": findings});
+                writeln!(stdout, "{json}").map_err(write_error)?;
+            } else {
+                let text = config.describe() + &app::describe_proxies(&config)?;
+                stdout.write_all(text.as_bytes()).map_err(write_error)?;
+                for f in &findings {
+                    match f.severity {
+                        Severity::Error => {
+                            log::error!("{}: {}: {}", config.origin, f.key, f.message)
+                        }
+                        Severity::Warning => {
+                            log::warn!("{}: {}: {}", config.origin, f.key, f.message)
+                        }
+                    }
+                }
+            }
+            match errors {
+                0 => Ok(()),
+                n => Err(AppError::Usage(format!(
+                    "{n} problem(s) that would stop watch or fail every ban of a sink"
+                ))),
+            }
         }
     }
 }

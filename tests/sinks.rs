@@ -963,3 +963,85 @@ fn replay_dry_run_and_no_sinks_leave_the_sinks_alone() {
     let both = floodwatch(&["replay", "--dry-run", "--no-sinks", &glob]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }
+
+/// `check-config` as a preflight: what would stop watch at start or fail every ban of a sink
+/// is an error (exit 2) naming the key; what may be fine is a warning.
+#[test]
+fn check_config_finds_what_watch_would_meet() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a-file"), "").unwrap();
+    let token = d.join("cf-token");
+    std::fs::write(&token, "secret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let logs = d.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let json_lines: String = (0..30)
+        .map(|i| format!("{{\"ip\":\"192.0.2.{i}\"}}\n"))
+        .collect();
+    std::fs::write(logs.join("access_log"), json_lines).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = write_config(
+        d,
+        &format!(
+            "[input]\npaths = [{:?}, {:?}]\n\n[state]\ndir = {:?}\n\n[metrics]\nlisten = \"{}\"\n\n\
+             [[sink]]\ntype = \"exec\"\nban = [\"floodwatch-no-such-nft\", \"{{ip}}\"]\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\n\n\
+             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n",
+            logs.join("access_log").display().to_string(),
+            d.join("vhosts/*/logs/access_log").display().to_string(),
+            d.join("a-file/state").display().to_string(),
+            busy.local_addr().unwrap(),
+            d.join("missing-folder/deny.conf").display().to_string(),
+            token.display().to_string(),
+        ),
+    );
+    let out = floodwatch(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for want in [
+        "error: ",
+        "state.dir: ",
+        "sink[0].ban: floodwatch-no-such-nft: not found on PATH",
+        "sink[1].path: ",
+        "sink[2].api_token_file: ",
+        "readable by others",
+        "warning: ",
+        "metrics.listen: ",
+        "vhosts/*/logs/access_log: no file there yet",
+        "input.format: ",
+        "looks like a JSON log",
+        "4 problem(s) that would stop watch or fail every ban of a sink",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+
+    let out = floodwatch(&[
+        "check-config",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let keys: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "state.dir",
+            "sink[0].ban",
+            "sink[1].path",
+            "sink[2].api_token_file"
+        ]
+    );
+    drop(busy);
+}

@@ -164,6 +164,11 @@ impl CloudflareConfig {
     }
 }
 
+/// Whether the token can be read as the sink will read it (for `check-config`).
+pub fn check_token(t: &Token) -> Result<(), String> {
+    read_token(t).map(|_| ()).map_err(|e| e.message)
+}
+
 /// Reads the token; a file others can read is refused (the token can block or unblock a site).
 fn read_token(t: &Token) -> Result<String, SinkError> {
     let token = match t {

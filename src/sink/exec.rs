@@ -104,6 +104,11 @@ pub struct Template {
 }
 
 impl Template {
+    /// The program run (the argv's first word).
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
     /// `{name}` with a known name is a placeholder; any other brace is literal (nft's `{ }`).
     /// An unknown `{name}` is refused rather than passed on, since it is surely a typo.
     pub fn compile(argv: &[String]) -> Result<Template, String> {
