@@ -21,7 +21,7 @@ use crate::parse::{Format, Record, TimeCache};
 use crate::proxy::{Client, ClientIp};
 use crate::source::ingest::IngestStats;
 use crate::source::paths::vhost_from_path;
-use crate::source::reader::{Chunks, CHUNK};
+use crate::source::reader::{lines, Chunks, CHUNK};
 use crate::source::unusable::{self, shown, Samples};
 
 /// What the lines of one run came to.
@@ -66,13 +66,7 @@ pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested,
             Ok(None) => break,
             Err(e) => return Err(AppError::Runtime(format!("{source}: {e}"))),
         };
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
-            let line = &chunk[start..end];
-            start = end + 1;
-            if line.is_empty() && end == chunk.len() {
-                break; // Nothing after the chunk's last newline.
-            }
+        for line in lines(chunk) {
             t.line(line);
             out.write_all(t.text.as_bytes()).map_err(write)?;
         }

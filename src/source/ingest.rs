@@ -12,6 +12,7 @@ use crate::engine::rule::CompiledRules;
 use crate::hit::{Hit, RuleMask, VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::parse::{Format, Malformed, TimeCache};
 use crate::proxy::{Client, ClientIp};
+use crate::source::reader::lines;
 use crate::source::unusable::Samples;
 use crate::vhost::{VhostCache, Vhosts};
 
@@ -170,13 +171,7 @@ impl Ingest {
         self.stats.bytes += chunk.len() as u64;
         self.future_limit_ms = future_limit();
         let mut newest = i64::MIN;
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
-            let line = &chunk[start..end];
-            start = end + 1;
-            if line.is_empty() && end == chunk.len() {
-                break; // Nothing after the chunk's last newline.
-            }
+        for line in lines(chunk) {
             if let Some(hit) = self.line(line, file_vhost) {
                 newest = newest.max(hit.time_ms);
                 router.push(hit);

@@ -31,6 +31,19 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// The lines of a chunk of whole lines, without their `\n`; nothing after the last newline
+/// counts as a line (a chunk's last line may lack its newline, then it is the last item).
+pub fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', chunk)
+        .chain(std::iter::once(chunk.len()))
+        .map_while(move |end| {
+            let line = &chunk[start..end];
+            start = end + 1;
+            (!line.is_empty() || end != chunk.len()).then_some(line)
+        })
+}
+
 /// Whole-line chunks of one file.
 pub struct Chunks {
     reader: Box<dyn Read + Send>,
@@ -252,5 +265,14 @@ mod tests {
             all_lines(Chunks::open(&one, CHUNK, Arc::default()).unwrap()),
             [b"x".to_vec()]
         );
+    }
+
+    #[test]
+    fn lines_of_a_chunk_leave_out_only_what_follows_the_last_newline() {
+        let got: Vec<&[u8]> = lines(b"a\n\nb\n").collect();
+        assert_eq!(got, [&b"a"[..], b"", b"b"]);
+        let got: Vec<&[u8]> = lines(b"a\nlast").collect();
+        assert_eq!(got, [&b"a"[..], b"last"]);
+        assert_eq!(lines(b"").count(), 0);
     }
 }
