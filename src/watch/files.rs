@@ -77,6 +77,15 @@ pub(super) struct Files {
     read_since_flush: bool,
 }
 
+/// How far reading is behind the files; see [`Files::read_lag`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadLag {
+    pub total_bytes: u64,
+    pub worst_bytes: u64,
+    /// The oldest newest-line among files with unread bytes, milliseconds before now.
+    pub worst_ms: u64,
+}
+
 /// How to start [`Files`].
 pub(super) struct Reading {
     pub patterns: Patterns,
@@ -121,6 +130,31 @@ impl Files {
     /// Files open now: what is really being read.
     pub(super) fn open_files(&self) -> usize {
         self.tailers.iter().filter(|w| w.tailer.is_open()).count()
+    }
+
+    /// How far reading is behind the files (for `/metrics`): unread bytes per open file (its
+    /// size now less what was read of it, when the path still names the file being read), and
+    /// how old the newest line read of a file with unread bytes is.
+    pub(super) fn read_lag(&self, now_ms: i64) -> ReadLag {
+        let mut lag = ReadLag::default();
+        for w in self.tailers.iter().filter(|w| w.tailer.is_open()) {
+            let cp = w.tailer.checkpoint();
+            let Ok(meta) = std::fs::metadata(&cp.path) else {
+                continue;
+            };
+            use std::os::unix::fs::MetadataExt;
+            if (meta.dev(), meta.ino()) != (cp.dev, cp.inode) {
+                continue;
+            }
+            let behind = meta.len().saturating_sub(cp.offset);
+            lag.total_bytes += behind;
+            lag.worst_bytes = lag.worst_bytes.max(behind);
+            if behind > 0 && w.mark.newest_ms > i64::MIN {
+                let age = u64::try_from(now_ms.saturating_sub(w.mark.newest_ms)).unwrap_or(0);
+                lag.worst_ms = lag.worst_ms.max(age);
+            }
+        }
+        lag
     }
 
     /// Says which arguments name no file now (followed once one appears).

@@ -11,6 +11,7 @@ use std::io::Write;
 
 use hdrhistogram::Histogram;
 
+use super::files::ReadLag;
 use super::procstat::ProcStat;
 use crate::decide::ban_table::BanTable;
 use crate::decide::event::write_ban_json;
@@ -96,6 +97,7 @@ pub struct View<'a> {
     pub sinks: Vec<(String, SinkCounters)>,
     pub files: usize,
     pub reloads: Reloads,
+    pub lag: ReadLag,
 }
 
 /// Appends the Prometheus text of `v`, `latency` and the process figures `p` to `out`.
@@ -154,6 +156,27 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         "Requests handed to the rate engine (lines some rule counts).",
     );
     t.value("hits_total", &[], i.hits);
+    t.family(
+        "read_lag_bytes",
+        "gauge",
+        "Bytes written to the followed files and not read yet: the most behind one.",
+    );
+    t.value("read_lag_bytes", &[], v.lag.worst_bytes);
+    t.family(
+        "read_lag_bytes_total",
+        "gauge",
+        "Bytes written to the followed files and not read yet, all files.",
+    );
+    t.value("read_lag_bytes_total", &[], v.lag.total_bytes);
+    t.family(
+        "read_lag_seconds",
+        "gauge",
+        "Age of the newest line read of the file most behind, among files with unread bytes.",
+    );
+    t.line(format_args!(
+        "floodwatch_read_lag_seconds {}",
+        Seconds(v.lag.worst_ms)
+    ));
     t.family("files_watched", "gauge", "Log files followed.");
     t.value("files_watched", &[], v.files as u64);
     t.family(
@@ -475,6 +498,11 @@ mod tests {
                 refused: 1,
                 last_refused: true,
             },
+            lag: ReadLag {
+                total_bytes: 300,
+                worst_bytes: 200,
+                worst_ms: 1500,
+            },
         };
         let want = "\
 # HELP floodwatch_build_info The running floodwatch's version, as a label.
@@ -507,6 +535,15 @@ floodwatch_lines_stale_total 0
 # HELP floodwatch_hits_total Requests handed to the rate engine (lines some rule counts).
 # TYPE floodwatch_hits_total counter
 floodwatch_hits_total 990
+# HELP floodwatch_read_lag_bytes Bytes written to the followed files and not read yet: the most behind one.
+# TYPE floodwatch_read_lag_bytes gauge
+floodwatch_read_lag_bytes 200
+# HELP floodwatch_read_lag_bytes_total Bytes written to the followed files and not read yet, all files.
+# TYPE floodwatch_read_lag_bytes_total gauge
+floodwatch_read_lag_bytes_total 300
+# HELP floodwatch_read_lag_seconds Age of the newest line read of the file most behind, among files with unread bytes.
+# TYPE floodwatch_read_lag_seconds gauge
+floodwatch_read_lag_seconds 1.5
 # HELP floodwatch_files_watched Log files followed.
 # TYPE floodwatch_files_watched gauge
 floodwatch_files_watched 12
@@ -599,6 +636,7 @@ process_start_time_seconds 1800000000.25
             sinks: vec![("x\ny".into(), SinkCounters::default())],
             files: 0,
             reloads: Reloads::default(),
+            lag: ReadLag::default(),
         };
         let t = text(&v, &Recorder::new());
         assert!(
@@ -630,6 +668,7 @@ process_start_time_seconds 1800000000.25
             sinks: vec![],
             files: 0,
             reloads: Reloads::default(),
+            lag: ReadLag::default(),
         };
         let t = text(&v, &r);
         let counts: Vec<u64> = t

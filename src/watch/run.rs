@@ -442,6 +442,7 @@ impl<'o> WatchLoop<'o> {
             sinks: output.sink_counters(),
             files: files.open_files(),
             reloads: *reloads,
+            lag: files.read_lag(wall_ms()),
         })
     }
 
