@@ -41,18 +41,8 @@ pub struct DecideStats {
     pub suppressed: u64,
 }
 
-/// Runs the decide loop until every shard has finished (or every sender is gone), emitting
-/// events in time order, and returns the counters (see [`Decider::run`]).
-pub fn run(
-    rx: Receiver<ShardOut>,
-    shards: usize,
-    table: &mut BanTable,
-    emit: &mut dyn FnMut(&Event),
-) -> DecideStats {
-    Decider::new(shards).run(&rx, table, emit)
-}
-
-/// The merge state, message by message (the watch mode drives it from its own loop).
+/// The merge state: message by message ([`Decider::handle`], watch's loop) or until every
+/// shard has finished ([`Decider::run`], replay and bench).
 pub struct Decider {
     /// Latest tick per shard: processed and settled times.
     ticks: Vec<i64>,
@@ -388,8 +378,9 @@ mod tests {
             stats: ShardStats::default(),
         });
         feed(off(0, "192.0.2.1", 100));
-        feed(tick(0, 1_100)); // the ban (until 160 s) ends
-                              // Inside that ban, which has ended since: suppressed as it was then.
+        // The ban (until 160 s) ends.
+        feed(tick(0, 1_100));
+        // Inside that ban, which has ended since: suppressed as it was then.
         feed(off(0, "192.0.2.1", 130));
         // After it: the second offense, twice as long.
         feed(off(0, "192.0.2.1", 200));
@@ -471,7 +462,7 @@ mod tests {
         }
         let mut t = table(&[rule("default", 60, 2.0, 3600, 86_400)]);
         let mut events = vec![];
-        let stats = run(rx, 3, &mut t, &mut |e| events.push(short(e)));
+        let stats = Decider::new(3).run(&rx, &mut t, &mut |e| events.push(short(e)));
         assert_eq!(
             events,
             [
@@ -540,7 +531,7 @@ mod tests {
         drop(tx);
         let mut t = table(&[rule("default", 60, 2.0, 3600, 86_400)]);
         let mut events = vec![];
-        let stats = run(rx, 2, &mut t, &mut |e| events.push(short(e)));
+        let stats = Decider::new(2).run(&rx, &mut t, &mut |e| events.push(short(e)));
         assert_eq!(events, ["ban 192.0.2.1@10#1/60s"]);
         assert_eq!(stats.bans, 1);
     }
@@ -630,7 +621,7 @@ mod tests {
 
             let mut t = table(&rules);
             let mut got = vec![];
-            let stats = run(rx, shards, &mut t, &mut |e| got.push(to_json_line(e)));
+            let stats = Decider::new(shards).run(&rx, &mut t, &mut |e| got.push(to_json_line(e)));
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.offenses, all.len() as u64);
         }
