@@ -15,6 +15,7 @@ use super::http::{Page, Server};
 use super::metrics::{render_bans, render_metrics, Recorder, View};
 use super::procstat::ProcStat;
 use crate::app::AppError;
+use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
 
 pub(crate) struct Endpoint {
@@ -59,11 +60,13 @@ impl Endpoint {
     }
 
     /// Handles an event on one of the endpoint's tokens; `view` lends the loop's counters when
-    /// a page is to be rendered.
+    /// `/metrics` is to be rendered (it reads every file's size: not for `/bans`, which only
+    /// needs the ban `table`).
     pub(crate) fn ready<'a>(
         &mut self,
         registry: &Registry,
         token: Token,
+        table: &BanTable,
         view: &dyn Fn() -> View<'a>,
     ) {
         let Endpoint {
@@ -74,7 +77,7 @@ impl Endpoint {
         if let Some(s) = server {
             s.ready(registry, token, &mut |page, out| match page {
                 Page::Metrics => render_metrics(&view(), latency, &ProcStat::read(*started), out),
-                Page::Bans => render_bans(view().table, out),
+                Page::Bans => render_bans(table, out),
                 // Answered by the loop itself: it is turning.
                 Page::Health => out.extend_from_slice(b"ok\n"),
             });

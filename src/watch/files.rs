@@ -241,6 +241,11 @@ impl Files {
         reset
     }
 
+    /// Takes a reload's `[input] lateness` (how far behind a file's newest line state is kept).
+    pub(super) fn set_lateness(&mut self, lateness_ms: i64) {
+        self.lateness_ms = lateness_ms;
+    }
+
     pub(super) fn set_patterns(&mut self, patterns: Patterns) {
         self.patterns = patterns;
     }

@@ -163,6 +163,8 @@ impl Live<'_, '_> {
         if let Some(p) = patterns {
             self.files.set_patterns(p);
         }
+        self.files
+            .set_lateness(i64::try_from(new.input.lateness_ms).unwrap_or(i64::MAX));
         let changed = changes(self.config, &new, true);
         log::info!(
             "SIGHUP: config reloaded ({})",

@@ -435,14 +435,16 @@ impl<'o> WatchLoop<'o> {
             poll,
             ..
         } = self;
-        endpoint.ready(poll.registry(), token, &|| super::metrics::View {
-            ingest: files.ingest_stats(),
-            shards: detector.live_stats(),
-            table: detector.table(),
-            sinks: output.sink_counters(),
-            files: files.open_files(),
-            reloads: *reloads,
-            lag: files.read_lag(wall_ms()),
+        endpoint.ready(poll.registry(), token, detector.table(), &|| {
+            super::metrics::View {
+                ingest: files.ingest_stats(),
+                shards: detector.live_stats(),
+                table: detector.table(),
+                sinks: output.sink_counters(),
+                files: files.open_files(),
+                reloads: *reloads,
+                lag: files.read_lag(wall_ms()),
+            }
         })
     }
 
