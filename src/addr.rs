@@ -155,6 +155,11 @@ impl Cidr {
     pub fn contains(&self, a: Addr) -> bool {
         a.is_v4() == self.addr.is_v4() && a.masked(self.prefix) == self.addr
     }
+
+    /// Whether every address of `self` is in `outer`.
+    pub fn within(&self, outer: &Cidr) -> bool {
+        self.prefix >= outer.prefix && outer.contains(self.addr)
+    }
 }
 
 /// Error for a CIDR or address that does not parse; carries the offending text.

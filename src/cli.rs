@@ -52,6 +52,68 @@ pub enum Command {
     Bench(BenchArgs),
     /// Follow live logs (new files, rotation, restarts) and print ban decisions as they happen.
     Watch(WatchArgs),
+    /// List the active bans of the running watch.
+    Bans(BansArgs),
+    /// Ban an address or range by hand, through every sink, for a while.
+    Ban(BanArgs),
+    /// Lift the bans of an address or range now, everywhere (deny file, Cloudflare, firewall).
+    Unban(UnbanArgs),
+    /// How the running watch is doing: files, lines/s, read lag, bans per rule, sinks.
+    Status(StatusArgs),
+}
+
+/// Where the admin commands look for the config naming the running watch's control socket.
+pub const DEFAULT_CONFIG: &str = "/etc/floodwatch/floodwatch.toml";
+
+/// How the admin commands find the running watch.
+#[derive(Debug, Args)]
+pub struct ReachArgs {
+    /// The running watch's config: its control socket is `[state] socket`, else control.sock
+    /// in `[state] dir`.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// The bans as a JSON array (each the ban event that started it), as `/bans` serves them.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// The address or CIDR range to ban (`203.0.113.7`, `198.51.100.0/24`, `2001:db8::/64`).
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// How long ("10m", "1h", "7d").
+    #[arg(long = "for", value_name = "DUR")]
+    pub duration: String,
+    /// Ban under this configured rule (default: a rule of its own, `manual`).
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// The address or CIDR range whose bans to lift (a range lifts the bans of keys inside it).
+    #[arg(value_name = "KEY")]
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// The status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

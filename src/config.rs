@@ -171,6 +171,18 @@ pub enum Trusted {
 pub struct State {
     /// Checkpoints and active bans; `None` = nothing persists.
     pub dir: Option<PathBuf>,
+    /// `[state] socket`: where a running watch takes commands (`floodwatch bans`, `unban`...).
+    pub socket: Option<PathBuf>,
+}
+
+impl State {
+    /// The control socket's path: `[state] socket`, else `control.sock` in `[state] dir`;
+    /// none without either (such a watch takes no commands).
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        self.socket
+            .clone()
+            .or_else(|| self.dir.as_ref().map(|d| d.join("control.sock")))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -400,6 +412,14 @@ impl Config {
         match &self.state.dir {
             Some(d) => writeln!(s, "state: {}", d.display())?,
             None => writeln!(s, "state: none (bans and read offsets are not persisted)")?,
+        }
+        match self.state.socket_path() {
+            Some(p) => writeln!(
+                s,
+                "control: {} (floodwatch bans, ban, unban, status)",
+                p.display()
+            )?,
+            None => writeln!(s, "control: none (no [state] dir or socket)")?,
         }
         match &self.metrics.listen {
             Some(a) => writeln!(s, "metrics: http://{a}/metrics")?,
@@ -771,6 +791,7 @@ zone_id = "..."
             "proxy: trusted cloudflare, 192.0.2.0/24 (never banned)\n",
             "  real client from field http_cf_connecting_ip\n",
             "state: /var/lib/floodwatch\n",
+            "control: /var/lib/floodwatch/control.sock (floodwatch bans, ban, unban, status)\n",
             "metrics: http://127.0.0.1:9877/metrics\n",
             "sinks: nginx, cloudflare\n",
         ] {

@@ -65,6 +65,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod decide;
 pub mod detector;
 pub mod engine;

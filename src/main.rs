@@ -66,6 +66,10 @@ fn run(cli: Cli) -> Result<(), AppError> {
             log::info!("{report}");
             Ok(())
         }
+        Command::Bans(a) => floodwatch::control::cmd::bans(&a, &mut std::io::stdout()),
+        Command::Ban(a) => floodwatch::control::cmd::ban(&a, &mut std::io::stdout()),
+        Command::Unban(a) => floodwatch::control::cmd::unban(&a, &mut std::io::stdout()),
+        Command::Status(a) => floodwatch::control::cmd::status(&a, &mut std::io::stdout()),
         Command::Test(a) => {
             let mut config = match a.config.as_deref() {
                 Some(p) => Config::load(p)?,

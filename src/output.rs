@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
 use crate::sink::pending;
-use crate::sink::{SinkCounters, SinkReport, SinkSpec, Sinks};
+use crate::sink::{SinkCounters, SinkHealth, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 
@@ -96,6 +96,11 @@ impl<'a> Output<'a> {
     /// Each sink's counters so far (none when events go to a stream).
     pub fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
         self.sinks.as_ref().map_or_else(Vec::new, Sinks::counters)
+    }
+
+    /// Each sink's counts, what it holds and whether it is failing (none without sinks).
+    pub fn sink_health(&mut self) -> Vec<SinkHealth> {
+        self.sinks.as_mut().map_or_else(Vec::new, Sinks::health)
     }
 
     pub fn failed(&self) -> bool {

@@ -16,6 +16,7 @@ use super::{
     KNOWN_PROXIES,
 };
 use crate::addr::Cidr;
+use crate::decide::ban_table::MANUAL_RULE_NAME;
 use crate::engine::RuleSpec;
 use crate::hit::MAX_RULES;
 
@@ -135,6 +136,8 @@ struct RawProxy {
 struct RawState {
     /// Directory for checkpoints and active bans.
     dir: Option<Spanned<String>>,
+    /// The control socket of a running watch; default `control.sock` in `dir`.
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +173,9 @@ impl RawConfig {
         c.proxy = self.proxy.check(cx)?;
         if let Some(dir) = self.state.dir {
             c.state.dir = Some(non_empty(cx, &dir, "state.dir")?.into());
+        }
+        if let Some(socket) = self.state.socket {
+            c.state.socket = Some(non_empty(cx, &socket, "state.socket")?.into());
         }
         if let Some(listen) = self.metrics.listen {
             let addr = listen.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
@@ -316,6 +322,13 @@ fn check_rule(
                     n,
                     key("name"),
                     format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if name == MANUAL_RULE_NAME {
+                return Err(cx.invalid(
+                    n,
+                    key("name"),
+                    format!("{name:?} is reserved for the bans an admin makes (`floodwatch ban`)"),
                 ));
             }
             r.name = name.clone();
@@ -668,6 +681,9 @@ mod tests {
         assert!(err("[[rule]]\nname = \"a\"\n[[rule]]\nrate = \"1r/s\"\n")
             .contains("rule[1].name: missing: every rule needs a name when there are several"));
         assert!(err("[[rule]]\nname = \"a b\"\n").contains("rule[0].name: \"a b\": use 1 to 64"));
+        assert!(
+            err("[[rule]]\nname = \"manual\"\n").contains("rule[0].name: \"manual\" is reserved")
+        );
         // One unnamed rule is `default`.
         assert_eq!(
             parse("[[rule]]\nrate = \"5r/s\"\n").unwrap().rules[0].name,

@@ -20,7 +20,7 @@ use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::allowlist::Allowlist;
-use super::{Ban, Unban};
+use super::{Ban, Origin, Unban, UnbanReason};
 use crate::addr::Cidr;
 use crate::engine::{Key, Offense, RuleSpec};
 use crate::hit::{HIT_VIA_PROXY, NO_VHOST};
@@ -28,6 +28,24 @@ use crate::vhost::Vhosts;
 
 /// A (key, rule index) pair: the unit of banning.
 type Slot = (Key, u16);
+
+/// The rule index of manual bans given no rule (`floodwatch ban KEY --for DUR`): a rule of its
+/// own, so that such a ban neither suppresses nor is suppressed by what the rules detect.
+pub const MANUAL_RULE: u16 = u16::MAX;
+/// Its name in events and in the state folder (no configured rule may take it).
+pub const MANUAL_RULE_NAME: &str = "manual";
+
+/// A past ban, while it still counts (see [`BanTable::forget_before`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Past {
+    /// Its offense's log time.
+    time: i64,
+    /// When it ended or ends.
+    until: i64,
+    /// An admin lifted it: it still covers its term (the offense is forgiven, not forgotten)
+    /// but does not escalate later bans.
+    lifted: bool,
+}
 
 /// What the table needs of a rule, with its texts shared by every event.
 #[derive(Debug)]
@@ -79,7 +97,7 @@ pub struct BanTable {
     /// Past bans per slot as (offense time, end), while they still count: inside the rule's
     /// recidive window, or not yet ended (a late offense inside a ban that already ended by the
     /// clock is suppressed as it would have been in time).
-    history: AHashMap<Slot, Vec<(i64, i64)>>,
+    history: AHashMap<Slot, Vec<Past>>,
     /// One entry per remembered ban: (time it stops counting, slot).
     forget: BTreeSet<(i64, Slot)>,
     stats: TableStats,
@@ -87,6 +105,8 @@ pub struct BanTable {
     offenses_by_rule: Vec<u64>,
     /// Bans decided, per rule index.
     bans_by_rule: Vec<u64>,
+    /// Manual bans made (`floodwatch ban`), under any rule.
+    manual_bans: u64,
 }
 
 impl BanTable {
@@ -107,6 +127,7 @@ impl BanTable {
             stats: TableStats::default(),
             offenses_by_rule,
             bans_by_rule,
+            manual_bans: 0,
         }
     }
 
@@ -152,9 +173,108 @@ impl BanTable {
                     time_ms: now_ms,
                     key: slot.0,
                     rule: self.rule_name(slot.1),
+                    reason: UnbanReason::Allowlisted,
                 }
             })
             .collect()
+    }
+
+    /// An admin's ban of `net` for `length_ms` from `now_ms`, under `rule` (a configured rule's
+    /// name) or, without one, under [`MANUAL_RULE_NAME`]. It reaches every sink as any ban
+    /// does, ends on time, survives restarts, and does not count towards escalation (nothing
+    /// offended). Refused for a key the allowlist or a trusted proxy covers, and for a key
+    /// already banned under that rule (lift that ban first to change its length).
+    pub fn ban_manually(
+        &mut self,
+        net: Cidr,
+        rule: Option<&str>,
+        now_ms: i64,
+        length_ms: u64,
+    ) -> Result<Ban, ManualBanError> {
+        let rule_idx = match rule {
+            None => MANUAL_RULE,
+            Some(name) => self
+                .rules
+                .iter()
+                .position(|r| &*r.name == name)
+                .and_then(|i| u16::try_from(i).ok())
+                .ok_or_else(|| ManualBanError::UnknownRule(name.to_string()))?,
+        };
+        if self.allow.covers(&net) {
+            return Err(ManualBanError::Allowlisted(net));
+        }
+        let slot = (
+            Key {
+                net,
+                vhost: NO_VHOST,
+            },
+            rule_idx,
+        );
+        if let Some(b) = self.active.get(&slot) {
+            return Err(ManualBanError::AlreadyBanned(Box::new(b.clone())));
+        }
+        let until_ms = now_ms.saturating_add(i64::try_from(length_ms).unwrap_or(i64::MAX));
+        let ban = Ban {
+            time_ms: now_ms,
+            key: slot.0,
+            rule: self.rule_name(rule_idx),
+            vhost: None,
+            rate: Arc::from(""),
+            burst: 0,
+            requests: 0,
+            first_seen_ms: now_ms,
+            ban_ms: length_ms,
+            until_ms,
+            offense: 1,
+            via_proxy: false,
+            origin: Origin::Manual,
+        };
+        self.expiry.insert((until_ms, slot));
+        self.active.insert(slot, ban.clone());
+        self.stats.bans += 1;
+        self.manual_bans += 1;
+        Ok(ban)
+    }
+
+    /// An admin's unban: ends at `now_ms` every active ban whose key lies within `net` (the key
+    /// itself, or the keys inside a range), under every rule. Each lifted ban keeps covering
+    /// the rest of its term: an offense timed before its end (the flood that caused it, read
+    /// late or still going on) does not ban the key again, and it no longer escalates later
+    /// bans. Bans of wider ranges that contain `net` are not lifted (that would let in every
+    /// address of the range) but returned, for the admin to lift by their own key.
+    pub fn lift(&mut self, net: &Cidr, now_ms: i64) -> Lifted {
+        let mut slots: Vec<(i64, Slot)> = Vec::new();
+        let mut wider = Vec::new();
+        for (&slot, b) in &self.active {
+            if slot.0.net.within(net) {
+                slots.push((b.until_ms, slot));
+            } else if net.within(&slot.0.net) {
+                wider.push(b.clone());
+            }
+        }
+        slots.sort_unstable();
+        wider.sort_by_key(|b| (b.until_ms, b.key, b.rule.clone()));
+        let mut lifted = Vec::with_capacity(slots.len());
+        for (until, slot) in slots {
+            self.expiry.remove(&(until, slot));
+            let Some(ban) = self.active.remove(&slot) else {
+                continue;
+            };
+            if let Some(past) = self.history.get_mut(&slot) {
+                for p in past.iter_mut().filter(|p| p.time == ban.time_ms) {
+                    p.lifted = true;
+                }
+            }
+            self.stats.unbans += 1;
+            let unban = Unban {
+                time_ms: now_ms,
+                key: slot.0,
+                rule: self.rule_name(slot.1),
+                reason: UnbanReason::Manual,
+            };
+            lifted.push((ban, unban));
+        }
+        Lifted { lifted, wider }
     }
 
     /// Decides on one offense: a new ban, or `None` when the key is allowlisted or already
@@ -181,7 +301,7 @@ impl BanTable {
         let past = self.history.get(&slot).map_or(&[][..], |h| &h[..]);
         let covered = past
             .iter()
-            .any(|&(t, until)| t <= o.time_ms && o.time_ms < until);
+            .any(|p| p.time <= o.time_ms && o.time_ms < p.until);
         if covered || self.active.contains_key(&slot) {
             self.stats.suppressed += 1;
             return None;
@@ -190,7 +310,7 @@ impl BanTable {
         let earliest = o.time_ms.saturating_sub(window);
         let earlier = past
             .iter()
-            .filter(|&&(t, _)| t >= earliest && t <= o.time_ms)
+            .filter(|p| !p.lifted && p.time >= earliest && p.time <= o.time_ms)
             .count();
         let n = u32::try_from(earlier).unwrap_or(u32::MAX);
         let ban_ms = ban_length(rule, n);
@@ -210,8 +330,14 @@ impl BanTable {
             until_ms,
             offense: n.saturating_add(1),
             via_proxy: o.flags & HIT_VIA_PROXY != 0,
+            origin: Origin::Detected,
         };
-        self.remember(slot, o.time_ms, until_ms, window);
+        let past = Past {
+            time: o.time_ms,
+            until: until_ms,
+            lifted: false,
+        };
+        self.remember(slot, past, window);
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
         self.stats.bans += 1;
@@ -237,6 +363,7 @@ impl BanTable {
                     time_ms: until,
                     key: slot.0,
                     rule: self.rule_name(slot.1),
+                    reason: UnbanReason::Expired,
                 });
             }
         }
@@ -283,6 +410,11 @@ impl BanTable {
         &self.bans_by_rule
     }
 
+    /// Manual bans made since the table was built.
+    pub fn manual_bans(&self) -> u64 {
+        self.manual_bans
+    }
+
     /// Active bans per rule.
     pub fn active_by_rule(&self) -> Vec<u64> {
         let mut n = vec![0; self.rules.len()];
@@ -300,18 +432,18 @@ impl BanTable {
     }
 
     fn rule_name(&self, rule: u16) -> Arc<str> {
+        if rule == MANUAL_RULE {
+            return Arc::from(MANUAL_RULE_NAME);
+        }
         self.rules
             .get(usize::from(rule))
             .map_or_else(|| Arc::from("?"), |r| r.name.clone())
     }
 
-    fn remember(&mut self, slot: Slot, time_ms: i64, until_ms: i64, window: i64) {
-        self.history
-            .entry(slot)
-            .or_default()
-            .push((time_ms, until_ms));
+    fn remember(&mut self, slot: Slot, past: Past, window: i64) {
+        self.history.entry(slot).or_default().push(past);
         self.forget
-            .insert((counts_until(time_ms, until_ms, window), slot));
+            .insert((counts_until(past.time, past.until, window), slot));
     }
 
     /// Forgets past bans that no offense at or after `settled_ms` can meet: out of their
@@ -329,7 +461,7 @@ impl BanTable {
                 .get(usize::from(slot.1))
                 .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
             if let Some(past) = self.history.get_mut(&slot) {
-                past.retain(|&(t, until)| counts_until(t, until, window) >= settled_ms);
+                past.retain(|p| counts_until(p.time, p.until, window) >= settled_ms);
                 if past.is_empty() {
                     self.history.remove(&slot);
                 }
@@ -350,12 +482,18 @@ impl BanTable {
             .map(|(&(key, rule), past)| {
                 let mut past = past.clone();
                 past.sort_unstable();
+                let lifted: Vec<bool> = past.iter().map(|p| p.lifted).collect();
                 SavedHistory {
                     key: key.net.to_string(),
                     key_vhost: self.vhost_text(key.vhost),
                     rule: self.rule_name(rule).to_string(),
-                    times_ms: past.iter().map(|&(t, _)| t).collect(),
-                    untils_ms: past.iter().map(|&(_, until)| until).collect(),
+                    times_ms: past.iter().map(|p| p.time).collect(),
+                    untils_ms: past.iter().map(|p| p.until).collect(),
+                    lifted: if lifted.contains(&true) {
+                        lifted
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect();
@@ -378,20 +516,7 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             }
-            let ban = Ban {
-                time_ms: b.time_ms,
-                key: slot.0,
-                rule: rule.clone(),
-                vhost: b.vhost.as_deref().map(Arc::from),
-                rate: Arc::from(b.rate.as_str()),
-                burst: b.burst,
-                requests: b.requests,
-                first_seen_ms: b.first_seen_ms,
-                ban_ms: b.ban_ms,
-                until_ms: b.until_ms,
-                offense: b.offense,
-                via_proxy: b.via_proxy,
-            };
+            let ban = b.to_ban(slot.0, rule);
             self.expiry.insert((b.until_ms, slot));
             self.active.insert(slot, ban);
             st.bans += 1;
@@ -411,13 +536,22 @@ impl BanTable {
             let known: AHashSet<i64> = self
                 .history
                 .get(&slot)
-                .map(|past| past.iter().map(|&(t, _)| t).collect())
+                .map(|past| past.iter().map(|p| p.time).collect())
                 .unwrap_or_default();
-            for (i, &t) in h.times_ms.iter().enumerate() {
+            for (i, &time) in h.times_ms.iter().enumerate() {
                 let until =
-                    (h.untils_ms.get(i).copied()).unwrap_or_else(|| t.saturating_add(first_ban));
-                if !known.contains(&t) {
-                    self.remember(slot, t, until, window);
+                    (h.untils_ms.get(i).copied()).unwrap_or_else(|| time.saturating_add(first_ban));
+                let lifted = h.lifted.get(i).copied().unwrap_or(false);
+                if !known.contains(&time) {
+                    self.remember(
+                        slot,
+                        Past {
+                            time,
+                            until,
+                            lifted,
+                        },
+                        window,
+                    );
                 }
             }
             st.history += 1;
@@ -431,11 +565,35 @@ impl BanTable {
 
     fn slot_of(&self, key: &str, key_vhost: Option<&str>, rule: &str) -> Option<(Slot, Arc<str>)> {
         let net: Cidr = key.parse().ok()?;
-        let idx = self.rules.iter().position(|r| &*r.name == rule)?;
         let vhost = key_vhost.map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
+        let key = Key { net, vhost };
+        if rule == MANUAL_RULE_NAME {
+            return Some(((key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
+        }
+        let idx = self.rules.iter().position(|r| &*r.name == rule)?;
         let rule_idx = u16::try_from(idx).ok()?;
-        Some(((Key { net, vhost }, rule_idx), self.rules[idx].name.clone()))
+        Some(((key, rule_idx), self.rules[idx].name.clone()))
     }
+}
+
+/// Why [`BanTable::ban_manually`] refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ManualBanError {
+    #[error("no rule is named {0:?}")]
+    UnknownRule(String),
+    #[error("{0} is allowlisted ([allow] or a trusted proxy): it is never banned")]
+    Allowlisted(Cidr),
+    #[error("{} is already banned under rule {} until {}", .0.key.net, .0.rule, crate::decide::event::Rfc3339(.0.until_ms))]
+    AlreadyBanned(Box<Ban>),
+}
+
+/// What [`BanTable::lift`] did.
+#[derive(Debug, Default)]
+pub struct Lifted {
+    /// Each ban lifted, with its unban to announce.
+    pub lifted: Vec<(Ban, Unban)>,
+    /// Active bans of wider ranges that contain the key, left in place.
+    pub wider: Vec<Ban>,
 }
 
 /// Until when a past ban can still matter to an offense: it escalates those inside its window,
@@ -484,6 +642,13 @@ pub struct SavedBan {
     pub offense: u32,
     #[serde(default)]
     pub via_proxy: bool,
+    /// An admin's ban (`floodwatch ban`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub manual: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl SavedBan {
@@ -503,6 +668,29 @@ impl SavedBan {
             until_ms: b.until_ms,
             offense: b.offense,
             via_proxy: b.via_proxy,
+            manual: b.origin == Origin::Manual,
+        }
+    }
+
+    /// The ban again, with its key and rule name resolved by the caller.
+    pub fn to_ban(&self, key: Key, rule: Arc<str>) -> Ban {
+        Ban {
+            time_ms: self.time_ms,
+            key,
+            rule,
+            vhost: self.vhost.as_deref().map(Arc::from),
+            rate: Arc::from(self.rate.as_str()),
+            burst: self.burst,
+            requests: self.requests,
+            first_seen_ms: self.first_seen_ms,
+            ban_ms: self.ban_ms,
+            until_ms: self.until_ms,
+            offense: self.offense,
+            via_proxy: self.via_proxy,
+            origin: match self.manual {
+                true => Origin::Manual,
+                false => Origin::Detected,
+            },
         }
     }
 }
@@ -519,6 +707,9 @@ pub struct SavedHistory {
     /// were kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub untils_ms: Vec<i64>,
+    /// Which of those bans an admin lifted (absent when none was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifted: Vec<bool>,
 }
 
 /// What [`BanTable::restore`] took in.
@@ -829,6 +1020,113 @@ pub(crate) mod tests {
         t.forget_before((1000 + 3600) * 1000);
         assert_eq!(t.history_len(), 0);
         assert!(t.forget.is_empty());
+    }
+
+    #[test]
+    fn a_lifted_key_is_not_banned_again_for_the_same_offense_nor_escalated_by_it() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        t.offense(&offense("203.0.113.7", 0, 1000)).unwrap();
+        let out = t.lift(&"203.0.113.7".parse().unwrap(), 1_100_000);
+        let [(ban, unban)] = &out.lifted[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((ban.until_ms, unban.time_ms), (1_600_000, 1_100_000));
+        assert_eq!(unban.reason, UnbanReason::Manual);
+        assert_eq!(t.active_len(), 0);
+        assert_eq!(t.next_expiry(), None, "nothing left to expire");
+        // The same flood, read late or still going: forgiven for the rest of the term.
+        assert!(t.offense(&offense("203.0.113.7", 0, 1200)).is_none());
+        assert!(t.offense(&offense("203.0.113.7", 0, 1599)).is_none());
+        // After it, a flood bans again, as a first offense: the lifted ban does not escalate.
+        let again = t.offense(&offense("203.0.113.7", 0, 1600)).unwrap();
+        assert_eq!((again.offense, again.ban_ms), (1, 600_000));
+        // Kept across a restart.
+        let snap = t.snapshot();
+        let mut back = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        back.restore(&snap);
+        assert_eq!(back.snapshot(), snap);
+        let json = serde_json::to_string(&snap.history).unwrap();
+        assert!(json.contains(r#""lifted":[true,false]"#), "{json}");
+    }
+
+    #[test]
+    fn lifting_a_range_lifts_the_keys_inside_it_and_names_the_wider_bans() {
+        let mut t = table(
+            &[
+                rule("a", 600, 1.0, WEEK, DAY),
+                rule("b", 60, 1.0, WEEK, DAY),
+            ],
+            &[],
+        );
+        t.offense(&offense("203.0.113.7", 0, 1000)).unwrap();
+        t.offense(&offense("203.0.113.7", 1, 1000)).unwrap();
+        t.offense(&offense("203.0.113.9", 0, 1000)).unwrap();
+        t.offense(&offense("198.51.100.0/24", 0, 1000)).unwrap();
+        t.offense(&offense("2001:db8::/64", 0, 1000)).unwrap();
+        let keys = |l: &Lifted| -> Vec<String> {
+            l.lifted
+                .iter()
+                .map(|(_, u)| format!("{} {}", u.key.net, u.rule))
+                .collect()
+        };
+        let out = t.lift(&"203.0.113.7".parse().unwrap(), 1_001_000);
+        assert_eq!(
+            keys(&out),
+            ["203.0.113.7 b", "203.0.113.7 a"],
+            "soonest end first"
+        );
+        let out = t.lift(&"198.51.100.5".parse().unwrap(), 1_001_000);
+        assert!(out.lifted.is_empty());
+        assert_eq!(out.wider[0].key.net.to_string(), "198.51.100.0/24");
+        assert_eq!(t.active_len(), 3, "the /24 stays");
+        let out = t.lift(&"0.0.0.0/0".parse().unwrap(), 1_001_000);
+        assert_eq!(keys(&out), ["198.51.100.0/24 a", "203.0.113.9 a"]);
+        assert!(t.lift(&"2001:db8::1".parse().unwrap(), 0).lifted.is_empty());
+        assert_eq!(
+            keys(&t.lift(&"2001:db8::/48".parse().unwrap(), 0)),
+            ["2001:db8::/64 a"]
+        );
+        assert_eq!(t.stats().unbans, 5);
+    }
+
+    #[test]
+    fn a_manual_ban_is_a_ban_of_its_own_rule_that_ends_and_survives_restarts() {
+        let rules = [rule("default", 600, 2.0, WEEK, DAY)];
+        let mut t = table(&rules, &["10.0.0.0/8"]);
+        let net: Cidr = "203.0.113.0/24".parse().unwrap();
+        let b = t.ban_manually(net, None, 5_000, 3_600_000).unwrap();
+        assert_eq!(
+            (&*b.rule, b.until_ms, b.origin),
+            ("manual", 3_605_000, Origin::Manual)
+        );
+        let again = t.ban_manually(net, None, 6_000, 60_000).unwrap_err();
+        assert!(
+            again
+                .to_string()
+                .starts_with("203.0.113.0/24 is already banned under rule manual until"),
+            "{again}"
+        );
+        // Detection bans under its own rules all the same, and escalation ignores manual bans.
+        let d = t.offense(&offense("203.0.113.0/24", 0, 10)).unwrap();
+        assert_eq!(d.offense, 1);
+        let r = t
+            .ban_manually(net, Some("default"), 6_000, 60_000)
+            .unwrap_err();
+        assert!(matches!(r, ManualBanError::AlreadyBanned(_)), "{r}");
+        let r = t
+            .ban_manually(net, Some("nope"), 6_000, 60_000)
+            .unwrap_err();
+        assert_eq!(r.to_string(), "no rule is named \"nope\"");
+        let r = t
+            .ban_manually("10.1.2.3".parse().unwrap(), None, 0, 1)
+            .unwrap_err();
+        assert!(r.to_string().contains("allowlisted"), "{r}");
+        let snap = t.snapshot();
+        let mut back = table(&rules, &[]);
+        assert_eq!(back.restore(&snap).bans, 2);
+        assert_eq!(back.snapshot(), snap);
+        let ended: Vec<_> = back.expire(3_605_000).into_iter().map(|u| u.rule).collect();
+        assert_eq!(ended, [Arc::from("default"), Arc::from("manual")]);
     }
 
     #[test]

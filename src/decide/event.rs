@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
-use super::{Ban, Event, Unban};
+use super::{Ban, Event, Origin, Unban};
 
 /// Appends `ev` as one JSON object and a newline to `out`.
 pub fn write_json_line(ev: &Event, out: &mut Vec<u8>) {
@@ -46,33 +46,47 @@ struct BanJson<'a> {
     rule: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     vhost: Option<&'a str>,
+    /// What was counted: none for a manual ban.
+    #[serde(flatten)]
+    counted: Option<Counted<'a>>,
+    ban_seconds: u64,
+    until: Rfc3339,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offense: Option<u32>,
+    #[serde(skip_serializing_if = "is_false")]
+    via_proxy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Counted<'a> {
     rate: &'a str,
     burst: u32,
     requests: u64,
     first_seen: Rfc3339,
-    ban_seconds: u64,
-    until: Rfc3339,
-    offense: u32,
-    #[serde(skip_serializing_if = "is_false")]
-    via_proxy: bool,
 }
 
 impl<'a> From<&'a Ban> for BanJson<'a> {
     fn from(b: &'a Ban) -> Self {
+        let detected = b.origin == Origin::Detected;
         BanJson {
             kind: "ban",
             time: Rfc3339(b.time_ms),
             key: Text(&b.key.net),
             rule: &b.rule,
             vhost: b.vhost.as_deref(),
-            rate: &b.rate,
-            burst: b.burst,
-            requests: b.requests,
-            first_seen: Rfc3339(b.first_seen_ms),
+            counted: detected.then_some(Counted {
+                rate: &b.rate,
+                burst: b.burst,
+                requests: b.requests,
+                first_seen: Rfc3339(b.first_seen_ms),
+            }),
             ban_seconds: b.ban_ms / 1000,
             until: Rfc3339(b.until_ms),
-            offense: b.offense,
+            offense: detected.then_some(b.offense),
             via_proxy: b.via_proxy,
+            reason: (!detected).then_some("manual"),
         }
     }
 }
@@ -84,6 +98,8 @@ struct UnbanJson<'a> {
     time: Rfc3339,
     key: Text<&'a crate::addr::Cidr>,
     rule: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
 impl<'a> From<&'a Unban> for UnbanJson<'a> {
@@ -93,6 +109,7 @@ impl<'a> From<&'a Unban> for UnbanJson<'a> {
             time: Rfc3339(u.time_ms),
             key: Text(&u.key.net),
             rule: &u.rule,
+            reason: u.reason.name(),
         }
     }
 }
@@ -111,7 +128,7 @@ impl<T: Display> Serialize for Text<T> {
 }
 
 /// Milliseconds since the epoch as an RFC 3339 UTC time with second precision.
-struct Rfc3339(i64);
+pub struct Rfc3339(pub i64);
 
 /// The last millisecond humantime can print (9999-12-31T23:59:59.999Z). Log times come from
 /// hostile input and ban ends can be far off, so times are clamped into 1970..=9999 rather than
@@ -139,6 +156,14 @@ pub struct LogLine<'a>(pub &'a Event);
 impl Display for LogLine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            Event::Ban(b) if b.origin == Origin::Manual => write!(
+                f,
+                "ban {} rule={} reason=manual for={}s until={}",
+                b.key.net,
+                b.rule,
+                b.ban_ms / 1000,
+                Rfc3339(b.until_ms)
+            ),
             Event::Ban(b) => {
                 write!(f, "ban {} rule={}", b.key.net, b.rule)?;
                 if let Some(v) = &b.vhost {
@@ -154,13 +179,13 @@ impl Display for LogLine<'_> {
                     Rfc3339(b.until_ms)
                 )
             }
-            Event::Unban(u) => write!(
-                f,
-                "unban {} rule={} at={}",
-                u.key.net,
-                u.rule,
-                Rfc3339(u.time_ms)
-            ),
+            Event::Unban(u) => {
+                write!(f, "unban {} rule={}", u.key.net, u.rule)?;
+                if let Some(reason) = u.reason.name() {
+                    write!(f, " reason={reason}")?;
+                }
+                write!(f, " at={}", Rfc3339(u.time_ms))
+            }
         }
     }
 }
@@ -199,6 +224,7 @@ mod tests {
             until_ms: ms("2026-11-25T10:10:05Z") + 730,
             offense: 1,
             via_proxy: false,
+            origin: Default::default(),
         }
     }
 
@@ -230,6 +256,7 @@ mod tests {
             time_ms: ms("2026-11-25T10:10:05Z"),
             key: key("203.0.113.7"),
             rule: Arc::from("default"),
+            reason: Default::default(),
         };
         assert_eq!(
             to_json_line(&Event::Unban(u)),
@@ -279,6 +306,7 @@ mod tests {
             time_ms: i64::MIN,
             key: key("::1"),
             rule: Arc::from("default"),
+            reason: Default::default(),
         };
         assert!(to_json_line(&Event::Unban(u)).contains(r#""time":"1970-01-01T00:00:00Z""#));
         let mut b = ban();
@@ -293,6 +321,7 @@ mod tests {
             time_ms: 0,
             key: key("10.0.0.1"),
             rule: Arc::from("a"),
+            reason: Default::default(),
         });
         write_json_line(&u, &mut out);
         write_json_line(&u, &mut out);
@@ -319,6 +348,7 @@ mod tests {
             until_ms: 1_764_065_405_000,
             offense: 2,
             via_proxy: false,
+            origin: Default::default(),
         };
         assert_eq!(
             LogLine(&Event::Ban(ban.clone())).to_string(),
@@ -328,6 +358,7 @@ mod tests {
             time_ms: ban.until_ms,
             key: ban.key,
             rule: ban.rule,
+            reason: Default::default(),
         };
         assert_eq!(
             LogLine(&Event::Unban(unban)).to_string(),

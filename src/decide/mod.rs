@@ -34,6 +34,18 @@ pub struct Ban {
     pub offense: u32,
     /// The key was seen through a trusted proxy (only a CDN-level sink can block it).
     pub via_proxy: bool,
+    pub origin: Origin,
+}
+
+/// Who decided a ban.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The rules, from the logs.
+    #[default]
+    Detected,
+    /// An admin (`floodwatch ban`): nothing was counted, so rate, burst, requests and offense
+    /// mean nothing for it.
+    Manual,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,4 +53,38 @@ pub struct Unban {
     pub time_ms: i64,
     pub key: Key,
     pub rule: Arc<str>,
+    pub reason: UnbanReason,
+}
+
+/// Why a ban ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnbanReason {
+    /// Its time was up.
+    #[default]
+    Expired,
+    /// A reload allowlisted the key.
+    Allowlisted,
+    /// An admin lifted it (`floodwatch unban`).
+    Manual,
+}
+
+impl UnbanReason {
+    /// The event's `reason` field; none for an expiry (the common case, and the events' shape
+    /// before reasons were given).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            UnbanReason::Expired => None,
+            UnbanReason::Allowlisted => Some("allowlisted"),
+            UnbanReason::Manual => Some("manual"),
+        }
+    }
+
+    /// The reason [`UnbanReason::name`] names; an expiry for none or a name it does not know.
+    pub fn from_name(name: Option<&str>) -> UnbanReason {
+        match name {
+            Some("allowlisted") => UnbanReason::Allowlisted,
+            Some("manual") => UnbanReason::Manual,
+            _ => UnbanReason::Expired,
+        }
+    }
 }

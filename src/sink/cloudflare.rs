@@ -809,6 +809,7 @@ mod tests {
             until_ms,
             offense: 1,
             via_proxy: true,
+            origin: Default::default(),
         })
     }
 
@@ -817,6 +818,7 @@ mod tests {
             time_ms: 0,
             key: key(k),
             rule: Arc::from(rule),
+            reason: Default::default(),
         })
     }
 

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// What a sink did with the events it was handed. `C` is `u64` for the counts at one moment,
 /// `AtomicU64` for the live counters of a running sink (`LiveCounters`).
@@ -46,6 +47,31 @@ impl LiveCounters {
             retries: load(&self.retries),
         }
     }
+}
+
+/// How a running sink is doing beyond its counts (`floodwatch status`): whether its deliveries
+/// are failing now, and its last failure. Written by its worker only when a delivery fails or
+/// the first one after failures succeeds; read when asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trouble {
+    /// Wall time (UTC ms) since when deliveries fail and are retried; none while it works.
+    pub failing_since_ms: Option<i64>,
+    /// The last failure: when (UTC ms) and what.
+    pub last_error: Option<(i64, String)>,
+}
+
+/// The shared form of [`Trouble`].
+pub(crate) type LiveTrouble = Mutex<Trouble>;
+
+/// What one sink has done and how it is doing, while it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkHealth {
+    pub name: String,
+    pub counters: SinkCounters,
+    /// Events handed to it that it has not delivered yet (queued, in retry, or waiting in
+    /// front of a full queue).
+    pub pending: u64,
+    pub trouble: Trouble,
 }
 
 /// What one sink did with the events it was handed, once stopped: its name and its counters,

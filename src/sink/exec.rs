@@ -372,6 +372,7 @@ mod tests {
             until_ms: 1_764_065_405_000,
             offense: 1,
             via_proxy: false,
+            origin: Default::default(),
         }
     }
 
@@ -510,6 +511,7 @@ mod tests {
                 time_ms: 0,
                 key: b.key,
                 rule: b.rule,
+                reason: Default::default(),
             }))
             .unwrap_err();
         assert!(!e.is_retryable());

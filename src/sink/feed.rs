@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashSet;
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::counters::{bump, LiveCounters, SinkCounters, SinkReport};
+use super::counters::{bump, LiveCounters, LiveTrouble, SinkCounters, SinkHealth, SinkReport};
 use super::worker::Worker;
 use super::{warn, Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
@@ -57,6 +57,8 @@ pub(super) struct Feed {
     /// Shared with the worker: what the sink has done so far (this end counts the bans it
     /// drops or skips).
     live: Arc<LiveCounters>,
+    /// Shared with the worker: whether it is failing now, and its last failure.
+    trouble: Arc<LiveTrouble>,
 }
 
 /// What became of an event handed to a worker's queue.
@@ -80,11 +82,18 @@ impl Feed {
         let stopping = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let live = Arc::new(LiveCounters::default());
+        let trouble = Arc::new(LiveTrouble::default());
         let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
             .iter()
             .cloned()
             .partition(|b| proxied || !b.via_proxy);
-        let worker = Worker::new(spec, stopping.clone(), done.clone(), live.clone());
+        let worker = Worker::new(
+            spec,
+            stopping.clone(),
+            done.clone(),
+            live.clone(),
+            trouble.clone(),
+        );
         let handle = thread::Builder::new()
             .name(format!("sink-{index}"))
             .spawn(move || worker.run(sink, given, rx))
@@ -104,6 +113,7 @@ impl Feed {
             stopping,
             worker: handle,
             live,
+            trouble,
         })
     }
 
@@ -124,6 +134,21 @@ impl Feed {
     /// What the sink has done so far.
     pub(super) fn counters(&self) -> SinkCounters {
         self.live.get()
+    }
+
+    /// What the sink has done, what it holds, and whether it is failing.
+    pub(super) fn health(&mut self) -> SinkHealth {
+        self.drain_backlog();
+        self.trim();
+        SinkHealth {
+            name: self.name.clone(),
+            counters: self.live.get(),
+            pending: (self.sent.len() + self.backlog.len()) as u64,
+            trouble: self
+                .trouble
+                .lock()
+                .map_or_else(|p| p.into_inner().clone(), |t| t.clone()),
+        }
     }
 
     pub(super) fn emit(&mut self, event: &Event) {
@@ -381,7 +406,23 @@ mod tests {
         let (name, c) = s.sinks.counters().remove(0);
         assert_eq!(name, "probe");
         assert_eq!((c.delivered, c.dropped, c.skipped_proxied), (0, 1, 1));
+        let h = s.sinks.health().remove(0);
+        assert_eq!(
+            (h.name.as_str(), h.pending),
+            ("probe", 2),
+            "in retry and queued"
+        );
+        assert!(h.trouble.failing_since_ms.is_some(), "{h:?}");
+        let (_, error) = h.trouble.last_error.clone().unwrap();
+        assert_eq!(error, "delivering: down");
         s.down.store(false, Ordering::SeqCst);
+        wait_until("delivered", || s.sinks.health()[0].pending == 0);
+        let after = s.sinks.health().remove(0).trouble;
+        assert_eq!(after.failing_since_ms, None, "working again");
+        assert_eq!(
+            after.last_error, h.trouble.last_error,
+            "the last failure is kept"
+        );
         let r = s.sinks.finish();
         assert_eq!(r[0].delivered, 2);
     }

@@ -169,11 +169,13 @@ mod tests {
                 until_ms: 601_000,
                 offense: 1,
                 via_proxy: false,
+                origin: Default::default(),
             }),
             Event::Unban(Unban {
                 time_ms: 601_000,
                 key: key("2001:db8::/64"),
                 rule: Arc::from("default"),
+                reason: Default::default(),
             }),
         ]
     }

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind, SinkTable, SinkType};
 use crate::decide::{Ban, Event};
 
-pub use counters::{SinkCounters, SinkReport};
+pub use counters::{SinkCounters, SinkHealth, SinkReport, Trouble};
 pub use runner::Sinks;
 
 /// Why a sink could not do what an event asked.

@@ -298,6 +298,7 @@ mod tests {
             until_ms: 1000,
             offense: 1,
             via_proxy: false,
+            origin: Default::default(),
         })
     }
 
@@ -306,6 +307,7 @@ mod tests {
             time_ms: 0,
             key: key(k),
             rule: Arc::from(rule),
+            reason: Default::default(),
         })
     }
 

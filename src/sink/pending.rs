@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::Cidr;
 use crate::decide::ban_table::SavedBan;
-use crate::decide::{Ban, Event, Unban};
+use crate::decide::{Event, Unban, UnbanReason};
 use crate::engine::Key;
 use crate::hit::NO_VHOST;
 use crate::state_file::{self, StateFileError};
@@ -66,6 +66,9 @@ struct SavedUnban {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_vhost: Option<String>,
     rule: String,
+    /// The event's `reason` (none: the ban expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 fn vhost_text(vhosts: &Vhosts, id: u32) -> Option<String> {
@@ -89,6 +92,7 @@ fn save_event(vhosts: &Vhosts, ev: &Event) -> SavedEvent {
             key: u.key.net.to_string(),
             key_vhost: vhost_text(vhosts, u.key.vhost),
             rule: u.rule.to_string(),
+            reason: u.reason.name().map(str::to_string),
         }),
     }
 }
@@ -96,24 +100,15 @@ fn save_event(vhosts: &Vhosts, ev: &Event) -> SavedEvent {
 /// `None` for an entry whose key does not parse (the file is outside input).
 fn load_event(vhosts: &Vhosts, ev: SavedEvent) -> Option<Event> {
     Some(match ev {
-        SavedEvent::Ban(b) => Event::Ban(Ban {
-            time_ms: b.time_ms,
-            key: key_of(vhosts, &b.key, b.key_vhost.as_deref())?,
-            rule: Arc::from(b.rule.as_str()),
-            vhost: b.vhost.as_deref().map(Arc::from),
-            rate: Arc::from(b.rate.as_str()),
-            burst: b.burst,
-            requests: b.requests,
-            first_seen_ms: b.first_seen_ms,
-            ban_ms: b.ban_ms,
-            until_ms: b.until_ms,
-            offense: b.offense,
-            via_proxy: b.via_proxy,
-        }),
+        SavedEvent::Ban(b) => {
+            let key = key_of(vhosts, &b.key, b.key_vhost.as_deref())?;
+            Event::Ban(b.to_ban(key, Arc::from(b.rule.as_str())))
+        }
         SavedEvent::Unban(u) => Event::Unban(Unban {
             time_ms: u.time_ms,
             key: key_of(vhosts, &u.key, u.key_vhost.as_deref())?,
             rule: Arc::from(u.rule.as_str()),
+            reason: UnbanReason::from_name(u.reason.as_deref()),
         }),
     })
 }
@@ -171,6 +166,7 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::{Ban, Origin};
 
     #[test]
     fn pending_events_survive_a_save_and_load_with_their_vhost_keys() {
@@ -193,6 +189,7 @@ mod tests {
             until_ms: 1005,
             offense: 2,
             via_proxy: true,
+            origin: Origin::Manual,
         };
         let unban = Unban {
             time_ms: 9,
@@ -201,6 +198,7 @@ mod tests {
                 vhost: NO_VHOST,
             },
             rule: Arc::from("flood"),
+            reason: UnbanReason::Manual,
         };
         let pending = vec![(
             "sink[0] webhook".to_string(),
@@ -218,6 +216,7 @@ mod tests {
             panic!("{back:?}")
         };
         assert_eq!(other.name(b.key.vhost).as_deref(), Some("a.example"));
+        assert_eq!(b.origin, Origin::Manual);
         assert_eq!(back[0].events[1], pending[0].1[1]);
         assert_eq!(back[0].name, "sink[0] webhook");
         assert_eq!(back[0].table.as_ref(), Some(&table));

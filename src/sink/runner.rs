@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::counters::{SinkCounters, SinkReport};
+use super::counters::{SinkCounters, SinkHealth, SinkReport};
 use super::feed::Feed;
 use super::{Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
@@ -143,6 +143,11 @@ impl Sinks {
     /// in the backlog), by sink name and in order, without stopping anything; sinks with
     /// nothing pending are left out. Moves the backlogs on as `emit` does. Events being delivered at this very moment are among
     /// them: saved and given again after a crash, they may be delivered twice, never lost.
+    /// Each sink's counts, what it still holds and whether it is failing, in config order.
+    pub fn health(&mut self) -> Vec<SinkHealth> {
+        self.feeds.iter_mut().map(Feed::health).collect()
+    }
+
     pub fn pending(&mut self) -> Vec<(String, Vec<Event>)> {
         let mut out = Vec::new();
         for f in &mut self.feeds {

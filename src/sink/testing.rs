@@ -65,6 +65,7 @@ pub(super) fn ban(ip: &str, via_proxy: bool) -> Event {
         until_ms: 1000,
         offense: 1,
         via_proxy,
+        origin: Default::default(),
     })
 }
 
@@ -76,6 +77,7 @@ pub(super) fn unban(ip: &str) -> Event {
             vhost: NO_VHOST,
         },
         rule: Arc::from("r"),
+        reason: Default::default(),
     })
 }
 

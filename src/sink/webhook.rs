@@ -221,6 +221,7 @@ mod tests {
                 vhost: NO_VHOST,
             },
             rule: "r".into(),
+            reason: Default::default(),
         })
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::counters::{bump, LiveCounters};
+use super::counters::{bump, LiveCounters, LiveTrouble};
 use super::{log, warn, Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
 
@@ -37,6 +37,8 @@ pub(super) struct Worker {
     interrupted: bool,
     /// What it has done so far, shared with the feed (which counts what it drops).
     live: Arc<LiveCounters>,
+    /// Whether it is failing now, and its last failure, for `status`.
+    trouble: Arc<LiveTrouble>,
 }
 
 impl Worker {
@@ -46,6 +48,7 @@ impl Worker {
         stopping: Arc<AtomicBool>,
         done: Arc<AtomicU64>,
         live: Arc<LiveCounters>,
+        trouble: Arc<LiveTrouble>,
     ) -> Worker {
         Worker {
             name: spec.name.clone(),
@@ -56,6 +59,7 @@ impl Worker {
             done,
             interrupted: false,
             live,
+            trouble,
         }
     }
 
@@ -157,6 +161,12 @@ impl Worker {
             .map(|d| Instant::now() + d)
     }
 
+    fn note_trouble(&self, change: impl FnOnce(&mut super::counters::Trouble)) {
+        // A poisoned lock only means a reader panicked mid-read; the data is still whole.
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut t);
+    }
+
     /// Runs `f` until it succeeds, fails for good, or has failed for `give_up_after`.
     fn retry<T>(&mut self, what: &str, mut f: impl FnMut() -> Result<T, SinkError>) -> Option<T> {
         let mut delay = FIRST_RETRY.min(self.retry_max);
@@ -164,7 +174,9 @@ impl Worker {
         loop {
             let e = match f() {
                 Ok(v) => {
-                    self.failing_since = None;
+                    if self.failing_since.take().is_some() {
+                        self.note_trouble(|t| t.failing_since_ms = None);
+                    }
                     if attempt > 0 {
                         log(
                             &self.name,
@@ -175,7 +187,16 @@ impl Worker {
                 }
                 Err(e) => e,
             };
-            if !e.is_retryable() {
+            let now_ms = crate::clock::wall_ms();
+            let retryable = e.is_retryable();
+            let first = retryable && self.failing_since.is_none();
+            self.note_trouble(|t| {
+                t.last_error = Some((now_ms, format!("{what}: {e}")));
+                if first {
+                    t.failing_since_ms = Some(now_ms);
+                }
+            });
+            if !retryable {
                 warn(&self.name, format_args!("{what} failed: {e}"));
                 return None;
             }

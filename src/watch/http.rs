@@ -14,28 +14,21 @@
 //! timers. Request bodies are never read.
 //!
 //! Limits, against clients that misbehave: a request head is at most [`MAX_HEAD`] bytes (431
-//! beyond), a connection that has not sent its head within [`IDLE`], or stops taking its
-//! response for that long, is closed, and at most [`MAX_CONNS`] connections are open (the
-//! oldest is closed to make room for a new one). Only `GET` and `HEAD` are answered (405
-//! otherwise), on `/metrics` and `/bans` (404 otherwise).
+//! beyond); connections are bounded in number and time as [`conns`](super::conns) says. Only
+//! `GET` and `HEAD` are answered (405 otherwise), on `/metrics`, `/bans` and `/healthz` (404
+//! otherwise).
 
-use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
+use mio::net::TcpListener;
+use mio::{Registry, Token};
+
+use super::conns::Server as Conns;
 
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Most connections open at once.
-pub const MAX_CONNS: usize = 64;
-/// How long a connection may take to send its head, or stall while taking its response.
-pub const IDLE: Duration = Duration::from_secs(5);
-/// How long the end of a response waits for the client to close first (closing with unread
-/// bytes from the client would reset the connection and may lose the response's tail).
-const LINGER: Duration = Duration::from_secs(1);
 
 /// What the server serves; the loop renders it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,35 +211,20 @@ fn respond(req: Request, body: &mut Vec<u8>, out: &mut Vec<u8>) {
     body.clear();
 }
 
-enum State {
-    Reading(HeadBuf),
-    Writing {
-        out: Vec<u8>,
-        at: usize,
-    },
-    /// The response is written and our side shut: waiting for the client to close.
-    Draining,
+impl super::conns::Framer for HeadBuf {
+    type Request = Request;
+
+    fn push(&mut self, bytes: &[u8]) -> Option<Request> {
+        HeadBuf::push(self, bytes)
+    }
 }
 
-struct Conn {
-    stream: TcpStream,
-    state: State,
-    deadline: Instant,
-}
-
-/// The listener and its open connections. Tokens: `base` is the listener, `base + 1 + n` the
-/// n-th connection accepted (never reused, so a stale event cannot reach a newer connection).
+/// The metrics endpoint: a TCP listener whose connections each get one response.
 pub struct Server {
-    listener: TcpListener,
+    conns: Conns<TcpListener, HeadBuf>,
     addr: SocketAddr,
-    base: Token,
-    /// By accept order: the first is the oldest.
-    conns: BTreeMap<usize, Conn>,
-    next_id: usize,
     /// Rendering space reused from one response to the next.
     body: Vec<u8>,
-    /// An accept error was logged and none has succeeded since (one line per outage).
-    accept_failing: bool,
 }
 
 impl Server {
@@ -257,13 +235,9 @@ impl Server {
         std.set_nonblocking(true)?;
         let addr = std.local_addr()?;
         Ok(Server {
-            listener: TcpListener::from_std(std),
+            conns: Conns::new(TcpListener::from_std(std), "metrics"),
             addr,
-            base: Token(usize::MAX),
-            conns: BTreeMap::new(),
-            next_id: 0,
             body: Vec::new(),
-            accept_failing: false,
         })
     }
 
@@ -271,16 +245,14 @@ impl Server {
         self.addr
     }
 
-    /// Registers the listener as `base`; every token from `base` on is then the server's.
+    /// Registers the listener as `base`; the tokens after it are its connections'.
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
-        registry.register(&mut self.listener, base, Interest::READABLE)?;
-        self.base = base;
-        Ok(())
+        self.conns.register(registry, base)
     }
 
     /// Whether `token` is the listener's or a connection's.
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.base.0
+        self.conns.owns(token)
     }
 
     /// Handles a readiness event on one of the server's tokens; `render` fills a page's body.
@@ -290,138 +262,38 @@ impl Server {
         token: Token,
         render: &mut dyn FnMut(Page, &mut Vec<u8>),
     ) {
-        if token == self.base {
-            self.accept(registry);
-            return;
-        }
-        let id = token.0 - self.base.0 - 1;
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return; // Closed already; a stale event.
-        };
-        if !step(conn, &mut self.body, render) {
-            self.close(registry, id);
-        }
+        let body = &mut self.body;
+        self.conns.ready(registry, token, &mut |(), req, out| {
+            if let Ok(page) = req.route {
+                render(page, body);
+            }
+            out.reserve(256 + body.len());
+            respond(req, body, out);
+        });
     }
 
     /// Closes the connections whose time is up.
     pub fn expire(&mut self, registry: &Registry, now: Instant) {
-        let late: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in late {
-            self.close(registry, id);
-        }
+        self.conns.expire(registry, now);
     }
 
     /// When [`Server::expire`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().map(|c| c.deadline).min()
+        self.conns.next_deadline()
     }
 
     /// Connections open.
     pub fn open(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn accept(&mut self, registry: &Registry) {
-        loop {
-            let mut stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors, or a connection reset before it was taken: what is
-                // queued is taken at the next connection's event.
-                Err(e) => {
-                    if !self.accept_failing {
-                        log::warn!("metrics: accepting a connection: {e}");
-                        self.accept_failing = true;
-                    }
-                    return;
-                }
-            };
-            self.accept_failing = false;
-            if self.conns.len() >= MAX_CONNS {
-                if let Some(&oldest) = self.conns.keys().next() {
-                    self.close(registry, oldest);
-                }
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let token = Token(self.base.0 + 1 + id);
-            // Both directions from the start (edge-triggered): reading the head, then writing
-            // the response, each resume on their own event.
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if registry.register(&mut stream, token, interest).is_err() {
-                continue;
-            }
-            let conn = Conn {
-                stream,
-                state: State::Reading(HeadBuf::default()),
-                deadline: Instant::now() + IDLE,
-            };
-            self.conns.insert(id, conn);
-        }
-    }
-
-    fn close(&mut self, registry: &Registry, id: usize) {
-        if let Some(mut c) = self.conns.remove(&id) {
-            let _ = registry.deregister(&mut c.stream);
-        }
-    }
-}
-
-/// Moves a connection on as far as its socket allows; false once it is to be closed.
-fn step(conn: &mut Conn, body: &mut Vec<u8>, render: &mut dyn FnMut(Page, &mut Vec<u8>)) -> bool {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match &mut conn.state {
-            State::Reading(head) => match conn.stream.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    if let Some(req) = head.push(&chunk[..n]) {
-                        if let Ok(page) = req.route {
-                            render(page, body);
-                        }
-                        let mut out = Vec::with_capacity(256 + body.len());
-                        respond(req, body, &mut out);
-                        conn.state = State::Writing { out, at: 0 };
-                        conn.deadline = Instant::now() + IDLE;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
-            },
-            State::Writing { out, at } => match conn.stream.write(&out[*at..]) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    *at += n;
-                    conn.deadline = Instant::now() + IDLE;
-                    if *at == out.len() {
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                        conn.state = State::Draining;
-                        conn.deadline = Instant::now() + LINGER;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
-            },
-            State::Draining => match conn.stream.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
-            },
-        }
+        self.conns.open()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::conns::{IDLE, MAX_CONNS};
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn get(page: Page) -> Request {
         Request {

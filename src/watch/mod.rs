@@ -8,6 +8,9 @@
 //! with what the shards report, emits events, and saves read offsets and bans about once a
 //! second. See `run.rs` for the choices about time (low marks, wall-clock expiry).
 
+mod commands;
+pub mod conns;
+pub mod control;
 pub mod discover;
 mod endpoint;
 mod files;

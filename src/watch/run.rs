@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::commands::{self, Ctx, LineRate, Started};
+use super::control::ControlSocket;
 use super::endpoint::Endpoint;
 use super::files::{Files, Reading};
 use super::inotify::{self, Inotify};
@@ -59,6 +61,8 @@ const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
 /// The metrics endpoint's listener; its connections take the tokens after it.
 const HTTP: Token = Token(16);
+/// The control socket's listener, far above: its connections take the tokens after it.
+const CONTROL: Token = Token(usize::MAX / 2);
 
 /// How often offsets and bans are saved (when something changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -124,6 +128,10 @@ struct WatchLoop<'o> {
     poll: Poll,
     events: Events,
     endpoint: Endpoint,
+    /// None without `[state] dir` or `[state] socket`.
+    control: Option<ControlSocket>,
+    started: Started,
+    line_rate: LineRate,
     files: Files,
     detector: Detector,
     output: Output<'o>,
@@ -179,6 +187,7 @@ impl<'o> WatchLoop<'o> {
             None => Default::default(),
         };
         let mut endpoint = Endpoint::bind(config.metrics.listen)?;
+        let mut control = bind_control(&config)?;
 
         let vhosts = Vhosts::new();
         let rules = Arc::new(rules);
@@ -213,6 +222,10 @@ impl<'o> WatchLoop<'o> {
         let waker = Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?;
         detector.wake_on_output(Arc::new(waker));
         endpoint.register(registry, HTTP)?;
+        if let Some(c) = &mut control {
+            c.register(registry, CONTROL)
+                .map_err(|e| runtime("epoll", e))?;
+        }
 
         let ingest = Ingest::new(Arc::new(format), rules, vhosts.clone())
             .with_client_ip(proxies.client_ip());
@@ -248,6 +261,12 @@ impl<'o> WatchLoop<'o> {
             poll,
             events: Events::with_capacity(256),
             endpoint,
+            control,
+            started: Started {
+                wall_ms: wall_ms(),
+                at: started,
+            },
+            line_rate: LineRate::default(),
             next_rescan: now + files.rescan_interval(),
             files,
             detector,
@@ -304,6 +323,7 @@ impl<'o> WatchLoop<'o> {
             output.emit(ev)
         });
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
+        self.line_rate.sample(now, self.files.ingest_stats().lines);
         if now >= self.next_save {
             self.save();
             self.next_save = now + SAVE_EVERY;
@@ -351,7 +371,11 @@ impl<'o> WatchLoop<'o> {
         if self.files.unsaved() || table.stats() != self.saved_stats || self.output.has_sinks() {
             wake = wake.min(self.next_save);
         }
-        let deadlines = [self.files.next_deadline(), self.endpoint.next_deadline()];
+        let deadlines = [
+            self.files.next_deadline(),
+            self.endpoint.next_deadline(),
+            self.control.as_ref().and_then(ControlSocket::next_deadline),
+        ];
         wake = deadlines.into_iter().flatten().fold(wake, Instant::min);
         if let Some(until) = table.next_expiry() {
             let ms = until.saturating_sub(wall_ms()).clamp(0, 1000) as u64;
@@ -384,6 +408,7 @@ impl<'o> WatchLoop<'o> {
                     rescan |= globs;
                 }
                 t if self.endpoint.owns(t) => self.serve(t),
+                t if self.control.as_ref().is_some_and(|c| c.owns(t)) => self.command(t),
                 _ => {}
             }
         }
@@ -448,11 +473,45 @@ impl<'o> WatchLoop<'o> {
         })
     }
 
+    /// A control request or connection event (`floodwatch bans`, `unban`...).
+    fn command(&mut self, token: Token) {
+        let WatchLoop {
+            control: Some(control),
+            detector,
+            output,
+            files,
+            started,
+            started_stats,
+            config_path,
+            line_rate,
+            poll,
+            ..
+        } = self
+        else {
+            return;
+        };
+        control.ready(poll.registry(), token, &mut |req, out| {
+            let cx = Ctx {
+                detector,
+                output,
+                files,
+                started: *started,
+                started_stats: *started_stats,
+                config_path: config_path.as_deref(),
+                rate: line_rate,
+            };
+            commands::answer(req, cx, out)
+        });
+    }
+
     /// Reads the files that changed (or all of them at a rescan), follows what a rescan finds,
     /// and drops what the globs no longer name.
     fn read(&mut self, mut rescan: bool, reloaded: bool) {
         let now = Instant::now();
         self.endpoint.expire(self.poll.registry(), now);
+        if let Some(c) = &mut self.control {
+            c.expire(self.poll.registry(), now);
+        }
         if now >= self.next_rescan {
             rescan = true;
             self.to_poll.extend(0..self.files.counts().0);
@@ -487,8 +546,11 @@ impl<'o> WatchLoop<'o> {
             vhosts,
             started_stats,
             restored,
+            control,
             ..
         } = self;
+        // Commands now would find no one to answer them.
+        drop(control);
         files.poll_all();
         files.flush_marks(wall_ms());
         let checkpoints = files.checkpoints();
@@ -527,4 +589,22 @@ impl<'o> WatchLoop<'o> {
         saved.map_err(|e| AppError::Runtime(format!("saving state: {e}")))?;
         Ok(report)
     }
+}
+
+/// Creates the control socket the config names (see [`crate::control`]); none without `[state]
+/// dir` or `[state] socket`, said once in the log.
+fn bind_control(config: &Config) -> Result<Option<ControlSocket>, AppError> {
+    let Some(path) = config.state.socket_path() else {
+        log::info!(
+            "no [state] dir or socket: `floodwatch bans`, `ban`, `unban` and `status` cannot reach this watch"
+        );
+        return Ok(None);
+    };
+    let key = match config.state.socket {
+        Some(_) => "[state] socket",
+        None => "[state] dir (its control.sock)",
+    };
+    ControlSocket::bind(&path, key)
+        .map(Some)
+        .map_err(AppError::Runtime)
 }

@@ -59,6 +59,7 @@ mod tests {
             until_ms: 600_002,
             offense: 1,
             via_proxy: false,
+            manual: false,
         }
     }
 

@@ -1,0 +1,97 @@
+//! The admin commands: `floodwatch bans`, `ban`, `unban` and `status`, each a request to the
+//! running watch its config names, its answer printed for a person or, with `--json`, as is.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::client::{call, ClientError};
+use super::{render, Request, Status, Unbanned};
+use crate::app::AppError;
+use crate::cli::{BanArgs, BansArgs, StatusArgs, UnbanArgs};
+use crate::config::{parse_duration, Config};
+
+/// The control socket of the watch running with the config at `path`.
+fn socket_of(path: &Path) -> Result<PathBuf, AppError> {
+    if !path.exists() {
+        return Err(AppError::Usage(format!(
+            "{}: no such config; name the running watch's with --config",
+            path.display()
+        )));
+    }
+    let config = Config::load(path)?;
+    config.state.socket_path().ok_or_else(|| {
+        AppError::Usage(format!(
+            "{}: no [state] dir or socket, so a watch running with it takes no commands",
+            path.display()
+        ))
+    })
+}
+
+fn ask(config: &Path, req: &Request) -> Result<Value, AppError> {
+    let socket = socket_of(config)?;
+    call(&socket, req).map_err(|e| match e {
+        ClientError::Refused(why) => AppError::Runtime(why),
+        e => AppError::Runtime(e.to_string()),
+    })
+}
+
+fn print(out: &mut dyn Write, text: &str) -> Result<(), AppError> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| AppError::writing("to stdout", e))
+}
+
+/// A part of an answer as the type it should be.
+fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T, AppError> {
+    serde_json::from_value(answer.get(name).cloned().unwrap_or(Value::Null)).map_err(|e| {
+        AppError::Runtime(format!(
+            "the running watch's answer has no usable {name:?} ({e}); is it the same version?"
+        ))
+    })
+}
+
+pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), AppError> {
+    let answer = ask(&a.reach.config, &Request::Bans)?;
+    let text = match a.json {
+        true => render::bans_json(&answer),
+        false => render::bans(&answer),
+    };
+    print(out, &text)
+}
+
+pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), AppError> {
+    let ms = parse_duration(&a.duration).map_err(|e| AppError::Usage(format!("--for: {e}")))?;
+    if ms < 1000 {
+        return Err(AppError::Usage(format!(
+            "--for: {:?} is shorter than a second",
+            a.duration
+        )));
+    }
+    let req = Request::Ban {
+        key: a.key.clone(),
+        seconds: ms / 1000,
+        rule: a.rule.clone(),
+    };
+    let answer = ask(&a.reach.config, &req)?;
+    print(out, &render::ban(&answer))
+}
+
+pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), AppError> {
+    let req = Request::Unban { key: a.key.clone() };
+    let answer = ask(&a.reach.config, &req)?;
+    let unbanned: Unbanned = part(&answer, "unbanned")?;
+    let text = render::unban(&a.key, &unbanned).map_err(AppError::Runtime)?;
+    print(out, &text)
+}
+
+pub fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<(), AppError> {
+    let answer = ask(&a.reach.config, &Request::Status)?;
+    let status: Status = part(&answer, "status")?;
+    let text = match a.json {
+        true => answer["status"].to_string() + "\n",
+        false => render::status(&status),
+    };
+    print(out, &text)
+}

@@ -1,0 +1,126 @@
+//! Talking to a running watch: `floodwatch bans`, `ban`, `unban` and `status`.
+//!
+//! A watch with a control socket (`[state] socket`, by default `control.sock` in `[state] dir`)
+//! serves it on its own event loop (`watch::control`). The protocol is one JSON request per
+//! connection, a line such as `{"command":"unban","key":"203.0.113.7"}`, answered by one JSON
+//! object, `{"ok":true,...}` or `{"ok":false,"error":"..."}`, after which watch closes the
+//! connection. The socket is the admin's: mode 0600, and watch answers only root and the user
+//! it runs as (checked on the connection's peer credentials). This module holds the requests
+//! and answers both sides share; [`client`] connects and asks, [`render`] shows the answers.
+
+pub mod client;
+pub mod cmd;
+pub mod render;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest request watch reads (a request is a few dozen bytes).
+pub const MAX_REQUEST: usize = 4096;
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// The active bans.
+    Bans,
+    /// How the watch is doing.
+    Status,
+    /// A manual ban of `key` (an address or CIDR) for `seconds`, under `rule` or a rule of its
+    /// own (`manual`).
+    Ban {
+        key: String,
+        seconds: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    /// Lift the bans of `key` (an address or CIDR: the keys inside it) under every rule.
+    Unban { key: String },
+}
+
+/// The answer to `unban`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unbanned {
+    /// The bans lifted.
+    pub lifted: Vec<LiftedBan>,
+    /// Bans of wider ranges that contain the key, left in place (lifting them would let in
+    /// every address of the range): the admin lifts them by their own key.
+    pub wider: Vec<LiftedBan>,
+}
+
+/// One ban named in an [`Unbanned`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftedBan {
+    pub key: String,
+    pub rule: String,
+    /// RFC 3339: when it would have ended. A lifted ban detected by a rule keeps covering its
+    /// term: the same flood (lines read late, or still coming) does not ban the key again
+    /// under that rule before then.
+    pub until: String,
+    /// Whether an admin made the ban (then no pardon is needed: nothing was counted).
+    #[serde(default)]
+    pub manual: bool,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    /// RFC 3339.
+    pub started: String,
+    pub uptime_seconds: u64,
+    pub config: Option<String>,
+    pub files: usize,
+    pub folders: usize,
+    pub lines: u64,
+    /// Over the last ten seconds or so.
+    pub lines_per_second: f64,
+    pub malformed: u64,
+    pub late: u64,
+    pub stale: u64,
+    pub keys_tracked: u64,
+    pub read_lag: ReadLag,
+    pub bans: BanCounts,
+    pub sinks: Vec<SinkStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLag {
+    /// Unread bytes of the file most behind, and of all files.
+    pub worst_bytes: u64,
+    pub total_bytes: u64,
+    /// How old the newest line read of a file with unread bytes is.
+    pub worst_seconds: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanCounts {
+    pub active: u64,
+    /// Bans decided since start (restored ones not included), manual ones included.
+    pub since_start: u64,
+    /// Per rule, in config order; `manual` last when it has active bans.
+    pub by_rule: Vec<RuleBans>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleBans {
+    pub rule: String,
+    pub active: u64,
+    /// Bans the rule decided since start.
+    pub since_start: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub retries: u64,
+    /// Events handed to the sink that it has not delivered yet.
+    pub pending: u64,
+    /// RFC 3339: since when deliveries fail and are being retried; none while it works.
+    pub failing_since: Option<String>,
+    /// The last failure and when it happened, even if the sink has worked since.
+    pub last_error: Option<String>,
+}

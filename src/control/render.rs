@@ -1,0 +1,359 @@
+//! The control commands' answers as an admin reads them: aligned tables and plain sentences.
+//! `--json` prints the answers themselves instead (see [`super`]).
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::{Status, Unbanned};
+
+/// The time in an RFC 3339 text, if it is one.
+fn time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(text).ok()
+}
+
+/// `3h 12m`, `45s`: the two largest units of a length of time.
+pub fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match () {
+        _ if days > 0 => format!("{days}d {hours}h"),
+        _ if hours > 0 => format!("{hours}h {mins}m"),
+        _ if mins > 0 => format!("{mins}m {secs}s"),
+        _ => format!("{secs}s"),
+    }
+}
+
+/// The active bans of a `bans` answer as a table, soonest end first (the order watch gives).
+pub fn bans(answer: &Value) -> String {
+    let empty = Vec::new();
+    let list = answer
+        .get("bans")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    if list.is_empty() {
+        return "no active bans\n".into();
+    }
+    let now = answer.get("now").and_then(Value::as_str).and_then(time);
+    let text = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let mut rows =
+        vec![["KEY", "RULE", "VHOST", "SINCE", "UNTIL", "LEFT", "ORIGIN"].map(String::from)];
+    let mut manual = 0;
+    for b in list {
+        let until = text(b, "until");
+        let left = match (now, time(&until)) {
+            (Some(now), Some(end)) => span(end.duration_since(now).unwrap_or_default()),
+            _ => "-".into(),
+        };
+        let origin = match b.get("reason").and_then(Value::as_str) {
+            Some("manual") => {
+                manual += 1;
+                "manual".to_string()
+            }
+            _ => b
+                .get("origin")
+                .and_then(Value::as_str)
+                .unwrap_or("detected")
+                .to_string(),
+        };
+        rows.push([
+            text(b, "key"),
+            text(b, "rule"),
+            text(b, "vhost"),
+            text(b, "time"),
+            until,
+            left,
+            origin,
+        ]);
+    }
+    let mut out = table(&rows);
+    let n = list.len();
+    let _ = writeln!(
+        out,
+        "{n} active ban{} ({} detected, {manual} manual)",
+        if n == 1 { "" } else { "s" },
+        n - manual
+    );
+    out
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The `bans` answer's list as `--json` prints it: the array `/bans` serves, one ban per line.
+pub fn bans_json(answer: &Value) -> String {
+    let empty = Vec::new();
+    let list = answer
+        .get("bans")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let lines: Vec<String> = list.iter().map(Value::to_string).collect();
+    match lines.is_empty() {
+        true => "[]\n".into(),
+        false => format!("[\n{}\n]\n", lines.join(",\n")),
+    }
+}
+
+/// A manual ban's answer: what was banned, for how long.
+pub fn ban(answer: &Value) -> String {
+    let b = &answer["ban"];
+    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("?");
+    let secs = b.get("ban_seconds").and_then(Value::as_u64).unwrap_or(0);
+    format!(
+        "banned {} under rule {} for {} (until {}); every sink applies it as any ban \
+         (`floodwatch status` shows how they are doing)\n",
+        s("key"),
+        s("rule"),
+        span(Duration::from_secs(secs)),
+        s("until"),
+    )
+}
+
+/// An unban's answer; `Err` with the message when nothing was lifted.
+pub fn unban(key: &str, u: &Unbanned) -> Result<String, String> {
+    let mut out = String::new();
+    for b in &u.lifted {
+        let _ = writeln!(
+            out,
+            "lifted {} (rule {}, would have ended {})",
+            b.key, b.rule, b.until
+        );
+    }
+    let detected: Vec<_> = u.lifted.iter().filter(|b| !b.manual).collect();
+    if !detected.is_empty() {
+        let _ =
+            writeln!(
+            out,
+            "The flood that caused {} is forgiven, not forgotten: its lines already read or still \
+             coming do not ban the key again under that rule before the lifted ban would have \
+             ended (above); a flood after that bans it again, as a first offense. To never ban \
+             it, add it to [allow] and reload.",
+            if detected.len() == 1 { "this ban" } else { "these bans" }
+        );
+    }
+    for b in &u.wider {
+        let _ = writeln!(
+            out,
+            "not lifted: {} (rule {}, until {}) contains {key}; `floodwatch unban {}` lifts it for \
+             the whole range",
+            b.key, b.rule, b.until, b.key
+        );
+    }
+    match (u.lifted.is_empty(), u.wider.is_empty()) {
+        (true, true) => Err(format!("{key} is not banned")),
+        (true, false) => Err(out.trim_end().to_string()),
+        _ => Ok(out),
+    }
+}
+
+/// A `status` answer as a page of text.
+pub fn status(s: &Status) -> String {
+    let mut out = String::new();
+    let up = span(Duration::from_secs(s.uptime_seconds));
+    let _ = writeln!(
+        out,
+        "floodwatch {}, pid {}, up {up} (since {})",
+        s.version, s.pid, s.started
+    );
+    if let Some(c) = &s.config {
+        let _ = writeln!(out, "config:    {c}");
+    }
+    let _ = writeln!(
+        out,
+        "files:     {} followed in {} folders",
+        s.files, s.folders
+    );
+    let _ = writeln!(
+        out,
+        "lines:     {} read, {:.0}/s now; {} malformed, {} late, {} too old to count",
+        s.lines, s.lines_per_second, s.malformed, s.late, s.stale
+    );
+    let _ = writeln!(out, "keys:      {} tracked", s.keys_tracked);
+    let lag = &s.read_lag;
+    let _ = writeln!(
+        out,
+        "read lag:  {} bytes unread (file most behind: {} bytes, its newest line read {} ago)",
+        lag.total_bytes,
+        lag.worst_bytes,
+        span(Duration::from_secs(lag.worst_seconds))
+    );
+    let _ = writeln!(
+        out,
+        "bans:      {} active, {} since start",
+        s.bans.active, s.bans.since_start
+    );
+    let mut rows = Vec::new();
+    for r in &s.bans.by_rule {
+        rows.push([
+            format!("  {}", r.rule),
+            format!("{} active", r.active),
+            format!("{} since start", r.since_start),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    if s.sinks.is_empty() {
+        out.push_str("sinks:     none (events go to stdout)\n");
+        return out;
+    }
+    out.push_str("sinks:\n");
+    let mut rows = Vec::new();
+    for k in &s.sinks {
+        let health = match &k.failing_since {
+            Some(since) => format!("FAILING since {since}"),
+            None => "ok".into(),
+        };
+        rows.push([
+            format!("  {}", k.name),
+            health,
+            format!(
+                "{} delivered, {} failed, {} dropped, {} retries, {} pending",
+                k.delivered, k.failed, k.dropped, k.retries, k.pending
+            ),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    for k in s.sinks.iter().filter(|k| k.last_error.is_some()) {
+        let _ = writeln!(
+            out,
+            "  {} last failed: {}",
+            k.name,
+            k.last_error.as_deref().unwrap_or_default()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{BanCounts, LiftedBan, RuleBans, SinkStatus};
+    use serde_json::json;
+
+    #[test]
+    fn spans_keep_two_units() {
+        let s = |n| span(Duration::from_secs(n));
+        assert_eq!(
+            [s(0), s(59), s(61), s(3599), s(3661), s(90_061)],
+            ["0s", "59s", "1m 1s", "59m 59s", "1h 1m", "1d 1h"]
+        );
+    }
+
+    #[test]
+    fn bans_are_a_table_with_time_left_and_origin() {
+        let answer = json!({"ok": true, "now": "2026-11-25T10:00:00Z", "bans": [
+            {"type":"ban","time":"2026-11-25T09:59:00Z","key":"203.0.113.7","rule":"default",
+             "vhost":"example.com","until":"2026-11-25T10:09:00Z","ban_seconds":600},
+            {"type":"ban","time":"2026-11-25T09:00:00Z","key":"198.51.100.0/24","rule":"manual",
+             "until":"2026-11-26T09:00:00Z","ban_seconds":86400,"reason":"manual"}
+        ]});
+        let t = bans(&answer);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "KEY              RULE     VHOST        SINCE                 UNTIL                 LEFT    ORIGIN");
+        assert_eq!(lines[1], "203.0.113.7      default  example.com  2026-11-25T09:59:00Z  2026-11-25T10:09:00Z  9m 0s   detected");
+        assert_eq!(lines[2], "198.51.100.0/24  manual   -            2026-11-25T09:00:00Z  2026-11-26T09:00:00Z  23h 0m  manual");
+        assert_eq!(lines[3], "2 active bans (1 detected, 1 manual)");
+        assert_eq!(bans(&json!({"ok": true, "bans": []})), "no active bans\n");
+        let j = bans_json(&answer);
+        let back: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, answer["bans"]);
+        assert_eq!(j.lines().count(), 4, "one ban per line: {j}");
+    }
+
+    #[test]
+    fn an_unban_says_what_was_lifted_and_what_was_not() {
+        let lifted = |key: &str, manual| LiftedBan {
+            key: key.into(),
+            rule: "default".into(),
+            until: "2026-11-25T10:10:05Z".into(),
+            manual,
+        };
+        let u = Unbanned {
+            lifted: vec![lifted("203.0.113.7", false)],
+            wider: vec![],
+        };
+        let t = unban("203.0.113.7", &u).unwrap();
+        assert!(t.starts_with(
+            "lifted 203.0.113.7 (rule default, would have ended 2026-11-25T10:10:05Z)\n"
+        ));
+        assert!(t.contains("forgiven, not forgotten"), "{t}");
+        let u = Unbanned {
+            lifted: vec![lifted("203.0.113.7", true)],
+            wider: vec![],
+        };
+        assert!(!unban("203.0.113.7", &u).unwrap().contains("forgiven"));
+        let u = Unbanned {
+            lifted: vec![],
+            wider: vec![lifted("203.0.113.0/24", false)],
+        };
+        let e = unban("203.0.113.9", &u).unwrap_err();
+        assert!(e.starts_with("not lifted: 203.0.113.0/24 (rule default, until 2026-11-25T10:10:05Z) contains 203.0.113.9; `floodwatch unban 203.0.113.0/24`"), "{e}");
+        assert_eq!(
+            unban("192.0.2.1", &Unbanned::default()).unwrap_err(),
+            "192.0.2.1 is not banned"
+        );
+    }
+
+    #[test]
+    fn status_shows_rules_and_failing_sinks() {
+        let s = Status {
+            version: "0.1.0".into(),
+            pid: 42,
+            started: "2026-11-25T08:00:00Z".into(),
+            uptime_seconds: 7200,
+            files: 2000,
+            folders: 1000,
+            lines: 123,
+            lines_per_second: 12.4,
+            bans: BanCounts {
+                active: 3,
+                since_start: 5,
+                by_rule: vec![RuleBans {
+                    rule: "default".into(),
+                    active: 3,
+                    since_start: 5,
+                }],
+            },
+            sinks: vec![SinkStatus {
+                name: "cf".into(),
+                failing_since: Some("2026-11-25T09:58:00Z".into()),
+                last_error: Some("2026-11-25T09:59:00Z delivering: HTTP 500".into()),
+                pending: 2,
+                ..SinkStatus::default()
+            }],
+            ..Status::default()
+        };
+        let t = status(&s);
+        for want in [
+            "floodwatch 0.1.0, pid 42, up 2h 0m (since 2026-11-25T08:00:00Z)\n",
+            "files:     2000 followed in 1000 folders\n",
+            "lines:     123 read, 12/s now; 0 malformed, 0 late, 0 too old to count\n",
+            "bans:      3 active, 5 since start\n  default  3 active  5 since start\n",
+            "  cf  FAILING since 2026-11-25T09:58:00Z  0 delivered, 0 failed, 0 dropped, 0 retries, 2 pending\n",
+            "  cf last failed: 2026-11-25T09:59:00Z delivering: HTTP 500\n",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in:\n{t}");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! What watch does with a control request (see [`crate::control`]): list the bans, report how
+//! it is doing, ban or lift a key by hand. Runs on the watch loop between two turns, with the
+//! loop's own state: nothing is copied to another thread, and the shards, which own the
+//! buckets, go on counting meanwhile.
+//!
+//! A manual ban or unban is an event like any other: it goes through the output to every sink
+//! (the nginx file rewritten, the Cloudflare rule made or deleted, the exec command run), to
+//! the log, and into the state saved about once a second.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::addr::Cidr;
+use crate::clock::wall_ms;
+use crate::control::{
+    BanCounts, LiftedBan, ReadLag, Request, RuleBans, SinkStatus, Status, Unbanned,
+};
+use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
+use crate::decide::event::{write_ban_json, Rfc3339};
+use crate::decide::{Ban, Event, Origin};
+use crate::detector::Detector;
+use crate::output::Output;
+use crate::sink::SinkHealth;
+
+use super::control::refuse;
+use super::files::Files;
+
+/// The longest manual ban (ten years: "for good" without overflowing any clock).
+const MAX_MANUAL_MS: u64 = 3653 * 86_400_000;
+
+/// Lines read per second over the last ten seconds or so: a sample of the line count about
+/// once a second, kept by the loop.
+#[derive(Debug, Default)]
+pub(super) struct LineRate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl LineRate {
+    const KEEP: usize = 11;
+
+    /// Records `lines` (the total so far) if a second has passed since the last sample.
+    pub(super) fn sample(&mut self, now: Instant, lines: u64) {
+        let due = self.samples.back().map_or(true, |&(t, _)| {
+            now.duration_since(t) >= Duration::from_secs(1)
+        });
+        if due {
+            if self.samples.len() == Self::KEEP {
+                self.samples.pop_front();
+            }
+            self.samples.push_back((now, lines));
+        }
+    }
+
+    pub(super) fn per_second(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&(t0, n0)), Some(&(t1, n1))) if t1 > t0 => {
+                n1.saturating_sub(n0) as f64 / t1.duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// When watch started.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Started {
+    pub wall_ms: i64,
+    pub at: Instant,
+}
+
+/// The loop's state a request may read or change.
+pub(super) struct Ctx<'a, 'o> {
+    pub detector: &'a mut Detector,
+    pub output: &'a mut Output<'o>,
+    pub files: &'a Files,
+    pub started: Started,
+    /// The ban table's counters at start.
+    pub started_stats: TableStats,
+    pub config_path: Option<&'a Path>,
+    pub rate: &'a LineRate,
+}
+
+/// Answers `req`, appending the answer (one JSON object and a newline) to `out`.
+pub(super) fn answer(req: Request, cx: Ctx, out: &mut Vec<u8>) {
+    match req {
+        Request::Bans => bans(&cx, out),
+        Request::Status => {
+            let s = status(cx);
+            ok(out, "status", &s);
+        }
+        Request::Ban { key, seconds, rule } => match ban(cx, &key, seconds, rule.as_deref()) {
+            Ok(b) => {
+                out.extend_from_slice(b"{\"ok\":true,\"ban\":");
+                write_ban_json(&b, out);
+                out.extend_from_slice(b"}\n");
+            }
+            Err(e) => refuse(&e, out),
+        },
+        Request::Unban { key } => match unban(cx, &key) {
+            Ok(u) => ok(out, "unbanned", &u),
+            Err(e) => refuse(&e, out),
+        },
+    }
+}
+
+fn ok(out: &mut Vec<u8>, name: &str, value: &impl serde::Serialize) {
+    let v = serde_json::json!({"ok": true, name: value});
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// The active bans, soonest end first, each as the ban event that started it (as `/bans`).
+fn bans(cx: &Ctx, out: &mut Vec<u8>) {
+    let table = cx.detector.table();
+    let _ = write!(
+        out,
+        "{{\"ok\":true,\"now\":\"{}\",\"bans\":[",
+        Rfc3339(wall_ms())
+    );
+    for (i, b) in table.active().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_ban_json(b, out);
+    }
+    out.extend_from_slice(b"]}\n");
+}
+
+fn parse_key(key: &str) -> Result<Cidr, String> {
+    key.parse::<Cidr>().map_err(|e| e.to_string())
+}
+
+fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>) -> Result<Ban, String> {
+    let net = parse_key(key)?;
+    let ms = seconds.saturating_mul(1000);
+    if ms == 0 || ms > MAX_MANUAL_MS {
+        return Err(format!(
+            "a ban lasts from 1 second to 10 years, not {seconds} s"
+        ));
+    }
+    let b = cx
+        .detector
+        .table_mut()
+        .ban_manually(net, rule, wall_ms(), ms)
+        .map_err(|e| e.to_string())?;
+    cx.output.emit(&Event::Ban(b.clone()));
+    Ok(b)
+}
+
+fn unban(cx: Ctx, key: &str) -> Result<Unbanned, String> {
+    let net = parse_key(key)?;
+    let lifted = cx.detector.table_mut().lift(&net, wall_ms());
+    let named = |b: &Ban| LiftedBan {
+        key: b.key.net.to_string(),
+        rule: b.rule.to_string(),
+        until: Rfc3339(b.until_ms).to_string(),
+        manual: b.origin == Origin::Manual,
+    };
+    let mut answer = Unbanned {
+        lifted: Vec::with_capacity(lifted.lifted.len()),
+        wider: lifted.wider.iter().map(named).collect(),
+    };
+    for (b, u) in &lifted.lifted {
+        answer.lifted.push(named(b));
+        cx.output.emit(&Event::Unban(u.clone()));
+    }
+    Ok(answer)
+}
+
+fn status(cx: Ctx) -> Status {
+    let now_ms = wall_ms();
+    let table = cx.detector.table();
+    let stats = table.stats();
+    let ingest = cx.files.ingest_stats();
+    let shards = cx.detector.live_stats();
+    let lag = cx.files.read_lag(now_ms);
+    let names: Vec<&str> = table.rule_names().collect();
+    let mut by_rule: Vec<RuleBans> = names
+        .iter()
+        .zip(table.bans_by_rule())
+        .map(|(name, &since_start)| RuleBans {
+            rule: name.to_string(),
+            active: 0,
+            since_start,
+        })
+        .collect();
+    let mut manual = RuleBans {
+        rule: MANUAL_RULE_NAME.into(),
+        active: 0,
+        since_start: table.manual_bans(),
+    };
+    for b in table.active() {
+        let row = match names.iter().position(|n| *n == &*b.rule) {
+            Some(i) => &mut by_rule[i],
+            None => &mut manual,
+        };
+        row.active += 1;
+    }
+    if manual.active + manual.since_start > 0 {
+        by_rule.push(manual);
+    }
+    let (_, folders) = cx.files.counts();
+    Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started: Rfc3339(cx.started.wall_ms).to_string(),
+        uptime_seconds: cx.started.at.elapsed().as_secs(),
+        config: cx.config_path.map(|p| p.display().to_string()),
+        files: cx.files.open_files(),
+        folders,
+        lines: ingest.lines,
+        lines_per_second: cx.rate.per_second(),
+        malformed: ingest.malformed.total(),
+        late: shards.late,
+        stale: shards.stale,
+        keys_tracked: shards.keys_at_end,
+        read_lag: ReadLag {
+            worst_bytes: lag.worst_bytes,
+            total_bytes: lag.total_bytes,
+            worst_seconds: lag.worst_ms / 1000,
+        },
+        bans: BanCounts {
+            active: table.active_len() as u64,
+            since_start: stats.bans - cx.started_stats.bans,
+            by_rule,
+        },
+        sinks: cx.output.sink_health().iter().map(sink_status).collect(),
+    }
+}
+
+fn sink_status(h: &SinkHealth) -> SinkStatus {
+    let c = &h.counters;
+    SinkStatus {
+        name: h.name.clone(),
+        delivered: c.delivered,
+        failed: c.failed,
+        dropped: c.dropped,
+        retries: c.retries,
+        pending: h.pending,
+        failing_since: h.trouble.failing_since_ms.map(|t| Rfc3339(t).to_string()),
+        last_error: (h.trouble.last_error.as_ref()).map(|(t, e)| format!("{} {e}", Rfc3339(*t))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_rate_is_taken_over_the_last_samples() {
+        let mut r = LineRate::default();
+        let t0 = Instant::now();
+        assert_eq!(r.per_second(), 0.0);
+        for s in 0..30u64 {
+            r.sample(t0 + Duration::from_secs(s), s * 100);
+            // More often than once a second: ignored.
+            r.sample(t0 + Duration::from_millis(s * 1000 + 500), 1_000_000);
+        }
+        assert_eq!(r.per_second(), 100.0);
+        r.sample(t0 + Duration::from_secs(30), 2900);
+        assert_eq!(r.per_second(), 0.0 + (2900.0 - 2000.0) / 10.0);
+    }
+}
