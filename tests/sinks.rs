@@ -1045,3 +1045,307 @@ fn check_config_finds_what_watch_would_meet() {
     );
     drop(busy);
 }
+
+/// `floodwatch` run as a command against the running watch of `config`.
+fn admin(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn stdout_text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` until it holds; against hangs only.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A watch running with `config`, its stderr kept in a file; stopped with SIGTERM on drop.
+struct RunningWatch {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RunningWatch {
+    fn start(config: &Path, log: PathBuf) -> RunningWatch {
+        let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            .args(["watch", "--config"])
+            .arg(config)
+            .env("FLOODWATCH_TEST_CF_TOKEN", CF_TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let w = RunningWatch { child, log };
+        eventually("watch answers status", || {
+            admin(config, &["status"]).status.success()
+        });
+        w
+    }
+
+    fn stop(mut self) {
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunningWatch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The admin's toolbox against a running watch with real sinks: a real nginx, the local
+/// Cloudflare API, an exec command and the events file. `unban` lifts a detected ban
+/// everywhere at once and the same flood does not ban again; `ban` reaches every sink; `bans`
+/// and `status` show them; a manual ban survives a restart; only root and watch's user may ask.
+#[test]
+fn admin_commands_reach_every_sink_of_a_running_watch() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = TestNginx::start(dir.path());
+    let cf_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cf_port = cf_listener.local_addr().unwrap().port();
+    let cf = serve_cloudflare(cf_listener);
+    let (deny, events, calls) = (
+        dir.path().join("deny.conf"),
+        dir.path().join("events.jsonl"),
+        dir.path().join("calls.txt"),
+    );
+    let access_log = dir.path().join("access_log");
+    std::fs::write(&access_log, "").unwrap();
+    let exec = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
+            calls.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[input]\npaths = [{:?}]\n\n[allow]\ncidrs = []\n\n\
+             [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
+             [state]\ndir = {:?}\n\n\
+             [[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\n\
+             reload_command = {}\nmin_reload_interval = \"0s\"\n\n\
+             [[sink]]\nname = \"cf\"\ntype = \"cloudflare\"\nzone_id = \"{CF_ZONE}\"\n\
+             api_token_env = \"FLOODWATCH_TEST_CF_TOKEN\"\n\
+             api_base = \"http://127.0.0.1:{cf_port}/client/v4\"\n\n\
+             [[sink]]\nname = \"fw\"\ntype = \"exec\"\nban = {}\nunban = {}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            access_log.display().to_string(),
+            dir.path().join("state").display().to_string(),
+            deny.display().to_string(),
+            nginx.command_toml(&["-t", "-q"]),
+            nginx.command_toml(&["-s", "reload"]),
+            exec("ban"),
+            exec("unban"),
+            events.display().to_string(),
+        ),
+    );
+    let cfg = config.as_path();
+    let watch = RunningWatch::start(cfg, dir.path().join("watch.log"));
+    let flood = |client: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let line = format!(
+            "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"flood\"\n",
+            floodwatch::lab::scenario::httpdate(now)
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&access_log)
+            .unwrap();
+        f.write_all(line.repeat(20).as_bytes()).unwrap();
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let cf_ops = || cf.lock().unwrap().ops.clone();
+
+    // A detected ban reaches every sink.
+    flood("127.0.0.2");
+    eventually("127.0.0.2 banned", || {
+        stdout_text(&admin(cfg, &["bans"])).contains("127.0.0.2")
+    });
+    nginx.wait_for_status("127.0.0.2", 403);
+    eventually("the Cloudflare rule", || cf_ops() == ["POST 127.0.0.2"]);
+
+    // Lifted: everywhere at once, and the flood that caused it does not ban it again.
+    let out = admin(cfg, &["unban", "127.0.0.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout_text(&out);
+    assert!(
+        text.starts_with("lifted 127.0.0.2 (rule flood, would have ended "),
+        "{text}"
+    );
+    assert!(text.contains("forgiven"), "{text}");
+    nginx.wait_for_status("127.0.0.2", 200);
+    assert!(!read(&deny).contains("127.0.0.2"), "{}", read(&deny));
+    eventually("the rule deleted", || {
+        cf_ops() == ["POST 127.0.0.2", "DELETE 127.0.0.2"]
+    });
+    eventually("exec unban", || {
+        read(&calls) == "ban 127.0.0.2\nunban 127.0.0.2\n"
+    });
+    eventually("the unban event", || {
+        json_lines(&read(&events))
+            .iter()
+            .any(|e| e["type"] == "unban" && e["key"] == "127.0.0.2" && e["reason"] == "manual")
+    });
+    flood("127.0.0.2");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let listed = stdout_text(&admin(cfg, &["bans"]));
+    assert_eq!(listed, "no active bans\n", "banned again at once");
+    assert_eq!(nginx.status_from("127.0.0.2"), 200);
+    let again = admin(cfg, &["unban", "127.0.0.2"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("127.0.0.2 is not banned"),
+        "{}",
+        stderr(&again)
+    );
+
+    // A manual ban reaches every sink too.
+    let out = admin(cfg, &["ban", "127.0.0.3", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout_text(&out).starts_with("banned 127.0.0.3 under rule manual for 1h 0m"));
+    nginx.wait_for_status("127.0.0.3", 403);
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+    eventually("the manual Cloudflare rule", || {
+        cf_ops().last().map(String::as_str) == Some("POST 127.0.0.3")
+    });
+    eventually("exec ban", || read(&calls).ends_with("ban 127.0.0.3\n"));
+    let refused = admin(cfg, &["ban", "127.0.0.3", "--for", "1h"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("127.0.0.3 is already banned under rule manual"));
+    let bad = admin(cfg, &["ban", "127.0.0.4", "--for", "1h", "--rule", "nope"]);
+    assert!(
+        stderr(&bad).contains("no rule is named \"nope\""),
+        "{}",
+        stderr(&bad)
+    );
+
+    // What bans and status show.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout_text(&admin(cfg, &["bans", "--json"]))).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0]["key"], &listed[0]["reason"]),
+        (&"127.0.0.3".into(), &"manual".into())
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout_text(&admin(cfg, &["status", "--json"]))).unwrap();
+    assert_eq!(status["files"], 1);
+    assert_eq!(status["lines"], 40);
+    assert_eq!(status["bans"]["active"], 1);
+    assert_eq!(status["bans"]["since_start"], 2);
+    let by_rule: Vec<_> = status["bans"]["by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} {}", r["rule"], r["active"], r["since_start"]))
+        .collect();
+    assert_eq!(by_rule, ["\"flood\" 0 1", "\"manual\" 1 1"]);
+    let sinks: Vec<_> = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {} {}", s["name"], s["failed"], s["failing_since"]))
+        .collect();
+    assert_eq!(
+        sinks,
+        [
+            "\"deny\" 0 null",
+            "\"cf\" 0 null",
+            "\"fw\" 0 null",
+            "\"sink[3] jsonl\" 0 null"
+        ]
+    );
+    let text = stdout_text(&admin(cfg, &["status"]));
+    assert!(
+        text.contains("bans:      1 active, 2 since start\n"),
+        "{text}"
+    );
+
+    // Only root and watch's own user may ask (the tests run as root in CI).
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let as_nobody = || {
+            Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+                .args(["status", "--config"])
+                .arg(cfg)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        };
+        let socket = dir.path().join("state/control.sock");
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let out = as_nobody();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("permission denied"),
+            "{}",
+            stderr(&out)
+        );
+        // Even with the socket opened to everyone, watch checks who is asking.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let out = as_nobody();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("permission denied for uid 65534"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    // A manual ban survives a restart; with no watch running, the commands say so.
+    watch.stop();
+    let out = admin(cfg, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no watch is running"),
+        "{}",
+        stderr(&out)
+    );
+    let watch = RunningWatch::start(cfg, dir.path().join("watch2.log"));
+    let listed = stdout_text(&admin(cfg, &["bans"]));
+    assert!(
+        listed.contains("127.0.0.3") && listed.contains("manual"),
+        "{listed}"
+    );
+    assert!(admin(cfg, &["unban", "127.0.0.3"]).status.success());
+    nginx.wait_for_status("127.0.0.3", 200);
+    eventually("the manual rule deleted", || {
+        cf_ops().last().map(String::as_str) == Some("DELETE 127.0.0.3")
+    });
+    let log = watch.log();
+    watch.stop();
+    assert!(
+        log.contains("unban 127.0.0.3 rule=manual reason=manual"),
+        "{log}"
+    );
+    assert!(!log.contains(CF_TOKEN));
+}
