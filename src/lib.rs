@@ -24,7 +24,9 @@
 //!   [`output`] sends its events to the sinks or stdout.
 //! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
 //!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
-//!   bench). [`config`] and [`cli`] validate input at the edge; the rest never sees raw input.
+//!   bench), [`control`] (`bans`, `ban`, `unban`, `status`: requests to a running watch over
+//!   its control socket). [`config`] and [`cli`] validate input at the edge; the rest never
+//!   sees raw input.
 //!   [`state_file`] loads and saves watch's state files (versioned JSON, replaced through
 //!   [`atomic_file`]).
 //!   [`clock`] is the wall clock, which never moves a line's time.
@@ -53,7 +55,8 @@
 //!   (`shard-N`) own their keys, no locks; a decider thread drives the detector's decider and
 //!   the output.
 //! - Watch: one loop thread owns the files (tailers, parser, the router: the shards' only
-//!   producer), the decider, the ban table, the output and the metrics endpoint, waiting in mio;
+//!   producer), the decider, the ban table, the output, the metrics endpoint and the control
+//!   socket, waiting in mio;
 //!   shard threads as in replay; the detector's relay thread (`watch-relay`) wakes the loop
 //!   with shard output.
 //! - Bench: replay as above; its live part runs watch itself, in process.

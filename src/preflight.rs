@@ -3,7 +3,8 @@
 //!
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
 //! test/reload program that is not there, an nginx deny file whose folder cannot be written, a
-//! Cloudflare token file that is missing or readable by others. **Warnings** (what may be fine):
+//! Cloudflare token file that is missing or readable by others, a control socket path too long
+//! for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
 //! watch), and the newest log of the paths whose last lines could mostly not be used (the
 //! sample line and likely cause, as replay would say).
@@ -54,6 +55,23 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
     if let Some(dir) = &config.state.dir {
         if let Err(m) = writable(dir, true) {
             error("state.dir", m);
+        }
+    }
+    if let Some(socket) = config.state.socket_path() {
+        let (key, folder) = match &config.state.socket {
+            Some(s) => ("state.socket", s.parent()),
+            // The state folder's own check covers it.
+            None => ("state.dir", None),
+        };
+        let max = crate::watch::control::MAX_PATH;
+        if socket.as_os_str().len() > max {
+            let m = format!(
+                "the control socket {} is longer than a Unix socket path may be ({max} bytes):                  set [state] socket to a shorter one",
+                socket.display()
+            );
+            error(key, m);
+        } else if let Some(Err(m)) = folder.map(|f| writable(f, true)) {
+            error(key, m);
         }
     }
     for (i, s) in sinks.iter().enumerate() {

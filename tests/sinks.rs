@@ -985,7 +985,8 @@ fn check_config_finds_what_watch_would_meet() {
     let config = write_config(
         d,
         &format!(
-            "[input]\npaths = [{:?}, {:?}]\n\n[state]\ndir = {:?}\n\n[metrics]\nlisten = \"{}\"\n\n\
+            "[input]\npaths = [{:?}, {:?}]\n\n[state]\ndir = {:?}\nsocket = {:?}\n\n\
+             [metrics]\nlisten = \"{}\"\n\n\
              [[sink]]\ntype = \"exec\"\nban = [\"floodwatch-no-such-nft\", \"{{ip}}\"]\n\n\
              [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
              reload_command = [\"true\"]\n\n\
@@ -993,6 +994,10 @@ fn check_config_finds_what_watch_would_meet() {
             logs.join("access_log").display().to_string(),
             d.join("vhosts/*/logs/access_log").display().to_string(),
             d.join("a-file/state").display().to_string(),
+            d.join("s".repeat(100))
+                .join("control.sock")
+                .display()
+                .to_string(),
             busy.local_addr().unwrap(),
             d.join("missing-folder/deny.conf").display().to_string(),
             token.display().to_string(),
@@ -1004,6 +1009,8 @@ fn check_config_finds_what_watch_would_meet() {
     for want in [
         "error: ",
         "state.dir: ",
+        "state.socket: the control socket ",
+        "is longer than a Unix socket path may be (107 bytes)",
         "sink[0].ban: floodwatch-no-such-nft: not found on PATH",
         "sink[1].path: ",
         "sink[2].api_token_file: ",
@@ -1013,7 +1020,7 @@ fn check_config_finds_what_watch_would_meet() {
         "vhosts/*/logs/access_log: no file there yet",
         "input.format: ",
         "looks like a JSON log",
-        "4 problem(s) that would stop watch or fail every ban of a sink",
+        "5 problem(s) that would stop watch or fail every ban of a sink",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }
@@ -1038,6 +1045,7 @@ fn check_config_finds_what_watch_would_meet() {
         keys,
         [
             "state.dir",
+            "state.socket",
             "sink[0].ban",
             "sink[1].path",
             "sink[2].api_token_file"

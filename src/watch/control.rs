@@ -24,7 +24,7 @@ use super::conns::{Framer, Listener, Server};
 use crate::control::{Request, MAX_REQUEST};
 
 /// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
-const MAX_PATH: usize = 107;
+pub const MAX_PATH: usize = 107;
 
 /// What a connection asked, as far as it could be read.
 pub type Asked = Result<Request, String>;

@@ -2,7 +2,7 @@
 //! only producer), the [`Detector`]'s decider and ban table, the output and the metrics
 //! endpoint; shard output wakes it through the detector's relay thread. [`WatchLoop`] runs it in
 //! small steps: a round (marks, decisions, wall-clock expiry, saving), a wait in mio, the events
-//! that woke it (inotify, signals, metrics requests), the reads; and the stop.
+//! that woke it (inotify, signals, metrics and control requests), the reads; and the stop.
 //!
 //! **Time.** Watch decides as replay does on the final files, however the lines arrive. After
 //! each round of reads (every file that changed is read to its end, so the shards sort the
