@@ -71,6 +71,7 @@ pub mod config;
 pub mod control;
 pub mod decide;
 pub mod detector;
+pub mod docgen;
 pub mod engine;
 pub mod hit;
 pub mod lab;

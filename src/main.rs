@@ -70,6 +70,20 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Ban(a) => floodwatch::control::cmd::ban(&a, &mut std::io::stdout()),
         Command::Unban(a) => floodwatch::control::cmd::unban(&a, &mut std::io::stdout()),
         Command::Status(a) => floodwatch::control::cmd::status(&a, &mut std::io::stdout()),
+        Command::Completions(a) => {
+            let mut stdout = std::io::stdout().lock();
+            floodwatch::docgen::completions(a.shell, &mut stdout);
+            stdout.flush().map_err(write_error)
+        }
+        Command::Man(a) => match &a.dir {
+            Some(dir) => {
+                let written = floodwatch::docgen::man_pages(dir)
+                    .map_err(|e| AppError::Runtime(format!("{}: {e}", dir.display())))?;
+                log::info!("{} man pages in {}", written.len(), dir.display());
+                Ok(())
+            }
+            None => floodwatch::docgen::man(&mut std::io::stdout().lock()).map_err(write_error),
+        },
         Command::Test(a) => {
             let mut config = match a.config.as_deref() {
                 Some(p) => Config::load(p)?,

@@ -1333,3 +1333,51 @@ fn a_log_in_another_format_is_reported_once() {
     let (status, _, _, _) = w.stop();
     assert!(status.success());
 }
+
+/// Under systemd (`Type=notify`): READY=1 once watching, RELOADING=1 and READY=1 around a
+/// SIGHUP, watchdog pings at half `WatchdogSec=`, STOPPING=1 at SIGTERM — on the socket systemd
+/// names in `NOTIFY_SOCKET`.
+#[test]
+fn tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let log = dir.path().join("access_log");
+    fs::write(&log, "").unwrap();
+    // WATCHDOG_PID names watch itself, as systemd sets it: the shell's pid, kept by `exec`.
+    let mut child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" watch \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_floodwatch"))
+        .arg(&log)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1\nSTATUS=watching 1 files in 1 folders\n");
+    let pings = (0..3).map(|_| recv()).collect::<Vec<_>>();
+    assert_eq!(pings, ["WATCHDOG=1\n"; 3], "every 200 ms while idle");
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let mut seen: Vec<String> = (0..6).map(|_| recv()).collect();
+    seen.retain(|m| m != "WATCHDOG=1\n");
+    assert_eq!(
+        seen[..2],
+        [
+            "RELOADING=1\n",
+            "READY=1\nSTATUS=watching 1 files in 1 folders\n"
+        ]
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let stopping = (0..6).map(|_| recv()).find(|m| m != "WATCHDOG=1\n");
+    assert_eq!(stopping.as_deref(), Some("STOPPING=1\n"));
+    assert!(child.wait().unwrap().success());
+}

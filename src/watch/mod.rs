@@ -18,6 +18,7 @@ pub mod http;
 pub mod inotify;
 pub mod marks;
 pub mod metrics;
+mod notify;
 pub mod procstat;
 mod reload;
 mod run;

@@ -42,6 +42,7 @@ use super::control::ControlSocket;
 use super::endpoint::Endpoint;
 use super::files::{Files, Reading};
 use super::inotify::{self, Inotify};
+use super::notify::Systemd;
 use super::reload::{self, Live};
 use super::signals::{Signal, Signals};
 use super::{state, WatchPlan};
@@ -132,6 +133,7 @@ struct WatchLoop<'o> {
     control: Option<ControlSocket>,
     started: Started,
     line_rate: LineRate,
+    systemd: Systemd,
     files: Files,
     detector: Detector,
     output: Output<'o>,
@@ -249,6 +251,8 @@ impl<'o> WatchLoop<'o> {
         );
         // Lines written while stopped (and everything, with `start_at = "beginning"`): one round.
         files.poll_all();
+        let systemd = Systemd::new();
+        systemd.ready(&format!("watching {n_files} files in {folders} folders"));
 
         let now = Instant::now();
         Ok(WatchLoop {
@@ -267,6 +271,7 @@ impl<'o> WatchLoop<'o> {
                 at: started,
             },
             line_rate: LineRate::default(),
+            systemd,
             next_rescan: now + files.rescan_interval(),
             files,
             detector,
@@ -324,6 +329,7 @@ impl<'o> WatchLoop<'o> {
         });
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         self.line_rate.sample(now, self.files.ingest_stats().lines);
+        self.systemd.tick(now);
         if now >= self.next_save {
             self.save();
             self.next_save = now + SAVE_EVERY;
@@ -375,6 +381,7 @@ impl<'o> WatchLoop<'o> {
             self.files.next_deadline(),
             self.endpoint.next_deadline(),
             self.control.as_ref().and_then(ControlSocket::next_deadline),
+            self.systemd.next_deadline(),
         ];
         wake = deadlines.into_iter().flatten().fold(wake, Instant::min);
         if let Some(until) = table.next_expiry() {
@@ -434,6 +441,7 @@ impl<'o> WatchLoop<'o> {
     /// SIGHUP: reads the config again and applies it (see `reload`); returns whether the globs
     /// changed.
     fn reload(&mut self) -> bool {
+        self.systemd.reloading();
         let path = self.config_path.as_deref();
         let applied = reload::load(path, &self.cli_paths, &self.config).and_then(|r| {
             Live {
@@ -446,6 +454,9 @@ impl<'o> WatchLoop<'o> {
             .apply(r)
         });
         self.reloads.count(applied.is_some());
+        let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
+        self.systemd
+            .ready(&format!("watching {n_files} files in {folders} folders"));
         applied == Some(true)
     }
 
@@ -547,8 +558,10 @@ impl<'o> WatchLoop<'o> {
             started_stats,
             restored,
             control,
+            systemd,
             ..
         } = self;
+        systemd.stopping();
         // Commands now would find no one to answer them.
         drop(control);
         files.poll_all();
