@@ -1358,7 +1358,7 @@ fn tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
