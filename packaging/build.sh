@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds every release artefact of floodwatch into target/dist/:
+#   floodwatch                  the portable binary (x86_64, glibc >= 2.17: CentOS 7, AlmaLinux 8,
+#                               Ubuntu 20.04 and newer), stripped
+#   floodwatch.debug            its debug info, split off (gdb finds it through the debuglink)
+#   floodwatch_<v>_amd64.deb    the Debian/Ubuntu package (cargo-deb)
+#   floodwatch-<v>-1.x86_64.rpm the RHEL/Alma/CloudLinux package (cargo-generate-rpm)
+#   floodwatch-<v>-x86_64-linux.tar.gz  the binary, unit, sample config, man pages, completions
+#   man/, completions/          generated from the program's own clap definitions
+# It checks that no symbol of the binary needs a glibc newer than 2.17 and that the binary runs.
+# Tools it needs and does not find are installed: zig (PyPI's `ziglang`), cargo-zigbuild,
+# cargo-deb, cargo-generate-rpm (crates.io), objcopy/objdump (Debian's binutils).
+#
+#   packaging/build.sh            everything
+#   packaging/build.sh --native   a .deb of the host build instead (no zig; its binary needs the
+#                                 host's glibc): what CI installs and tests on every run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRIPLE=x86_64-unknown-linux-gnu
+GLIBC=2.17
+DIST=target/dist
+NATIVE=false
+[ "${1:-}" = "--native" ] && NATIVE=true
+
+say() { echo "build.sh: $*" >&2; }
+fail() { say "error: $*"; exit 1; }
+
+need_binutils() {
+    if ! command -v objcopy >/dev/null || ! command -v objdump >/dev/null; then
+        say "installing binutils"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null
+    fi
+}
+
+need_cargo_tool() { # <subcommand> <crate>
+    if ! cargo "$1" --version >/dev/null 2>&1; then
+        say "installing $2 (cargo install, a few minutes once)"
+        cargo install --locked --quiet "$2"
+    fi
+}
+
+need_zig() {
+    if ! command -v zig >/dev/null && ! python3 -m ziglang version >/dev/null 2>&1; then
+        say "installing zig from PyPI (ziglang)"
+        python3 -m pip install --quiet ziglang
+    fi
+}
+
+version=$(cargo metadata --no-deps --format-version 1 |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+rm -rf "$DIST"
+mkdir -p "$DIST/man" "$DIST/completions"
+need_binutils
+
+if $NATIVE; then
+    cargo build --locked --release
+    built=target/release/floodwatch
+else
+    need_zig
+    need_cargo_tool zigbuild cargo-zigbuild
+    cargo zigbuild --locked --release --target "$TRIPLE.$GLIBC"
+    built=target/$TRIPLE/release/floodwatch
+fi
+
+# The package's binary carries no debug info: it goes to floodwatch.debug, linked by name.
+objcopy --only-keep-debug "$built" "$DIST/floodwatch.debug"
+objcopy --strip-all --add-gnu-debuglink="$DIST/floodwatch.debug" "$built" "$DIST/floodwatch"
+chmod 755 "$DIST/floodwatch"
+
+# The newest glibc symbol version any dynamic symbol needs.
+newest=$(objdump -T "$DIST/floodwatch" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' |
+    sort -t. -k1,1n -k2,2n -k3,3n | tail -1)
+say "binary: $(du -h "$DIST/floodwatch" | cut -f1), newest glibc symbol: GLIBC_$newest"
+if ! $NATIVE; then
+    [ "$(printf '%s\n%s\n' "$newest" "$GLIBC" | sort -t. -k1,1n -k2,2n | tail -1)" = "$GLIBC" ] ||
+        fail "the portable binary needs GLIBC_$newest, more than $GLIBC"
+fi
+"$DIST/floodwatch" --version >/dev/null || fail "the binary does not run"
+
+# Man pages and completions from the binary itself: they cannot drift from --help.
+"$DIST/floodwatch" --log-level warn man --dir "$DIST/man"
+"$DIST/floodwatch" completions bash >"$DIST/completions/floodwatch.bash"
+"$DIST/floodwatch" completions zsh >"$DIST/completions/_floodwatch"
+"$DIST/floodwatch" completions fish >"$DIST/completions/floodwatch.fish"
+
+need_cargo_tool deb cargo-deb
+cargo deb --no-build --no-strip --output "$DIST/" >/dev/null
+if ! $NATIVE; then
+    need_cargo_tool generate-rpm cargo-generate-rpm
+    cargo generate-rpm --output "$DIST/"
+    tarball="floodwatch-$version-x86_64-linux"
+    mkdir -p "$DIST/$tarball"
+    cp -r "$DIST/floodwatch" "$DIST/man" "$DIST/completions" packaging/floodwatch.service \
+        packaging/floodwatch.toml packaging/floodwatch.logrotate README.md LICENSE-MIT \
+        LICENSE-APACHE "$DIST/$tarball/"
+    tar -C "$DIST" -czf "$DIST/$tarball.tar.gz" "$tarball"
+    rm -rf "${DIST:?}/$tarball"
+fi
+say "done:"
+ls -l "$DIST" >&2
