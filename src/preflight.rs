@@ -2,7 +2,7 @@
 //! would make every ban of a sink fail, found before the service starts (`ExecStartPre=`).
 //!
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
-//! test/reload program that is not there, an nginx deny file whose folder cannot be written, a
+//! test/reload program that is not there, an nginx include file whose folder cannot be written, a
 //! Cloudflare token file that is missing or readable by others. **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
 //! watch), and the newest log of the paths whose last lines could mostly not be used (the
