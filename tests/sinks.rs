@@ -1060,13 +1060,16 @@ fn check_config_finds_what_watch_would_meet() {
              [[sink]]\ntype = \"exec\"\nban = [\"floodwatch-no-such-nft\", \"{{ip}}\"]\n\n\
              [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
              reload_command = [\"true\"]\n\n\
-             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n",
+             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\nstyle = \"geo\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\n",
             logs.join("access_log").display().to_string(),
             d.join("vhosts/*/logs/access_log").display().to_string(),
             d.join("a-file/state").display().to_string(),
             busy.local_addr().unwrap(),
             d.join("missing-folder/deny.conf").display().to_string(),
             token.display().to_string(),
+            d.join("floodwatch-geo.conf").display().to_string(),
         ),
     );
     let out = floodwatch(&["check-config", "--config", config.to_str().unwrap()]);
@@ -1084,6 +1087,8 @@ fn check_config_finds_what_watch_would_meet() {
         "vhosts/*/logs/access_log: no file there yet",
         "input.format: ",
         "looks like a JSON log",
+        "sink[3].path: ",
+        "floodwatch-geo.conf: does not exist yet: nginx refuses a config naming $floodwatch_banned",
         "4 problem(s) that would stop watch or fail every ban of a sink",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");

@@ -101,6 +101,48 @@ impl NginxConfig {
     }
 }
 
+impl NginxConfig {
+    /// What `check-config` should say about the file as it is now, for a warning: a geo file
+    /// that does not exist yet (nginx refuses a config naming its variable until it does), or a
+    /// file in the other style (a switch whose nginx wiring may not be done yet).
+    pub fn file_warning(&self) -> Option<String> {
+        let mut head = Vec::new();
+        match fs::File::open(&self.path) {
+            Ok(f) => {
+                use std::io::Read;
+                f.take(4096).read_to_end(&mut head).ok()?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match &self.style {
+                    Style::Deny => None,
+                    Style::Geo { variable } => Some(format!(
+                        "does not exist yet: nginx refuses a config naming ${variable} until it \
+                         does, and floodwatch writes it at its first ban; create it first with \
+                         `geo ${variable} {{ default 0; }}`"
+                    )),
+                };
+            }
+            Err(_) => return None,
+        }
+        let text = String::from_utf8_lossy(&head);
+        let has = |prefix: &str| text.lines().any(|l| l.trim_start().starts_with(prefix));
+        match &self.style {
+            Style::Geo { .. } if has("deny ") => Some(
+                "holds deny lines: with style = \"geo\" it must be included in http {} only, \
+                 and something must check the map's variable (README, nginx sink) before the \
+                 next write replaces them"
+                    .into(),
+            ),
+            Style::Deny if has("geo ") => Some(
+                "holds a geo map: with style = \"deny\" the next write replaces it, and what \
+                 names its variable in nginx's config will then fail `nginx -t`"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// What the file holds, and so where it can be included.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Style {
@@ -715,6 +757,28 @@ mod tests {
             let got = check(style, variable).unwrap_err();
             assert!(got.contains(want), "{got}");
         }
+    }
+
+    #[test]
+    fn check_config_is_told_of_a_missing_geo_file_and_of_a_file_in_the_other_style() {
+        let t = setup(Duration::ZERO);
+        let mut c = t.sink.config.clone();
+        assert_eq!(
+            c.file_warning(),
+            None,
+            "no deny file yet: written at the first ban"
+        );
+        c.style = geo("fw");
+        let w = c.file_warning().unwrap();
+        assert!(w.contains("`geo $fw { default 0; }`"), "{w}");
+        std::fs::write(&t.path, "# Written by floodwatch\ndeny 10.0.0.1;\n").unwrap();
+        assert!(c.file_warning().unwrap().contains("holds deny lines"));
+        std::fs::write(&t.path, "geo $fw { default 0; }\n").unwrap();
+        assert_eq!(c.file_warning(), None);
+        c.style = Style::Deny;
+        assert!(c.file_warning().unwrap().contains("holds a geo map"));
+        std::fs::write(&t.path, "").unwrap();
+        assert_eq!(c.file_warning(), None);
     }
 
     #[test]
