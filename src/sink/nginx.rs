@@ -194,10 +194,16 @@ impl Style {
 }
 
 /// nginx reads a variable name as letters, digits and `_`; anything else would end the name
-/// early and break the file (or, unchecked, let the config write more than a name).
+/// early and break the file (or, unchecked, let the config write more than a name). A leading
+/// digit would be read as a regex capture (`$1`).
 fn check_variable_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty".into());
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "{name:?}: starts with a digit, which nginx reads as a regex capture ($1)"
+        ));
     }
     match name
         .chars()
@@ -754,6 +760,7 @@ mod tests {
                 "sink[0].variable: \"a;}\": ';' is not",
             ),
             (Some("geo"), Some("banné"), "is not allowed"),
+            (Some("geo"), Some("1banned"), "starts with a digit"),
         ] {
             let got = check(style, variable).unwrap_err();
             assert!(got.contains(want), "{got}");
