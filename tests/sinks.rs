@@ -607,6 +607,82 @@ fn nginx_refuses_a_banned_client_until_expiry(wiring: Wiring, entry: &str) {
     assert_eq!(nginx.status_from("127.0.0.1"), 200);
 }
 
+/// Both styles, as a real `nginx -t` and reload take them: IPv4 and IPv6 addresses and prefixes,
+/// and a key banned under two rules written once (nginx warns of a duplicate geo network).
+#[test]
+fn nginx_takes_both_styles_with_ipv4_ipv6_addresses_and_prefixes() {
+    for (wiring, entries) in [
+        (
+            Wiring::Deny,
+            [
+                "deny 198.51.100.0/24;",
+                "deny 198.51.100.7;",
+                "deny 2001:db8:1:2::/64;",
+                "deny 2001:db8:1:2::7;",
+            ],
+        ),
+        (
+            Wiring::GeoIf,
+            [
+                "    198.51.100.0/24 1;",
+                "    198.51.100.7 1;",
+                "    2001:db8:1:2::/64 1;",
+                "    2001:db8:1:2::7 1;",
+            ],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = TestNginx::start(dir.path(), wiring);
+        let bans = dir.path().join("bans.conf");
+        let rule = |name: &str, v4: u8, v6: u8| {
+            format!(
+                "[[rule]]\nname = {name:?}\nrate = \"1r/s\"\nburst = 5\nban = \"30s\"\n\
+                 ipv4_prefix = {v4}\nipv6_prefix = {v6}\n\n"
+            )
+        };
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[allow]\ncidrs = []\n\n{}{}{}\
+                 [[sink]]\ntype = \"nginx\"\npath = {:?}\nstyle = {:?}\ntest_command = {}\n\
+                 reload_command = {}\nmin_reload_interval = \"0s\"\n",
+                rule("address", 32, 128),
+                rule("same-address", 32, 128),
+                rule("network", 24, 64),
+                bans.display().to_string(),
+                wiring.style(),
+                nginx.command_toml(&["-t", "-q"]),
+                nginx.command_toml(&["-s", "reload"]),
+            ),
+        );
+        let log_path = dir.path().join("access.log");
+        let mut log = flood_lines("198.51.100.7", 0);
+        log.push_str(&flood_lines("2001:db8:1:2::7", 0));
+        std::fs::write(&log_path, log).unwrap();
+        let out = floodwatch(&[
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            log_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(&bans).unwrap();
+        let written: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("deny ") || l.ends_with(" 1;"))
+            .collect();
+        assert_eq!(written, entries, "{text}");
+        let check = Command::new(&nginx.bin)
+            .args(TestNginx::base_args(&nginx.prefix))
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", stderr(&check));
+        assert!(!stderr(&check).contains("[warn]"), "{}", stderr(&check));
+        nginx.wait_for_status("127.0.0.1", 200);
+    }
+}
+
 /// A minimal HTTP/1.1 server (keep-alive) answering 200 to every request and collecting the
 /// request bodies, in order of arrival.
 fn serve_http(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
