@@ -2,12 +2,13 @@
 //! would make every ban of a sink fail, found before the service starts (`ExecStartPre=`).
 //!
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
-//! test/reload program that is not there, an nginx deny file whose folder cannot be written, a
+//! test/reload program that is not there, an nginx include file whose folder cannot be written, a
 //! Cloudflare token file that is missing or readable by others, a control socket path too long
 //! for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
-//! watch), and the newest log of the paths whose last lines could mostly not be used (the
-//! sample line and likely cause, as replay would say).
+//! watch), the newest log of the paths whose last lines could mostly not be used (the sample
+//! line and likely cause, as replay would say), and an nginx file that nginx's config may not be
+//! ready for (a geo map not created yet, a file in the other style).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -115,6 +116,16 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
             message,
         })
     };
+    for (i, s) in sinks.iter().enumerate() {
+        if let SinkKind::Nginx(c) = &s.kind {
+            if let Some(m) = c.file_warning() {
+                warning(
+                    &format!("sink[{i}].path"),
+                    format!("{}: {m}", c.path.display()),
+                );
+            }
+        }
+    }
     if let Some(addr) = config.metrics.listen {
         if let Err(e) = std::net::TcpListener::bind(addr) {
             warning(

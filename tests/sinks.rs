@@ -319,6 +319,57 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     }
 }
 
+/// How the test's nginx.conf applies the sink's file (`bans.conf`), as the README says to.
+#[derive(Clone, Copy)]
+enum Wiring {
+    /// `style = "deny"`, the file included in `server {}`.
+    Deny,
+    /// `style = "geo"`, the map in `http {}`, `if ($floodwatch_banned) { return 403; }` in
+    /// `server {}`.
+    GeoIf,
+    /// `style = "geo"`, the map in `http {}` and the http-wide `limit_req` on it: no server
+    /// block names the bans.
+    GeoLimitReq,
+}
+
+impl Wiring {
+    fn style(self) -> &'static str {
+        match self {
+            Wiring::Deny => "deny",
+            Wiring::GeoIf | Wiring::GeoLimitReq => "geo",
+        }
+    }
+
+    /// The file before floodwatch writes it: what the admin creates before wiring it in.
+    fn empty_file(self) -> &'static str {
+        match self {
+            Wiring::Deny => "",
+            Wiring::GeoIf | Wiring::GeoLimitReq => "geo $floodwatch_banned { default 0; }\n",
+        }
+    }
+
+    /// What goes in `http {}` and in `server {}`.
+    fn directives(self, bans: &str) -> (String, String) {
+        match self {
+            Wiring::Deny => (String::new(), format!("include {bans};")),
+            Wiring::GeoIf => (
+                format!("include {bans};"),
+                "if ($floodwatch_banned) { return 403; }".into(),
+            ),
+            Wiring::GeoLimitReq => (
+                format!(
+                    "include {bans};\n  \
+                     map $floodwatch_banned $floodwatch_limit {{ default \"\"; 1 banned; }}\n  \
+                     limit_req_zone $floodwatch_limit zone=floodwatch:64k rate=1r/m;\n  \
+                     limit_req zone=floodwatch;\n  limit_req_status 403;\n  \
+                     limit_req_log_level info;"
+                ),
+                String::new(),
+            ),
+        }
+    }
+}
+
 /// A real nginx on loopback with its own prefix, config, pid file and logs in a temp dir;
 /// stopped on drop.
 struct TestNginx {
@@ -347,7 +398,7 @@ fn nginx_bin() -> PathBuf {
 }
 
 impl TestNginx {
-    fn start(prefix: &Path) -> TestNginx {
+    fn start(prefix: &Path, wiring: Wiring) -> TestNginx {
         use std::os::unix::fs::PermissionsExt;
         let bin = nginx_bin();
         // Workers run as an unprivileged user when started as root: they must reach the files.
@@ -355,7 +406,9 @@ impl TestNginx {
         std::fs::create_dir_all(prefix.join("html")).unwrap();
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
         std::fs::write(prefix.join("html/index.html"), "ok\n").unwrap();
-        std::fs::write(prefix.join("deny.conf"), "").unwrap();
+        let bans = prefix.join("bans.conf");
+        std::fs::write(&bans, wiring.empty_file()).unwrap();
+        let (http, server) = wiring.directives(&bans.display().to_string());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -368,8 +421,8 @@ impl TestNginx {
                 "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
                  events {{ worker_connections 64; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
-                 proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    include {p}/deny.conf;\n\
+                 proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  {http}\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    {server}\n\
                  root {p}/html;\n  }}\n}}\n"
             ),
         )
@@ -478,19 +531,36 @@ fn flood_lines(client: &str, second: u32) -> String {
 
 #[test]
 fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry() {
+    nginx_refuses_a_banned_client_until_expiry(Wiring::Deny, "deny 127.0.0.2;\n");
+}
+
+#[test]
+fn nginx_geo_map_checked_in_the_server_refuses_a_banned_client_until_expiry() {
+    nginx_refuses_a_banned_client_until_expiry(Wiring::GeoIf, "    127.0.0.2 1;\n");
+}
+
+#[test]
+fn nginx_geo_map_checked_by_an_http_wide_limit_req_refuses_a_banned_client_until_expiry() {
+    nginx_refuses_a_banned_client_until_expiry(Wiring::GeoLimitReq, "    127.0.0.2 1;\n");
+}
+
+/// A banned client gets 403 once nginx has reloaded, another 200, and the banned one 200 again
+/// after its ban has expired; `entry` is the banned client's line in the file.
+fn nginx_refuses_a_banned_client_until_expiry(wiring: Wiring, entry: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let nginx = TestNginx::start(dir.path());
+    let nginx = TestNginx::start(dir.path(), wiring);
     assert_eq!(nginx.status_from("127.0.0.2"), 200, "not banned yet");
-    let deny = dir.path().join("deny.conf");
+    let bans = dir.path().join("bans.conf");
     let events = dir.path().join("events.jsonl");
     let config = write_config(
         dir.path(),
         &format!(
             "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"30s\"\n\n\
-             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\nreload_command = {}\n\
-             min_reload_interval = \"200ms\"\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\nstyle = {:?}\ntest_command = {}\n\
+             reload_command = {}\nmin_reload_interval = \"200ms\"\n\n\
              [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
-            deny.display().to_string(),
+            bans.display().to_string(),
+            wiring.style(),
             nginx.command_toml(&["-t", "-q"]),
             nginx.command_toml(&["-s", "reload"]),
             events.display().to_string(),
@@ -506,7 +576,8 @@ fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry()
             path.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("sink[0] nginx: "), "{}", stderr(&out));
+        let said = format!("sink[0] nginx: style {}: include", wiring.style());
+        assert!(stderr(&out).contains(&said), "{}", stderr(&out));
     };
 
     // 127.0.0.2 floods; the log ends while it is banned.
@@ -515,8 +586,8 @@ fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry()
         "127.0.0.1 - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
     );
     replay(&log);
-    let text = std::fs::read_to_string(&deny).unwrap();
-    assert!(text.contains("deny 127.0.0.2;\n"), "{text}");
+    let text = std::fs::read_to_string(&bans).unwrap();
+    assert!(text.contains(entry), "{text}");
     nginx.wait_for_status("127.0.0.2", 403);
     assert_eq!(nginx.status_from("127.0.0.1"), 200);
 
@@ -526,14 +597,90 @@ fn nginx_denies_a_banned_client_after_the_reload_and_lets_it_back_after_expiry()
         "127.0.0.1 - - [25/Nov/2026:10:01:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
     );
     replay(&log);
-    let text = std::fs::read_to_string(&deny).unwrap();
-    assert!(!text.contains("deny"), "{text}");
+    let text = std::fs::read_to_string(&bans).unwrap();
+    assert!(!text.contains("127.0.0.2"), "{text}");
     let ev = json_lines(&std::fs::read_to_string(&events).unwrap());
     assert!(ev
         .iter()
         .any(|e| e["type"] == "unban" && e["key"] == "127.0.0.2"));
     nginx.wait_for_status("127.0.0.2", 200);
     assert_eq!(nginx.status_from("127.0.0.1"), 200);
+}
+
+/// Both styles, as a real `nginx -t` and reload take them: IPv4 and IPv6 addresses and prefixes,
+/// and a key banned under two rules written once (nginx warns of a duplicate geo network).
+#[test]
+fn nginx_takes_both_styles_with_ipv4_ipv6_addresses_and_prefixes() {
+    for (wiring, entries) in [
+        (
+            Wiring::Deny,
+            [
+                "deny 198.51.100.0/24;",
+                "deny 198.51.100.7;",
+                "deny 2001:db8:1:2::/64;",
+                "deny 2001:db8:1:2::7;",
+            ],
+        ),
+        (
+            Wiring::GeoIf,
+            [
+                "    198.51.100.0/24 1;",
+                "    198.51.100.7 1;",
+                "    2001:db8:1:2::/64 1;",
+                "    2001:db8:1:2::7 1;",
+            ],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = TestNginx::start(dir.path(), wiring);
+        let bans = dir.path().join("bans.conf");
+        let rule = |name: &str, v4: u8, v6: u8| {
+            format!(
+                "[[rule]]\nname = {name:?}\nrate = \"1r/s\"\nburst = 5\nban = \"30s\"\n\
+                 ipv4_prefix = {v4}\nipv6_prefix = {v6}\n\n"
+            )
+        };
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[allow]\ncidrs = []\n\n{}{}{}\
+                 [[sink]]\ntype = \"nginx\"\npath = {:?}\nstyle = {:?}\ntest_command = {}\n\
+                 reload_command = {}\nmin_reload_interval = \"0s\"\n",
+                rule("address", 32, 128),
+                rule("same-address", 32, 128),
+                rule("network", 24, 64),
+                bans.display().to_string(),
+                wiring.style(),
+                nginx.command_toml(&["-t", "-q"]),
+                nginx.command_toml(&["-s", "reload"]),
+            ),
+        );
+        let log_path = dir.path().join("access.log");
+        let mut log = flood_lines("198.51.100.7", 0);
+        log.push_str(&flood_lines("2001:db8:1:2::7", 0));
+        std::fs::write(&log_path, log).unwrap();
+        let out = floodwatch(&[
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            log_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(&bans).unwrap();
+        let written: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("deny ") || l.ends_with(" 1;"))
+            .collect();
+        assert_eq!(written, entries, "{text}");
+        let check = Command::new(&nginx.bin)
+            .args(TestNginx::base_args(&nginx.prefix))
+            .arg("-t")
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", stderr(&check));
+        assert!(!stderr(&check).contains("[warn]"), "{}", stderr(&check));
+        nginx.wait_for_status("127.0.0.1", 200);
+    }
 }
 
 /// A minimal HTTP/1.1 server (keep-alive) answering 200 to every request and collecting the
@@ -990,7 +1137,9 @@ fn check_config_finds_what_watch_would_meet() {
              [[sink]]\ntype = \"exec\"\nban = [\"floodwatch-no-such-nft\", \"{{ip}}\"]\n\n\
              [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
              reload_command = [\"true\"]\n\n\
-             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n",
+             [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n\n\
+             [[sink]]\ntype = \"nginx\"\nstyle = \"geo\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"true\"]\n",
             logs.join("access_log").display().to_string(),
             d.join("vhosts/*/logs/access_log").display().to_string(),
             d.join("a-file/state").display().to_string(),
@@ -1001,6 +1150,7 @@ fn check_config_finds_what_watch_would_meet() {
             busy.local_addr().unwrap(),
             d.join("missing-folder/deny.conf").display().to_string(),
             token.display().to_string(),
+            d.join("floodwatch-geo.conf").display().to_string(),
         ),
     );
     let out = floodwatch(&["check-config", "--config", config.to_str().unwrap()]);
@@ -1020,6 +1170,8 @@ fn check_config_finds_what_watch_would_meet() {
         "vhosts/*/logs/access_log: no file there yet",
         "input.format: ",
         "looks like a JSON log",
+        "sink[3].path: ",
+        "floodwatch-geo.conf: does not exist yet: nginx refuses a config naming $floodwatch_banned",
         "5 problem(s) that would stop watch or fail every ban of a sink",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
@@ -1129,12 +1281,12 @@ impl Drop for RunningWatch {
 fn admin_commands_reach_every_sink_of_a_running_watch() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let nginx = TestNginx::start(dir.path());
+    let nginx = TestNginx::start(dir.path(), Wiring::Deny);
     let cf_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cf_port = cf_listener.local_addr().unwrap().port();
     let cf = serve_cloudflare(cf_listener);
     let (deny, events, calls) = (
-        dir.path().join("deny.conf"),
+        dir.path().join("bans.conf"),
         dir.path().join("events.jsonl"),
         dir.path().join("calls.txt"),
     );

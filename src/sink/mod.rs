@@ -1,4 +1,4 @@
-//! Sinks: where ban and unban events go once decided (a JSON lines file, an nginx deny file,
+//! Sinks: where ban and unban events go once decided (a JSON lines file, an nginx include file,
 //! firewall commands, a webhook).
 //!
 //! Every sink implements [`Sink`] and runs on its own thread behind a bounded queue
@@ -443,6 +443,14 @@ mod tests {
             (
                 "[[sink]]\ntype = \"nginx\"\npath = \"x\"\ntest_command = []\n",
                 "test.toml: sink[0].test_command: empty command",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nstyle = \"map\"\n",
+                "test.toml: sink[0].style: \"map\" is not one of deny, geo",
+            ),
+            (
+                "[[sink]]\ntype = \"nginx\"\npath = \"x\"\nstyle = \"geo\"\nvariable = \"$x\"\n",
+                "test.toml: sink[0].variable: \"$x\": '$' is not allowed",
             ),
             (
                 "[[sink]]\ntype = \"webhook\"\nurl = \"ftp://x\"\n",

@@ -1,5 +1,14 @@
-//! The `nginx` sink: an include file of `deny <address or CIDR>;` lines, regenerated whole from
-//! the active bans and reloaded carefully.
+//! The `nginx` sink: an include file naming the banned addresses and CIDRs, regenerated whole
+//! from the active bans and reloaded carefully.
+//!
+//! Two styles of file. `deny` (the default) writes `deny <net>;` lines, valid in `http {}` or
+//! `server {}`; nginx's access module checks them one by one on every request, so a long file
+//! slows every request down (at 50,000 lines nginx serves about half as many requests). `geo`
+//! writes one `geo $variable { default 0; <net> 1; ... }` block, valid in `http {}` only: a radix
+//! tree whose lookup cost does not grow with the bans, enforced wherever the admin refuses
+//! requests whose variable is 1. `deny` stays the default because a geo block in a file included
+//! in `server {}` fails `nginx -t`, and alone it refuses nothing: switching an existing setup
+//! silently would stop its bans. Past [`LONG_DENY_FILE`] lines the deny style says so, once.
 //!
 //! A reload per ban is dangerous on a busy server (each one starts a new set of workers), so
 //! events only change the set in memory; the file is written on a flush (when the queue runs
@@ -13,8 +22,8 @@
 //! With `reload_command = []` the file is kept current and nginx is never reloaded: the admin
 //! reloads when under attack (the "panic button"); then writes wait for no interval.
 //!
-//! A key banned under two rules stays denied until both bans end. Bans keyed on client + vhost
-//! deny the client everywhere the file is included: a deny line cannot name a vhost.
+//! A key banned under two rules is written once and stays until both bans end. Bans keyed on
+//! client + vhost refuse the client everywhere the file applies: neither style can name a vhost.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -26,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::exec::run_command;
-use super::{check_argv, log, At, Sink, SinkError};
+use super::{check_argv, log, warn, At, Sink, SinkError};
 use crate::addr::Cidr;
 use crate::config::ConfigError;
 use crate::decide::{Ban, Event};
@@ -36,6 +45,10 @@ use crate::decide::{Ban, Event};
 pub struct RawNginx {
     /// The include file, e.g. "/etc/nginx/conf.d/floodwatch-deny.conf".
     path: String,
+    /// "deny" (the default) or "geo".
+    style: Option<String>,
+    /// The geo style's variable, without the `$`; default "floodwatch_banned".
+    variable: Option<String>,
     /// Run after writing a changed file; default ["nginx", "-s", "reload"]; [] never reloads.
     reload_command: Option<Vec<String>>,
     /// Must pass before the reload; default ["nginx", "-t"].
@@ -49,6 +62,7 @@ pub struct RawNginx {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NginxConfig {
     pub path: PathBuf,
+    pub style: Style,
     pub reload_command: Vec<String>,
     pub test_command: Vec<String>,
     pub min_reload_interval: Duration,
@@ -60,6 +74,7 @@ impl NginxConfig {
         if raw.path.trim().is_empty() {
             return Err(at.error("path", "empty"));
         }
+        let style = Style::check(raw.style.as_deref(), raw.variable, at)?;
         let argv = |key: &str, v: Option<Vec<String>>, default: &[&str]| {
             let v = v.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
             check_argv(at, key, &v).map(|()| v)
@@ -71,6 +86,7 @@ impl NginxConfig {
         };
         Ok(NginxConfig {
             path: PathBuf::from(raw.path),
+            style,
             reload_command,
             test_command: argv("test_command", raw.test_command, &["nginx", "-t"])?,
             min_reload_interval: match raw.min_reload_interval {
@@ -85,6 +101,122 @@ impl NginxConfig {
     }
 }
 
+impl NginxConfig {
+    /// What `check-config` should say about the file as it is now, for a warning: a geo file
+    /// that does not exist yet (nginx refuses a config naming its variable until it does), or a
+    /// file in the other style (a switch whose nginx wiring may not be done yet).
+    pub fn file_warning(&self) -> Option<String> {
+        let mut head = Vec::new();
+        match fs::File::open(&self.path) {
+            Ok(f) => {
+                use std::io::Read;
+                f.take(4096).read_to_end(&mut head).ok()?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match &self.style {
+                    Style::Deny => None,
+                    Style::Geo { variable } => Some(format!(
+                        "does not exist yet: nginx refuses a config naming ${variable} until it \
+                         does, and floodwatch writes it at its first ban; create it first with \
+                         `geo ${variable} {{ default 0; }}`"
+                    )),
+                };
+            }
+            Err(_) => return None,
+        }
+        let text = String::from_utf8_lossy(&head);
+        let has = |prefix: &str| text.lines().any(|l| l.trim_start().starts_with(prefix));
+        match &self.style {
+            Style::Geo { .. } if has("deny ") => Some(
+                "holds deny lines: with style = \"geo\" it must be included in http {} only, \
+                 and something must check the map's variable (README, nginx sink) before the \
+                 next write replaces them"
+                    .into(),
+            ),
+            Style::Deny if has("geo ") => Some(
+                "holds a geo map: with style = \"deny\" the next write replaces it, and what \
+                 names its variable in nginx's config will then fail `nginx -t`"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What the file holds, and so where it can be included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `deny <net>;` lines: in `http {}` or `server {}`; checked one by one per request.
+    Deny,
+    /// `geo $variable { default 0; <net> 1; }`: in `http {}` only; a lookup whose cost does not
+    /// grow with the bans, enforced where the admin refuses requests whose variable is 1.
+    Geo { variable: String },
+}
+
+const DEFAULT_VARIABLE: &str = "floodwatch_banned";
+
+/// The deny style warns (once) when its file grows past this many lines: each one costs every
+/// request a comparison, and at this length nginx loses roughly a tenth of its throughput (20,000
+/// lines cost it over a third in the README's "nginx sink styles" bench).
+pub const LONG_DENY_FILE: usize = 5_000;
+
+impl Style {
+    fn check(style: Option<&str>, variable: Option<String>, at: &At) -> Result<Style, ConfigError> {
+        match style.unwrap_or("deny") {
+            "deny" => match variable {
+                Some(_) => Err(at.error("variable", "only used with style = \"geo\"")),
+                None => Ok(Style::Deny),
+            },
+            "geo" => {
+                let variable = variable.unwrap_or_else(|| DEFAULT_VARIABLE.to_string());
+                check_variable_name(&variable).map_err(|m| at.error("variable", m))?;
+                Ok(Style::Geo { variable })
+            }
+            other => Err(at.error("style", format!("{other:?} is not one of deny, geo"))),
+        }
+    }
+
+    /// Where the file must be included, and what else it needs, for the start's log line.
+    fn wiring(&self, path: &Path) -> String {
+        match self {
+            Style::Deny => format!(
+                "style deny: include {} in http {{}} or in each server {{}} to protect",
+                path.display()
+            ),
+            Style::Geo { variable } => format!(
+                "style geo: include {} once in http {{}}, and refuse ${variable} = 1: \
+                 `if (${variable}) {{ return 444; }}` in each server {{}}, or the http-wide \
+                 limit_req of the README",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// nginx reads a variable name as letters, digits and `_`; anything else would end the name
+/// early and break the file (or, unchecked, let the config write more than a name). A leading
+/// digit would be read as a regex capture (`$1`).
+fn check_variable_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty".into());
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "{name:?}: starts with a digit, which nginx reads as a regex capture ($1)"
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        Some(c) => Err(format!(
+            "{name:?}: {c:?} is not allowed, letters, digits and _ only (without the $), \
+             e.g. \"{DEFAULT_VARIABLE}\""
+        )),
+        None => Ok(()),
+    }
+}
+
 pub struct Nginx {
     name: String,
     dry_run: bool,
@@ -95,6 +227,8 @@ pub struct Nginx {
     /// What the file holds (as read at start, or as last written).
     on_disk: Option<Vec<u8>>,
     last_reload: Option<Instant>,
+    /// The long deny file has been reported (once per run).
+    warned_long: bool,
 }
 
 impl Nginx {
@@ -106,18 +240,53 @@ impl Nginx {
             active: BTreeMap::new(),
             on_disk: None,
             last_reload: None,
+            warned_long: false,
         }
     }
 
     fn render(&self) -> Vec<u8> {
         let mut out =
             b"# Written by floodwatch: the active bans. Changes here are overwritten.\n".to_vec();
-        for net in self.active.keys() {
-            // Addresses print canonically (std's Display), CIDRs as address/prefix: nothing
-            // from a log line reaches this file.
-            let _ = writeln!(out, "deny {net};");
+        // Addresses print canonically (std's Display), CIDRs as address/prefix, the variable
+        // name is checked: nothing from a log line reaches this file. The keys of a map: each
+        // one once.
+        match &self.config.style {
+            Style::Deny => {
+                for net in self.active.keys() {
+                    let _ = writeln!(out, "deny {net};");
+                }
+            }
+            Style::Geo { variable } => {
+                let _ = writeln!(out, "geo ${variable} {{\n    default 0;");
+                for net in self.active.keys() {
+                    let _ = writeln!(out, "    {net} 1;");
+                }
+                out.extend_from_slice(b"}\n");
+            }
         }
         out
+    }
+
+    /// Whether it warned now.
+    fn warn_if_long(&mut self) -> bool {
+        if self.config.style != Style::Deny
+            || self.warned_long
+            || self.active.len() < LONG_DENY_FILE
+        {
+            return false;
+        }
+        self.warned_long = true;
+        warn(
+            &self.name,
+            format_args!(
+                "{} deny lines in {}: nginx compares every request with each of them, which \
+                 slows it down as the list grows; style = \"geo\" keeps the lookup cost flat \
+                 (README, nginx sink)",
+                self.active.len(),
+                self.config.path.display()
+            ),
+        );
+        true
     }
 
     fn command(&self, argv: &[String]) -> Result<(), SinkError> {
@@ -181,6 +350,10 @@ fn write_atomically(path: &Path, content: &[u8]) -> Result<(), SinkError> {
 
 impl Sink for Nginx {
     fn begin(&mut self) -> Result<(), SinkError> {
+        log(
+            &self.name,
+            format_args!("{}", self.config.style.wiring(&self.config.path)),
+        );
         if self.config.reload_command.is_empty() {
             log(
                 &self.name,
@@ -247,11 +420,12 @@ impl Sink for Nginx {
                 return Ok(Some(self.config.min_reload_interval - since));
             }
         }
+        self.warn_if_long();
         if self.dry_run {
             log(
                 &self.name,
                 format_args!(
-                    "dry run: would write {} deny lines to {}, run {:?}, then {:?}",
+                    "dry run: would write {} bans to {}, run {:?}, then {:?}",
                     self.active.len(),
                     self.config.path.display(),
                     self.config.test_command,
@@ -322,14 +496,19 @@ mod tests {
         sink: Nginx,
     }
 
-    /// A sink whose test command fails when the file contains `bad`, and whose reload command
-    /// counts reloads in a file.
     fn setup(interval: Duration) -> T {
+        setup_styled(interval, Style::Deny)
+    }
+
+    /// A sink whose test command fails when the file contains `10.9.9.9`, and whose reload
+    /// command counts reloads in a file.
+    fn setup_styled(interval: Duration, style: Style) -> T {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deny.conf");
         let reloads = dir.path().join("reloads");
         let c = NginxConfig {
             path: path.clone(),
+            style,
             reload_command: sh(&format!("echo r >> {}", reloads.display())),
             test_command: sh(&format!("! grep -q 10.9.9.9 {}", path.display())),
             min_reload_interval: interval,
@@ -460,6 +639,156 @@ mod tests {
         t.sink.deliver(&ban("10.9.9.9", "a")).unwrap();
         assert!(t.sink.flush().is_err());
         assert!(!t.path.exists());
+    }
+
+    fn geo(variable: &str) -> Style {
+        Style::Geo {
+            variable: variable.into(),
+        }
+    }
+
+    #[test]
+    fn the_geo_style_writes_one_map_entry_per_key_v4_and_v6() {
+        let mut t = setup_styled(Duration::ZERO, geo("fw_banned"));
+        for (k, rule) in [
+            ("203.0.113.7", "a"),
+            ("203.0.113.7", "b"),
+            ("198.51.100.0/24", "a"),
+            ("2001:db8:1:2::/64", "a"),
+            ("2001:db8::7", "b"),
+        ] {
+            t.sink.deliver(&ban(k, rule)).unwrap();
+        }
+        t.sink.flush().unwrap();
+        let text = std::fs::read_to_string(&t.path).unwrap();
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "geo $fw_banned {",
+                "    default 0;",
+                "    198.51.100.0/24 1;",
+                "    203.0.113.7 1;",
+                "    2001:db8::7 1;",
+                "    2001:db8:1:2::/64 1;",
+                "}",
+            ]
+        );
+        assert_eq!(reloads(&t), 1);
+        // Every ban ended: a map that refuses nothing (the checks on its variable stay valid).
+        for (k, rule) in [
+            ("203.0.113.7", "a"),
+            ("203.0.113.7", "b"),
+            ("198.51.100.0/24", "a"),
+            ("2001:db8:1:2::/64", "a"),
+            ("2001:db8::7", "b"),
+        ] {
+            t.sink.deliver(&unban(k, rule)).unwrap();
+        }
+        t.sink.flush().unwrap();
+        assert_eq!(denies(&t), ["geo $fw_banned {", "    default 0;", "}"]);
+        assert_eq!(reloads(&t), 2);
+    }
+
+    #[test]
+    fn the_geo_style_keeps_the_test_the_restore_and_the_interval() {
+        let mut t = setup_styled(Duration::from_secs(3600), geo("floodwatch_banned"));
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        let before = std::fs::read(&t.path).unwrap();
+        t.sink.deliver(&ban("10.0.0.2", "a")).unwrap();
+        assert!(
+            t.sink.flush().unwrap().is_some(),
+            "held back by the interval"
+        );
+        assert_eq!(std::fs::read(&t.path).unwrap(), before);
+        t.sink.config.min_reload_interval = Duration::ZERO;
+        t.sink.deliver(&ban("10.9.9.9", "a")).unwrap();
+        assert!(t.sink.flush().is_err());
+        assert_eq!(std::fs::read(&t.path).unwrap(), before);
+        assert_eq!(reloads(&t), 1);
+    }
+
+    #[test]
+    fn a_long_deny_file_is_reported_once_and_a_geo_map_never() {
+        let mut t = setup(Duration::ZERO);
+        let mut g = setup_styled(Duration::ZERO, geo("floodwatch_banned"));
+        for n in 0..LONG_DENY_FILE as u32 - 1 {
+            let net = std::net::Ipv4Addr::from(0x0a00_0000 + n).to_string();
+            t.sink.deliver(&ban(&net, "a")).unwrap();
+            g.sink.deliver(&ban(&net, "a")).unwrap();
+        }
+        assert!(!t.sink.warn_if_long());
+        t.sink.deliver(&ban("192.0.2.1", "a")).unwrap();
+        g.sink.deliver(&ban("192.0.2.1", "a")).unwrap();
+        assert!(t.sink.warn_if_long());
+        assert!(!t.sink.warn_if_long());
+        assert!(!g.sink.warn_if_long());
+    }
+
+    #[test]
+    fn the_style_and_the_variable_are_checked() {
+        let at = At {
+            origin: "t.toml",
+            index: 0,
+        };
+        let check = |style: Option<&str>, variable: Option<&str>| {
+            Style::check(style, variable.map(String::from), &at).map_err(|e| e.to_string())
+        };
+        assert_eq!(check(None, None), Ok(Style::Deny));
+        assert_eq!(check(Some("geo"), None), Ok(geo("floodwatch_banned")));
+        assert_eq!(check(Some("geo"), Some("Ban_2")), Ok(geo("Ban_2")));
+        for (style, variable, want) in [
+            (Some("map"), None, "sink[0].style: \"map\" is not one of"),
+            (
+                None,
+                Some("x"),
+                "sink[0].variable: only used with style = \"geo\"",
+            ),
+            (Some("geo"), Some(""), "sink[0].variable: empty"),
+            (
+                Some("geo"),
+                Some("$banned"),
+                "sink[0].variable: \"$banned\": '$' is not",
+            ),
+            (
+                Some("geo"),
+                Some("a b"),
+                "sink[0].variable: \"a b\": ' ' is not",
+            ),
+            (
+                Some("geo"),
+                Some("a;}"),
+                "sink[0].variable: \"a;}\": ';' is not",
+            ),
+            (Some("geo"), Some("banné"), "is not allowed"),
+            (Some("geo"), Some("1banned"), "starts with a digit"),
+        ] {
+            let got = check(style, variable).unwrap_err();
+            assert!(got.contains(want), "{got}");
+        }
+    }
+
+    #[test]
+    fn check_config_is_told_of_a_missing_geo_file_and_of_a_file_in_the_other_style() {
+        let t = setup(Duration::ZERO);
+        let mut c = t.sink.config.clone();
+        assert_eq!(
+            c.file_warning(),
+            None,
+            "no deny file yet: written at the first ban"
+        );
+        c.style = geo("fw");
+        let w = c.file_warning().unwrap();
+        assert!(w.contains("`geo $fw { default 0; }`"), "{w}");
+        std::fs::write(&t.path, "# Written by floodwatch\ndeny 10.0.0.1;\n").unwrap();
+        assert!(c.file_warning().unwrap().contains("holds deny lines"));
+        std::fs::write(&t.path, "geo $fw { default 0; }\n").unwrap();
+        assert_eq!(c.file_warning(), None);
+        c.style = Style::Deny;
+        assert!(c.file_warning().unwrap().contains("holds a geo map"));
+        std::fs::write(&t.path, "").unwrap();
+        assert_eq!(c.file_warning(), None);
     }
 
     #[test]
