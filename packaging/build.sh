@@ -11,17 +11,17 @@
 # Tools it needs and does not find are installed: zig (PyPI's `ziglang`), cargo-zigbuild,
 # cargo-deb, cargo-generate-rpm (crates.io), objcopy/objdump (Debian's binutils).
 #
-#   packaging/build.sh            everything
-#   packaging/build.sh --native   a .deb of the host build instead (no zig; its binary needs the
-#                                 host's glibc): what CI installs and tests on every run
+#   packaging/build.sh          everything
+#   packaging/build.sh --host   only a .deb, of the host's debug build (no zig, no optimisation:
+#                               seconds after `cargo test`); packaging/test-deb.sh installs it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TRIPLE=x86_64-unknown-linux-gnu
 GLIBC=2.17
 DIST=target/dist
-NATIVE=false
-[ "${1:-}" = "--native" ] && NATIVE=true
+HOST=false
+[ "${1:-}" = "--host" ] && HOST=true
 
 say() { echo "build.sh: $*" >&2; }
 fail() { say "error: $*"; exit 1; }
@@ -34,7 +34,7 @@ need_binutils() {
 }
 
 need_cargo_tool() { # <subcommand> <crate>
-    if ! cargo "$1" --version >/dev/null 2>&1; then
+    if ! command -v "cargo-$1" >/dev/null; then
         say "installing $2 (cargo install, a few minutes once)"
         cargo install --locked --quiet "$2"
     fi
@@ -53,9 +53,9 @@ rm -rf "$DIST"
 mkdir -p "$DIST/man" "$DIST/completions"
 need_binutils
 
-if $NATIVE; then
-    cargo build --locked --release
-    built=target/release/floodwatch
+if $HOST; then
+    cargo build --locked
+    built=target/debug/floodwatch
 else
     need_zig
     need_cargo_tool zigbuild cargo-zigbuild
@@ -72,7 +72,7 @@ chmod 755 "$DIST/floodwatch"
 newest=$(objdump -T "$DIST/floodwatch" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' |
     sort -t. -k1,1n -k2,2n -k3,3n | tail -1)
 say "binary: $(du -h "$DIST/floodwatch" | cut -f1), newest glibc symbol: GLIBC_$newest"
-if ! $NATIVE; then
+if ! $HOST; then
     [ "$(printf '%s\n%s\n' "$newest" "$GLIBC" | sort -t. -k1,1n -k2,2n | tail -1)" = "$GLIBC" ] ||
         fail "the portable binary needs GLIBC_$newest, more than $GLIBC"
 fi
@@ -85,10 +85,14 @@ fi
 "$DIST/floodwatch" completions fish >"$DIST/completions/floodwatch.fish"
 
 need_cargo_tool deb cargo-deb
-cargo deb --no-build --no-strip --output "$DIST/" >/dev/null
-if ! $NATIVE; then
+if $HOST; then
+    # Its binary needs the host's glibc, not 2.17: the `host` variant says so.
+    cargo deb --no-build --no-strip --variant host --output "$DIST/" >/dev/null
+else
+    cargo deb --no-build --no-strip --output "$DIST/" >/dev/null
     need_cargo_tool generate-rpm cargo-generate-rpm
-    cargo generate-rpm --output "$DIST/"
+    # gzip, not the default zstd: CentOS 7's rpm (4.11) cannot read a zstd payload.
+    cargo generate-rpm --payload-compress gzip --output "$DIST/"
     tarball="floodwatch-$version-x86_64-linux"
     mkdir -p "$DIST/$tarball"
     cp -r "$DIST/floodwatch" "$DIST/man" "$DIST/completions" packaging/floodwatch.service \
@@ -96,6 +100,11 @@ if ! $NATIVE; then
         LICENSE-APACHE "$DIST/$tarball/"
     tar -C "$DIST" -czf "$DIST/$tarball.tar.gz" "$tarball"
     rm -rf "${DIST:?}/$tarball"
+fi
+if ! $HOST; then
+    # The package's binary, as installed, runs here too.
+    dpkg-deb --fsys-tarfile "$DIST"/floodwatch_*_amd64.deb | tar -xO ./usr/bin/floodwatch |
+        cmp - "$DIST/floodwatch" || fail "the .deb does not hold the checked binary"
 fi
 say "done:"
 ls -l "$DIST" >&2

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs floodwatch's .deb on this machine as an admin would, checks what it put in place, and
+# purges it: the binary runs, the shipped config passes check-config, the unit is Type=notify and
+# verifies, man pages and completions are there, and a purge leaves nothing behind. Run by
+# .ci/run (as root, on a Debian machine) with the .deb of `packaging/build.sh --host`; any .deb
+# given as $1 instead (the release one of `packaging/build.sh`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "test-deb.sh: $*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+
+if [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null; then
+    say "skipped: needs root and dpkg (CI runs it as root on Debian)"
+    exit 0
+fi
+if dpkg -s floodwatch >/dev/null 2>&1; then
+    fail "a floodwatch package is installed already; this test would remove it"
+fi
+deb=${1:-}
+if [ -z "$deb" ]; then
+    bash packaging/build.sh --host
+    deb=$(ls target/dist/floodwatch_*_amd64.deb)
+fi
+
+dpkg -i "$deb" >/dev/null
+trap 'dpkg --purge floodwatch >/dev/null 2>&1 || true' EXIT
+
+/usr/bin/floodwatch --version | grep -q '^floodwatch ' || fail "--version"
+/usr/bin/floodwatch check-config --config /etc/floodwatch/floodwatch.toml >/dev/null ||
+    fail "the shipped config does not pass check-config"
+[ "$(stat -c %a /etc/floodwatch/floodwatch.toml)" = 640 ] || fail "config mode"
+grep -qx /etc/floodwatch/floodwatch.toml /var/lib/dpkg/info/floodwatch.conffiles ||
+    fail "the config is not a conffile"
+[ "$(stat -c %a /var/lib/floodwatch)" = 700 ] || fail "state folder"
+unit=/usr/lib/systemd/system/floodwatch.service
+grep -qx 'Type=notify' "$unit" || fail "the unit is not Type=notify"
+if command -v systemd-analyze >/dev/null; then
+    systemd-analyze verify "$unit" || fail "systemd-analyze verify"
+else
+    say "systemd-analyze not here: unit not verified"
+fi
+for f in /usr/share/man/man1/floodwatch.1.gz /usr/share/man/man1/floodwatch-unban.1.gz \
+    /usr/share/bash-completion/completions/floodwatch \
+    /usr/share/zsh/vendor-completions/_floodwatch \
+    /usr/share/fish/vendor_completions.d/floodwatch.fish \
+    /usr/share/doc/floodwatch/LICENSE-MIT /usr/share/doc/floodwatch/LICENSE-APACHE \
+    /etc/logrotate.d/floodwatch; do
+    [ -s "$f" ] || fail "$f missing"
+done
+zcat /usr/share/man/man1/floodwatch-ban.1.gz | grep -qF '\-\-for' || fail "man page content"
+
+dpkg --purge floodwatch >/dev/null
+trap - EXIT
+for p in /usr/bin/floodwatch /etc/floodwatch /var/lib/floodwatch /var/log/floodwatch "$unit"; do
+    [ ! -e "$p" ] || fail "$p left after purge"
+done
+say "ok: $deb installs, checks, verifies and purges cleanly"
