@@ -2,9 +2,9 @@
 //! would make every ban of a sink fail, found before the service starts (`ExecStartPre=`).
 //!
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
-//! test/reload program that is not there, an nginx include file whose folder cannot be written, a
-//! Cloudflare token file that is missing or readable by others, a control socket path too long
-//! for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
+//! test/reload program that is not there, an nginx include file or a jsonl events file whose
+//! folder cannot be written, a Cloudflare token file that is missing or readable by others, a
+//! control socket path too long for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
 //! watch), the newest log of the paths whose last lines could mostly not be used (the sample
 //! line and likely cause, as replay would say), and an nginx file that nginx's config may not be
@@ -106,7 +106,16 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
                     error(&key("api_token_file"), m);
                 }
             }
-            SinkKind::Jsonl(_) | SinkKind::Webhook(_) => {}
+            SinkKind::Jsonl(c) => {
+                let folder = c
+                    .path
+                    .as_deref()
+                    .map(|p| p.parent().unwrap_or(Path::new(".")));
+                if let Some(Err(m)) = folder.map(|f| writable(f, false)) {
+                    error(&key("path"), m);
+                }
+            }
+            SinkKind::Webhook(_) => {}
         }
     }
     let mut warning = |key: &str, message: String| {

@@ -1139,7 +1139,8 @@ fn check_config_finds_what_watch_would_meet() {
              reload_command = [\"true\"]\n\n\
              [[sink]]\ntype = \"cloudflare\"\nzone_id = \"abc123\"\napi_token_file = {:?}\n\n\
              [[sink]]\ntype = \"nginx\"\nstyle = \"geo\"\npath = {:?}\ntest_command = [\"true\"]\n\
-             reload_command = [\"true\"]\n",
+             reload_command = [\"true\"]\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
             logs.join("access_log").display().to_string(),
             d.join("vhosts/*/logs/access_log").display().to_string(),
             d.join("a-file/state").display().to_string(),
@@ -1151,6 +1152,7 @@ fn check_config_finds_what_watch_would_meet() {
             d.join("missing-folder/deny.conf").display().to_string(),
             token.display().to_string(),
             d.join("floodwatch-geo.conf").display().to_string(),
+            d.join("no-log-folder/events.jsonl").display().to_string(),
         ),
     );
     let out = floodwatch(&["check-config", "--config", config.to_str().unwrap()]);
@@ -1172,7 +1174,8 @@ fn check_config_finds_what_watch_would_meet() {
         "looks like a JSON log",
         "sink[3].path: ",
         "floodwatch-geo.conf: does not exist yet: nginx refuses a config naming $floodwatch_banned",
-        "5 problem(s) that would stop watch or fail every ban of a sink",
+        "sink[4].path: ",
+        "6 problem(s) that would stop watch or fail every ban of a sink",
     ] {
         assert!(err.contains(want), "{want:?} missing:\n{err}");
     }
@@ -1200,7 +1203,8 @@ fn check_config_finds_what_watch_would_meet() {
             "state.socket",
             "sink[0].ban",
             "sink[1].path",
-            "sink[2].api_token_file"
+            "sink[2].api_token_file",
+            "sink[4].path"
         ]
     );
     drop(busy);
