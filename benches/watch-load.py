@@ -77,6 +77,9 @@ tick_s = os.sysconf("SC_CLK_TCK")
 REPORT = re.compile(r"watched (\d+) files: (\d+) lines")
 
 
+STAMP = "import sys, time\nfor line in sys.stdin:\n    sys.stdout.write(f'{time.time()} {line}')\n"
+
+
 class Watch:
     """One `floodwatch watch` process after another: ban events and stop reports of all."""
 
@@ -93,19 +96,26 @@ class Watch:
         self.proc = subprocess.Popen(
             [binary, "watch", "--config", conf, os.path.join(root, "vhosts/*/logs/access_log")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Events are timed as they arrive by a process of their own: a thread of this one
+        # would wait for the writer loop to let go of Python's GIL (up to a writer tick).
+        self.stamper = subprocess.Popen(
+            [sys.executable, "-u", "-c", STAMP], stdin=self.proc.stdout,
+            stdout=subprocess.PIPE, text=True)
+        self.proc.stdout.close()
         self.runs += 1
         self.stderr = []
         first = self.proc.stderr.readline()  # "watching N files"
         self.stderr.append(first)
-        out = threading.Thread(target=self.events, args=(self.proc,), daemon=True)
+        out = threading.Thread(target=self.events, args=(self.stamper,), daemon=True)
         err = threading.Thread(target=self.log, args=(self.proc, self.stderr), daemon=True)
         out.start()
         err.start()
         self.threads = (out, err)
 
-    def events(self, proc):
-        for line in proc.stdout:
-            t = time.time()
+    def events(self, stamper):
+        for stamped in stamper.stdout:
+            t, line = stamped.split(" ", 1)
+            t = float(t)
             if '"type":"ban"' in line:
                 key = line.split('"key":"')[1].split('"')[0]
                 self.bans.setdefault(key, []).append(t)
@@ -120,6 +130,7 @@ class Watch:
         self.cpu += (int(st[11]) + int(st[12])) / tick_s
         self.proc.terminate()
         code = self.proc.wait()
+        self.stamper.wait()
         for t in self.threads:
             t.join()
         reports = [m for m in map(REPORT.search, self.stderr) if m]

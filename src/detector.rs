@@ -52,6 +52,8 @@ pub struct DetectorSpec<'a> {
     pub lateness_ms: i64,
     /// `[engine] max_keys`.
     pub max_keys: u64,
+    /// Decide offenses at the shards' watermark at once (watch; see [`Decider::eager`]).
+    pub eager: bool,
 }
 
 impl<'a> DetectorSpec<'a> {
@@ -73,6 +75,7 @@ impl<'a> DetectorSpec<'a> {
             producers: 1,
             lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
             max_keys: config.engine.max_keys,
+            eager: false,
         }
     }
 }
@@ -110,11 +113,15 @@ impl Detector {
         };
         let (tx, output) = crossbeam_channel::bounded(OUTPUT_QUEUE);
         let (senders, shard_threads) = spawn_shards(&cfg, spec.rules.clone(), tx)?;
+        let decider = match spec.eager {
+            true => Decider::new(shards).eager(),
+            false => Decider::new(shards),
+        };
         Ok(Detector {
             senders,
             shard_threads,
             output,
-            decider: Decider::new(shards),
+            decider,
             table: BanTable::new(spec.specs, Allowlist::new(spec.allow), spec.vhosts),
             route_prefixes: spec.rules.route_prefixes(),
         })
@@ -235,6 +242,7 @@ mod tests {
             producers,
             lateness_ms: 0,
             max_keys: 1000,
+            eager: false,
         })
         .unwrap()
     }

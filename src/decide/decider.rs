@@ -11,6 +11,15 @@
 //! by time with unbans before bans at equal times, and does not depend on the shard count or
 //! on how the shards' messages interleave.
 //!
+//! **Eager** ([`Decider::eager`], watch): offenses *at* now are decided at once rather than at
+//! the next tick. A tick comes only with the next round of reads (or the second-long lift when
+//! the logs are idle), so waiting for it would hold every ban back by the gap between two lines
+//! of the logs, up to a second. The cost: an offense of another key with the same millisecond
+//! that comes from a later read is decided after it rather than sorted before it. Which keys
+//! are banned, at what time and with what offense number does not change (each key's offenses
+//! come from one shard, in order; the ban table judges each at its own time); only the order of
+//! events with equal times may.
+//!
 //! A *late* offense (from a late hit, see `engine::shard`) is older than "now" when it arrives:
 //! it is decided at once, at its own time ([`BanTable::offense`] judges it against the bans
 //! its slot had then). Past bans are forgotten only up to the shards' settled time, so that
@@ -60,6 +69,8 @@ pub struct Decider {
     shard_stats: ShardStats,
     /// Each shard's latest counters (from its ticks, then its end), for [`Decider::live_stats`].
     latest: Vec<ShardStats>,
+    /// Offenses at the watermark are decided without waiting for the next tick.
+    eager: bool,
 }
 
 impl Decider {
@@ -75,14 +86,26 @@ impl Decider {
             last_ms: i64::MIN,
             shard_stats: ShardStats::default(),
             latest: vec![ShardStats::default(); shards],
+            eager: false,
         }
+    }
+
+    /// Decides offenses at the watermark at once (see the module documentation): watch.
+    pub fn eager(mut self) -> Decider {
+        self.eager = true;
+        self
+    }
+
+    /// Whether an offense at `time_ms` may be decided with the watermark at `now`.
+    fn due(&self, time_ms: i64, now: i64) -> bool {
+        time_ms < now || (self.eager && time_ms == now && now > i64::MIN)
     }
 
     pub fn handle(&mut self, msg: ShardOut, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
         match msg {
             ShardOut::Offense { offense, .. } => {
                 self.last_ms = self.last_ms.max(offense.time_ms);
-                if offense.time_ms < self.now {
+                if self.due(offense.time_ms, self.now) {
                     decide(&offense, table, emit);
                     return;
                 }
@@ -209,7 +232,7 @@ impl Decider {
 
     fn advance(&mut self, now: i64, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
         while let Some(Reverse(p)) = self.pending.peek() {
-            if p.offense.time_ms >= now {
+            if !self.due(p.offense.time_ms, now) {
                 break;
             }
             if let Some(Reverse(p)) = self.pending.pop() {
@@ -522,6 +545,27 @@ mod tests {
         d.finish(&mut t, &mut |e| ev.push(short(e)));
         assert_eq!(ev.len(), 4, "{ev:?}");
         assert_eq!(ev[2], "unban 192.0.2.0@70");
+    }
+
+    #[test]
+    fn eager_decides_at_the_watermark_without_waiting_for_the_next_tick() {
+        let mut t = table(&[rule("default", 60, 2.0, 3600, 86_400)]);
+        let mut d = Decider::new(2).eager();
+        let mut ev = vec![];
+        for m in [off(0, "192.0.2.1", 10), tick(0, 100)] {
+            d.handle(m, &mut t, &mut |e| ev.push(short(e)));
+        }
+        assert!(ev.is_empty(), "shard 1 has not processed 10 yet");
+        d.handle(tick(1, 10), &mut t, &mut |e| ev.push(short(e)));
+        assert_eq!(ev, ["ban 192.0.2.1@10#1/60s"]);
+        // Company at the same time from a later read: decided as it comes, at its own time.
+        d.handle(off(1, "192.0.2.0", 10), &mut t, &mut |e| ev.push(short(e)));
+        assert_eq!(ev[1], "ban 192.0.2.0@10#1/60s");
+        d.handle(off(1, "192.0.2.0", 11), &mut t, &mut |e| ev.push(short(e)));
+        assert_eq!(ev.len(), 2, "11 waits for both shards");
+        d.handle(tick(1, 11), &mut t, &mut |e| ev.push(short(e)));
+        assert_eq!(ev.len(), 2, "already banned: suppressed");
+        assert_eq!(t.stats().suppressed, 1);
     }
 
     #[test]

@@ -197,6 +197,8 @@ impl<'o> WatchLoop<'o> {
             shards,
             // Folded into the marks: see `marks`.
             lateness_ms: 0,
+            // A ban as soon as its line is read, not at the next round's tick.
+            eager: true,
             ..DetectorSpec::from_config(&config, rules.clone(), &proxies, vhosts.clone())
         })?;
         let restored = detector.table_mut().restore(&snapshot);
