@@ -54,6 +54,8 @@ ap.add_argument("--late", type=float, default=0.3, metavar="SECONDS",
 ap.add_argument("--window", type=float, default=0.05, metavar="SECONDS",
                 help="copytruncate bound: how far before a copy watch may not have read yet")
 ap.add_argument("--restart", type=float, metavar="SECONDS", help="restart watch every SECONDS")
+ap.add_argument("--pool", type=int, default=1 << 24, metavar="N",
+                help="background addresses drawn from N (default 2^24: nearly every line a new key)")
 args = ap.parse_args()
 binary, rate, nfiles, seconds = args.binary, args.rate, args.files, args.seconds
 soak = bool(args.rotate or args.restart)
@@ -186,6 +188,11 @@ if args.restart:
     restarts.start()
 
 
+def background(n):
+    """The n-th address of the background pool, in 10.0.0.0/8."""
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
 def put(i, text, n):
     files[i].write(text)
     files[i].flush()
@@ -231,7 +238,7 @@ while time.time() - start < seconds:
             files[i] = open(paths[i], "a", buffering=1 << 20)
             del old[i]
     # Background: addresses from a large pool, each far below the rule's rate.
-    batch = [f"{ms} 10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)} \"GET / HTTP/1.1\" 200\n"
+    batch = [f"{ms} {background(random.randrange(args.pool))} \"GET / HTTP/1.1\" 200\n"
              for _ in range(per_tick)]
     k = len(batch) // nfiles or 1
     rotating = {}

@@ -94,8 +94,11 @@ struct Shard {
     lateness: i64,
     /// Hits not yet processed; sorted by time (stable) whenever they are processed.
     pending: Vec<Hit>,
-    /// Whether `pending` holds late hits (processed at the next message, watermark or not).
-    late_waiting: bool,
+    /// Whether `pending` holds hits at or before `upto`: late ones, or ones at exactly the
+    /// time already processed (a line of the same second or millisecond read in a later round).
+    /// They are processed at the next message, watermark or not: nothing they could be ordered
+    /// after is still to come.
+    due_waiting: bool,
     /// Everything up to this time has been processed.
     upto: i64,
     /// The settled time handed to the table.
@@ -124,7 +127,7 @@ impl Shard {
             live: producers,
             lateness: cfg.lateness_ms.max(0),
             pending: Vec::new(),
-            late_waiting: false,
+            due_waiting: false,
             upto: i64::MIN,
             settled: i64::MIN,
             hits: 0,
@@ -183,9 +186,13 @@ impl Shard {
     fn accept(&mut self, hits: Vec<Hit>) {
         self.hits += hits.len() as u64;
         let upto = self.upto;
-        let late = hits.iter().filter(|h| h.time_ms < upto).count() as u64;
+        let (mut late, mut due) = (0u64, false);
+        for h in &hits {
+            late += u64::from(h.time_ms < upto);
+            due |= h.time_ms <= upto;
+        }
         self.late += late;
-        self.late_waiting |= late > 0;
+        self.due_waiting |= due;
         if self.pending.is_empty() && self.pending.capacity() <= hits.capacity() {
             // Take the batch as it is; a larger buffer is kept instead (dropping it would fault
             // its pages in again as it regrows).
@@ -200,9 +207,9 @@ impl Shard {
     fn advance(&mut self, watermark: i64, settled: i64) {
         let upto = watermark.max(self.upto);
         let moved = upto > self.upto;
-        if moved || self.late_waiting {
+        if moved || self.due_waiting {
             self.process(upto);
-            self.late_waiting = false;
+            self.due_waiting = false;
             self.upto = upto;
         }
         // Settled only after: hits held back until now may be older than the settled time,
@@ -417,6 +424,31 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(seen, Some(4_100));
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn hits_at_the_time_already_processed_are_processed_without_waiting() {
+        // Watch reads a line of the same second (or millisecond) in a later round: it is not
+        // late, and nothing it must be ordered after can still come.
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 0)], 1, 1, 0, 1000);
+        let mut r = routers.pop().unwrap();
+        r.push(hit(3, 10_000));
+        r.flush(10_000);
+        r.push(hit(3, 10_000));
+        r.flush(10_000); // the watermark stays
+        let mut seen = None;
+        // Against a hang: before, the hit waited for a watermark that never came.
+        while let Ok(msg) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            if let ShardOut::Offense { offense, .. } = msg {
+                seen = Some(offense.time_ms);
+                break;
+            }
+        }
+        assert_eq!(seen, Some(10_000));
         r.finish();
         for h in handles {
             h.join().unwrap();

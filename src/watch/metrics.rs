@@ -20,8 +20,9 @@ use crate::engine::ShardStats;
 use crate::sink::SinkCounters;
 use crate::source::ingest::IngestStats;
 
-/// The latency histogram's buckets (upper bounds, milliseconds), as Prometheus' defaults.
-const BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
+/// The latency histogram's buckets (upper bounds, milliseconds): Prometheus' defaults, and 1
+/// and 2 ms below them (a `$msec` log's flood is banned within a few milliseconds).
+const BUCKETS_MS: [u64; 13] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
 /// Latencies are kept up to an hour; longer ones (bans decided from a backlog read at start)
 /// count as an hour in the histogram, and exactly in its sum.
 const MAX_LATENCY_MS: u64 = 3_600_000;
@@ -598,6 +599,8 @@ floodwatch_sink_skipped_proxied_total{sink=\"deny\"} 0
 floodwatch_sink_retries_total{sink=\"deny\"} 9
 # HELP floodwatch_ban_latency_seconds Wall-clock time from the log time of a ban's offending request to the ban's emission: from the write of the line to the ban for $msec logs, plus up to a second of rounding for logs with one-second times.
 # TYPE floodwatch_ban_latency_seconds histogram
+floodwatch_ban_latency_seconds_bucket{le=\"0.001\"} 1
+floodwatch_ban_latency_seconds_bucket{le=\"0.002\"} 1
 floodwatch_ban_latency_seconds_bucket{le=\"0.005\"} 2
 floodwatch_ban_latency_seconds_bucket{le=\"0.01\"} 2
 floodwatch_ban_latency_seconds_bucket{le=\"0.025\"} 4
@@ -680,7 +683,7 @@ process_start_time_seconds 1800000000.25
         assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
         assert_eq!(*counts.last().unwrap(), r.count());
         // Below 2 s the bounds are exact: values 0, 7, 14... ≤ 1000 ms.
-        assert_eq!(counts[7], 1000 / 7 + 1);
+        assert_eq!(counts[9], 1000 / 7 + 1);
         assert!(t.contains(&format!(
             "floodwatch_ban_latency_seconds_count {}\n",
             r.count()
