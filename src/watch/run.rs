@@ -8,8 +8,9 @@
 //! each round of reads (every file that changed is read to its end, so the shards sort the
 //! round's hits before processing any of them), the loop sends the shards two marks (see
 //! `marks`): they process up to the newest log time read, or the wall clock − 1 s when the logs
-//! are idle, so a flood is decided as soon as a later line is read or a second has passed; and
-//! they forget state only up to what the files being written may still deliver. A line that
+//! are idle (a line of a time already processed at once), and the decider decides an offense as
+//! soon as every shard has processed its time, so a flood is banned as soon as its line is read;
+//! and they forget state only up to what the files being written may still deliver. A line that
 //! arrives older than what was processed (a buffered log, a lagging vhost, a skewed clock, a
 //! backlog after a stall, older lines appended) is *late*: counted at its own time against its
 //! key's state, never at the watermark (see `engine::shard`). The wall clock ends bans and bounds
