@@ -956,6 +956,14 @@ fn serve_cloudflare(
     api
 }
 
+/// An exec sink's command (TOML) that appends `<what> <key>` to `calls`.
+fn exec_appending(calls: &Path, what: &str) -> String {
+    format!(
+        "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
+        calls.display().to_string()
+    )
+}
+
 #[test]
 fn one_replay_drives_every_sink_and_they_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -968,12 +976,7 @@ fn one_replay_drives_every_sink_and_they_agree() {
     let events = dir.path().join("events.jsonl");
     let deny = dir.path().join("deny.conf");
     let calls = dir.path().join("calls.txt");
-    let exec = |what: &str| {
-        format!(
-            "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
-            calls.display().to_string()
-        )
-    };
+    let exec = |what: &str| exec_appending(&calls, what);
     let config = write_config(
         dir.path(),
         &format!(
@@ -1296,12 +1299,7 @@ fn admin_commands_reach_every_sink_of_a_running_watch() {
     );
     let access_log = dir.path().join("access_log");
     std::fs::write(&access_log, "").unwrap();
-    let exec = |what: &str| {
-        format!(
-            "[\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", {:?}, \"{what}\", \"{{key}}\"]",
-            calls.display().to_string()
-        )
-    };
+    let exec = |what: &str| exec_appending(&calls, what);
     let config = write_config(
         dir.path(),
         &format!(

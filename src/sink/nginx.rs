@@ -647,16 +647,19 @@ mod tests {
         }
     }
 
+    /// IPv4 and IPv6 keys and prefixes, one banned under two rules.
+    const MIXED_KEYS: [(&str, &str); 5] = [
+        ("203.0.113.7", "a"),
+        ("203.0.113.7", "b"),
+        ("198.51.100.0/24", "a"),
+        ("2001:db8:1:2::/64", "a"),
+        ("2001:db8::7", "b"),
+    ];
+
     #[test]
     fn the_geo_style_writes_one_map_entry_per_key_v4_and_v6() {
         let mut t = setup_styled(Duration::ZERO, geo("fw_banned"));
-        for (k, rule) in [
-            ("203.0.113.7", "a"),
-            ("203.0.113.7", "b"),
-            ("198.51.100.0/24", "a"),
-            ("2001:db8:1:2::/64", "a"),
-            ("2001:db8::7", "b"),
-        ] {
+        for (k, rule) in MIXED_KEYS {
             t.sink.deliver(&ban(k, rule)).unwrap();
         }
         t.sink.flush().unwrap();
@@ -676,13 +679,7 @@ mod tests {
         );
         assert_eq!(reloads(&t), 1);
         // Every ban ended: a map that refuses nothing (the checks on its variable stay valid).
-        for (k, rule) in [
-            ("203.0.113.7", "a"),
-            ("203.0.113.7", "b"),
-            ("198.51.100.0/24", "a"),
-            ("2001:db8:1:2::/64", "a"),
-            ("2001:db8::7", "b"),
-        ] {
+        for (k, rule) in MIXED_KEYS {
             t.sink.deliver(&unban(k, rule)).unwrap();
         }
         t.sink.flush().unwrap();
