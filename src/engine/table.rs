@@ -78,11 +78,54 @@ impl Hash for Slot {
 
 type Map = HashMap<Slot, Bucket, ahash::RandomState>;
 
+/// How many maps one rule's buckets are split into, by a mix of the key's bits: a sweep of a
+/// large table goes a few maps at a time, between batches (see [`KeyTable::sweep_slice`]), so
+/// that a table of millions of keys (a botnet of new addresses) never stalls its shard for a
+/// whole pass (tens of milliseconds).
+const SEGMENTS: usize = 16;
+
+impl Slot {
+    /// Which of a rule's [`SEGMENTS`] maps holds this key. Any mix that spreads keys does: the
+    /// maps hash with their own random state, so an uneven split only makes some slices of a
+    /// sweep longer.
+    #[inline]
+    fn segment(&self) -> usize {
+        let [a, b, c, d] = self.addr;
+        let mix = (a ^ b.rotate_left(8) ^ c.rotate_left(16) ^ d.rotate_left(24) ^ self.vhost)
+            .wrapping_mul(0x9E37_79B9);
+        (mix >> 28) as usize % SEGMENTS
+    }
+}
+
+/// About how many entries one slice of a sweep looks at (a millisecond or two).
+const SLICE_ENTRIES: usize = 1 << 16;
+
+/// One rule's buckets, in [`SEGMENTS`] maps.
+#[derive(Default)]
+struct Segmented {
+    maps: [Map; SEGMENTS],
+}
+
+impl Segmented {
+    #[inline]
+    fn map(&mut self, slot: &Slot) -> &mut Map {
+        &mut self.maps[slot.segment()]
+    }
+
+    fn len(&self) -> usize {
+        self.maps.iter().map(Map::len).sum()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Bucket> {
+        self.maps.iter_mut().flat_map(|m| m.values_mut())
+    }
+}
+
 /// One rule's buckets and how its keys are formed.
 struct RuleTable {
     /// What offenses name the rule by.
     id: u16,
-    map: Map,
+    map: Segmented,
     limits: Limits,
     v4_prefix: u8,
     v6_prefix: u8,
@@ -93,7 +136,7 @@ impl RuleTable {
     fn new(id: u16, s: &RuleSpec) -> RuleTable {
         RuleTable {
             id,
-            map: Map::default(),
+            map: Segmented::default(),
             limits: Limits::new(s),
             v4_prefix: s.ipv4_prefix.min(32),
             v6_prefix: s.ipv6_prefix.min(128),
@@ -150,6 +193,8 @@ pub struct KeyTable {
     settled: i64,
     next_sweep: i64,
     last_sweep: i64,
+    /// The sweep in progress: the next map to sweep, counted over rules × [`SEGMENTS`].
+    sweeping: Option<usize>,
     len: usize,
     cap: usize,
     /// A due sweep runs only when `len >= max(sweep_floor, 2 * kept)`.
@@ -186,6 +231,7 @@ impl KeyTable {
             settled: i64::MIN,
             next_sweep: i64::MIN,
             last_sweep: i64::MIN,
+            sweeping: None,
             len: 0,
             cap,
             sweep_floor: (cap / 8).min(SWEEP_FLOOR_MAX),
@@ -219,7 +265,7 @@ impl KeyTable {
             let slot = Slot::new(key.net.addr, key.vhost);
             let did = if self.len < self.cap {
                 let rt = &mut self.rules[i];
-                match rt.map.entry(slot) {
+                match rt.map.map(&slot).entry(slot) {
                     Entry::Occupied(mut e) => step(e.get_mut(), off, &rt.limits),
                     Entry::Vacant(e) => {
                         e.insert(Bucket::new(off));
@@ -274,15 +320,15 @@ impl KeyTable {
     #[cold]
     fn step_at_cap(&mut self, i: usize, slot: Slot, off: Ms) -> Did {
         let rt = &mut self.rules[i];
-        if let Some(b) = rt.map.get_mut(&slot) {
+        if let Some(b) = rt.map.map(&slot).get_mut(&slot) {
             return step(b, off, &rt.limits);
         }
         let settled = self.settled;
         if settled >= self.last_sweep.saturating_add(CAP_SWEEP_EVERY_MS) {
-            self.sweep(settled);
+            self.sweep_all(settled);
         }
         if self.len < self.cap {
-            self.rules[i].map.insert(slot, Bucket::new(off));
+            self.rules[i].map.map(&slot).insert(slot, Bucket::new(off));
             self.len += 1;
             return Did::Counted;
         }
@@ -324,6 +370,8 @@ impl KeyTable {
         self.known = known_bits(self.rules.len());
         self.len = self.rules.iter().map(|rt| rt.map.len()).sum();
         self.kept = self.len;
+        // The maps' numbering changed: a sweep in progress starts again when next due.
+        self.sweeping = None;
         remap
     }
 
@@ -340,9 +388,12 @@ impl KeyTable {
             return;
         }
         self.settled = t;
-        if t >= self.next_sweep && self.epoch.is_some() {
+        if self.sweeping.is_some() {
+            self.sweep_slice(t);
+        } else if t >= self.next_sweep && self.epoch.is_some() {
             if self.len >= self.sweep_floor.max(self.kept.saturating_mul(2)) {
-                self.sweep(t);
+                self.sweeping = Some(0);
+                self.sweep_slice(t);
             }
             self.next_sweep = t.saturating_add(SWEEP_EVERY_MS);
         }
@@ -364,35 +415,42 @@ impl KeyTable {
         self.rebase_at = new_epoch.saturating_add(REBASE_AT_MS);
     }
 
-    /// Drops every bucket that is idle at `t`; idle buckets equal absent ones, and no hit older
-    /// than `t` (the settled time) is expected, so this changes no decision.
-    fn sweep(&mut self, t: i64) {
+    /// Sweeps the next maps of the sweep in progress at `t` (see [`SEGMENTS`]), about
+    /// [`SLICE_ENTRIES`] entries' worth, at least one map; the last one ends the sweep. Each map
+    /// is swept at the settled time of its turn, which only moves forward: a bucket idle then
+    /// stays idle until a new hit, so the slices together drop what one pass at the first time
+    /// would have, and more. A table smaller than a slice is swept at once.
+    fn sweep_slice(&mut self, t: i64) {
         let off = offset(t, self.epoch.unwrap_or(t));
-        let before = self.len;
-        let mut len = 0;
-        for rt in &mut self.rules {
-            let lim = rt.limits;
-            let idle = rt.map.values().filter(|b| b.idle(off, &lim)).count();
-            let survivors = rt.map.len() - idle;
-            if survivors * 8 < rt.map.len() {
-                // Nearly all idle (the usual case in replay: most clients come back after more
-                // than a sweep interval). Erasing entry by entry stalls on each control-byte
-                // write, so empty the map (keeping its memory) and put the few survivors back.
-                // With more survivors (watch keeps what the files being written may still
-                // need: seconds of new keys in a flood of them), putting them back costs a
-                // random probe each, far more than erasing the idle ones in one pass.
-                let keep: Vec<(Slot, Bucket)> =
-                    rt.map.drain().filter(|(_, b)| !b.idle(off, &lim)).collect();
-                rt.map.extend(keep);
-            } else if idle > 0 {
-                rt.map.retain(|_, b| !b.idle(off, &lim));
+        let mut done = 0;
+        while let Some(n) = self.sweeping {
+            if done >= SLICE_ENTRIES {
+                return;
             }
-            len += rt.map.len();
+            let (rule, segment) = (n / SEGMENTS, n % SEGMENTS);
+            if let Some(rt) = self.rules.get_mut(rule) {
+                let map = &mut rt.map.maps[segment];
+                done += map.len().max(1);
+                let removed = sweep_map(map, off, &rt.limits);
+                self.len -= removed;
+                self.stats.evicted += removed as u64;
+            }
+            if n + 1 >= self.rules.len() * SEGMENTS {
+                self.sweeping = None;
+                self.kept = self.len;
+                self.last_sweep = t;
+            } else {
+                self.sweeping = Some(n + 1);
+            }
         }
-        self.len = len;
-        self.kept = len;
-        self.stats.evicted += (before - len) as u64;
-        self.last_sweep = t;
+    }
+
+    /// Sweeps everything at `t` at once (a full table makes room for a new key now).
+    fn sweep_all(&mut self, t: i64) {
+        self.sweeping = Some(0);
+        while self.sweeping.is_some() {
+            self.sweep_slice(t);
+        }
     }
 
     /// (key, rule) entries tracked now.
@@ -412,7 +470,11 @@ impl KeyTable {
     /// one control byte per bucket, buckets a power of two at most 7/8 full, plus one group of
     /// trailing control bytes).
     pub fn heap_bytes(&self) -> usize {
-        self.rules.iter().map(|rt| map_bytes(&rt.map)).sum()
+        self.rules
+            .iter()
+            .flat_map(|rt| rt.map.maps.iter())
+            .map(map_bytes)
+            .sum()
     }
 }
 
@@ -439,6 +501,27 @@ impl BitRemap {
         }
         new
     }
+}
+
+/// Drops every bucket of `map` that is idle at `off`; idle buckets equal absent ones, and no hit
+/// older than the settled time is expected, so this changes no decision. Returns how many went.
+fn sweep_map(map: &mut Map, off: Ms, lim: &Limits) -> usize {
+    let before = map.len();
+    let idle = map.values().filter(|b| b.idle(off, lim)).count();
+    let survivors = before - idle;
+    if survivors * 8 < before {
+        // Nearly all idle (the usual case in replay: most clients come back after more than a
+        // sweep interval). Erasing entry by entry stalls on each control-byte write, so empty
+        // the map (keeping its memory) and put the few survivors back. With more survivors
+        // (watch keeps what the files being written may still need: seconds of new keys in a
+        // flood of them), putting them back costs a random probe each, far more than erasing
+        // the idle ones in one pass.
+        let keep: Vec<(Slot, Bucket)> = map.drain().filter(|(_, b)| !b.idle(off, lim)).collect();
+        map.extend(keep);
+    } else if idle > 0 {
+        map.retain(|_, b| !b.idle(off, lim));
+    }
+    before - map.len()
 }
 
 /// See [`KeyTable::heap_bytes`].
@@ -773,6 +856,40 @@ mod tests {
         run(&mut t, &[at(300, 55_000)]);
         t.settle(60_000);
         assert_eq!((t.stats().evicted, t.len()), (18, 1));
+    }
+
+    #[test]
+    fn a_large_table_is_swept_in_slices_between_batches() {
+        let rules = CompiledRules::new(&[spec("r", 1000, 5)]).unwrap();
+        let mut t = KeyTable::new(&rules, 10_000_000, 0);
+        let n: u32 = 300_000;
+        let hits: Vec<Hit> = (0..n)
+            .map(|a| Hit {
+                addr: Addr::from_v4(0x0a00_0000 + a),
+                time_ms: 1_000,
+                vhost: NO_VHOST,
+                rules: 1,
+                flags: 0,
+            })
+            .collect();
+        run(&mut t, &hits);
+        assert_eq!(t.len(), n as usize);
+        // Every key is idle from 2 s on; each settle sweeps about one slice.
+        let mut settles = 0;
+        let mut seen = vec![];
+        while !t.is_empty() {
+            settles += 1;
+            t.settle(20_000 + settles);
+            seen.push(t.len());
+            assert!(settles < 100, "{seen:?}");
+        }
+        assert!(
+            (4..=SEGMENTS as i64).contains(&settles),
+            "{settles} slices: {seen:?}"
+        );
+        let removed_first = n as usize - seen[0];
+        assert!(removed_first < 2 * SLICE_ENTRIES, "{removed_first}");
+        assert_eq!(t.stats().evicted, u64::from(n));
     }
 
     #[test]
