@@ -65,6 +65,8 @@ pub struct Config {
     pub proxy: Proxy,
     pub state: State,
     pub metrics: Metrics,
+    /// `[fleet]`: bans shared with other servers through Redis (see [`crate::fleet`]).
+    pub fleet: Option<Fleet>,
     /// `[[sink]]` tables: the type checked here, the rest by the sink (`sink::parse_sinks`).
     pub sinks: Vec<SinkTable>,
 }
@@ -191,6 +193,53 @@ pub struct Metrics {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[fleet]`, checked: the URL parses, the names are safe to show and to log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// May hold a password: never printed whole (see [`Fleet::redacted_url`]).
+    pub url: String,
+    /// This server's name in the fleet: letters, digits, '-', '_', '.'.
+    pub node: String,
+    pub stream: String,
+    /// Sinks, by type or name, that enforce other servers' bans; `None` = every nginx and exec
+    /// sink.
+    pub apply_to: Option<Vec<String>>,
+}
+
+impl Fleet {
+    /// The URL with any password replaced by `***`, for logs and `check-config`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("url", &self.redacted_url())
+            .field("node", &self.node)
+            .field("stream", &self.stream)
+            .field("apply_to", &self.apply_to)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
 /// Command-line flags that override the config.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -225,6 +274,7 @@ impl Default for Config {
             proxy: Proxy::default(),
             state: State::default(),
             metrics: Metrics::default(),
+            fleet: None,
             sinks: Vec::new(),
         }
     }
@@ -424,6 +474,22 @@ impl Config {
         match &self.metrics.listen {
             Some(a) => writeln!(s, "metrics: http://{a}/metrics")?,
             None => writeln!(s, "metrics: off")?,
+        }
+        match &self.fleet {
+            Some(f) => {
+                let apply = match &f.apply_to {
+                    Some(names) => names.join(", "),
+                    None => "every nginx and exec sink".into(),
+                };
+                writeln!(
+                    s,
+                    "fleet: {} stream {} as node {} (other nodes' bans go to: {apply})",
+                    f.redacted_url(),
+                    f.stream,
+                    f.node
+                )?;
+            }
+            None => writeln!(s, "fleet: none (bans stay on this server)")?,
         }
         if self.sinks.is_empty() {
             writeln!(s, "sinks: none (events go to stdout as JSON lines)")?;

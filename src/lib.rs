@@ -72,6 +72,7 @@ pub mod control;
 pub mod decide;
 pub mod detector;
 pub mod engine;
+pub mod fleet;
 pub mod hit;
 pub mod lab;
 pub mod linetest;

@@ -51,6 +51,7 @@ use crate::config::{Config, StartAt};
 use crate::decide::ban_table::{RestoreStats, TableStats};
 use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule_ids::RuleIds;
+use crate::fleet::{self, Fleet};
 use crate::output::{keep_pending, resend_pending, save_pending, Output};
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::{Ingest, IngestStats};
@@ -152,6 +153,8 @@ struct WatchLoop<'o> {
     unusable_reported: bool,
     /// Set by a caller that runs watch in process (see [`WatchPlan::stop`]).
     stop_flag: Option<Arc<AtomicBool>>,
+    /// `[fleet]`: bans shared with other servers.
+    fleet: Option<Fleet>,
 }
 
 impl<'o> WatchLoop<'o> {
@@ -219,8 +222,20 @@ impl<'o> WatchLoop<'o> {
                 registry.register(&mut SourceFd(&fd(&signals)), SIGNALS, Interest::READABLE)
             })
             .map_err(|e| runtime("epoll", e))?;
-        let waker = Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?;
-        detector.wake_on_output(Arc::new(waker));
+        let waker = Arc::new(Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?);
+        detector.wake_on_output(waker.clone());
+        let fleet = match &config.fleet {
+            Some(f) => {
+                let saved = match &state_dir {
+                    Some(dir) => fleet::state::load(dir)?,
+                    None => Default::default(),
+                };
+                let fleet = Fleet::start(f, saved, waker).map_err(AppError::Runtime)?;
+                output.publish_to(fleet.publish_handle());
+                Some(fleet)
+            }
+            None => None,
+        };
         endpoint.register(registry, HTTP)?;
         if let Some(c) = &mut control {
             c.register(registry, CONTROL)
@@ -283,6 +298,7 @@ impl<'o> WatchLoop<'o> {
             stop: false,
             unusable_reported: false,
             stop_flag: stop,
+            fleet,
         })
     }
 
@@ -322,6 +338,10 @@ impl<'o> WatchLoop<'o> {
             endpoint.on_event(ev);
             output.emit(ev)
         });
+        if let Some(f) = &mut self.fleet {
+            let table = detector.table_mut();
+            f.apply_ready(table, wall_ms(), &mut |ev| output.emit_remote(ev));
+        }
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         self.line_rate.sample(now, self.files.ingest_stats().lines);
         if now >= self.next_save {
@@ -340,6 +360,11 @@ impl<'o> WatchLoop<'o> {
     /// `save_pending`), then the bans and the read offsets.
     fn save(&mut self) {
         save_pending(&mut self.output, &self.state_dir, &self.vhosts);
+        if let (Some(f), Some(dir)) = (&mut self.fleet, &self.state_dir) {
+            if let Err(e) = f.save(dir) {
+                log::error!("saving the fleet's state: {e}");
+            }
+        }
         let stats = self.detector.table().stats();
         if self.files.unsaved() || stats != self.saved_stats {
             if let Err(e) = self.save_state(&self.files.checkpoints()) {
@@ -368,7 +393,12 @@ impl<'o> WatchLoop<'o> {
         }
         // Sinks deliver (and so change what `pending.json` should hold) on their own threads.
         let table = self.detector.table();
-        if self.files.unsaved() || table.stats() != self.saved_stats || self.output.has_sinks() {
+        let fleet = self.fleet.is_some();
+        if self.files.unsaved()
+            || table.stats() != self.saved_stats
+            || self.output.has_sinks()
+            || fleet
+        {
             wake = wake.min(self.next_save);
         }
         let deadlines = [
@@ -458,6 +488,7 @@ impl<'o> WatchLoop<'o> {
             output,
             reloads,
             poll,
+            fleet,
             ..
         } = self;
         endpoint.ready(poll.registry(), token, detector.table(), &|| {
@@ -469,6 +500,7 @@ impl<'o> WatchLoop<'o> {
                 files: files.open_files(),
                 reloads: *reloads,
                 lag: files.read_lag(wall_ms()),
+                fleet: fleet.as_ref().map(Fleet::stats),
             }
         })
     }
@@ -485,6 +517,7 @@ impl<'o> WatchLoop<'o> {
             config_path,
             line_rate,
             poll,
+            fleet,
             ..
         } = self
         else {
@@ -499,6 +532,7 @@ impl<'o> WatchLoop<'o> {
                 started_stats: *started_stats,
                 config_path: config_path.as_deref(),
                 rate: line_rate,
+                fleet: fleet.as_ref(),
             };
             commands::answer(req, cx, out)
         });
@@ -547,6 +581,7 @@ impl<'o> WatchLoop<'o> {
             started_stats,
             restored,
             control,
+            mut fleet,
             ..
         } = self;
         // Commands now would find no one to answer them.
@@ -559,6 +594,14 @@ impl<'o> WatchLoop<'o> {
         detector.finish_within(STOP_WAIT, &mut |ev| output.emit(ev));
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         save_pending(&mut output, &state_dir, &vhosts);
+        if let Some(f) = &mut fleet {
+            f.stop();
+            if let Some(dir) = &state_dir {
+                if let Err(e) = f.save(dir) {
+                    log::error!("saving the fleet's state: {e}");
+                }
+            }
+        }
         let saved = match &state_dir {
             Some(dir) => state::save(dir, &detector.table().snapshot())
                 .map_err(|e| e.to_string())
