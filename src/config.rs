@@ -619,6 +619,55 @@ mod tests {
     }
 
     #[test]
+    fn fleet_is_checked_with_errors_naming_the_key() {
+        let c = parse(
+            "[fleet]\nurl = \"redis://fw:s3cret@10.0.0.5:6380/2\"\nnode = \"web-01\"\n\
+             apply_to = [\"nginx\", \"fw\"]\n",
+        )
+        .unwrap();
+        let f = c.fleet.clone().unwrap();
+        assert_eq!(
+            (f.node.as_str(), f.stream.as_str()),
+            ("web-01", "floodwatch:events")
+        );
+        assert_eq!(
+            f.apply_to,
+            Some(vec!["nginx".to_string(), "fw".to_string()])
+        );
+        assert_eq!(f.redacted_url(), "redis://fw:***@10.0.0.5:6380/2");
+        assert!(!format!("{f:?}").contains("s3cret"));
+        assert!(c.describe().contains(
+            "fleet: redis://fw:***@10.0.0.5:6380/2 stream floodwatch:events as node web-01"
+        ));
+        assert_eq!(redact_url("rediss://:pw@h/0"), "rediss://:***@h/0");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        let tls = parse("[fleet]\nurl = \"rediss://redis.example:6379/0\"\nnode = \"a\"\n");
+        assert!(tls.is_ok(), "{tls:?}");
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("[fleet]\nurl = \"http://127.0.0.1:6379\"\nnode = \"a\"\n");
+        assert!(
+            e.starts_with("floodwatch.toml:2:7: fleet.url: expected redis:"),
+            "{e}"
+        );
+        let e = err("[fleet]\nurl = \"redis://127.0.0.1:notaport\"\nnode = \"a\"\n");
+        assert!(
+            e.contains("fleet.url") && e.contains("not a usable Redis URL"),
+            "{e}"
+        );
+        let e = err("[fleet]\nnode = \"a\"\n");
+        assert!(e.contains("fleet.url") && e.contains("missing"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"web 01;\"\n");
+        assert!(e.starts_with("floodwatch.toml:3:8: fleet.node:"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\nstream = \"a b\"\n");
+        assert!(e.contains("fleet.stream"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\nchannel = \"x\"\n");
+        assert!(e.contains("channel"), "{e}");
+        let e = err("[[rule]]\nname = \"fleet\"\n");
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
     fn a_bare_rule_is_the_default_rule() {
         let c = parse("[[rule]]\n").unwrap();
         assert!(c.rules_configured);

@@ -6,7 +6,8 @@
 //! Cloudflare token file that is missing or readable by others, a control socket path too long
 //! for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
-//! watch), and the newest log of the paths whose last lines could mostly not be used (the
+//! watch), a `[fleet]` Redis that cannot be reached now (watch starts all the same and
+//! publishes once it can), and the newest log of the paths whose last lines could mostly not be used (the
 //! sample line and likely cause, as replay would say).
 
 use std::fs;
@@ -115,6 +116,11 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
             message,
         })
     };
+    if let Some(fleet) = &config.fleet {
+        if let Err(m) = crate::fleet::probe(fleet) {
+            warning("fleet.url", m);
+        }
+    }
     if let Some(addr) = config.metrics.listen {
         if let Err(e) = std::net::TcpListener::bind(addr) {
             warning(

@@ -77,6 +77,23 @@ pub fn host_name() -> Option<String> {
     is_node_name(name).then(|| name.to_string())
 }
 
+/// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
+/// reached or does not answer, with the URL's password hidden.
+pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
+    let url = cfg.redacted_url();
+    let fail = |e: redis::RedisError| format!("{url}: cannot reach Redis: {e}");
+    let client = redis::Client::open(cfg.url.as_str()).map_err(fail)?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(fail)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(fail)?;
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .map_err(fail)?;
+    Ok(())
+}
+
 /// Where things are in Redis.
 pub struct Names {
     pub node: Arc<str>,

@@ -440,6 +440,39 @@ mod tests {
     }
 
     #[test]
+    fn fleet_bans_go_to_nginx_and_exec_unless_apply_to_names_others() {
+        let sinks = "[[sink]]\ntype = \"nginx\"\npath = \"/tmp/deny.conf\"\n\
+                     [[sink]]\ntype = \"exec\"\nban = [\"true\"]\n\
+                     [[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"events\"\n";
+        let marked = |fleet: &str| -> Result<Vec<bool>, String> {
+            let text = format!("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\n{fleet}\n{sinks}");
+            let config = Config::parse(&text, "test.toml").unwrap();
+            let mut specs = parse_sinks(&config).unwrap();
+            mark_fleet_sinks(&config, &mut specs)?;
+            Ok(specs.iter().map(|s| s.fleet).collect())
+        };
+        assert_eq!(marked("").unwrap(), [true, true, false]);
+        assert_eq!(
+            marked("apply_to = [\"events\"]").unwrap(),
+            [false, false, true]
+        );
+        assert_eq!(
+            marked("apply_to = [\"exec\", \"jsonl\"]").unwrap(),
+            [false, true, true]
+        );
+        assert_eq!(marked("apply_to = []").unwrap(), [false, false, false]);
+        let e = marked("apply_to = [\"nginx\", \"firewall\"]").unwrap_err();
+        assert_eq!(
+            e,
+            "test.toml: fleet.apply_to[1]: \"firewall\" is neither a sink type nor the name of a sink"
+        );
+        let config = Config::parse(sinks, "test.toml").unwrap();
+        let mut specs = parse_sinks(&config).unwrap();
+        mark_fleet_sinks(&config, &mut specs).unwrap();
+        assert!(specs.iter().all(|s| !s.fleet), "no [fleet], no fleet bans");
+    }
+
+    #[test]
     fn a_sink_is_called_by_its_name_or_its_place() {
         let specs = parse(
             "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"events\"\n\
