@@ -27,6 +27,12 @@
 //! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
 //! next start. What the sinks have not delivered yet is also saved with the bans about once a
 //! second, so a crash loses none of it.
+//!
+//! **Fleet.** With `[fleet]`, the output also queues this server's own events for the fleet's
+//! publisher thread, and each round applies what the follower thread read from the other
+//! servers (it wakes the loop through the same waker as shard output); their events go to the
+//! sinks through `Output::emit_remote`, never published again. The last stream entry applied and
+//! the unpublished messages are saved in `fleet.json` with the rest (see `crate::fleet`).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
