@@ -725,6 +725,45 @@ process_start_time_seconds 1800000000.25
     }
 
     #[test]
+    fn the_fleet_is_shown_when_configured() {
+        let table = BanTable::new(&[], Allowlist::default(), Vhosts::new());
+        let fleet = crate::fleet::FleetStats {
+            node: "web-01".into(),
+            connected: true,
+            published: 7,
+            queued: 2,
+            applied: 5,
+            reconnects: 1,
+            lag_last_ms: 1250,
+            ..Default::default()
+        };
+        let ingest = IngestStats::default();
+        let v = |fleet| View {
+            ingest: &ingest,
+            shards: ShardStats::default(),
+            table: &table,
+            sinks: vec![],
+            files: 0,
+            reloads: Reloads::default(),
+            lag: ReadLag::default(),
+            fleet,
+        };
+        let t = text(&v(Some(fleet)), &Recorder::new());
+        for want in [
+            "floodwatch_fleet_published_total 7\n",
+            "floodwatch_fleet_applied_total 5\n",
+            "floodwatch_fleet_reconnects_total 1\n",
+            "floodwatch_fleet_dropped_total 0\n",
+            "floodwatch_fleet_queued 2\n",
+            "floodwatch_fleet_connected 1\n",
+            "# TYPE floodwatch_fleet_lag_seconds gauge\nfloodwatch_fleet_lag_seconds 1.25\n",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
+        assert!(!text(&v(None), &Recorder::new()).contains("fleet"));
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_end_at_the_count() {
         let mut r = Recorder::new();
         for ms in (0..20_000).step_by(7) {
