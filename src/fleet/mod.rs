@@ -155,9 +155,10 @@ pub struct FleetStats {
     pub reconnects: u64,
     /// Other nodes' bans and unbans that changed something here.
     pub applied: u64,
-    /// Already enforced here (the same ban again, or a ban here lasting as long).
+    /// Nothing to do here: already enforced (the same ban again, a ban here lasting as long),
+    /// already over, or an unban of a key not banned here.
     pub duplicates: u64,
-    /// Refused: allowlisted keys, ended bans, entries that are not valid messages.
+    /// Refused: allowlisted keys, entries that are not valid messages.
     pub refused: u64,
     /// From a message's publication to its application here, milliseconds: the last one, and
     /// the 50th and 99th percentiles since start.

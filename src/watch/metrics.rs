@@ -344,7 +344,7 @@ fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
         ),
         (
             "fleet_duplicates_total",
-            "Other servers' bans already enforced here (the same ban again, or one lasting as long).",
+            "Other servers' messages with nothing to do here: already enforced, or already over.",
             f.duplicates,
         ),
         (
