@@ -27,6 +27,8 @@ pub struct Link {
     /// Whether this link is up now (for `status` and metrics).
     up: Arc<AtomicBool>,
     reconnects: Arc<AtomicU64>,
+    /// Connections made, the first included.
+    pub connects: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -47,6 +49,7 @@ impl Link {
             connected_once: false,
             up,
             reconnects,
+            connects: Arc::default(),
         })
     }
 
@@ -70,6 +73,7 @@ impl Link {
                         self.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     self.connected_once = true;
+                    self.connects.fetch_add(1, Ordering::Relaxed);
                     self.wait = FIRST_WAIT;
                     self.up.store(true, Ordering::Relaxed);
                     self.conn = Some(c);

@@ -28,6 +28,10 @@ pub enum Kind {
     Ban,
     /// An admin's unban (`floodwatch unban`): lifts the key on every node.
     Unban,
+    /// One of this node's active bans written again into the fleet's table of active bans
+    /// (not the stream) after the publisher connected: a Redis that came back empty learns
+    /// them again for the nodes that start later.
+    Refresh,
 }
 
 /// A fleet event, checked.
@@ -101,8 +105,13 @@ impl Message {
 
     /// The JSON object, with `sent` as given.
     pub fn encode(&self, sent_ms: i64) -> String {
+        self.encode_as(self.kind, sent_ms)
+    }
+
+    /// The JSON object as a message of `kind` (a refresh is written as the ban it is).
+    pub fn encode_as(&self, kind: Kind, sent_ms: i64) -> String {
         let wire = Wire {
-            kind: self.kind,
+            kind,
             node: (&*self.node).into(),
             key: self.key.to_string().into(),
             rule: (&*self.rule).into(),
@@ -132,10 +141,11 @@ impl Message {
             return Err(format!("{key} is wider than any key may be"));
         }
         let in_range = |t: i64| (MIN_TIME_MS..=MAX_TIME_MS).contains(&t);
-        if !in_range(w.time) || (w.kind == Kind::Ban && !in_range(w.until)) {
+        let ban = w.kind != Kind::Unban;
+        if !in_range(w.time) || (ban && !in_range(w.until)) {
             return Err(format!("times out of range ({}, {})", w.time, w.until));
         }
-        if w.kind == Kind::Ban && w.until < w.time {
+        if ban && w.until < w.time {
             return Err("ends before it starts".into());
         }
         Ok(Message {
@@ -144,7 +154,7 @@ impl Message {
             key,
             rule: Arc::from(&*w.rule),
             time_ms: w.time,
-            until_ms: if w.kind == Kind::Ban { w.until } else { 0 },
+            until_ms: if ban { w.until } else { 0 },
             sent_ms: w.sent,
         })
     }
@@ -204,7 +214,7 @@ mod tests {
             Message::decode(m.encode(T + 5).as_bytes()).unwrap(),
             Message {
                 sent_ms: T + 5,
-                ..m
+                ..m.clone()
             }
         );
         assert!(Message::of_local(&ban(Origin::Manual), &node).is_some());
@@ -215,6 +225,18 @@ mod tests {
             r#"{"type":"unban","node":"web-01","key":"203.0.113.0/24","rule":"fleet","time":1764064805000,"sent":0}"#
         );
         assert_eq!(Message::decode(u.encode(0).as_bytes()).unwrap(), u);
+        let refresh = Message {
+            kind: Kind::Refresh,
+            ..m.clone()
+        };
+        assert!(refresh.encode(0).starts_with(r#"{"type":"refresh","#));
+        assert_eq!(
+            Message::decode(refresh.encode(0).as_bytes()).unwrap(),
+            refresh
+        );
+        assert!(refresh
+            .encode_as(Kind::Ban, 0)
+            .starts_with(r#"{"type":"ban","#));
         for reason in [UnbanReason::Expired, UnbanReason::Allowlisted] {
             assert!(Message::of_local(&unban(reason), &node).is_none());
         }

@@ -175,6 +175,9 @@ pub struct Fleet {
     shared: Arc<Shared>,
     inbound: Receiver<Inbound>,
     publisher: Option<JoinHandle<()>>,
+    /// The publisher's connections so far, and their count at the last refresh.
+    publisher_connects: Arc<AtomicU64>,
+    refreshed_at: u64,
     last_id: Option<String>,
     /// (last id, outbox stamp) when `fleet.json` was last written.
     saved: Option<(Option<String>, u64)>,
@@ -211,8 +214,10 @@ impl Fleet {
         let link = |what, up: &Arc<AtomicBool>| {
             link::Link::new(&cfg.url, what, up.clone(), shared.reconnects.clone())
         };
+        let publisher_link = link("publisher", &shared.publisher_up)?;
+        let publisher_connects = publisher_link.connects.clone();
         let publisher = publisher::Publisher {
-            link: link("publisher", &shared.publisher_up)?,
+            link: publisher_link,
             outbox: outbox.clone(),
             names: names.clone(),
             shared: shared.clone(),
@@ -248,6 +253,8 @@ impl Fleet {
             shared,
             inbound,
             publisher: Some(publisher),
+            publisher_connects,
+            refreshed_at: 0,
             last_id: saved.last_id,
             saved: None,
             applied: 0,
@@ -270,6 +277,7 @@ impl Fleet {
     /// Applies what the follower handed over, without waiting; events for the sinks go to
     /// `emit` (which must not publish them again).
     pub fn apply_ready(&mut self, table: &mut BanTable, now_ms: i64, emit: &mut dyn FnMut(&Event)) {
+        self.refresh_if_connected(table, now_ms);
         while let Ok(inbound) = self.inbound.try_recv() {
             match inbound {
                 Inbound::Entry { id, msg } => {
@@ -280,6 +288,31 @@ impl Fleet {
                 Inbound::Seen { id } => self.last_id = Some(id),
                 Inbound::Active(msg) => self.apply(msg, table, now_ms, emit),
             }
+        }
+    }
+
+    /// After each connection of the publisher, writes this server's own active bans into the
+    /// fleet's table of active bans again: a Redis that restarted empty (no persistence) would
+    /// otherwise not know them, and a node starting later would miss them.
+    fn refresh_if_connected(&mut self, table: &BanTable, now_ms: i64) {
+        let connects = self.publisher_connects.load(Ordering::Relaxed);
+        if connects == self.refreshed_at {
+            return;
+        }
+        self.refreshed_at = connects;
+        let own = table
+            .active()
+            .filter(|b| b.origin.node().is_none() && b.until_ms > now_ms);
+        for b in own {
+            self.outbox.push(Message {
+                kind: Kind::Refresh,
+                node: self.node.clone(),
+                key: b.key.net,
+                rule: b.rule.clone(),
+                time_ms: b.time_ms,
+                until_ms: b.until_ms,
+                sent_ms: 0,
+            });
         }
     }
 
@@ -299,7 +332,8 @@ impl Fleet {
         emit: &mut dyn FnMut(&Event),
     ) {
         match m.kind {
-            Kind::Ban => {
+            // A refresh is never in the stream; one found there is taken as the ban it is.
+            Kind::Ban | Kind::Refresh => {
                 if m.until_ms <= now_ms {
                     self.duplicates += 1;
                     return;

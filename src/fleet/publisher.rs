@@ -53,7 +53,7 @@ impl Publisher {
             match send(conn, &self.names, &batch) {
                 Ok(()) => {
                     self.outbox.remove_front(batch.len());
-                    let n = batch.len() as u64;
+                    let n = batch.iter().filter(|m| m.kind != Kind::Refresh).count() as u64;
                     self.shared.published.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -73,17 +73,19 @@ fn send(conn: &mut Connection, names: &Names, batch: &[Message]) -> RedisResult<
     let mut pipe = redis::pipe();
     for m in batch {
         let event = m.encode(sent);
-        pipe.cmd("XADD")
-            .arg(&names.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(names.max_len)
-            .arg("*")
-            .arg("node")
-            .arg(&*m.node)
-            .arg("event")
-            .arg(&event)
-            .ignore();
+        if m.kind != Kind::Refresh {
+            pipe.cmd("XADD")
+                .arg(&names.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(names.max_len)
+                .arg("*")
+                .arg("node")
+                .arg(&*m.node)
+                .arg("event")
+                .arg(&event)
+                .ignore();
+        }
         match m.kind {
             Kind::Ban => {
                 let field = format!("{} {}", m.key, m.node);
@@ -91,6 +93,15 @@ fn send(conn: &mut Connection, names: &Names, batch: &[Message]) -> RedisResult<
                     .arg(&names.bans)
                     .arg(field)
                     .arg(&event)
+                    .ignore();
+            }
+            Kind::Refresh => {
+                let field = format!("{} {}", m.key, m.node);
+                let ban = m.encode_as(Kind::Ban, sent);
+                pipe.cmd("HSET")
+                    .arg(&names.bans)
+                    .arg(field)
+                    .arg(ban)
                     .ignore();
             }
             Kind::Unban => {
