@@ -269,7 +269,8 @@ pub fn check_config(config: &Config) -> Result<Vec<Finding>, AppError> {
     let mut format = compile_format(config)?;
     proxy::setup(config, &mut format)?;
     compile_rules(config)?;
-    let sinks = sink::parse_sinks(config)?;
+    let mut sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut sinks).map_err(AppError::Usage)?;
     Ok(preflight::check(config, &sinks, &format))
 }
 
@@ -287,7 +288,8 @@ pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, App
     let mut format = compile_format(config)?;
     let proxies = proxy::setup(config, &mut format)?;
     let rules = compile_rules(config)?;
-    let sinks = sink::parse_sinks(config)?;
+    let mut sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut sinks).map_err(AppError::Usage)?;
     let args = if paths.is_empty() {
         config.input.paths.clone()
     } else {

@@ -65,6 +65,8 @@ pub struct Config {
     pub proxy: Proxy,
     pub state: State,
     pub metrics: Metrics,
+    /// `[fleet]`: bans shared with other servers through Redis (see [`crate::fleet`]).
+    pub fleet: Option<Fleet>,
     /// `[[sink]]` tables: the type checked here, the rest by the sink (`sink::parse_sinks`).
     pub sinks: Vec<SinkTable>,
 }
@@ -191,6 +193,53 @@ pub struct Metrics {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[fleet]`, checked: the URL parses, the names are safe to show and to log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// May hold a password: never printed whole (see [`Fleet::redacted_url`]).
+    pub url: String,
+    /// This server's name in the fleet: letters, digits, '-', '_', '.'.
+    pub node: String,
+    pub stream: String,
+    /// Sinks, by type or name, that enforce other servers' bans; `None` = every nginx and exec
+    /// sink.
+    pub apply_to: Option<Vec<String>>,
+}
+
+impl Fleet {
+    /// The URL with any password replaced by `***`, for logs and `check-config`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("url", &self.redacted_url())
+            .field("node", &self.node)
+            .field("stream", &self.stream)
+            .field("apply_to", &self.apply_to)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
 /// Command-line flags that override the config.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -225,6 +274,7 @@ impl Default for Config {
             proxy: Proxy::default(),
             state: State::default(),
             metrics: Metrics::default(),
+            fleet: None,
             sinks: Vec::new(),
         }
     }
@@ -425,6 +475,22 @@ impl Config {
             Some(a) => writeln!(s, "metrics: http://{a}/metrics")?,
             None => writeln!(s, "metrics: off")?,
         }
+        match &self.fleet {
+            Some(f) => {
+                let apply = match &f.apply_to {
+                    Some(names) => names.join(", "),
+                    None => "every nginx and exec sink".into(),
+                };
+                writeln!(
+                    s,
+                    "fleet: {} stream {} as node {} (other nodes' bans go to: {apply})",
+                    f.redacted_url(),
+                    f.stream,
+                    f.node
+                )?;
+            }
+            None => writeln!(s, "fleet: none (bans stay on this server)")?,
+        }
         if self.sinks.is_empty() {
             writeln!(s, "sinks: none (events go to stdout as JSON lines)")?;
         } else {
@@ -550,6 +616,55 @@ mod tests {
         assert_eq!((r[0].ipv4_prefix, r[0].ipv6_prefix), (32, 64));
         assert!(!r[0].key_by_vhost);
         assert!(r[0].methods.is_empty() && r[0].statuses.is_empty() && r[0].vhosts.is_empty());
+    }
+
+    #[test]
+    fn fleet_is_checked_with_errors_naming_the_key() {
+        let c = parse(
+            "[fleet]\nurl = \"redis://fw:s3cret@10.0.0.5:6380/2\"\nnode = \"web-01\"\n\
+             apply_to = [\"nginx\", \"fw\"]\n",
+        )
+        .unwrap();
+        let f = c.fleet.clone().unwrap();
+        assert_eq!(
+            (f.node.as_str(), f.stream.as_str()),
+            ("web-01", "floodwatch:events")
+        );
+        assert_eq!(
+            f.apply_to,
+            Some(vec!["nginx".to_string(), "fw".to_string()])
+        );
+        assert_eq!(f.redacted_url(), "redis://fw:***@10.0.0.5:6380/2");
+        assert!(!format!("{f:?}").contains("s3cret"));
+        assert!(c.describe().contains(
+            "fleet: redis://fw:***@10.0.0.5:6380/2 stream floodwatch:events as node web-01"
+        ));
+        assert_eq!(redact_url("rediss://:pw@h/0"), "rediss://:***@h/0");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        let tls = parse("[fleet]\nurl = \"rediss://redis.example:6379/0\"\nnode = \"a\"\n");
+        assert!(tls.is_ok(), "{tls:?}");
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("[fleet]\nurl = \"http://127.0.0.1:6379\"\nnode = \"a\"\n");
+        assert!(
+            e.starts_with("floodwatch.toml:2:7: fleet.url: expected redis:"),
+            "{e}"
+        );
+        let e = err("[fleet]\nurl = \"redis://127.0.0.1:notaport\"\nnode = \"a\"\n");
+        assert!(
+            e.contains("fleet.url") && e.contains("not a usable Redis URL"),
+            "{e}"
+        );
+        let e = err("[fleet]\nnode = \"a\"\n");
+        assert!(e.contains("fleet.url") && e.contains("missing"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"web 01;\"\n");
+        assert!(e.starts_with("floodwatch.toml:3:8: fleet.node:"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\nstream = \"a b\"\n");
+        assert!(e.contains("fleet.stream"), "{e}");
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\nchannel = \"x\"\n");
+        assert!(e.contains("channel"), "{e}");
+        let e = err("[[rule]]\nname = \"fleet\"\n");
+        assert!(e.contains("reserved"), "{e}");
     }
 
     #[test]

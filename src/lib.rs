@@ -21,7 +21,10 @@
 //! - [`sink`]: each output (jsonl, nginx, Cloudflare, exec, webhook) on its own thread behind a
 //!   bounded queue, retried with backoff, never blocking detection.
 //! - [`detector`] puts engine and decide together: the one pipeline every front-end drives;
-//!   [`output`] sends its events to the sinks or stdout.
+//!   [`output`] sends its events to the sinks or stdout, and with `[fleet]` this server's own
+//!   events to the [`fleet`] too.
+//! - [`fleet`]: bans shared between servers through Redis: this server's bans published, the
+//!   other servers' applied to the ban table (rule `fleet`) and the sinks `apply_to` names.
 //! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
 //!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
 //!   bench), [`control`] (`bans`, `ban`, `unban`, `status`: requests to a running watch over
@@ -61,6 +64,9 @@
 //!   with shard output.
 //! - Bench: replay as above; its live part runs watch itself, in process.
 //! - Sinks: one thread each (`sink-N`), fed through bounded queues by whoever decides.
+//! - Fleet (watch with `[fleet]`): a publisher thread (`fleet-publish`) sending what the loop
+//!   queues, and a follower thread (`fleet-follow`) reading the stream and waking the loop, which
+//!   applies what it read; neither ever makes the loop wait.
 
 pub mod addr;
 pub mod app;
@@ -73,6 +79,7 @@ pub mod decide;
 pub mod detector;
 pub mod docgen;
 pub mod engine;
+pub mod fleet;
 pub mod hit;
 pub mod lab;
 pub mod linetest;

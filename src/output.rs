@@ -27,6 +27,8 @@ pub struct Output<'a> {
     saved: Option<u64>,
     /// Whether each event also goes to the log (see [`Output::log_events`]).
     log_events: bool,
+    /// `[fleet]`: this server's own events are also queued for the other servers.
+    fleet: Option<crate::fleet::Publish>,
 }
 
 /// What the sinks did and what they could not deliver, at stop.
@@ -61,6 +63,7 @@ impl<'a> Output<'a> {
             error: None,
             saved: None,
             log_events: false,
+            fleet: None,
         })
     }
 
@@ -72,7 +75,23 @@ impl<'a> Output<'a> {
         self
     }
 
+    /// Publishes this server's own events to the fleet from now on (see
+    /// [`crate::fleet::Message::of_local`] for which).
+    pub fn publish_to(&mut self, fleet: crate::fleet::Publish) {
+        self.fleet = Some(fleet);
+    }
+
+    /// An event of this server: to the sinks (or the stream), the log and the fleet.
     pub fn emit(&mut self, ev: &Event) {
+        if let Some(f) = &self.fleet {
+            f.event(ev);
+        }
+        self.emit_remote(ev);
+    }
+
+    /// An event the fleet caused (another server's ban or unban applied here): as
+    /// [`Output::emit`], but never published again.
+    pub fn emit_remote(&mut self, ev: &Event) {
         if self.log_events {
             log::info!("{}", LogLine(ev));
         }

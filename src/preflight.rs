@@ -4,11 +4,13 @@
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
 //! test/reload program that is not there, an nginx include file or a jsonl events file whose
 //! folder cannot be written, a Cloudflare token file that is missing or readable by others, a
-//! control socket path too long for a Unix socket or in a folder that cannot be written. **Warnings** (what may be fine):
+//! control socket path too long for a Unix socket or in a folder that cannot be written.
+//! **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
-//! watch), the newest log of the paths whose last lines could mostly not be used (the sample
-//! line and likely cause, as replay would say), and an nginx file that nginx's config may not be
-//! ready for (a geo map not created yet, a file in the other style).
+//! watch), a `[fleet]` Redis that cannot be reached now (watch starts all the same and
+//! publishes once it can), the newest log of the paths whose last lines could mostly not be
+//! used (the sample line and likely cause, as replay would say), and an nginx file that nginx's
+//! config may not be ready for (a geo map not created yet, a file in the other style).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -133,6 +135,11 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
                     format!("{}: {m}", c.path.display()),
                 );
             }
+        }
+    }
+    if let Some(fleet) = &config.fleet {
+        if let Err(m) = crate::fleet::probe(fleet) {
+            warning("fleet.url", m);
         }
     }
     if let Some(addr) = config.metrics.listen {

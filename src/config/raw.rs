@@ -12,11 +12,11 @@ use toml::Spanned;
 use super::error::{ConfigError, Cx};
 use super::values::{at_least, fmt_ms, parse_duration, parse_rate, parse_status, HOUR, SECOND};
 use super::{
-    default_rule, Config, Engine, Input, Proxy, SinkTable, SinkType, StartAt, Trusted,
+    default_rule, Config, Engine, Fleet, Input, Proxy, SinkTable, SinkType, StartAt, Trusted,
     KNOWN_PROXIES,
 };
 use crate::addr::Cidr;
-use crate::decide::ban_table::MANUAL_RULE_NAME;
+use crate::decide::ban_table::{FLEET_RULE_NAME, MANUAL_RULE_NAME};
 use crate::engine::RuleSpec;
 use crate::hit::MAX_RULES;
 
@@ -47,6 +47,8 @@ pub(super) struct RawConfig {
     /// The metrics endpoint.
     #[serde(default)]
     metrics: RawMetrics,
+    /// Bans shared with other servers through Redis; absent = this server alone.
+    fleet: Option<Spanned<RawFleet>>,
     /// Where events go (`[[sink]]`, checked by each sink); none = stdout.
     #[serde(default)]
     sink: Vec<Spanned<toml::Table>>,
@@ -147,6 +149,111 @@ struct RawMetrics {
     listen: Option<Spanned<String>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    url: Option<Spanned<String>>,
+    /// This server's name in the fleet (default: the host name).
+    node: Option<Spanned<String>>,
+    /// The Redis stream of the fleet's events (default `floodwatch:events`).
+    stream: Option<Spanned<String>>,
+    /// Local sinks that enforce other servers' bans, by type or name (default: every nginx
+    /// and exec sink).
+    apply_to: Option<Vec<Spanned<String>>>,
+}
+
+impl RawFleet {
+    fn check(self, cx: &Cx, whole: &Spanned<()>) -> Result<Fleet, ConfigError> {
+        let Some(url) = self.url else {
+            return Err(cx.invalid(
+                whole,
+                "fleet.url",
+                "missing: e.g. url = \"redis://127.0.0.1:6379/0\"".into(),
+            ));
+        };
+        check_redis_url(url.get_ref()).map_err(|m| cx.invalid(&url, "fleet.url", m))?;
+        let node = match self.node {
+            Some(n) => {
+                check_fleet_name(n.get_ref()).map_err(|m| cx.invalid(&n, "fleet.node", m))?;
+                n.into_inner()
+            }
+            None => crate::fleet::host_name().ok_or_else(|| {
+                cx.invalid(
+                    whole,
+                    "fleet.node",
+                    "missing, and the host name is not a usable node name (letters, digits, \
+                     '-', '_', '.'): set node = \"web-01\""
+                        .into(),
+                )
+            })?,
+        };
+        let stream = match self.stream {
+            Some(s) => {
+                let ok = |c: char| c.is_ascii_graphic();
+                let name = s.get_ref();
+                if name.is_empty() || name.len() > 200 || !name.chars().all(ok) {
+                    return Err(cx.invalid(
+                        &s,
+                        "fleet.stream",
+                        format!("{name:?}: use 1 to 200 visible characters, no spaces"),
+                    ));
+                }
+                s.into_inner()
+            }
+            None => crate::fleet::DEFAULT_STREAM.to_string(),
+        };
+        let apply_to = match self.apply_to {
+            Some(list) => {
+                let mut names = Vec::with_capacity(list.len());
+                for (i, n) in list.into_iter().enumerate() {
+                    if n.get_ref().trim().is_empty() {
+                        return Err(cx.invalid(&n, format!("fleet.apply_to[{i}]"), "empty".into()));
+                    }
+                    names.push(n.into_inner());
+                }
+                Some(names)
+            }
+            None => None,
+        };
+        Ok(Fleet {
+            url: url.into_inner(),
+            node,
+            stream,
+            apply_to,
+        })
+    }
+}
+
+/// A Redis URL the client accepts, of a scheme floodwatch supports.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    if !url.contains("://") || !matches!(scheme, "redis" | "rediss") {
+        return Err(
+            "expected redis://host:port/db or rediss://host:port/db (TLS), e.g. \
+             \"redis://127.0.0.1:6379/0\""
+                .into(),
+        );
+    }
+    redis::Client::open(url).map(drop).map_err(|e| {
+        format!(
+            "not a usable Redis URL: {}",
+            e.detail().unwrap_or("invalid")
+        )
+    })
+}
+
+/// A node name: what other nodes show in ORIGIN and events, so letters, digits, '-', '_', '.'.
+pub(crate) fn check_fleet_name(name: &str) -> Result<(), String> {
+    if crate::fleet::is_node_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
 impl RawConfig {
     pub(super) fn check(self, cx: &Cx) -> Result<Config, ConfigError> {
         let mut c = Config {
@@ -189,6 +296,11 @@ impl RawConfig {
                 )
             })?;
             c.metrics.listen = Some(addr);
+        }
+        if let Some(fleet) = self.fleet {
+            let span = fleet.span();
+            let whole = Spanned::new(span, ());
+            c.fleet = Some(fleet.into_inner().check(cx, &whole)?);
         }
         for (i, sink) in self.sink.into_iter().enumerate() {
             let key = format!("sink[{i}].type");
@@ -329,6 +441,13 @@ fn check_rule(
                     n,
                     key("name"),
                     format!("{name:?} is reserved for the bans an admin makes (`floodwatch ban`)"),
+                ));
+            }
+            if name == FLEET_RULE_NAME {
+                return Err(cx.invalid(
+                    n,
+                    key("name"),
+                    format!("{name:?} is reserved for the bans other servers of the fleet make"),
                 ));
             }
             r.name = name.clone();

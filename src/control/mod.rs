@@ -82,6 +82,29 @@ pub struct Status {
     pub read_lag: ReadLag,
     pub bans: BanCounts,
     pub sinks: Vec<SinkStatus>,
+    /// `[fleet]`: bans shared with other servers (none without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The fleet's part of `status` (see [`crate::fleet::FleetStats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub node: String,
+    pub connected: bool,
+    pub published: u64,
+    pub queued: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub refused: u64,
+    /// Other servers' bans in force here.
+    pub active: u64,
+    /// From publication there to application here, milliseconds.
+    pub lag_last_ms: u64,
+    pub lag_p50_ms: u64,
+    pub lag_p99_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ pub fn bans(answer: &Value) -> String {
     let text = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
     let mut rows =
         vec![["KEY", "RULE", "VHOST", "SINCE", "UNTIL", "LEFT", "ORIGIN"].map(String::from)];
-    let mut manual = 0;
+    let (mut manual, mut fleet) = (0, 0);
     for b in list {
         let until = text(b, "until");
         let left = match (now, time(&until)) {
@@ -51,11 +51,13 @@ pub fn bans(answer: &Value) -> String {
                 manual += 1;
                 "manual".to_string()
             }
-            _ => b
-                .get("origin")
-                .and_then(Value::as_str)
-                .unwrap_or("detected")
-                .to_string(),
+            _ => match b.get("origin").and_then(Value::as_str) {
+                Some(node) => {
+                    fleet += 1;
+                    node.to_string()
+                }
+                None => "detected".to_string(),
+            },
         };
         rows.push([
             text(b, "key"),
@@ -69,12 +71,16 @@ pub fn bans(answer: &Value) -> String {
     }
     let mut out = table(&rows);
     let n = list.len();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{n} active ban{} ({} detected, {manual} manual)",
+        "{n} active ban{} ({} detected, {manual} manual",
         if n == 1 { "" } else { "s" },
-        n - manual
+        n - manual - fleet
     );
+    let _ = match fleet {
+        0 => writeln!(out, ")"),
+        _ => writeln!(out, ", {fleet} from the fleet)"),
+    };
     out
 }
 
@@ -213,6 +219,30 @@ pub fn status(s: &Status) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    if let Some(f) = &s.fleet {
+        let _ = writeln!(
+            out,
+            "fleet:     node {}, {}; {} published, {} queued, {} dropped, {} reconnects; \
+             {} applied ({} active), {} duplicates, {} refused; lag {} ms (p50 {} ms, p99 {} ms)",
+            f.node,
+            if f.connected {
+                "connected"
+            } else {
+                "REDIS UNREACHABLE"
+            },
+            f.published,
+            f.queued,
+            f.dropped,
+            f.reconnects,
+            f.applied,
+            f.active,
+            f.duplicates,
+            f.refused,
+            f.lag_last_ms,
+            f.lag_p50_ms,
+            f.lag_p99_ms
+        );
+    }
     if s.sinks.is_empty() {
         out.push_str("sinks:     none (events go to stdout)\n");
         return out;

@@ -34,6 +34,13 @@ type Slot = (Key, u16);
 pub const MANUAL_RULE: u16 = u16::MAX;
 /// Its name in events and in the state folder (no configured rule may take it).
 pub const MANUAL_RULE_NAME: &str = "manual";
+/// The rule index of the bans other servers of the fleet decided ([`BanTable::ban_remote`]): one
+/// slot per key whatever node and rule banned it there, so that a key banned by several nodes
+/// at once is enforced once, and apart from this server's own rules (a remote rule may not
+/// exist here).
+pub const FLEET_RULE: u16 = u16::MAX - 1;
+/// Its name in events and in the state folder (no configured rule may take it).
+pub const FLEET_RULE_NAME: &str = "fleet";
 
 /// A past ban, while it still counts (see [`BanTable::forget_before`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +91,8 @@ pub struct TableStats {
     pub allowlisted: u64,
     /// Offenses of keys already banned under the same rule.
     pub suppressed: u64,
+    /// Bans of other servers taken ([`BanTable::ban_remote`]; not in `bans`).
+    pub fleet_bans: u64,
 }
 
 pub struct BanTable {
@@ -234,6 +243,59 @@ impl BanTable {
         self.stats.bans += 1;
         self.manual_bans += 1;
         Ok(ban)
+    }
+
+    /// Another server's ban of `r.net` (see [`crate::fleet`]), under [`FLEET_RULE_NAME`]. Not
+    /// taken for a key the allowlist or a trusted proxy covers (the allowlist is this server's
+    /// word), nor when a ban of the same key here already lasts as long (two nodes banning a
+    /// key at once: enforced once). A longer remote ban of a key already banned by the fleet
+    /// moves that ban's end later, silently: the sinks hold the key already, and its unban
+    /// comes at the later end.
+    pub fn ban_remote(&mut self, r: RemoteBan) -> RemoteOutcome {
+        if self.allow.covers(&r.net) {
+            return RemoteOutcome::Allowlisted;
+        }
+        let key = Key {
+            net: r.net,
+            vhost: NO_VHOST,
+        };
+        let rules = (0..self.rules.len()).filter_map(|i| u16::try_from(i).ok());
+        let lasts = rules
+            .chain([MANUAL_RULE, FLEET_RULE])
+            .filter_map(|rule| self.active.get(&(key, rule)))
+            .map(|b| b.until_ms)
+            .max();
+        if lasts.is_some_and(|until| until >= r.until_ms) {
+            return RemoteOutcome::Covered;
+        }
+        let slot = (key, FLEET_RULE);
+        if let Some(b) = self.active.get_mut(&slot) {
+            self.expiry.remove(&(b.until_ms, slot));
+            b.until_ms = r.until_ms;
+            b.ban_ms = u64::try_from(r.until_ms.saturating_sub(b.time_ms)).unwrap_or(0);
+            self.expiry.insert((r.until_ms, slot));
+            self.stats.fleet_bans += 1;
+            return RemoteOutcome::Extended;
+        }
+        let ban = Ban {
+            time_ms: r.time_ms,
+            key,
+            rule: Arc::from(FLEET_RULE_NAME),
+            vhost: None,
+            rate: Arc::from(""),
+            burst: 0,
+            requests: 0,
+            first_seen_ms: r.time_ms,
+            ban_ms: u64::try_from(r.until_ms.saturating_sub(r.time_ms)).unwrap_or(0),
+            until_ms: r.until_ms,
+            offense: 1,
+            via_proxy: false,
+            origin: Origin::Fleet(r.node),
+        };
+        self.expiry.insert((r.until_ms, slot));
+        self.active.insert(slot, ban.clone());
+        self.stats.fleet_bans += 1;
+        RemoteOutcome::Banned(ban)
     }
 
     /// An admin's unban: ends at `now_ms` every active ban whose key lies within `net` (the key
@@ -435,6 +497,9 @@ impl BanTable {
         if rule == MANUAL_RULE {
             return Arc::from(MANUAL_RULE_NAME);
         }
+        if rule == FLEET_RULE {
+            return Arc::from(FLEET_RULE_NAME);
+        }
         self.rules
             .get(usize::from(rule))
             .map_or_else(|| Arc::from("?"), |r| r.name.clone())
@@ -570,6 +635,9 @@ impl BanTable {
         if rule == MANUAL_RULE_NAME {
             return Some(((key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
         }
+        if rule == FLEET_RULE_NAME {
+            return Some(((key, FLEET_RULE), Arc::from(FLEET_RULE_NAME)));
+        }
         let idx = self.rules.iter().position(|r| &*r.name == rule)?;
         let rule_idx = u16::try_from(idx).ok()?;
         Some(((key, rule_idx), self.rules[idx].name.clone()))
@@ -585,6 +653,29 @@ pub enum ManualBanError {
     Allowlisted(Cidr),
     #[error("{} is already banned under rule {} until {}", .0.key.net, .0.rule, crate::decide::event::Rfc3339(.0.until_ms))]
     AlreadyBanned(Box<Ban>),
+}
+
+/// Another server's ban, checked (see [`crate::fleet`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteBan {
+    pub net: Cidr,
+    /// The node that decided it.
+    pub node: Arc<str>,
+    /// Its offense's time there.
+    pub time_ms: i64,
+    pub until_ms: i64,
+}
+
+/// What [`BanTable::ban_remote`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RemoteOutcome {
+    /// A new ban, to announce.
+    Banned(Ban),
+    /// A fleet ban of the key now ends later.
+    Extended,
+    /// A ban of the key here already lasts as long.
+    Covered,
+    Allowlisted,
 }
 
 /// What [`BanTable::lift`] did.
@@ -645,6 +736,9 @@ pub struct SavedBan {
     /// An admin's ban (`floodwatch ban`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub manual: bool,
+    /// The node of the fleet that decided it (none for this server's own bans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -669,6 +763,7 @@ impl SavedBan {
             offense: b.offense,
             via_proxy: b.via_proxy,
             manual: b.origin == Origin::Manual,
+            origin: b.origin.node().map(str::to_string),
         }
     }
 
@@ -687,9 +782,10 @@ impl SavedBan {
             until_ms: self.until_ms,
             offense: self.offense,
             via_proxy: self.via_proxy,
-            origin: match self.manual {
-                true => Origin::Manual,
-                false => Origin::Detected,
+            origin: match (&self.origin, self.manual) {
+                (Some(node), _) => Origin::Fleet(Arc::from(node.as_str())),
+                (None, true) => Origin::Manual,
+                (None, false) => Origin::Detected,
             },
         }
     }
@@ -1127,6 +1223,62 @@ pub(crate) mod tests {
         assert_eq!(back.snapshot(), snap);
         let ended: Vec<_> = back.expire(3_605_000).into_iter().map(|u| u.rule).collect();
         assert_eq!(ended, [Arc::from("default"), Arc::from("manual")]);
+    }
+
+    #[test]
+    fn a_remote_ban_is_taken_once_per_key_bounded_by_the_allowlist_and_survives_restarts() {
+        let rules = [rule("default", 600, 2.0, WEEK, DAY)];
+        let mut t = table(&rules, &["10.0.0.0/8"]);
+        let remote = |net: &str, node: &str, until_ms: i64| RemoteBan {
+            net: net.parse().unwrap(),
+            node: Arc::from(node),
+            time_ms: 1_000,
+            until_ms,
+        };
+        let RemoteOutcome::Banned(b) = t.ban_remote(remote("203.0.113.7", "web-02", 60_000)) else {
+            panic!("not banned");
+        };
+        assert_eq!(
+            (&*b.rule, b.until_ms, b.origin.node()),
+            ("fleet", 60_000, Some("web-02"))
+        );
+        // The same ban again (a replay of the stream), or from a second node: enforced once.
+        let again = t.ban_remote(remote("203.0.113.7", "web-03", 60_000));
+        assert_eq!(again, RemoteOutcome::Covered);
+        assert_eq!(
+            t.ban_remote(remote("203.0.113.7", "web-03", 90_000)),
+            RemoteOutcome::Extended
+        );
+        assert_eq!(
+            t.ban_remote(remote("10.1.2.3", "web-02", 90_000)),
+            RemoteOutcome::Allowlisted
+        );
+        // A local ban that lasts longer covers a remote one.
+        t.offense(&offense("198.51.100.1", 0, 0)).unwrap();
+        assert_eq!(
+            t.ban_remote(remote("198.51.100.1", "web-02", 60_000)),
+            RemoteOutcome::Covered
+        );
+        assert_eq!(
+            (t.active_len(), t.stats().bans, t.stats().fleet_bans),
+            (2, 1, 2)
+        );
+
+        let snap = t.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains(r#""rule":"fleet""#) && json.contains(r#""origin":"web-02""#));
+        let mut back = table(&rules, &[]);
+        assert_eq!(back.restore(&snap).bans, 2);
+        assert_eq!(back.snapshot(), snap);
+        let ended = back.expire(90_000);
+        assert_eq!(ended.len(), 1);
+        assert_eq!((&*ended[0].rule, ended[0].time_ms), ("fleet", 90_000));
+        // An admin's unban lifts fleet bans as any other.
+        let mut t = table(&rules, &[]);
+        t.ban_remote(remote("192.0.2.9", "web-02", 60_000));
+        let lifted = t.lift(&"192.0.2.0/24".parse().unwrap(), 2_000);
+        assert_eq!(lifted.lifted.len(), 1);
+        assert_eq!(t.active_len(), 0);
     }
 
     #[test]

@@ -57,6 +57,9 @@ struct BanJson<'a> {
     via_proxy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// The node of the fleet that decided it (none for this server's own bans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -86,7 +89,8 @@ impl<'a> From<&'a Ban> for BanJson<'a> {
             until: Rfc3339(b.until_ms),
             offense: detected.then_some(b.offense),
             via_proxy: b.via_proxy,
-            reason: (!detected).then_some("manual"),
+            reason: (b.origin == Origin::Manual).then_some("manual"),
+            origin: b.origin.node(),
         }
     }
 }
@@ -161,6 +165,15 @@ impl Display for LogLine<'_> {
                 "ban {} rule={} reason=manual for={}s until={}",
                 b.key.net,
                 b.rule,
+                b.ban_ms / 1000,
+                Rfc3339(b.until_ms)
+            ),
+            Event::Ban(b) if b.origin.node().is_some() => write!(
+                f,
+                "ban {} rule={} origin={} for={}s until={}",
+                b.key.net,
+                b.rule,
+                b.origin.node().unwrap_or_default(),
                 b.ban_ms / 1000,
                 Rfc3339(b.until_ms)
             ),

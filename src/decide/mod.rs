@@ -38,7 +38,7 @@ pub struct Ban {
 }
 
 /// Who decided a ban.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Origin {
     /// The rules, from the logs.
     #[default]
@@ -46,6 +46,19 @@ pub enum Origin {
     /// An admin (`floodwatch ban`): nothing was counted, so rate, burst, requests and offense
     /// mean nothing for it.
     Manual,
+    /// Another server of the fleet, by its node name (see [`crate::fleet`]): banned under the
+    /// pseudo-rule `fleet`, and like a manual ban nothing was counted here.
+    Fleet(Arc<str>),
+}
+
+impl Origin {
+    /// The node that decided a ban of another server; none for this server's own bans.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Origin::Fleet(node) => Some(node),
+            Origin::Detected | Origin::Manual => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

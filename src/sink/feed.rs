@@ -29,7 +29,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::counters::{bump, LiveCounters, LiveTrouble, SinkCounters, SinkHealth, SinkReport};
 use super::worker::Worker;
 use super::{warn, Sink, SinkError, SinkSpec};
-use crate::decide::{Ban, Event};
+use crate::decide::ban_table::FLEET_RULE_NAME;
+use crate::decide::{Ban, Event, Origin};
 use crate::engine::Key;
 
 /// The decider's end of one sink.
@@ -38,6 +39,8 @@ pub(super) struct Feed {
     /// The `[[sink]]` table it was built from (its identity across a reload).
     source: toml::Table,
     proxied: bool,
+    /// Whether other servers' bans (and their unbans) go to this sink (`[fleet] apply_to`).
+    fleet: bool,
     tx: Sender<Event>,
     backlog: VecDeque<Event>,
     /// Copies of the events handed to the worker that it may not be done with yet; the first
@@ -59,6 +62,19 @@ pub(super) struct Feed {
     live: Arc<LiveCounters>,
     /// Shared with the worker: whether it is failing now, and its last failure.
     trouble: Arc<LiveTrouble>,
+}
+
+/// Whether `ev` is about another server's ban (see [`crate::fleet`]): only the sinks `[fleet]
+/// apply_to` names take those.
+fn is_remote(ev: &Event) -> bool {
+    match ev {
+        Event::Ban(b) => is_remote_ban(b),
+        Event::Unban(u) => &*u.rule == FLEET_RULE_NAME,
+    }
+}
+
+fn is_remote_ban(b: &Ban) -> bool {
+    matches!(b.origin, Origin::Fleet(_))
 }
 
 /// What became of an event handed to a worker's queue.
@@ -83,8 +99,10 @@ impl Feed {
         let done = Arc::new(AtomicU64::new(0));
         let live = Arc::new(LiveCounters::default());
         let trouble = Arc::new(LiveTrouble::default());
+        let fleet = spec.fleet;
         let (given, withheld): (Vec<Ban>, Vec<Ban>) = active
             .iter()
+            .filter(|b| fleet || !is_remote_ban(b))
             .cloned()
             .partition(|b| proxied || !b.via_proxy);
         let worker = Worker::new(
@@ -102,6 +120,7 @@ impl Feed {
             name: spec.name.clone(),
             source: spec.source.clone(),
             proxied,
+            fleet,
             tx,
             backlog: VecDeque::new(),
             sent: VecDeque::new(),
@@ -152,6 +171,9 @@ impl Feed {
     }
 
     pub(super) fn emit(&mut self, event: &Event) {
+        if !self.fleet && is_remote(event) {
+            return;
+        }
         self.drain_backlog();
         match event {
             Event::Ban(b) => {

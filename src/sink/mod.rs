@@ -157,6 +157,8 @@ pub struct SinkSpec {
     /// The `[[sink]]` table as written: with `name`, what identifies the sink across a SIGHUP
     /// reload (an unchanged table keeps its sink running untouched; see [`Sinks::reconfigure`]).
     pub source: toml::Table,
+    /// Whether it enforces other servers' bans (`[fleet] apply_to`; see [`crate::fleet`]).
+    pub fleet: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -180,6 +182,44 @@ impl SinkSpec {
             SinkKind::Cloudflare(c) => Box::new(cloudflare::Cloudflare::new(c, name, dry)?),
         })
     }
+}
+
+/// Marks the sinks that enforce other servers' bans: those `[fleet] apply_to` names by type or
+/// by name, or without it every nginx and exec sink (the ones that block on this server; a CDN
+/// rule is the fleet's to share only when asked). An entry that is neither a type nor a sink's
+/// name is an error naming it.
+pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), String> {
+    let Some(fleet) = &config.fleet else {
+        return Ok(());
+    };
+    let type_of = |s: &SinkSpec| match s.kind {
+        SinkKind::Jsonl(_) => SinkType::Jsonl,
+        SinkKind::Nginx(_) => SinkType::Nginx,
+        SinkKind::Cloudflare(_) => SinkType::Cloudflare,
+        SinkKind::Exec(_) => SinkType::Exec,
+        SinkKind::Webhook(_) => SinkType::Webhook,
+    };
+    let Some(names) = &fleet.apply_to else {
+        for s in specs.iter_mut() {
+            s.fleet = matches!(type_of(s), SinkType::Nginx | SinkType::Exec);
+        }
+        return Ok(());
+    };
+    for (i, n) in names.iter().enumerate() {
+        let n = n.trim();
+        let known = SinkType::parse(n).is_some() || specs.iter().any(|s| s.name == n);
+        if !known {
+            return Err(format!(
+                "{}: fleet.apply_to[{i}]: {n:?} is neither a sink type nor the name of a sink",
+                config.origin
+            ));
+        }
+    }
+    for s in specs.iter_mut() {
+        let kind = type_of(s).name();
+        s.fleet = names.iter().any(|n| n.trim() == kind || n.trim() == s.name);
+    }
+    Ok(())
 }
 
 /// Checks every `[[sink]]` table of `config`; two sinks may not have one name.
@@ -320,6 +360,7 @@ fn parse_sink(index: usize, sink: &SinkTable, origin: &str) -> Result<SinkSpec, 
         common,
         kind,
         source: table.clone(),
+        fleet: false,
     })
 }
 
@@ -396,6 +437,39 @@ mod tests {
             !e[0].common.proxied,
             "a firewall cannot block a client behind a CDN"
         );
+    }
+
+    #[test]
+    fn fleet_bans_go_to_nginx_and_exec_unless_apply_to_names_others() {
+        let sinks = "[[sink]]\ntype = \"nginx\"\npath = \"/tmp/deny.conf\"\n\
+                     [[sink]]\ntype = \"exec\"\nban = [\"true\"]\n\
+                     [[sink]]\ntype = \"jsonl\"\npath = \"-\"\nname = \"events\"\n";
+        let marked = |fleet: &str| -> Result<Vec<bool>, String> {
+            let text = format!("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\n{fleet}\n{sinks}");
+            let config = Config::parse(&text, "test.toml").unwrap();
+            let mut specs = parse_sinks(&config).unwrap();
+            mark_fleet_sinks(&config, &mut specs)?;
+            Ok(specs.iter().map(|s| s.fleet).collect())
+        };
+        assert_eq!(marked("").unwrap(), [true, true, false]);
+        assert_eq!(
+            marked("apply_to = [\"events\"]").unwrap(),
+            [false, false, true]
+        );
+        assert_eq!(
+            marked("apply_to = [\"exec\", \"jsonl\"]").unwrap(),
+            [false, true, true]
+        );
+        assert_eq!(marked("apply_to = []").unwrap(), [false, false, false]);
+        let e = marked("apply_to = [\"nginx\", \"firewall\"]").unwrap_err();
+        assert_eq!(
+            e,
+            "test.toml: fleet.apply_to[1]: \"firewall\" is neither a sink type nor the name of a sink"
+        );
+        let config = Config::parse(sinks, "test.toml").unwrap();
+        let mut specs = parse_sinks(&config).unwrap();
+        mark_fleet_sinks(&config, &mut specs).unwrap();
+        assert!(specs.iter().all(|s| !s.fleet), "no [fleet], no fleet bans");
     }
 
     #[test]

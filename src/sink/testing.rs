@@ -111,6 +111,7 @@ pub(super) fn spec(
         },
         kind: SinkKind::Jsonl(JsonlConfig { path: None }),
         source,
+        fleet: false,
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::addr::Cidr;
 use crate::clock::wall_ms;
 use crate::control::{
-    BanCounts, LiftedBan, ReadLag, Request, RuleBans, SinkStatus, Status, Unbanned,
+    BanCounts, FleetStatus, LiftedBan, ReadLag, Request, RuleBans, SinkStatus, Status, Unbanned,
 };
 use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
 use crate::decide::event::{write_ban_json, Rfc3339};
@@ -80,6 +80,7 @@ pub(super) struct Ctx<'a, 'o> {
     pub started_stats: TableStats,
     pub config_path: Option<&'a Path>,
     pub rate: &'a LineRate,
+    pub fleet: Option<&'a crate::fleet::Fleet>,
 }
 
 /// Answers `req`, appending the answer (one JSON object and a newline) to `out`.
@@ -156,7 +157,7 @@ fn unban(cx: Ctx, key: &str) -> Result<Unbanned, String> {
         key: b.key.net.to_string(),
         rule: b.rule.to_string(),
         until: Rfc3339(b.until_ms).to_string(),
-        manual: b.origin == Origin::Manual,
+        manual: b.origin != Origin::Detected,
     };
     let mut answer = Unbanned {
         lifted: Vec::with_capacity(lifted.lifted.len()),
@@ -191,7 +192,7 @@ fn status(cx: Ctx) -> Status {
         active: 0,
         since_start: table.manual_bans(),
     };
-    for b in table.active() {
+    for b in table.active().filter(|b| b.origin.node().is_none()) {
         let row = match names.iter().position(|n| *n == &*b.rule) {
             Some(i) => &mut by_rule[i],
             None => &mut manual,
@@ -227,6 +228,28 @@ fn status(cx: Ctx) -> Status {
             by_rule,
         },
         sinks: cx.output.sink_health().iter().map(sink_status).collect(),
+        fleet: cx.fleet.map(|f| fleet_status(f.stats(), table)),
+    }
+}
+
+fn fleet_status(
+    f: crate::fleet::FleetStats,
+    table: &crate::decide::ban_table::BanTable,
+) -> FleetStatus {
+    FleetStatus {
+        node: f.node,
+        connected: f.connected,
+        published: f.published,
+        queued: f.queued,
+        dropped: f.dropped,
+        reconnects: f.reconnects,
+        applied: f.applied,
+        duplicates: f.duplicates,
+        refused: f.refused,
+        active: table.active().filter(|b| b.origin.node().is_some()).count() as u64,
+        lag_last_ms: f.lag_last_ms,
+        lag_p50_ms: f.lag_p50_ms,
+        lag_p99_ms: f.lag_p99_ms,
     }
 }
 

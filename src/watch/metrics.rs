@@ -99,6 +99,8 @@ pub struct View<'a> {
     pub files: usize,
     pub reloads: Reloads,
     pub lag: ReadLag,
+    /// `[fleet]`'s counters (none without it).
+    pub fleet: Option<crate::fleet::FleetStats>,
 }
 
 /// Appends the Prometheus text of `v`, `latency` and the process figures `p` to `out`.
@@ -289,6 +291,10 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         }
     }
 
+    if let Some(f) = &v.fleet {
+        fleet(&mut t, f);
+    }
+
     let h = &latency.latency;
     let name = "ban_latency_seconds";
     t.family(
@@ -314,6 +320,67 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
 }
 
 /// The process figures, under Prometheus' standard names (no `floodwatch_` prefix).
+/// `[fleet]`: what was shared with the other servers and what came from them.
+fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "fleet_published_total",
+            "This server's bans and unbans published to the fleet.",
+            f.published,
+        ),
+        (
+            "fleet_dropped_total",
+            "Messages not published because the fleet's queue was full (Redis away too long).",
+            f.dropped,
+        ),
+        (
+            "fleet_reconnects_total",
+            "Connections to Redis made again after a loss.",
+            f.reconnects,
+        ),
+        (
+            "fleet_applied_total",
+            "Other servers' bans and unbans applied here.",
+            f.applied,
+        ),
+        (
+            "fleet_duplicates_total",
+            "Other servers' messages with nothing to do here: already enforced, or already over.",
+            f.duplicates,
+        ),
+        (
+            "fleet_refused_total",
+            "Fleet messages refused: allowlisted keys, and entries that are not valid messages.",
+            f.refused,
+        ),
+    ];
+    for (name, help, n) in counters {
+        t.family(name, "counter", help);
+        t.value(name, &[], n);
+    }
+    t.family(
+        "fleet_queued",
+        "gauge",
+        "Messages waiting to be published (Redis away or slow).",
+    );
+    t.value("fleet_queued", &[], f.queued);
+    t.family(
+        "fleet_connected",
+        "gauge",
+        "1 when both fleet threads are connected to Redis.",
+    );
+    t.value("fleet_connected", &[], u64::from(f.connected));
+    t.family(
+        "fleet_lag_seconds",
+        "gauge",
+        "From publication on another server to application here, of the last message applied.",
+    );
+    t.line(format_args!(
+        "floodwatch_fleet_lag_seconds {}",
+        Seconds(f.lag_last_ms)
+    ));
+}
+
 fn process(t: &mut Text, p: &ProcStat) {
     let mut one = |name: &str, kind: &str, help: &str, value: &dyn Display| {
         t.line(format_args!("# HELP {name} {help}"));
@@ -504,6 +571,7 @@ mod tests {
                 worst_bytes: 200,
                 worst_ms: 1500,
             },
+            fleet: None,
         };
         let want = "\
 # HELP floodwatch_build_info The running floodwatch's version, as a label.
@@ -640,6 +708,7 @@ process_start_time_seconds 1800000000.25
             files: 0,
             reloads: Reloads::default(),
             lag: ReadLag::default(),
+            fleet: None,
         };
         let t = text(&v, &Recorder::new());
         assert!(
@@ -659,6 +728,45 @@ process_start_time_seconds 1800000000.25
     }
 
     #[test]
+    fn the_fleet_is_shown_when_configured() {
+        let table = BanTable::new(&[], Allowlist::default(), Vhosts::new());
+        let fleet = crate::fleet::FleetStats {
+            node: "web-01".into(),
+            connected: true,
+            published: 7,
+            queued: 2,
+            applied: 5,
+            reconnects: 1,
+            lag_last_ms: 1250,
+            ..Default::default()
+        };
+        let ingest = IngestStats::default();
+        let v = |fleet| View {
+            ingest: &ingest,
+            shards: ShardStats::default(),
+            table: &table,
+            sinks: vec![],
+            files: 0,
+            reloads: Reloads::default(),
+            lag: ReadLag::default(),
+            fleet,
+        };
+        let t = text(&v(Some(fleet)), &Recorder::new());
+        for want in [
+            "floodwatch_fleet_published_total 7\n",
+            "floodwatch_fleet_applied_total 5\n",
+            "floodwatch_fleet_reconnects_total 1\n",
+            "floodwatch_fleet_dropped_total 0\n",
+            "floodwatch_fleet_queued 2\n",
+            "floodwatch_fleet_connected 1\n",
+            "# TYPE floodwatch_fleet_lag_seconds gauge\nfloodwatch_fleet_lag_seconds 1.25\n",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
+        assert!(!text(&v(None), &Recorder::new()).contains("fleet"));
+    }
+
+    #[test]
     fn histogram_buckets_are_cumulative_and_end_at_the_count() {
         let mut r = Recorder::new();
         for ms in (0..20_000).step_by(7) {
@@ -672,6 +780,7 @@ process_start_time_seconds 1800000000.25
             files: 0,
             reloads: Reloads::default(),
             lag: ReadLag::default(),
+            fleet: None,
         };
         let t = text(&v, &r);
         let counts: Vec<u64> = t

@@ -4,9 +4,9 @@
 //! the running loop: rules keep their buckets and bans by name, the allowlist may end bans,
 //! sinks are restarted only where they changed, new globs are watched at once.
 //!
-//! Not applied until a restart: `[state] dir`, `[engine]` (shard count, key cap) and
-//! `[metrics] listen`, which size or place what is already running; a change to them is
-//! reported.
+//! Not applied until a restart: `[state] dir`, `[engine]` (shard count, key cap),
+//! `[metrics] listen` and `[fleet]`, which size or place what is already running; a change to
+//! them is reported.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub(crate) fn load(
 
 /// The parts of a config a change is reported by: name, whether a reload applies it, and
 /// whether it differs between `a` and `b`.
-fn parts(a: &Config, b: &Config) -> [(&'static str, bool, bool); 9] {
+fn parts(a: &Config, b: &Config) -> [(&'static str, bool, bool); 10] {
     [
         ("rules", true, a.rules != b.rules),
         ("allowlist", true, a.allow != b.allow),
@@ -99,6 +99,7 @@ fn parts(a: &Config, b: &Config) -> [(&'static str, bool, bool); 9] {
         ("[state]", false, a.state != b.state),
         ("[engine]", false, a.engine != b.engine),
         ("[metrics]", false, a.metrics != b.metrics),
+        ("[fleet]", false, a.fleet != b.fleet),
     ]
 }
 

@@ -28,6 +28,12 @@
 //! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
 //! next start. What the sinks have not delivered yet is also saved with the bans about once a
 //! second, so a crash loses none of it.
+//!
+//! **Fleet.** With `[fleet]`, the output also queues this server's own events for the fleet's
+//! publisher thread, and each round applies what the follower thread read from the other
+//! servers (it wakes the loop through the same waker as shard output); their events go to the
+//! sinks through `Output::emit_remote`, never published again. The last stream entry applied and
+//! the unpublished messages are saved in `fleet.json` with the rest (see `crate::fleet`).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -53,6 +59,7 @@ use crate::config::{Config, StartAt};
 use crate::decide::ban_table::{RestoreStats, TableStats};
 use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule_ids::RuleIds;
+use crate::fleet::{self, Fleet};
 use crate::output::{keep_pending, resend_pending, save_pending, Output};
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::{Ingest, IngestStats};
@@ -155,6 +162,8 @@ struct WatchLoop<'o> {
     unusable_reported: bool,
     /// Set by a caller that runs watch in process (see [`WatchPlan::stop`]).
     stop_flag: Option<Arc<AtomicBool>>,
+    /// `[fleet]`: bans shared with other servers.
+    fleet: Option<Fleet>,
 }
 
 impl<'o> WatchLoop<'o> {
@@ -224,8 +233,20 @@ impl<'o> WatchLoop<'o> {
                 registry.register(&mut SourceFd(&fd(&signals)), SIGNALS, Interest::READABLE)
             })
             .map_err(|e| runtime("epoll", e))?;
-        let waker = Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?;
-        detector.wake_on_output(Arc::new(waker));
+        let waker = Arc::new(Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?);
+        detector.wake_on_output(waker.clone());
+        let fleet = match &config.fleet {
+            Some(f) => {
+                let saved = match &state_dir {
+                    Some(dir) => fleet::state::load(dir)?,
+                    None => Default::default(),
+                };
+                let fleet = Fleet::start(f, saved, waker).map_err(AppError::Runtime)?;
+                output.publish_to(fleet.publish_handle());
+                Some(fleet)
+            }
+            None => None,
+        };
         endpoint.register(registry, HTTP)?;
         if let Some(c) = &mut control {
             c.register(registry, CONTROL)
@@ -291,6 +312,7 @@ impl<'o> WatchLoop<'o> {
             stop: false,
             unusable_reported: false,
             stop_flag: stop,
+            fleet,
         })
     }
 
@@ -330,6 +352,10 @@ impl<'o> WatchLoop<'o> {
             endpoint.on_event(ev);
             output.emit(ev)
         });
+        if let Some(f) = &mut self.fleet {
+            let table = detector.table_mut();
+            f.apply_ready(table, wall_ms(), &mut |ev| output.emit_remote(ev));
+        }
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         self.line_rate.sample(now, self.files.ingest_stats().lines);
         self.systemd.tick(now);
@@ -349,6 +375,11 @@ impl<'o> WatchLoop<'o> {
     /// `save_pending`), then the bans and the read offsets.
     fn save(&mut self) {
         save_pending(&mut self.output, &self.state_dir, &self.vhosts);
+        if let (Some(f), Some(dir)) = (&mut self.fleet, &self.state_dir) {
+            if let Err(e) = f.save(dir) {
+                log::error!("saving the fleet's state: {e}");
+            }
+        }
         let stats = self.detector.table().stats();
         if self.files.unsaved() || stats != self.saved_stats {
             if let Err(e) = self.save_state(&self.files.checkpoints()) {
@@ -377,7 +408,12 @@ impl<'o> WatchLoop<'o> {
         }
         // Sinks deliver (and so change what `pending.json` should hold) on their own threads.
         let table = self.detector.table();
-        if self.files.unsaved() || table.stats() != self.saved_stats || self.output.has_sinks() {
+        let fleet = self.fleet.is_some();
+        if self.files.unsaved()
+            || table.stats() != self.saved_stats
+            || self.output.has_sinks()
+            || fleet
+        {
             wake = wake.min(self.next_save);
         }
         let deadlines = [
@@ -472,6 +508,7 @@ impl<'o> WatchLoop<'o> {
             output,
             reloads,
             poll,
+            fleet,
             ..
         } = self;
         endpoint.ready(poll.registry(), token, detector.table(), &|| {
@@ -483,6 +520,7 @@ impl<'o> WatchLoop<'o> {
                 files: files.open_files(),
                 reloads: *reloads,
                 lag: files.read_lag(wall_ms()),
+                fleet: fleet.as_ref().map(Fleet::stats),
             }
         })
     }
@@ -499,6 +537,7 @@ impl<'o> WatchLoop<'o> {
             config_path,
             line_rate,
             poll,
+            fleet,
             ..
         } = self
         else {
@@ -513,6 +552,7 @@ impl<'o> WatchLoop<'o> {
                 started_stats: *started_stats,
                 config_path: config_path.as_deref(),
                 rate: line_rate,
+                fleet: fleet.as_ref(),
             };
             commands::answer(req, cx, out)
         });
@@ -562,6 +602,7 @@ impl<'o> WatchLoop<'o> {
             restored,
             control,
             systemd,
+            mut fleet,
             ..
         } = self;
         systemd.stopping();
@@ -575,6 +616,14 @@ impl<'o> WatchLoop<'o> {
         detector.finish_within(STOP_WAIT, &mut |ev| output.emit(ev));
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         save_pending(&mut output, &state_dir, &vhosts);
+        if let Some(f) = &mut fleet {
+            f.stop();
+            if let Some(dir) = &state_dir {
+                if let Err(e) = f.save(dir) {
+                    log::error!("saving the fleet's state: {e}");
+                }
+            }
+        }
         let saved = match &state_dir {
             Some(dir) => state::save(dir, &detector.table().snapshot())
                 .map_err(|e| e.to_string())

@@ -60,6 +60,7 @@ mod tests {
             offense: 1,
             via_proxy: false,
             manual: false,
+            origin: None,
         }
     }
 

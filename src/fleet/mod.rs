@@ -1,0 +1,441 @@
+//! The fleet: bans shared between servers through Redis (`[fleet]`). A ban decided on one
+//! server is enforced on every server of the fleet within about a second, and no server's
+//! detection ever waits on the network.
+//!
+//! Each `watch` runs two threads of its own beside the loop:
+//! - the **publisher** (`fleet-publish`, module `publisher`) sends this server's own bans and its
+//!   admins' unbans, taken from a bounded queue (module `outbox`) that the loop fills without
+//!   waiting, to a Redis stream and to the fleet's table of active bans;
+//! - the **follower** (`fleet-follow`, module `follower`) reads the stream from the last entry
+//!   this server applied and hands the other servers' messages to the loop through a channel
+//!   and the loop's waker.
+//!
+//! The loop applies them ([`Fleet::apply_ready`]): a remote ban becomes a ban of the pseudo-rule
+//! `fleet` in the ban table (one per key, whatever node banned it), refused for a key the
+//! allowlist covers, its end clipped to [`MAX_REMOTE_BAN_MS`] from now; it goes only to the
+//! sinks `apply_to` names (nginx and exec by default, never Cloudflare unless named), ends at
+//! its own `until` whether Redis is there or not, survives restarts with the other bans, and is
+//! never published again. A remote unban (an admin's) lifts the key here as `floodwatch unban`
+//! would. Redis away is normal: messages wait in the outbox (saved with the last entry id in
+//! `fleet.json`, module `state`) and go out when it is back; the follower catches up from its
+//! last entry.
+
+mod follower;
+mod link;
+pub mod message;
+mod outbox;
+mod publisher;
+pub mod state;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
+
+use crate::config;
+use crate::decide::ban_table::{BanTable, RemoteBan, RemoteOutcome};
+use crate::decide::Event;
+use crate::state_file::StateFileError;
+
+use message::{Kind, Message};
+use outbox::Outbox;
+
+/// The stream when `[fleet] stream` is not given.
+pub const DEFAULT_STREAM: &str = "floodwatch:events";
+/// The longest a remote ban may last from when it arrives (its `until` is clipped to this): a
+/// node's clock or a stranger's entry must not ban an address for years.
+pub const MAX_REMOTE_BAN_MS: i64 = 30 * 86_400_000;
+/// Messages the outbox holds while Redis is away before new ones are dropped (and counted).
+const OUTBOX_CAPACITY: usize = 100_000;
+/// About how many entries the stream keeps (`XADD MAXLEN ~`): hours of a busy fleet's bans,
+/// so that a node cut off that long resumes where it was.
+const STREAM_MAX_LEN: usize = 1_000_000;
+/// How long a stop gives the publisher to send what is queued (the rest is saved).
+const STOP_WAIT: Duration = Duration::from_millis(300);
+
+/// Whether `name` may name a node (or travel as a rule name): letters, digits, '-', '_', '.',
+/// 1 to 64 of them, so that it is safe in a log, a table and a file name.
+pub fn is_node_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    !name.is_empty() && name.len() <= 64 && name.chars().all(ok)
+}
+
+/// The host name, when it is a valid node name (the default `[fleet] node`).
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    is_node_name(name).then(|| name.to_string())
+}
+
+/// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
+/// reached or does not answer, with the URL's password hidden.
+pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
+    let url = cfg.redacted_url();
+    let fail = |e: redis::RedisError| format!("{url}: cannot reach Redis: {e}");
+    let client = redis::Client::open(cfg.url.as_str()).map_err(fail)?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(fail)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(fail)?;
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Where things are in Redis.
+pub struct Names {
+    pub node: Arc<str>,
+    pub stream: String,
+    /// The hash of active bans: `<stream>:bans`.
+    pub bans: String,
+    pub max_len: usize,
+}
+
+/// What the threads and the loop share: counters and the stop flag.
+#[derive(Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub published: AtomicU64,
+    pub malformed: AtomicU64,
+    pub reconnects: Arc<AtomicU64>,
+    pub publisher_up: Arc<AtomicBool>,
+    pub follower_up: Arc<AtomicBool>,
+}
+
+/// What the follower hands the loop.
+pub enum Inbound {
+    /// A stream entry of another node.
+    Entry { id: String, msg: Message },
+    /// A stream entry with nothing to apply (this node's own, or not a valid message).
+    Seen { id: String },
+    /// An entry of the active-ban table, read at (re)connection.
+    Active(Message),
+}
+
+/// The handle [`crate::output::Output`] publishes through: queues this server's own events,
+/// never waits.
+#[derive(Clone)]
+pub struct Publish {
+    node: Arc<str>,
+    outbox: Arc<Outbox>,
+}
+
+impl Publish {
+    /// Queues what of `ev` the fleet hears (see [`Message::of_local`]).
+    pub fn event(&self, ev: &Event) {
+        if let Some(m) = Message::of_local(ev, &self.node) {
+            self.outbox.push(m);
+        }
+    }
+}
+
+/// The fleet's counters, for metrics and `status`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetStats {
+    pub node: String,
+    /// Both threads have a connection now.
+    pub connected: bool,
+    pub published: u64,
+    /// Waiting in the outbox.
+    pub queued: u64,
+    /// Dropped because the outbox was full.
+    pub dropped: u64,
+    pub reconnects: u64,
+    /// Other nodes' bans and unbans that changed something here.
+    pub applied: u64,
+    /// Nothing to do here: already enforced (the same ban again, a ban here lasting as long),
+    /// already over, or an unban of a key not banned here.
+    pub duplicates: u64,
+    /// Refused: allowlisted keys, entries that are not valid messages.
+    pub refused: u64,
+    /// From a message's publication to its application here, milliseconds: the last one, and
+    /// the 50th and 99th percentiles since start.
+    pub lag_last_ms: u64,
+    pub lag_p50_ms: u64,
+    pub lag_p99_ms: u64,
+    pub lag_count: u64,
+}
+
+/// The watch loop's part of the fleet.
+pub struct Fleet {
+    node: Arc<str>,
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared>,
+    inbound: Receiver<Inbound>,
+    publisher: Option<JoinHandle<()>>,
+    /// The publisher's connections so far, and their count at the last refresh.
+    publisher_connects: Arc<AtomicU64>,
+    refreshed_at: u64,
+    last_id: Option<String>,
+    /// (last id, outbox stamp) when `fleet.json` was last written.
+    saved: Option<(Option<String>, u64)>,
+    applied: u64,
+    duplicates: u64,
+    refused: u64,
+    lag: Histogram<u64>,
+    lag_last_ms: u64,
+}
+
+impl Fleet {
+    /// Starts the publisher and the follower for `cfg`, from what the last run saved; the
+    /// follower wakes the loop through `waker`. Fails only when a thread cannot start.
+    pub fn start(
+        cfg: &config::Fleet,
+        saved: state::Saved,
+        waker: Arc<mio::Waker>,
+    ) -> Result<Fleet, String> {
+        let node: Arc<str> = Arc::from(cfg.node.as_str());
+        let names = Arc::new(Names {
+            node: node.clone(),
+            stream: cfg.stream.clone(),
+            bans: format!("{}:bans", cfg.stream),
+            max_len: STREAM_MAX_LEN,
+        });
+        let shared = Arc::new(Shared::default());
+        let outbox = Arc::new(Outbox::new(OUTBOX_CAPACITY, saved.unpublished));
+        if outbox.len() > 0 {
+            log::info!(
+                "fleet: {} messages of the last run to publish",
+                outbox.len()
+            );
+        }
+        let link = |what, up: &Arc<AtomicBool>| {
+            link::Link::new(&cfg.url, what, up.clone(), shared.reconnects.clone())
+        };
+        let publisher_link = link("publisher", &shared.publisher_up)?;
+        let publisher_connects = publisher_link.connects.clone();
+        let publisher = publisher::Publisher {
+            link: publisher_link,
+            outbox: outbox.clone(),
+            names: names.clone(),
+            shared: shared.clone(),
+        };
+        let (tx, inbound) = crossbeam_channel::unbounded();
+        let follower = follower::Follower {
+            link: link("follower", &shared.follower_up)?,
+            names,
+            shared: shared.clone(),
+            cursor: saved.last_id.clone(),
+            tx,
+            waker,
+            reported_malformed: false,
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| format!("cannot start the {name} thread: {e}"))
+        };
+        let publisher = spawn("fleet-publish", Box::new(move || publisher.run()))?;
+        // Not joined at stop: it may be blocked in a read for up to a second, and holds
+        // nothing to save (the loop keeps the last id it applied).
+        spawn("fleet-follow", Box::new(move || follower.run()))?;
+        log::info!(
+            "fleet: node {node}, stream {} on {}",
+            cfg.stream,
+            cfg.redacted_url()
+        );
+        Ok(Fleet {
+            node,
+            outbox,
+            shared,
+            inbound,
+            publisher: Some(publisher),
+            publisher_connects,
+            refreshed_at: 0,
+            last_id: saved.last_id,
+            saved: None,
+            applied: 0,
+            duplicates: 0,
+            refused: 0,
+            lag: Histogram::new_with_bounds(1, 3_600_000, 3)
+                .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
+            lag_last_ms: 0,
+        })
+    }
+
+    /// The handle the output publishes through.
+    pub fn publish_handle(&self) -> Publish {
+        Publish {
+            node: self.node.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// Applies what the follower handed over, without waiting; events for the sinks go to
+    /// `emit` (which must not publish them again).
+    pub fn apply_ready(&mut self, table: &mut BanTable, now_ms: i64, emit: &mut dyn FnMut(&Event)) {
+        self.refresh_if_connected(table, now_ms);
+        while let Ok(inbound) = self.inbound.try_recv() {
+            match inbound {
+                Inbound::Entry { id, msg } => {
+                    self.last_id = Some(id);
+                    self.record_lag(&msg, now_ms);
+                    self.apply(msg, table, now_ms, emit);
+                }
+                Inbound::Seen { id } => self.last_id = Some(id),
+                Inbound::Active(msg) => self.apply(msg, table, now_ms, emit),
+            }
+        }
+    }
+
+    /// After each connection of the publisher, writes this server's own active bans into the
+    /// fleet's table of active bans again: a Redis that restarted empty (no persistence) would
+    /// otherwise not know them, and a node starting later would miss them.
+    fn refresh_if_connected(&mut self, table: &BanTable, now_ms: i64) {
+        let connects = self.publisher_connects.load(Ordering::Relaxed);
+        if connects == self.refreshed_at {
+            return;
+        }
+        self.refreshed_at = connects;
+        let own = table
+            .active()
+            .filter(|b| b.origin.node().is_none() && b.until_ms > now_ms);
+        for b in own {
+            self.outbox.push(Message {
+                kind: Kind::Refresh,
+                node: self.node.clone(),
+                key: b.key.net,
+                rule: b.rule.clone(),
+                time_ms: b.time_ms,
+                until_ms: b.until_ms,
+                sent_ms: 0,
+            });
+        }
+    }
+
+    fn record_lag(&mut self, m: &Message, now_ms: i64) {
+        if m.sent_ms > 0 {
+            let ms = u64::try_from(now_ms.saturating_sub(m.sent_ms)).unwrap_or(0);
+            self.lag.saturating_record(ms);
+            self.lag_last_ms = ms;
+        }
+    }
+
+    fn apply(
+        &mut self,
+        m: Message,
+        table: &mut BanTable,
+        now_ms: i64,
+        emit: &mut dyn FnMut(&Event),
+    ) {
+        match m.kind {
+            // A refresh is never in the stream; one found there is taken as the ban it is.
+            Kind::Ban | Kind::Refresh => {
+                if m.until_ms <= now_ms {
+                    self.duplicates += 1;
+                    return;
+                }
+                let ban = RemoteBan {
+                    net: m.key,
+                    node: m.node.clone(),
+                    time_ms: m.time_ms.min(now_ms),
+                    until_ms: m.until_ms.min(now_ms.saturating_add(MAX_REMOTE_BAN_MS)),
+                };
+                match table.ban_remote(ban) {
+                    RemoteOutcome::Banned(b) => {
+                        self.applied += 1;
+                        emit(&Event::Ban(b));
+                    }
+                    RemoteOutcome::Extended => self.applied += 1,
+                    RemoteOutcome::Covered => self.duplicates += 1,
+                    RemoteOutcome::Allowlisted => {
+                        self.refused += 1;
+                        log::info!(
+                            "fleet: ban of {} from {} not taken: allowlisted here",
+                            m.key,
+                            m.node
+                        );
+                    }
+                }
+            }
+            Kind::Unban => {
+                let lifted = table.lift(&m.key, now_ms);
+                if lifted.lifted.is_empty() {
+                    self.duplicates += 1;
+                }
+                for (_, u) in &lifted.lifted {
+                    self.applied += 1;
+                    emit(&Event::Unban(u.clone()));
+                }
+                for b in &lifted.wider {
+                    log::info!(
+                        "fleet: {} lifted {} from {}, which a wider ban here ({}) still holds",
+                        m.node,
+                        m.key,
+                        m.node,
+                        b.key.net
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> FleetStats {
+        let s = &self.shared;
+        FleetStats {
+            node: self.node.to_string(),
+            connected: s.publisher_up.load(Ordering::Relaxed)
+                && s.follower_up.load(Ordering::Relaxed),
+            published: s.published.load(Ordering::Relaxed),
+            queued: self.outbox.len() as u64,
+            dropped: self.outbox.dropped(),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            applied: self.applied,
+            duplicates: self.duplicates,
+            refused: self.refused + s.malformed.load(Ordering::Relaxed),
+            lag_last_ms: self.lag_last_ms,
+            lag_p50_ms: self.lag.value_at_quantile(0.5),
+            lag_p99_ms: self.lag.value_at_quantile(0.99),
+            lag_count: self.lag.len(),
+        }
+    }
+
+    /// Writes `dir/fleet.json` when the last id or the outbox changed since the last save.
+    pub fn save(&mut self, dir: &Path) -> Result<(), StateFileError> {
+        let (unpublished, stamp) = self.outbox.contents();
+        let now = (self.last_id.clone(), stamp);
+        if self.saved.as_ref() == Some(&now) {
+            return Ok(());
+        }
+        let saved = state::Saved {
+            last_id: self.last_id.clone(),
+            unpublished,
+        };
+        state::save(dir, &saved)?;
+        self.saved = Some(now);
+        Ok(())
+    }
+
+    /// Stops the threads: the publisher gets a moment to send what is queued; what it could
+    /// not send stays in the outbox, for [`Fleet::save`].
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.outbox.close();
+        let deadline = Instant::now() + STOP_WAIT;
+        if let Some(h) = self.publisher.take() {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        let left = self.outbox.len();
+        if left > 0 {
+            log::warn!("fleet: {left} messages not published yet: kept for the next start");
+        }
+    }
+}

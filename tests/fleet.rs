@@ -1,0 +1,389 @@
+//! `[fleet]` end to end: several `watch` processes on separate log trees sharing bans through a
+//! real Redis (Debian's `redis-server`, started here on a free loopback port with a scratch
+//! folder and no persistence, never the system's service). Each node enforces the others' bans
+//! in an nginx deny file (`test_command` and `reload_command` are `true`: the file is what is
+//! checked).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A redis-server of the test's own.
+struct TestRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn redis_server() -> String {
+    for p in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "redis-server".into()
+}
+
+impl TestRedis {
+    fn start(dir: &Path) -> TestRedis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = TestRedis {
+            port,
+            dir,
+            child: None,
+        };
+        r.resume();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again, on the same port: empty, as a restarted Redis without persistence).
+    fn resume(&mut self) {
+        let child = Command::new(redis_server())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        eventually("redis-server answers", || {
+            client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One server of the fleet: its log, config, deny file, and its watch while it runs.
+struct Node {
+    config: PathBuf,
+    access_log: PathBuf,
+    deny: PathBuf,
+    events: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Path, name: &str, redis: &TestRedis) -> Node {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = Node {
+            config: dir.join("floodwatch.toml"),
+            access_log: dir.join("access_log"),
+            deny: dir.join("deny.conf"),
+            events: dir.join("events.jsonl"),
+            log: dir.join("watch.log"),
+            child: None,
+        };
+        std::fs::write(&n.access_log, "").unwrap();
+        let text = format!(
+            "[input]\npaths = [{:?}]\n\n\
+             [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
+             [state]\ndir = {:?}\n\n\
+             [fleet]\nurl = {:?}\nnode = {name:?}\nstream = \"test:events\"\n\n\
+             [[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\n\
+             test_command = [\"true\"]\nreload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+            n.access_log.display().to_string(),
+            dir.join("state").display().to_string(),
+            redis.url(),
+            n.deny.display().to_string(),
+            n.events.display().to_string(),
+        );
+        std::fs::write(&n.config, text).unwrap();
+        n
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            .args(["watch", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        eventually("watch answers status", || {
+            self.admin(&["status"]).status.success()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: a plain kill(2) of our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().unwrap();
+            assert!(status.success(), "{}", self.log_text());
+        }
+    }
+
+    fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.admin(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Twenty requests in one second from `client`: a flood under rule `flood`.
+    fn flood(&self, client: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let line = format!(
+            "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"flood\"\n",
+            floodwatch::lab::scenario::httpdate(now)
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.access_log)
+            .unwrap();
+        f.write_all(line.repeat(20).as_bytes()).unwrap();
+    }
+
+    /// How many times the deny file denies `key`.
+    fn denies(&self, key: &str) -> usize {
+        let text = std::fs::read_to_string(&self.deny).unwrap_or_default();
+        text.lines()
+            .filter(|l| *l == format!("deny {key};"))
+            .count()
+    }
+
+    fn events_text(&self) -> String {
+        std::fs::read_to_string(&self.events).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds; against hangs only (no timing is asserted).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A flood on node a is denied on node b, shown there with its origin, and kept from b's
+/// own jsonl sink (not in `apply_to`); a node started later and a node restarted get it too;
+/// `floodwatch unban` on a lifts it on every node.
+#[test]
+fn a_ban_reaches_every_node_and_an_unban_on_one_lifts_it_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(dir.path());
+    let (mut a, mut b, mut c) = (
+        Node::new(dir.path(), "a", &redis),
+        Node::new(dir.path(), "b", &redis),
+        Node::new(dir.path(), "c", &redis),
+    );
+    a.start();
+    b.start();
+
+    a.flood("198.51.100.7");
+    eventually("a denies its own ban", || a.denies("198.51.100.7") == 1);
+    eventually("b denies a's ban", || b.denies("198.51.100.7") == 1);
+    let bans = String::from_utf8_lossy(&b.admin(&["bans"]).stdout).into_owned();
+    let row = bans.lines().find(|l| l.contains("198.51.100.7")).unwrap();
+    assert!(row.contains("fleet") && row.ends_with(" a"), "{bans}");
+    assert!(bans.contains("1 from the fleet"), "{bans}");
+    assert!(
+        !b.events_text().contains("198.51.100.7"),
+        "jsonl is not in apply_to"
+    );
+    let status = b.status();
+    assert_eq!(status["fleet"]["applied"], 1, "{status}");
+    assert_eq!(status["fleet"]["connected"], true, "{status}");
+
+    // Late: c starts after the ban and gets it from the fleet's active bans.
+    c.start();
+    eventually("c denies a's earlier ban", || c.denies("198.51.100.7") == 1);
+    // Restarted: b resumes after what it had applied.
+    b.stop();
+    a.flood("198.51.100.8");
+    eventually("a denies its second ban", || a.denies("198.51.100.8") == 1);
+    b.start();
+    eventually("b gets the ban made while it was down", || {
+        b.denies("198.51.100.8") == 1
+    });
+    assert_eq!(b.denies("198.51.100.7"), 1, "restored, not doubled");
+
+    // An admin's unban on a lifts the key everywhere, and is not published back.
+    let out = a.admin(&["unban", "198.51.100.7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&a, &b, &c] {
+        eventually("lifted on every node", || n.denies("198.51.100.7") == 0);
+    }
+    assert_eq!(b.denies("198.51.100.8"), 1);
+    // An unban on a node that only holds the fleet's copy lifts the ban at its origin too.
+    let out = c.admin(&["unban", "198.51.100.8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&a, &b, &c] {
+        eventually("lifted from c", || n.denies("198.51.100.8") == 0);
+    }
+    for n in [&mut a, &mut b, &mut c] {
+        n.stop();
+    }
+    assert!(c.log_text().contains("origin=a"), "{}", c.log_text());
+}
+
+/// Redis stopped in the middle of a run: detection and local bans go on, publications wait
+/// in the queue and go out when Redis is back (a fresh, empty one), the other node denies each
+/// key once, and a node started after that gets every active ban.
+#[test]
+fn redis_going_away_delays_nothing_local_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start(dir.path());
+    let (mut a, mut b) = (
+        Node::new(dir.path(), "a", &redis),
+        Node::new(dir.path(), "b", &redis),
+    );
+    a.start();
+    b.start();
+    a.flood("203.0.113.1");
+    eventually("b denies the first ban", || b.denies("203.0.113.1") == 1);
+
+    redis.stop();
+    a.flood("203.0.113.2");
+    b.flood("203.0.113.3");
+    eventually("a bans locally while Redis is away", || {
+        a.denies("203.0.113.2") == 1
+    });
+    eventually("b bans locally while Redis is away", || {
+        b.denies("203.0.113.3") == 1
+    });
+    eventually("a's publication waits in its queue", || {
+        let s = a.status();
+        s["fleet"]["queued"] == 1 && s["fleet"]["connected"] == false
+    });
+    let status = String::from_utf8_lossy(&a.admin(&["status"]).stdout).into_owned();
+    assert!(status.contains("REDIS UNREACHABLE"), "{status}");
+    assert_eq!(
+        b.denies("203.0.113.1"),
+        1,
+        "a remote ban holds while Redis is away"
+    );
+
+    redis.resume();
+    eventually("b gets a's queued ban", || b.denies("203.0.113.2") == 1);
+    eventually("a gets b's queued ban", || a.denies("203.0.113.3") == 1);
+    eventually("a's queue is empty", || a.status()["fleet"]["queued"] == 0);
+    assert!(a.status()["fleet"]["reconnects"].as_u64() >= Some(1));
+    // The Redis that came back is empty: the bans from before the outage are in its table
+    // again all the same (each node writes its own in again when it reconnects), so a node
+    // starting now gets them.
+    let mut c = Node::new(dir.path(), "c", &redis);
+    c.start();
+    for k in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        eventually("the late node gets every active ban", || c.denies(k) == 1);
+    }
+    c.stop();
+    a.stop();
+    b.stop();
+    for (n, keys) in [
+        (&a, ["203.0.113.1", "203.0.113.2", "203.0.113.3"]),
+        (&b, ["203.0.113.1", "203.0.113.2", "203.0.113.3"]),
+    ] {
+        for k in keys {
+            assert_eq!(n.denies(k), 1, "{k} once in {}", n.deny.display());
+        }
+    }
+    assert_eq!(
+        a.log_text().matches("unreachable").count(),
+        2,
+        "said once per thread per outage:\n{}",
+        a.log_text()
+    );
+}
+
+/// Both nodes ban the same key at once: each enforces it once, and each keeps its own ban.
+#[test]
+fn the_same_key_banned_by_two_nodes_at_once_is_denied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(dir.path());
+    let (mut a, mut b) = (
+        Node::new(dir.path(), "a", &redis),
+        Node::new(dir.path(), "b", &redis),
+    );
+    a.start();
+    b.start();
+    a.flood("192.0.2.44");
+    b.flood("192.0.2.44");
+    for n in [&a, &b] {
+        eventually("own ban", || n.denies("192.0.2.44") == 1);
+    }
+    eventually("each heard the other", || {
+        let (sa, sb) = (a.status(), b.status());
+        let heard = |s: &serde_json::Value| {
+            s["fleet"]["applied"].as_u64().unwrap_or(0)
+                + s["fleet"]["duplicates"].as_u64().unwrap_or(0)
+        };
+        heard(&sa) >= 1 && heard(&sb) >= 1
+    });
+    for n in [&a, &b] {
+        assert_eq!(n.denies("192.0.2.44"), 1);
+    }
+    a.stop();
+    b.stop();
+}
