@@ -3,7 +3,7 @@
 //! Each log is replicated in memory to about 4 MB and split into lines beforehand, so the figure
 //! is the parser's alone: `combined` (the hand-written fast path) on the lnav shop log and on
 //! elastic/examples' apache_logs, and the same shop log through a custom nginx `log_format`
-//! (the general field plan).
+//! (the general field plan); and client addresses alone, as those logs give them.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -69,6 +69,27 @@ fn parse_benches(c: &mut Criterion) {
     )
     .expect("nginx format");
     run(c, "nginx-custom/lnav-shop", &nginx, &shop_lines);
+
+    // Client addresses alone, as the logs give them (the field before the first space).
+    let clients: Vec<&[u8]> = apache_lines
+        .iter()
+        .chain(&shop_lines)
+        .filter_map(|l| l.split(|&b| b == b' ').next())
+        .collect();
+    let mut group = c.benchmark_group("addr");
+    group.throughput(Throughput::Elements(clients.len() as u64));
+    group.bench_function("parse/real-clients", |b| {
+        b.iter(|| {
+            let mut sum = 0u128;
+            for a in &clients {
+                if let Some(addr) = floodwatch::addr::Addr::parse(a) {
+                    sum ^= addr.0;
+                }
+            }
+            black_box(sum)
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, parse_benches);
