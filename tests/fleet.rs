@@ -4,11 +4,12 @@
 //! in an nginx deny file (`test_command` and `reload_command` are `true`: the file is what is
 //! checked).
 
-use std::io::Write;
+mod util;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A redis-server of the test's own.
 struct TestRedis {
@@ -168,19 +169,7 @@ impl Node {
 
     /// Twenty requests in one second from `client`: a flood under rule `flood`.
     fn flood(&self, client: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let line = format!(
-            "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"flood\"\n",
-            floodwatch::lab::scenario::httpdate(now)
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.access_log)
-            .unwrap();
-        f.write_all(line.repeat(20).as_bytes()).unwrap();
+        util::append_flood(&self.access_log, client);
     }
 
     /// How many times the deny file denies `key`.

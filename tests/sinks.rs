@@ -1286,7 +1286,6 @@ impl Drop for RunningWatch {
 /// and `status` show them; a manual ban survives a restart; only root and watch's user may ask.
 #[test]
 fn admin_commands_reach_every_sink_of_a_running_watch() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let nginx = TestNginx::start(dir.path(), Wiring::Deny);
     let cf_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1325,21 +1324,7 @@ fn admin_commands_reach_every_sink_of_a_running_watch() {
     );
     let cfg = config.as_path();
     let watch = RunningWatch::start(cfg, dir.path().join("watch.log"));
-    let flood = |client: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let line = format!(
-            "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"flood\"\n",
-            floodwatch::lab::scenario::httpdate(now)
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&access_log)
-            .unwrap();
-        f.write_all(line.repeat(20).as_bytes()).unwrap();
-    };
+    let flood = |client: &str| util::append_flood(&access_log, client);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let cf_ops = || cf.lock().unwrap().ops.clone();
 

@@ -82,3 +82,19 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 }
+
+/// Appends twenty combined-format requests from `client`, stamped now, to the log at `path`: a
+/// flood for a rule of a few requests per second.
+pub fn append_flood(path: &Path, client: &str) {
+    use std::io::Write;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let line = format!(
+        "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"flood\"\n",
+        floodwatch::lab::scenario::httpdate(now)
+    );
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(line.repeat(20).as_bytes()).unwrap();
+}
