@@ -74,7 +74,7 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Write floodwatch.1 and floodwatch-<command>.1 into this folder instead.
+    /// Write floodwatch.1 and floodwatch-COMMAND.1 (one per command) into this folder instead.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -161,7 +161,8 @@ pub struct ReplayArgs {
     /// Config file (TOML). Without one, a single rule `default` counts every request.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log format: combined, common, vhost_combined, nginx:'<log_format>' or apache:'<LogFormat>'.
+    /// Log format: combined, common, vhost_combined, nginx:'LOG_FORMAT' or apache:'LOGFORMAT' (the
+    /// server's own format string).
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
     /// Rate of the default rule, in nginx limit_req units ("20r/s", "600r/m").
@@ -221,7 +222,7 @@ pub struct GenerateArgs {
     /// Seed of the traffic: the same seed writes the same bytes.
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
-    /// Output directory (created): vhosts/<vhost>/logs/access_log, floodwatch.toml, truth.json.
+    /// Output directory (created): vhosts/VHOST/logs/access_log, floodwatch.toml, truth.json.
     #[arg(long, value_name = "DIR", required_unless_present = "list")]
     pub out: Option<PathBuf>,
 }

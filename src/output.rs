@@ -76,7 +76,7 @@ impl<'a> Output<'a> {
     }
 
     /// Publishes this server's own events to the fleet from now on (see
-    /// [`crate::fleet::Message::of_local`] for which).
+    /// [`crate::fleet::message::Message::of_local`] for which).
     pub fn publish_to(&mut self, fleet: crate::fleet::Publish) {
         self.fleet = Some(fleet);
     }

@@ -1,6 +1,6 @@
 //! The rate engine: per-key `limit_req` buckets, sharded over threads that each own their keys.
 //!
-//! Rules are validated [`RuleSpec`]s; requests arrive as [`Hit`](crate::hit::Hit)s in batches
+//! Rules are validated [`RuleSpec`]s; requests arrive as [`Hit`]s in batches
 //! ([`ShardMsg`]); shards report [`ShardOut`]: offenses (a request nginx would have rejected),
 //! progress ticks of log time, and final statistics.
 //!

@@ -51,7 +51,7 @@ pub struct RawCloudflare {
     mode: Option<String>,
     /// Notes prefix marking the rules floodwatch owns; default "floodwatch".
     notes: Option<String>,
-    /// API base URL; default https://api.cloudflare.com/client/v4 (tests point it elsewhere).
+    /// API base URL; default `https://api.cloudflare.com/client/v4` (tests point it elsewhere).
     api_base: Option<String>,
     /// Most rules kept at once; the oldest is removed to make room. Default 1000.
     max_rules: Option<u32>,
@@ -194,7 +194,7 @@ fn read_token(t: &Token) -> Result<String, SinkError> {
     Ok(token)
 }
 
-/// A sliding window of request times: at most `max` per [`BUDGET_WINDOW`].
+/// A sliding window of request times: at most `max` per `BUDGET_WINDOW`.
 pub struct Budget {
     max: usize,
     sent: VecDeque<Instant>,
