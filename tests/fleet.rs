@@ -376,3 +376,52 @@ fn the_same_key_banned_by_two_nodes_at_once_is_denied_once() {
     a.stop();
     b.stop();
 }
+
+/// An unban published while a node was away, then lost with a Redis restarted empty, still
+/// reaches that node: a while after it connects it reads the fleet's table of active bans again
+/// (rebuilt by every node whose publisher is back) and ends the other nodes' bans it lacks.
+#[test]
+fn an_unban_lost_with_redis_still_reaches_a_node_that_was_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start(dir.path());
+    let (mut a, mut b) = (
+        Node::new(dir.path(), "a", &redis),
+        Node::new(dir.path(), "b", &redis),
+    );
+    a.start();
+    b.start();
+    a.flood("203.0.113.9");
+    eventually("b denies a's ban", || b.denies("203.0.113.9") == 1);
+    b.stop();
+    let out = a.admin(&["unban", "203.0.113.9"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("a published the unban", || {
+        a.status()["fleet"]["queued"] == 0
+    });
+    // Redis restarted without persistence: the unban's stream entry is gone.
+    redis.stop();
+    redis.resume();
+    b.start();
+    assert_eq!(b.denies("203.0.113.9"), 1, "b restored the ban it had");
+    let until = Instant::now() + Duration::from_secs(40);
+    while b.denies("203.0.113.9") != 0 {
+        assert!(
+            Instant::now() < until,
+            "never lifted on b:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = b.log_text();
+    assert!(log.contains("no longer in the fleet's table"), "{log}");
+    assert!(
+        log.contains("unban 203.0.113.9 rule=fleet reason=withdrawn"),
+        "{log}"
+    );
+    a.stop();
+    b.stop();
+}

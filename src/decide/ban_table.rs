@@ -298,6 +298,27 @@ impl BanTable {
         RemoteOutcome::Banned(ban)
     }
 
+    /// Ends the fleet's ban of `net` here at `now_ms` (see [`crate::fleet`]: the fleet no longer
+    /// holds it, and its unban was lost); bans of the key under this server's own rules stay.
+    pub fn end_remote(&mut self, net: &Cidr, now_ms: i64) -> Option<Unban> {
+        let slot = (
+            Key {
+                net: *net,
+                vhost: NO_VHOST,
+            },
+            FLEET_RULE,
+        );
+        let ban = self.active.remove(&slot)?;
+        self.expiry.remove(&(ban.until_ms, slot));
+        self.stats.unbans += 1;
+        Some(Unban {
+            time_ms: now_ms,
+            key: slot.0,
+            rule: Arc::from(FLEET_RULE_NAME),
+            reason: UnbanReason::Withdrawn,
+        })
+    }
+
     /// An admin's unban: ends at `now_ms` every active ban whose key lies within `net` (the key
     /// itself, or the keys inside a range), under every rule. Each lifted ban keeps covering
     /// the rest of its term: an offense timed before its end (the flood that caused it, read

@@ -79,6 +79,9 @@ pub enum UnbanReason {
     Allowlisted,
     /// An admin lifted it (`floodwatch unban`).
     Manual,
+    /// Another server's ban that the fleet no longer holds (its unban was lost while this
+    /// server was away; see [`crate::fleet`]).
+    Withdrawn,
 }
 
 impl UnbanReason {
@@ -89,6 +92,7 @@ impl UnbanReason {
             UnbanReason::Expired => None,
             UnbanReason::Allowlisted => Some("allowlisted"),
             UnbanReason::Manual => Some("manual"),
+            UnbanReason::Withdrawn => Some("withdrawn"),
         }
     }
 
@@ -97,6 +101,7 @@ impl UnbanReason {
         match name {
             Some("allowlisted") => UnbanReason::Allowlisted,
             Some("manual") => UnbanReason::Manual,
+            Some("withdrawn") => UnbanReason::Withdrawn,
             _ => UnbanReason::Expired,
         }
     }

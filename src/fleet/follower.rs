@@ -5,12 +5,18 @@
 //! set, then goes on from its last entry: nothing the stream still holds is missed, and what
 //! arrives twice is applied once.
 //!
+//! [`RECHECK_AFTER`] after each connection it reads the table once more and hands it over whole:
+//! the loop ends the other nodes' bans it holds that the table no longer has. That is how an
+//! unban lost with a Redis restarted empty (published while this server could not read it)
+//! still reaches this server: by then every node whose publisher is back has written its own
+//! active bans into the table again.
+//!
 //! Everything read is outside data: an entry that is not a valid message is counted and
 //! skipped (the first one of a run is logged), never a panic.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use redis::{Connection, RedisResult, Value};
@@ -26,6 +32,8 @@ const BLOCK_MS: u64 = 500;
 const COUNT: usize = 1024;
 /// Entries of the active-ban table this long past their end are removed when read.
 const PRUNE_AFTER_MS: i64 = 60_000;
+/// How long after a connection the table is read again whole (publishers retry within 2 s).
+pub const RECHECK_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Follower {
     pub link: Link,
@@ -43,11 +51,32 @@ impl Follower {
     pub fn run(mut self) {
         let read_timeout = IO_TIMEOUT + Duration::from_millis(BLOCK_MS);
         let mut synced = false;
+        let mut recheck_at: Option<Instant> = None;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let Some(conn) = self.link.get(read_timeout, &self.shared.stop) else {
                 synced = false;
                 continue;
             };
+            if synced && recheck_at.is_some_and(|t| Instant::now() >= t) {
+                match active_table(conn, &self.names) {
+                    Ok(table) => {
+                        recheck_at = None;
+                        let msgs = table.iter().filter_map(|v| self.message(Some(v))).collect();
+                        if self.tx.send(Inbound::Table(msgs)).is_err() {
+                            return;
+                        }
+                        let _ = self.waker.wake();
+                    }
+                    Err(e) => {
+                        self.link.failed(&e);
+                        synced = false;
+                    }
+                }
+                continue;
+            }
+            if !synced {
+                recheck_at = Some(Instant::now() + RECHECK_AFTER);
+            }
             let step = match synced {
                 false => sync(conn, &self.names, &mut self.cursor).map(|m| (m, Vec::new())),
                 true => read(conn, &self.names, self.cursor.as_deref().unwrap_or("$"))
@@ -143,6 +172,11 @@ fn sync(
         };
         *cursor = Some(id.unwrap_or_else(|| "0-0".to_string()));
     }
+    active_table(conn, names)
+}
+
+/// The active-ban table's messages, pruning entries long over.
+fn active_table(conn: &mut Connection, names: &Names) -> RedisResult<Vec<Value>> {
     let table: Value = redis::cmd("HGETALL").arg(&names.bans).query(conn)?;
     let now = wall_ms();
     let mut active = Vec::new();

@@ -122,6 +122,9 @@ pub enum Inbound {
     Seen { id: String },
     /// An entry of the active-ban table, read at (re)connection.
     Active(Message),
+    /// The whole active-ban table, read again a while after a (re)connection (see
+    /// `follower`): other nodes' bans held here that it lacks are ended.
+    Table(Vec<Message>),
 }
 
 /// The handle [`crate::output::Output`] publishes through: queues this server's own events,
@@ -287,6 +290,44 @@ impl Fleet {
                 }
                 Inbound::Seen { id } => self.last_id = Some(id),
                 Inbound::Active(msg) => self.apply(msg, table, now_ms, emit),
+                Inbound::Table(msgs) => self.reconcile(msgs, table, now_ms, emit),
+            }
+        }
+    }
+
+    /// Takes the fleet's table of active bans as read a while after a (re)connection: applies
+    /// it like the table read at connection, then ends the other nodes' bans held here that it
+    /// no longer has. Their unbans were published while this server could not read them and
+    /// lost with them (a Redis restarted empty); the table is rebuilt by every node whose
+    /// publisher is back, so what it lacks is lifted or belongs to a node that is away: ending
+    /// it errs towards not banning.
+    fn reconcile(
+        &mut self,
+        msgs: Vec<Message>,
+        table: &mut BanTable,
+        now_ms: i64,
+        emit: &mut dyn FnMut(&Event),
+    ) {
+        let held: std::collections::HashSet<crate::addr::Cidr> = msgs
+            .iter()
+            .filter(|m| m.until_ms > now_ms)
+            .map(|m| m.key)
+            .collect();
+        for m in msgs {
+            self.apply(m, table, now_ms, emit);
+        }
+        let gone: Vec<(crate::addr::Cidr, String)> = table
+            .active()
+            .filter(|b| !held.contains(&b.key.net))
+            .filter_map(|b| Some((b.key.net, b.origin.node()?.to_string())))
+            .collect();
+        for (net, node) in gone {
+            if let Some(u) = table.end_remote(&net, now_ms) {
+                log::info!(
+                    "fleet: the ban of {net} from {node} is no longer in the fleet's table (lifted                      while this server could not hear it): ended here"
+                );
+                self.applied += 1;
+                emit(&Event::Unban(u));
             }
         }
     }

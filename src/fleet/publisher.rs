@@ -67,10 +67,13 @@ impl Publisher {
     }
 }
 
-/// Sends `batch` in one pipeline (after one read per admin's unban of a range).
+/// Sends `batch` in one pipeline (after one read per admin's unban of a range), as one
+/// transaction: a follower reading the table of active bans never sees a stream entry whose
+/// table change is still to come (it would end that ban as lifted; see `follower`).
 fn send(conn: &mut Connection, names: &Names, batch: &[Message]) -> RedisResult<()> {
     let sent = wall_ms();
     let mut pipe = redis::pipe();
+    pipe.atomic();
     for m in batch {
         let event = m.encode(sent);
         if m.kind != Kind::Refresh {
