@@ -1247,6 +1247,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ending_a_remote_ban_leaves_the_keys_own_bans() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        t.offense(&offense("198.51.100.1", 0, 1)).unwrap();
+        for net in ["198.51.100.1", "198.51.100.2"] {
+            let r = RemoteBan {
+                net: net.parse().unwrap(),
+                node: Arc::from("web-02"),
+                time_ms: 1_000,
+                until_ms: 10_000_000,
+            };
+            assert!(matches!(t.ban_remote(r), RemoteOutcome::Banned(_)), "{net}");
+        }
+        let u = t
+            .end_remote(&"198.51.100.1".parse().unwrap(), 5_000)
+            .unwrap();
+        assert_eq!(
+            (&*u.rule, u.time_ms, u.reason),
+            ("fleet", 5_000, UnbanReason::Withdrawn)
+        );
+        assert!(t
+            .end_remote(&"198.51.100.1".parse().unwrap(), 5_000)
+            .is_none());
+        let left: Vec<String> = t
+            .active()
+            .map(|b| format!("{} {}", b.key.net, b.rule))
+            .collect();
+        assert_eq!(left, ["198.51.100.1 default", "198.51.100.2 fleet"]);
+        assert_eq!(t.next_expiry(), Some(601_000));
+    }
+
+    #[test]
     fn a_remote_ban_is_taken_once_per_key_bounded_by_the_allowlist_and_survives_restarts() {
         let rules = [rule("default", 600, 2.0, WEEK, DAY)];
         let mut t = table(&rules, &["10.0.0.0/8"]);
