@@ -41,10 +41,18 @@ need_cargo_tool() { # <subcommand> <crate>
 }
 
 need_zig() {
-    if ! command -v zig >/dev/null && ! python3 -m ziglang version >/dev/null 2>&1; then
-        say "installing zig from PyPI (ziglang)"
-        python3 -m pip install --quiet ziglang
+    if command -v zig >/dev/null || python3 -m ziglang version >/dev/null 2>&1; then
+        return
     fi
+    say "installing zig from PyPI (ziglang)"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # A distribution's own Python refuses system-wide installs (PEP 668): then for this user,
+    # which is where cargo-zigbuild looks (`python3 -m ziglang`).
+    python3 -m pip install --quiet ziglang 2>/dev/null ||
+        python3 -m pip install --quiet --user --break-system-packages ziglang
+    python3 -m ziglang version >/dev/null || fail "zig could not be installed"
 }
 
 version=$(cargo metadata --no-deps --format-version 1 |
