@@ -198,6 +198,14 @@ impl Drop for Node {
     }
 }
 
+/// Nodes "a" and "b" on one Redis, both watching.
+fn started_pair(root: &Path, redis: &TestRedis) -> (Node, Node) {
+    let (mut a, mut b) = (Node::new(root, "a", redis), Node::new(root, "b", redis));
+    a.start();
+    b.start();
+    (a, b)
+}
+
 /// Polls `check` until it holds; against hangs only (no timing is asserted).
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(20);
@@ -284,12 +292,7 @@ fn a_ban_reaches_every_node_and_an_unban_on_one_lifts_it_everywhere() {
 fn redis_going_away_delays_nothing_local_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = TestRedis::start(dir.path());
-    let (mut a, mut b) = (
-        Node::new(dir.path(), "a", &redis),
-        Node::new(dir.path(), "b", &redis),
-    );
-    a.start();
-    b.start();
+    let (mut a, mut b) = started_pair(dir.path(), &redis);
     a.flood("203.0.113.1");
     eventually("b denies the first ban", || b.denies("203.0.113.1") == 1);
 
@@ -351,12 +354,7 @@ fn redis_going_away_delays_nothing_local_and_loses_nothing() {
 fn the_same_key_banned_by_two_nodes_at_once_is_denied_once() {
     let dir = tempfile::tempdir().unwrap();
     let redis = TestRedis::start(dir.path());
-    let (mut a, mut b) = (
-        Node::new(dir.path(), "a", &redis),
-        Node::new(dir.path(), "b", &redis),
-    );
-    a.start();
-    b.start();
+    let (mut a, mut b) = started_pair(dir.path(), &redis);
     a.flood("192.0.2.44");
     b.flood("192.0.2.44");
     for n in [&a, &b] {
@@ -384,12 +382,7 @@ fn the_same_key_banned_by_two_nodes_at_once_is_denied_once() {
 fn an_unban_lost_with_redis_still_reaches_a_node_that_was_away() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = TestRedis::start(dir.path());
-    let (mut a, mut b) = (
-        Node::new(dir.path(), "a", &redis),
-        Node::new(dir.path(), "b", &redis),
-    );
-    a.start();
-    b.start();
+    let (mut a, mut b) = started_pair(dir.path(), &redis);
     a.flood("203.0.113.9");
     eventually("b denies a's ban", || b.denies("203.0.113.9") == 1);
     b.stop();

@@ -117,16 +117,11 @@ fn bans(cx: &Ctx, out: &mut Vec<u8>) {
     let table = cx.detector.table();
     let _ = write!(
         out,
-        "{{\"ok\":true,\"now\":\"{}\",\"bans\":[",
+        "{{\"ok\":true,\"now\":\"{}\",\"bans\":",
         Rfc3339(wall_ms())
     );
-    for (i, b) in table.active().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_ban_json(b, out);
-    }
-    out.extend_from_slice(b"]}\n");
+    super::metrics::render_bans(table, out);
+    out.extend_from_slice(b"}\n");
 }
 
 fn parse_key(key: &str) -> Result<Cidr, String> {
