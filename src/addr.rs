@@ -229,6 +229,41 @@ mod tests {
         }
     }
 
+    /// Every octet width, leading zeros and out-of-range octets, each with every byte replaced
+    /// by a likely wrong one, against std's parser (which refuses leading zeros, as this one).
+    #[test]
+    fn ipv4_parses_as_std_does() {
+        let octets = [
+            "0", "7", "10", "99", "100", "199", "255", "256", "00", "01", "001", "999",
+        ];
+        let std_of = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.parse::<Ipv4Addr>().ok())
+                .map(u32::from)
+        };
+        let mut checked = 0;
+        for a in octets {
+            for b in ["0", "25", "255", "01"] {
+                for c in ["1", "38", "200", "300"] {
+                    for d in octets {
+                        let s = format!("{a}.{b}.{c}.{d}").into_bytes();
+                        assert_eq!(parse_ipv4(&s), std_of(&s), "{s:?}");
+                        for i in 0..s.len() {
+                            for junk in [b'.', b'/', b':', b'a', b' ', 0, 0xff, b'0'] {
+                                let mut v = s.clone();
+                                v[i] = junk;
+                                assert_eq!(parse_ipv4(&v), std_of(&v), "{v:?}");
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+    }
+
     #[test]
     fn parses_ipv6_and_drops_zone() {
         let a = Addr::parse(b"2001:db8::1").unwrap();
