@@ -204,6 +204,18 @@ pub struct Fleet {
     /// Sinks, by type or name, that enforce other servers' bans; `None` = every nginx and exec
     /// sink.
     pub apply_to: Option<Vec<String>>,
+    pub tls: FleetTls,
+}
+
+/// `[fleet]`'s TLS files (PEM), read when a connection is set up; all `None`: the system's
+/// roots, no client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetTls {
+    /// CA(s) the server's certificate must chain to, instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and its key (both or neither).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Fleet {
@@ -220,6 +232,7 @@ impl fmt::Debug for Fleet {
             .field("node", &self.node)
             .field("stream", &self.stream)
             .field("apply_to", &self.apply_to)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -488,6 +501,17 @@ impl Config {
                     f.stream,
                     f.node
                 )?;
+                if f.url.starts_with("rediss://") {
+                    let roots = match &f.tls.ca {
+                        Some(p) => format!("CA {}", p.display()),
+                        None => "the system's roots".into(),
+                    };
+                    let client = match &f.tls.cert {
+                        Some(p) => format!("client certificate {}", p.display()),
+                        None => "no client certificate".into(),
+                    };
+                    writeln!(s, "fleet TLS: server checked against {roots}; {client}")?;
+                }
             }
             None => writeln!(s, "fleet: none (bans stay on this server)")?,
         }
@@ -665,6 +689,83 @@ mod tests {
         assert!(e.contains("channel"), "{e}");
         let e = err("[[rule]]\nname = \"fleet\"\n");
         assert!(e.contains("reserved"), "{e}");
+    }
+
+    /// `[fleet]` TLS files: each checked at load, errors naming the key and the file.
+    #[test]
+    fn fleet_tls_files_are_checked_with_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["test-ca".into()]).unwrap();
+        let (cert, key, junk) = (
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("junk.pem"),
+        );
+        std::fs::write(&cert, ca.cert.pem()).unwrap();
+        std::fs::write(&key, ca.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let fleet =
+            |url: &str, extra: &str| format!("[fleet]\nurl = \"{url}\"\nnode = \"a\"\n{extra}");
+        let files = format!(
+            "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let c = parse(&fleet("rediss://127.0.0.1:6380/0", &files)).unwrap();
+        let f = c.fleet.clone().unwrap();
+        assert_eq!(f.tls.ca.as_deref(), Some(cert.as_path()));
+        assert_eq!(f.tls.key.as_deref(), Some(key.as_path()));
+        let text = c.describe();
+        assert!(
+            text.contains(&format!(
+                "fleet TLS: server checked against CA {}; client certificate {}",
+                cert.display(),
+                cert.display()
+            )),
+            "{text}"
+        );
+        let system = parse(&fleet("rediss://h/0", "")).unwrap().describe();
+        assert!(system.contains("against the system's roots; no client certificate"));
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err(&fleet("redis://h/0", &format!("tls_ca = {:?}\n", cert)));
+        assert!(
+            e.contains("fleet.tls_ca: TLS files need a rediss:// URL"),
+            "{e}"
+        );
+        let e = err(&fleet("rediss://h/0", &format!("tls_cert = {:?}\n", cert)));
+        assert!(e.contains("fleet.tls_key: missing"), "{e}");
+        let e = err(&fleet("rediss://h/0", &format!("tls_key = {:?}\n", key)));
+        assert!(e.contains("fleet.tls_cert: missing"), "{e}");
+        let e = err(&fleet("rediss://h/0", "tls_ca = \"/nonexistent/ca.pem\"\n"));
+        assert!(
+            e.contains("fleet.tls_ca: /nonexistent/ca.pem: cannot read"),
+            "{e}"
+        );
+        let e = err(&fleet("rediss://h/0", &format!("tls_ca = {:?}\n", junk)));
+        assert!(
+            e.contains("fleet.tls_ca") && e.contains("no PEM certificate in it"),
+            "{e}"
+        );
+        // A certificate where the key belongs: named as the key's fault, and no key material
+        // (there is none here, but the message only ever names the file) in the message.
+        let e = err(&fleet(
+            "rediss://h/0",
+            &format!("tls_cert = {:?}\ntls_key = {:?}\n", cert, cert),
+        ));
+        assert!(
+            e.contains("fleet.tls_key") && e.contains("no PEM private key in it"),
+            "{e}"
+        );
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(&fleet("rediss://h/0", &format!("tls_ca = {:?}\n", broken)));
+        assert!(e.contains("fleet.tls_ca"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,57 @@ struct TestRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Serving TLS only, checking its clients' certificates against the PKI's CA.
+    tls: Option<Pki>,
+}
+
+/// A private PKI in PEM files: a CA, the server's certificate for 127.0.0.1 and a client's,
+/// both signed by it, and a second CA that signed neither.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    other_ca: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        };
+        let (ca_cert, issuer) = ca("floodwatch test CA");
+        let (other_cert, _) = ca("another CA");
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(names).unwrap();
+            (params.signed_by(&key, &issuer).unwrap(), key)
+        };
+        let (server, server_key) = leaf(vec!["127.0.0.1".into()]);
+        let (client, client_key) = leaf(vec!["floodwatch-node".into()]);
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+            other_ca: write("other-ca.pem", other_cert.pem()),
+        }
+    }
 }
 
 fn redis_server() -> String {
@@ -29,6 +80,13 @@ fn redis_server() -> String {
 
 impl TestRedis {
     fn start(dir: &Path) -> TestRedis {
+        let mut r = TestRedis::start_with(dir, None);
+        r.resume();
+        r
+    }
+
+    /// Not started yet: a free port and a scratch folder.
+    fn start_with(dir: &Path, tls: Option<Pki>) -> TestRedis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,23 +94,76 @@ impl TestRedis {
             .port();
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = TestRedis {
+        TestRedis {
             port,
             dir,
             child: None,
-        };
+            tls,
+        }
+    }
+
+    /// A Redis that speaks TLS only and requires a client certificate of `pki`'s CA.
+    fn start_tls(dir: &Path, pki: Pki) -> TestRedis {
+        let mut r = TestRedis::start_with(dir, Some(pki));
         r.resume();
         r
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `[fleet]` lines after `url` that a node needs to reach this Redis.
+    fn fleet_tls(&self) -> String {
+        match &self.tls {
+            Some(pki) => format!(
+                "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+                pki.ca, pki.client_cert, pki.client_key
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// A client of the test's own, with the node's TLS files.
+    fn client(&self) -> redis::Client {
+        match &self.tls {
+            Some(pki) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: std::fs::read(&pki.client_cert).unwrap(),
+                        client_key: std::fs::read(&pki.client_key).unwrap(),
+                    }),
+                    root_cert: Some(std::fs::read(&pki.ca).unwrap()),
+                },
+            )
+            .unwrap(),
+            None => redis::Client::open(self.url()).unwrap(),
+        }
     }
 
     /// Starts it (again, on the same port: empty, as a restarted Redis without persistence).
     fn resume(&mut self) {
-        let child = Command::new(redis_server())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new(redis_server());
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(pki) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&pki.server_cert)
+                .arg("--tls-key-file")
+                .arg(&pki.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&pki.ca)
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "no"])
@@ -61,7 +172,7 @@ impl TestRedis {
             .spawn()
             .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
+        let client = self.client();
         eventually("redis-server answers", || {
             client
                 .get_connection_with_timeout(Duration::from_millis(200))
@@ -96,6 +207,11 @@ struct Node {
 
 impl Node {
     fn new(root: &Path, name: &str, redis: &TestRedis) -> Node {
+        Node::configured(root, name, redis, &redis.fleet_tls())
+    }
+
+    /// A node whose `[fleet]` has `tls` for its TLS lines.
+    fn configured(root: &Path, name: &str, redis: &TestRedis, tls: &str) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let n = Node {
@@ -111,13 +227,14 @@ impl Node {
             "[input]\npaths = [{:?}]\n\n\
              [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
              [state]\ndir = {:?}\n\n\
-             [fleet]\nurl = {:?}\nnode = {name:?}\nstream = \"test:events\"\n\n\
+             [fleet]\nurl = {:?}\nnode = {name:?}\nstream = \"test:events\"\n{}\n\
              [[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\n\
              test_command = [\"true\"]\nreload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
              [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
             n.access_log.display().to_string(),
             dir.join("state").display().to_string(),
             redis.url(),
+            tls,
             n.deny.display().to_string(),
             n.events.display().to_string(),
         );
@@ -417,4 +534,60 @@ fn an_unban_lost_with_redis_still_reaches_a_node_that_was_away() {
     );
     a.stop();
     b.stop();
+}
+
+/// `rediss://` to a Redis with a private CA that checks its clients' certificates
+/// (`tls-auth-clients yes`): bans go round as over plain Redis. A node that trusts another CA,
+/// or has no client certificate, never gets in: it says so in its log, applies nothing, and
+/// bans on its own as before.
+#[test]
+fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start_tls(dir.path(), Pki::new(dir.path()));
+    let pki = redis.tls.as_ref().unwrap();
+    let wrong_ca = format!(
+        "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+        pki.other_ca, pki.client_cert, pki.client_key
+    );
+    let no_client_cert = format!("tls_ca = {:?}\n", pki.ca);
+    let (mut a, mut b) = started_pair(dir.path(), &redis);
+    let mut c = Node::configured(dir.path(), "c", &redis, &wrong_ca);
+    let mut d = Node::configured(dir.path(), "d", &redis, &no_client_cert);
+    c.start();
+    d.start();
+
+    a.flood("198.51.100.9");
+    eventually("b denies a's ban, over TLS", || {
+        b.denies("198.51.100.9") == 1
+    });
+    assert_eq!(b.status()["fleet"]["connected"], true);
+    assert!(b.log_text().contains("connected to rediss://127.0.0.1"));
+    for n in [&c, &d] {
+        eventually("the refused node says Redis is unreachable", || {
+            n.log_text().contains("Redis at rediss://127.0.0.1")
+                && n.log_text().contains("unreachable")
+        });
+    }
+    for n in [&c, &d] {
+        // UnknownIssuer for c; the server's CertificateRequired alert for d.
+        let log = n.log_text();
+        assert!(
+            log.to_lowercase().contains("certificate"),
+            "the cause is named: {log}"
+        );
+    }
+    assert_eq!(c.status()["fleet"]["connected"], false);
+    // a's ban reached b long ago; never the nodes kept out.
+    for n in [&c, &d] {
+        assert_eq!(n.denies("198.51.100.9"), 0);
+        assert_eq!(n.status()["fleet"]["applied"], 0);
+    }
+    // Their own detection and local bans go on.
+    c.flood("198.51.100.10");
+    eventually("c bans on its own", || c.denies("198.51.100.10") == 1);
+
+    for n in [&mut a, &mut b, &mut c, &mut d] {
+        n.stop();
+    }
+    assert_eq!(b.denies("198.51.100.10"), 0, "c never published");
 }

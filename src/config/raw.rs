@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -12,8 +13,8 @@ use toml::Spanned;
 use super::error::{ConfigError, Cx};
 use super::values::{at_least, fmt_ms, parse_duration, parse_rate, parse_status, HOUR, SECOND};
 use super::{
-    default_rule, Config, Engine, Fleet, Input, Proxy, SinkTable, SinkType, StartAt, Trusted,
-    KNOWN_PROXIES,
+    default_rule, Config, Engine, Fleet, FleetTls, Input, Proxy, SinkTable, SinkType, StartAt,
+    Trusted, KNOWN_PROXIES,
 };
 use crate::addr::Cidr;
 use crate::decide::ban_table::{FLEET_RULE_NAME, MANUAL_RULE_NAME};
@@ -161,6 +162,13 @@ struct RawFleet {
     /// Local sinks that enforce other servers' bans, by type or name (default: every nginx
     /// and exec sink).
     apply_to: Option<Vec<Spanned<String>>>,
+    /// PEM file of the CA(s) the Redis server's certificate must chain to, instead of the
+    /// system's roots (`rediss://` only).
+    tls_ca: Option<Spanned<PathBuf>>,
+    /// PEM files of a client certificate and its key, for a Redis that checks its clients'
+    /// (`tls-auth-clients yes`).
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
 }
 
 impl RawFleet {
@@ -216,13 +224,56 @@ impl RawFleet {
             }
             None => None,
         };
+        let tls = check_fleet_tls(cx, &url, [&self.tls_ca, &self.tls_cert, &self.tls_key])?;
         Ok(Fleet {
             url: url.into_inner(),
             node,
             stream,
             apply_to,
+            tls,
         })
     }
+}
+
+/// The TLS files: only with `rediss://`, certificate and key together, each readable and
+/// holding what its key says, and the whole accepted by the Redis client.
+fn check_fleet_tls(
+    cx: &Cx,
+    url: &Spanned<String>,
+    [ca, cert, key]: [&Option<Spanned<PathBuf>>; 3],
+) -> Result<FleetTls, ConfigError> {
+    let path = |p: &Option<Spanned<PathBuf>>| p.as_ref().map(|p| p.get_ref().clone());
+    let tls = FleetTls {
+        ca: path(ca),
+        cert: path(cert),
+        key: path(key),
+    };
+    let named = [
+        ("fleet.tls_ca", ca),
+        ("fleet.tls_cert", cert),
+        ("fleet.tls_key", key),
+    ];
+    let given = named.iter().filter_map(|(k, p)| Some((*k, (*p).as_ref()?)));
+    for (key, path) in given.clone() {
+        if !url.get_ref().starts_with("rediss://") {
+            return Err(cx.invalid(
+                path,
+                key,
+                "TLS files need a rediss:// URL (fleet.url is plain redis://)".into(),
+            ));
+        }
+    }
+    crate::fleet::tls::client(url.get_ref(), &tls).map_err(|(key, m)| {
+        // Point at the setting at fault where it is written, else at the URL.
+        match given.clone().find(|(k, _)| *k == key) {
+            Some((_, path)) => cx.invalid(path, key, m),
+            None => match given.clone().next() {
+                Some((_, path)) => cx.invalid(path, key, m),
+                None => cx.invalid(url, key, m),
+            },
+        }
+    })?;
+    Ok(tls)
 }
 
 /// A Redis URL the client accepts, of a scheme floodwatch supports.

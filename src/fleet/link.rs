@@ -33,16 +33,17 @@ pub struct Link {
 
 impl Link {
     pub fn new(
-        url: &str,
+        cfg: &crate::config::Fleet,
         what: &'static str,
         up: Arc<AtomicBool>,
         reconnects: Arc<AtomicU64>,
     ) -> Result<Link, String> {
-        let client = Client::open(url).map_err(|e| e.to_string())?;
+        let client =
+            super::tls::client(&cfg.url, &cfg.tls).map_err(|(key, m)| format!("{key}: {m}"))?;
         Ok(Link {
             client,
             what,
-            url: crate::config::redact_url(url),
+            url: cfg.redacted_url(),
             conn: None,
             wait: FIRST_WAIT,
             down_since: None,

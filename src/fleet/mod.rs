@@ -26,6 +26,7 @@ pub mod message;
 mod outbox;
 mod publisher;
 pub mod state;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -215,7 +216,7 @@ impl Fleet {
             );
         }
         let link = |what, up: &Arc<AtomicBool>| {
-            link::Link::new(&cfg.url, what, up.clone(), shared.reconnects.clone())
+            link::Link::new(cfg, what, up.clone(), shared.reconnects.clone())
         };
         let publisher_link = link("publisher", &shared.publisher_up)?;
         let publisher_connects = publisher_link.connects.clone();
