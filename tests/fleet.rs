@@ -539,7 +539,8 @@ fn an_unban_lost_with_redis_still_reaches_a_node_that_was_away() {
 /// `rediss://` to a Redis with a private CA that checks its clients' certificates
 /// (`tls-auth-clients yes`): bans go round as over plain Redis. A node that trusts another CA,
 /// or has no client certificate, never gets in: it says so in its log, applies nothing, and
-/// bans on its own as before.
+/// bans on its own as before; given the right CA file (same path), it gets in without a
+/// restart.
 #[test]
 fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
@@ -582,12 +583,28 @@ fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
         assert_eq!(n.denies("198.51.100.9"), 0);
         assert_eq!(n.status()["fleet"]["applied"], 0);
     }
-    // Their own detection and local bans go on.
+    // Their own detection and local bans go on, queued for the fleet.
     c.flood("198.51.100.10");
     eventually("c bans on its own", || c.denies("198.51.100.10") == 1);
+    assert_eq!(b.denies("198.51.100.10"), 0);
+
+    // The right CA written over c's file: read at the next connection, no restart needed;
+    // c then gets a's ban and sends its own.
+    std::fs::copy(&pki.ca, &pki.other_ca).unwrap();
+    eventually("c gets in and applies a's ban", || {
+        c.denies("198.51.100.9") == 1
+    });
+    eventually("c's queued ban reaches b", || {
+        b.denies("198.51.100.10") == 1
+    });
+    assert!(c.log_text().contains("connected again"), "{}", c.log_text());
+    assert_eq!(
+        d.denies("198.51.100.9"),
+        0,
+        "d still has no client certificate"
+    );
 
     for n in [&mut a, &mut b, &mut c, &mut d] {
         n.stop();
     }
-    assert_eq!(b.denies("198.51.100.10"), 0, "c never published");
 }

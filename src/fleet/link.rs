@@ -2,6 +2,9 @@
 //! away waits between attempts (doubling from 100 ms to 2 s, so a restarted Redis is found
 //! again within about two seconds). An outage is said once when it starts and once when it
 //! ends, never per attempt or per event.
+//!
+//! The TLS files are read again at each connection, so a renewed client certificate or CA
+//! (same paths) is used from the next reconnect on, without a restart.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +19,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Link {
-    client: Client,
+    /// The URL (with any password) and the TLS files, read at each connection.
+    cfg: crate::config::Fleet,
     /// For the log: which thread, and the URL without its password.
     what: &'static str,
     url: String,
@@ -38,10 +42,10 @@ impl Link {
         up: Arc<AtomicBool>,
         reconnects: Arc<AtomicU64>,
     ) -> Result<Link, String> {
-        let client =
-            super::tls::client(&cfg.url, &cfg.tls).map_err(|(key, m)| format!("{key}: {m}"))?;
+        // Refused here, before any thread starts, rather than at each connection.
+        super::tls::client(&cfg.url, &cfg.tls).map_err(|(key, m)| format!("{key}: {m}"))?;
         Ok(Link {
-            client,
+            cfg: cfg.clone(),
             what,
             url: cfg.redacted_url(),
             conn: None,
@@ -89,11 +93,16 @@ impl Link {
         self.conn.as_mut()
     }
 
-    fn connect(&self, read_timeout: Duration) -> Result<Connection, RedisError> {
-        let c = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        c.set_read_timeout(Some(read_timeout))?;
-        c.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(c)
+    fn connect(&self, read_timeout: Duration) -> Result<Connection, String> {
+        let client: Client = super::tls::client(&self.cfg.url, &self.cfg.tls)
+            .map_err(|(key, m)| format!("{key}: {m}"))?;
+        let setup = || -> Result<Connection, RedisError> {
+            let c = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            c.set_read_timeout(Some(read_timeout))?;
+            c.set_write_timeout(Some(IO_TIMEOUT))?;
+            Ok(c)
+        };
+        setup().map_err(|e| e.to_string())
     }
 
     /// A command failed: the connection is dropped and made again at the next [`Link::get`].
@@ -102,7 +111,7 @@ impl Link {
         self.down(e);
     }
 
-    fn down(&mut self, e: &RedisError) {
+    fn down(&mut self, e: &dyn std::fmt::Display) {
         self.up.store(false, Ordering::Relaxed);
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
