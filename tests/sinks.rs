@@ -415,6 +415,10 @@ impl TestNginx {
             .unwrap()
             .port();
         let p = prefix.display();
+        let listen6 = match ipv6_loopback() {
+            true => format!("listen [::1]:{port};\n    "),
+            false => String::new(),
+        };
         std::fs::write(
             prefix.join("nginx.conf"),
             format!(
@@ -422,7 +426,7 @@ impl TestNginx {
                  events {{ worker_connections 64; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
                  proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  {http}\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    {server}\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    {listen6}{server}\n\
                  root {p}/html;\n  }}\n}}\n"
             ),
         )
@@ -484,6 +488,31 @@ impl TestNginx {
         String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
     }
 
+    /// The status of a request from `::1` to the server's IPv6 listener.
+    fn status_v6(&self) -> u16 {
+        let out = Command::new("curl")
+            .args(["-g", "-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--max-time", "5"])
+            .arg(format!("http://[::1]:{}/", self.port))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    }
+
+    /// Polls until a request from `::1` gets `want` (see [`TestNginx::wait_for_status`]).
+    fn wait_for_status_v6(&self, want: u16) {
+        let mut got = 0;
+        for _ in 0..100 {
+            got = self.status_v6();
+            if got == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
+        panic!("from ::1: got HTTP {got}, want {want}; nginx error log:\n{log}");
+    }
+
     /// Polls until a request from `source` gets `want`: a reload takes effect when nginx's new
     /// workers have started, a moment after `nginx -s reload` returns.
     fn wait_for_status(&self, source: &str, want: u16) {
@@ -517,6 +546,11 @@ impl Drop for TestNginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether this machine has IPv6 on loopback (`::1`), for the tests that need an IPv6 client.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
 fn flood_lines(client: &str, second: u32) -> String {
@@ -680,6 +714,62 @@ fn nginx_takes_both_styles_with_ipv4_ipv6_addresses_and_prefixes() {
         assert!(check.status.success(), "{}", stderr(&check));
         assert!(!stderr(&check).contains("[warn]"), "{}", stderr(&check));
         nginx.wait_for_status("127.0.0.1", 200);
+    }
+}
+
+/// An IPv6 client banned by its /64 is refused in every wiring, while an IPv4 client is
+/// served; both come back after the ban's end.
+#[test]
+fn nginx_refuses_a_banned_ipv6_client_by_its_prefix_in_every_wiring() {
+    if !ipv6_loopback() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback (::1) to be an IPv6 client from");
+        return;
+    }
+    for (wiring, entry) in [
+        (Wiring::Deny, "deny ::/64;\n"),
+        (Wiring::GeoIf, "    ::/64 1;\n"),
+        (Wiring::GeoLimitReq, "    ::/64 1;\n"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = TestNginx::start(dir.path(), wiring);
+        assert_eq!(nginx.status_v6(), 200, "not banned yet");
+        let bans = dir.path().join("bans.conf");
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\n\
+                 ban = \"30s\"\n\n[[sink]]\ntype = \"nginx\"\npath = {:?}\nstyle = {:?}\n\
+                 test_command = {}\nreload_command = {}\nmin_reload_interval = \"0s\"\n",
+                bans.display().to_string(),
+                wiring.style(),
+                nginx.command_toml(&["-t", "-q"]),
+                nginx.command_toml(&["-s", "reload"]),
+            ),
+        );
+        let replay = |log: &str| {
+            let path = dir.path().join("access.log");
+            std::fs::write(&path, log).unwrap();
+            let out = floodwatch(&[
+                "replay",
+                "--config",
+                config.to_str().unwrap(),
+                path.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        };
+        let mut log = flood_lines("::1", 0);
+        replay(&log);
+        let text = std::fs::read_to_string(&bans).unwrap();
+        assert!(text.contains(entry), "{text}");
+        nginx.wait_for_status_v6(403);
+        assert_eq!(nginx.status_from("127.0.0.1"), 200);
+
+        log.push_str(
+            "127.0.0.1 - - [25/Nov/2026:10:01:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+        );
+        replay(&log);
+        assert!(!std::fs::read_to_string(&bans).unwrap().contains("::/64"));
+        nginx.wait_for_status_v6(200);
     }
 }
 
