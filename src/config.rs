@@ -319,17 +319,21 @@ pub fn default_rule() -> RuleSpec {
     }
 }
 
+/// The largest config file read: far more than any real config (rules, sinks, allowlists).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            kind: ConfigErrorKind::Read,
-            origin: origin.clone(),
-            position: None,
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text =
+            crate::small_file::read_to_string(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
+                kind: ConfigErrorKind::Read,
+                origin: origin.clone(),
+                position: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            })?;
         Config::parse(&text, &origin)
     }
 
@@ -741,6 +745,11 @@ mod tests {
         let e = err(&fleet("rediss://h/0", "tls_ca = \"/nonexistent/ca.pem\"\n"));
         assert!(
             e.contains("fleet.tls_ca: /nonexistent/ca.pem: cannot read"),
+            "{e}"
+        );
+        let e = err(&fleet("rediss://h/0", "tls_ca = \"/dev/zero\"\n"));
+        assert!(
+            e.contains("fleet.tls_ca: /dev/zero: cannot read: larger than 4 MiB"),
             "{e}"
         );
         let e = err(&fleet("rediss://h/0", &format!("tls_ca = {:?}\n", junk)));

@@ -31,7 +31,8 @@
 //!   its control socket). [`config`] and [`cli`] validate input at the edge; the rest never
 //!   sees raw input.
 //!   [`state_file`] loads and saves watch's state files (versioned JSON, replaced through
-//!   [`atomic_file`]).
+//!   [`atomic_file`]); [`small_file`] reads the files the config names with a bound on their
+//!   size.
 //!   [`clock`] is the wall clock, which never moves a line's time.
 //!
 //! # Time
@@ -89,6 +90,7 @@ pub mod parse;
 pub mod preflight;
 pub mod proxy;
 pub mod sink;
+pub mod small_file;
 pub mod source;
 pub mod state_file;
 pub mod summary;

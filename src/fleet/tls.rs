@@ -31,10 +31,14 @@ impl Pem {
     }
 }
 
+/// The most a PEM file may hold: a whole CA bundle (Debian's is about 220 KB) fits.
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
 /// The file at `path`, which must hold at least one PEM block of `kind`; the message names the
 /// file (never its content: a key file is a secret).
 pub fn read_pem(path: &Path, kind: Pem) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let bytes = crate::small_file::read(path, MAX_PEM_BYTES)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     if memchr::memmem::find(&bytes, kind.marker()).is_none() {
         return Err(format!(
             "{}: no PEM {} in it (expected a \"{}\" block)",

@@ -173,10 +173,13 @@ fn builtin(name: &str, origin: &str) -> Result<(Vec<Cidr>, String), ProxyError> 
 }
 
 fn read_ranges(path: &Path, origin: &str) -> Result<Vec<Cidr>, ProxyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ProxyError::ReadRangesFile {
-        config: origin.to_string(),
-        path: path.display().to_string(),
-        message: e.to_string(),
+    // A provider's list is a few kilobytes; a bound keeps a wrong path from being read forever.
+    let text = crate::small_file::read_to_string(path, 4 << 20).map_err(|e| {
+        ProxyError::ReadRangesFile {
+            config: origin.to_string(),
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
     })?;
     ranges::parse(&text, &path.display().to_string()).map_err(|source| ProxyError::RangesFile {
         config: origin.to_string(),

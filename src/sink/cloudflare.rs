@@ -183,7 +183,8 @@ fn read_token(t: &Token) -> Result<String, SinkError> {
                     path.display()
                 )));
             }
-            std::fs::read_to_string(path)
+            // A token is one short line.
+            crate::small_file::read_to_string(path, 64 << 10)
                 .map_err(|e| SinkError::refused(format!("{}: {e}", path.display())))?
         }
     };
