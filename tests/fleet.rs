@@ -427,7 +427,9 @@ fn redis_going_away_delays_nothing_local_and_loses_nothing() {
         s["fleet"]["queued"] == 1 && s["fleet"]["connected"] == false
     });
     let status = String::from_utf8_lossy(&a.admin(&["status"]).stdout).into_owned();
-    assert!(status.contains("REDIS UNREACHABLE"), "{status}");
+    assert!(status.contains("REDIS UNREACHABLE since 20"), "{status}");
+    let json = a.status();
+    assert!(json["fleet"]["last_error"].as_str().is_some(), "{json}");
     assert_eq!(
         b.denies("203.0.113.1"),
         1,
@@ -438,6 +440,10 @@ fn redis_going_away_delays_nothing_local_and_loses_nothing() {
     eventually("b gets a's queued ban", || b.denies("203.0.113.2") == 1);
     eventually("a gets b's queued ban", || a.denies("203.0.113.3") == 1);
     eventually("a's queue is empty", || a.status()["fleet"]["queued"] == 0);
+    eventually("a's outage is over in status", || {
+        let f = &a.status()["fleet"];
+        f["connected"] == true && f.get("last_error").is_none()
+    });
     assert!(a.status()["fleet"]["reconnects"].as_u64() >= Some(1));
     // The Redis that came back is empty: the bans from before the outage are in its table
     // again all the same (each node writes its own in again when it reconnects), so a node
@@ -577,7 +583,11 @@ fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
             "the cause is named: {log}"
         );
     }
-    assert_eq!(c.status()["fleet"]["connected"], false);
+    let status = c.status();
+    assert_eq!(status["fleet"]["connected"], false);
+    let error = status["fleet"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("UnknownIssuer"), "{status}");
+    assert!(status["fleet"]["unreachable_since"].is_string(), "{status}");
     // a's ban reached b long ago; never the nodes kept out.
     for n in [&c, &d] {
         assert_eq!(n.denies("198.51.100.9"), 0);

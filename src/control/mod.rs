@@ -105,6 +105,11 @@ pub struct FleetStatus {
     pub lag_last_ms: u64,
     pub lag_p50_ms: u64,
     pub lag_p99_ms: u64,
+    /// While Redis cannot be reached (RFC 3339), and the last error of that outage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

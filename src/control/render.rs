@@ -225,10 +225,12 @@ pub fn status(s: &Status) -> String {
             "fleet:     node {}, {}; {} published, {} queued, {} dropped, {} reconnects; \
              {} applied ({} active), {} duplicates, {} refused; lag {} ms (p50 {} ms, p99 {} ms)",
             f.node,
-            if f.connected {
-                "connected"
-            } else {
-                "REDIS UNREACHABLE"
+            match (f.connected, &f.unreachable_since, &f.last_error) {
+                (true, ..) => "connected".to_string(),
+                (false, Some(since), Some(error)) => {
+                    format!("REDIS UNREACHABLE since {since} ({error})")
+                }
+                (false, ..) => "REDIS UNREACHABLE".to_string(),
             },
             f.published,
             f.queued,

@@ -7,7 +7,7 @@
 //! (same paths) is used from the next reconnect on, without a restart.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, RedisError};
@@ -17,6 +17,13 @@ const MAX_WAIT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A command that takes longer is a Redis gone (a blocking read adds its own block time).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a link is down, for `floodwatch status`: since when (wall clock) and the last error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkTrouble {
+    pub since_ms: i64,
+    pub error: String,
+}
 
 pub struct Link {
     /// The URL (with any password) and the TLS files, read at each connection.
@@ -30,6 +37,8 @@ pub struct Link {
     connected_once: bool,
     /// Whether this link is up now (for `status` and metrics).
     up: Arc<AtomicBool>,
+    /// While it is down: since when and why (for `status`).
+    trouble: Arc<Mutex<Option<LinkTrouble>>>,
     reconnects: Arc<AtomicU64>,
     /// Connections made, the first included.
     pub connects: Arc<AtomicU64>,
@@ -40,6 +49,7 @@ impl Link {
         cfg: &crate::config::Fleet,
         what: &'static str,
         up: Arc<AtomicBool>,
+        trouble: Arc<Mutex<Option<LinkTrouble>>>,
         reconnects: Arc<AtomicU64>,
     ) -> Result<Link, String> {
         // Refused here, before any thread starts, rather than at each connection.
@@ -53,6 +63,7 @@ impl Link {
             down_since: None,
             connected_once: false,
             up,
+            trouble,
             reconnects,
             connects: Arc::default(),
         })
@@ -81,6 +92,9 @@ impl Link {
                     self.connects.fetch_add(1, Ordering::Relaxed);
                     self.wait = FIRST_WAIT;
                     self.up.store(true, Ordering::Relaxed);
+                    if let Ok(mut t) = self.trouble.lock() {
+                        *t = None;
+                    }
                     self.conn = Some(c);
                 }
                 Err(e) => {
@@ -113,6 +127,15 @@ impl Link {
 
     fn down(&mut self, e: &dyn std::fmt::Display) {
         self.up.store(false, Ordering::Relaxed);
+        if let Ok(mut t) = self.trouble.lock() {
+            let since_ms = t
+                .as_ref()
+                .map_or_else(crate::clock::wall_ms, |t| t.since_ms);
+            *t = Some(LinkTrouble {
+                since_ms,
+                error: e.to_string(),
+            });
+        }
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             log::warn!(

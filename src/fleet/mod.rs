@@ -21,7 +21,7 @@
 //! last entry.
 
 mod follower;
-mod link;
+pub mod link;
 pub mod message;
 mod outbox;
 mod publisher;
@@ -30,7 +30,7 @@ pub mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,8 @@ pub struct Shared {
     pub reconnects: Arc<AtomicU64>,
     pub publisher_up: Arc<AtomicBool>,
     pub follower_up: Arc<AtomicBool>,
+    pub publisher_trouble: Arc<Mutex<Option<link::LinkTrouble>>>,
+    pub follower_trouble: Arc<Mutex<Option<link::LinkTrouble>>>,
 }
 
 /// What the follower hands the loop.
@@ -170,6 +172,15 @@ pub struct FleetStats {
     pub lag_p50_ms: u64,
     pub lag_p99_ms: u64,
     pub lag_count: u64,
+    /// While a thread has no connection: since when, and the last error (the longer-running
+    /// outage of the two threads).
+    pub trouble: Option<link::LinkTrouble>,
+}
+
+/// The oldest of the threads' troubles.
+fn trouble_of(links: &[&Mutex<Option<link::LinkTrouble>>]) -> Option<link::LinkTrouble> {
+    let now = links.iter().filter_map(|m| m.lock().ok()?.clone());
+    now.min_by_key(|t| t.since_ms)
 }
 
 /// The watch loop's part of the fleet.
@@ -215,10 +226,16 @@ impl Fleet {
                 outbox.len()
             );
         }
-        let link = |what, up: &Arc<AtomicBool>| {
-            link::Link::new(cfg, what, up.clone(), shared.reconnects.clone())
+        let link = |what, up: &Arc<AtomicBool>, trouble: &Arc<Mutex<_>>| {
+            link::Link::new(
+                cfg,
+                what,
+                up.clone(),
+                trouble.clone(),
+                shared.reconnects.clone(),
+            )
         };
-        let publisher_link = link("publisher", &shared.publisher_up)?;
+        let publisher_link = link("publisher", &shared.publisher_up, &shared.publisher_trouble)?;
         let publisher_connects = publisher_link.connects.clone();
         let publisher = publisher::Publisher {
             link: publisher_link,
@@ -228,7 +245,7 @@ impl Fleet {
         };
         let (tx, inbound) = crossbeam_channel::unbounded();
         let follower = follower::Follower {
-            link: link("follower", &shared.follower_up)?,
+            link: link("follower", &shared.follower_up, &shared.follower_trouble)?,
             names,
             shared: shared.clone(),
             cursor: saved.last_id.clone(),
@@ -442,6 +459,7 @@ impl Fleet {
             lag_p50_ms: self.lag.value_at_quantile(0.5),
             lag_p99_ms: self.lag.value_at_quantile(0.99),
             lag_count: self.lag.len(),
+            trouble: trouble_of(&[&s.publisher_trouble, &s.follower_trouble]),
         }
     }
 
