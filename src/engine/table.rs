@@ -15,8 +15,8 @@
 //!
 //! Memory is the design constraint (≤ 64 bytes per tracked key, map overhead included), so a
 //! map entry is small: a 20-byte [`Bucket`] with times stored as `u32` offsets from the table's
-//! epoch, keyed by an 8-byte [`Slot4`] (IPv4 address and vhost) in the maps of IPv4 keys, or a
-//! 20-byte [`Slot6`] (address and vhost as `u32`s, no 16-byte alignment) in those of IPv6 keys.
+//! epoch, keyed by an 8-byte `Slot4` (IPv4 address and vhost) in the maps of IPv4 keys, or a
+//! 20-byte `Slot6` (address and vhost as `u32`s, no 16-byte alignment) in those of IPv6 keys.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
