@@ -208,7 +208,7 @@ fn bench_end_to_end(c: &mut Criterion, measuring: bool) {
                 addr: client(i),
                 time_ms,
                 vhost: NO_VHOST,
-                rules: if i % 16 == 0 { 0b1111 } else { 0b0011 },
+                rules: if i.is_multiple_of(16) { 0b1111 } else { 0b0011 },
                 flags: 0,
             });
             if k % 65_536 == 65_535 {

@@ -121,7 +121,7 @@ pub fn fmt_ms(ms: u64) -> String {
         return "0s".into();
     }
     for (unit, name) in UNITS {
-        if ms % unit == 0 {
+        if ms.is_multiple_of(unit) {
             return format!("{}{name}", ms / unit);
         }
     }

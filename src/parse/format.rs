@@ -120,7 +120,7 @@ impl Format {
         if line.len() > MAX_LINE {
             return Err(Malformed::TooLong);
         }
-        if !line.first().is_some_and(|b| !b.is_ascii_whitespace())
+        if line.first().is_none_or(|b| b.is_ascii_whitespace())
             && line.iter().all(u8::is_ascii_whitespace)
         {
             return Err(Malformed::Empty);

@@ -22,7 +22,7 @@ pub fn find_close_quote(line: &[u8], from: usize, closes: impl Fn(&[u8]) -> bool
         while k > from && line[k - 1] == b'\\' {
             k -= 1;
         }
-        if (j - k) % 2 == 0 && closes(&line[j + 1..]) {
+        if (j - k).is_multiple_of(2) && closes(&line[j + 1..]) {
             return Some(j);
         }
         i = j + 1;

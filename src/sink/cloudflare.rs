@@ -665,7 +665,7 @@ mod tests {
                         Some(n) => r.2.to_lowercase().contains(&n.to_lowercase()),
                         None => true,
                     })
-                    .filter(|r| query(path, "configuration.value").map_or(true, |v| r.1 == v))
+                    .filter(|r| query(path, "configuration.value").is_none_or(|v| r.1 == v))
                     .collect();
                 // Pages of two, so that paging is exercised.
                 let per_page = 2;

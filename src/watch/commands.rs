@@ -42,7 +42,7 @@ impl LineRate {
 
     /// Records `lines` (the total so far) if a second has passed since the last sample.
     pub(super) fn sample(&mut self, now: Instant, lines: u64) {
-        let due = self.samples.back().map_or(true, |&(t, _)| {
+        let due = self.samples.back().is_none_or(|&(t, _)| {
             now.duration_since(t) >= Duration::from_secs(1)
         });
         if due {
