@@ -548,6 +548,20 @@ impl Drop for TestNginx {
     }
 }
 
+/// Replays `log` (written to `dir/access.log`) with `config`; must succeed. Returns stderr.
+fn replay_log(dir: &Path, config: &Path, log: &str) -> String {
+    let path = dir.join("access.log");
+    std::fs::write(&path, log).unwrap();
+    let out = floodwatch(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stderr(&out)
+}
+
 /// Whether this machine has IPv6 on loopback (`::1`), for the tests that need an IPv6 client.
 fn ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
@@ -601,17 +615,9 @@ fn nginx_refuses_a_banned_client_until_expiry(wiring: Wiring, entry: &str) {
         ),
     );
     let replay = |log: &str| {
-        let path = dir.path().join("access.log");
-        std::fs::write(&path, log).unwrap();
-        let out = floodwatch(&[
-            "replay",
-            "--config",
-            config.to_str().unwrap(),
-            path.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let said = format!("sink[0] nginx: style {}: include", wiring.style());
-        assert!(stderr(&out).contains(&said), "{}", stderr(&out));
+        let said = replay_log(dir.path(), &config, log);
+        let want = format!("sink[0] nginx: style {}: include", wiring.style());
+        assert!(said.contains(&want), "{said}");
     };
 
     // 127.0.0.2 floods; the log ends while it is banned.
@@ -746,17 +752,7 @@ fn nginx_refuses_a_banned_ipv6_client_by_its_prefix_in_every_wiring() {
                 nginx.command_toml(&["-s", "reload"]),
             ),
         );
-        let replay = |log: &str| {
-            let path = dir.path().join("access.log");
-            std::fs::write(&path, log).unwrap();
-            let out = floodwatch(&[
-                "replay",
-                "--config",
-                config.to_str().unwrap(),
-                path.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "{}", stderr(&out));
-        };
+        let replay = |log: &str| replay_log(dir.path(), &config, log);
         let mut log = flood_lines("::1", 0);
         replay(&log);
         let text = std::fs::read_to_string(&bans).unwrap();
