@@ -42,9 +42,10 @@ impl LineRate {
 
     /// Records `lines` (the total so far) if a second has passed since the last sample.
     pub(super) fn sample(&mut self, now: Instant, lines: u64) {
-        let due = self.samples.back().is_none_or(|&(t, _)| {
-            now.duration_since(t) >= Duration::from_secs(1)
-        });
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|&(t, _)| now.duration_since(t) >= Duration::from_secs(1));
         if due {
             if self.samples.len() == Self::KEEP {
                 self.samples.pop_front();
