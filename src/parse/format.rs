@@ -224,4 +224,15 @@ mod tests {
         .unwrap();
         assert_eq!(r.time_ms, 971211336250);
     }
+
+    /// Found by fuzzing (`parse_line`): 18 digits of `%{sec}t` overflowed when made
+    /// milliseconds (a panic in a debug build, a wrapped time in release).
+    #[test]
+    fn epoch_seconds_too_large_for_milliseconds_are_not_a_time() {
+        let f = Format::from_spec(r#"apache:%h %{sec}t \"%r\" %>s %b"#).unwrap();
+        let line = r#"1.2.3.4 888888888888888888 "GET / HTTP/1.1" 200 5"#;
+        assert!(parse(&f, line).is_err());
+        let r = parse(&f, r#"1.2.3.4 971211336 "GET / HTTP/1.1" 200 5"#).unwrap();
+        assert_eq!(r.time_ms, 971211336000);
+    }
 }

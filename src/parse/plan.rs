@@ -334,7 +334,8 @@ fn time_field(
             }
             let v = v as i64;
             match kind {
-                Kind::EpochS => parts.complete(v * 1000, Precision::Seconds),
+                // Up to 18 digits of seconds do not fit in milliseconds: not a time.
+                Kind::EpochS => parts.complete(v.checked_mul(1000)?, Precision::Seconds),
                 Kind::EpochMs => parts.complete(v, Precision::Millis),
                 _ => parts.complete(v / 1000, Precision::Millis),
             }
