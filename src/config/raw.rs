@@ -264,13 +264,14 @@ fn check_fleet_tls(
         }
     }
     crate::fleet::tls::client(url.get_ref(), &tls).map_err(|(key, m)| {
-        // Point at the setting at fault where it is written, else at the URL.
-        match given.clone().find(|(k, _)| *k == key) {
+        // Point at the setting at fault where it is written, else at a TLS file, else the URL.
+        let at = given
+            .clone()
+            .find(|(k, _)| *k == key)
+            .or(given.clone().next());
+        match at {
             Some((_, path)) => cx.invalid(path, key, m),
-            None => match given.clone().next() {
-                Some((_, path)) => cx.invalid(path, key, m),
-                None => cx.invalid(url, key, m),
-            },
+            None => cx.invalid(url, key, m),
         }
     })?;
     Ok(tls)

@@ -9,7 +9,7 @@ use crate::config::FleetTls;
 
 /// What a PEM file must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pem {
+enum Pem {
     Certificate,
     PrivateKey,
 }
@@ -36,7 +36,7 @@ const MAX_PEM_BYTES: u64 = 4 << 20;
 
 /// The file at `path`, which must hold at least one PEM block of `kind`; the message names the
 /// file (never its content: a key file is a secret).
-pub fn read_pem(path: &Path, kind: Pem) -> Result<Vec<u8>, String> {
+fn read_pem(path: &Path, kind: Pem) -> Result<Vec<u8>, String> {
     let bytes = crate::small_file::read(path, MAX_PEM_BYTES)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     if memchr::memmem::find(&bytes, kind.marker()).is_none() {
