@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
 use crate::sink::pending;
-use crate::sink::{SinkCounters, SinkHealth, SinkReport, SinkSpec, Sinks};
+use crate::sink::{SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 
@@ -112,9 +112,9 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Each sink's counters so far (none when events go to a stream).
-    pub fn sink_counters(&self) -> Vec<(String, SinkCounters)> {
-        self.sinks.as_ref().map_or_else(Vec::new, Sinks::counters)
+    /// Each sink's counters so far and whether it is up (none when events go to a stream).
+    pub fn sink_counters(&self) -> Vec<SinkMetrics> {
+        self.sinks.as_ref().map_or_else(Vec::new, Sinks::metrics)
     }
 
     /// Each sink's counts, what it holds and whether it is failing (none without sinks).
@@ -194,6 +194,8 @@ impl<'a> Output<'a> {
             log::info!("{r}");
             if r.failed > 0 {
                 failed.push(format!("{}: {} events not delivered", r.name, r.failed));
+            } else if let Some(e) = &r.failing {
+                failed.push(format!("{}: failing: {e}", r.name));
             }
         }
         Ok((!failed.is_empty()).then(|| failed.join("; ")))

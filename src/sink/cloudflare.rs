@@ -252,6 +252,11 @@ pub struct Cloudflare {
     /// Our rules by age, for `max_rules`.
     age: BTreeMap<u64, Cidr>,
     next_seq: u64,
+    /// The API refused the token: read it again before the next call (the admin may have
+    /// replaced the file).
+    token_refused: bool,
+    /// A dry run: the rules it would have created and deleted.
+    would: (u64, u64),
 }
 
 impl Cloudflare {
@@ -274,6 +279,8 @@ impl Cloudflare {
             known: HashMap::new(),
             age: BTreeMap::new(),
             next_seq: 0,
+            token_refused: false,
+            would: (0, 0),
         })
     }
 
@@ -286,6 +293,10 @@ impl Cloudflare {
 
     /// One API call, within the budget; `Ok` only for a `success: true` answer.
     fn call(&mut self, method: &str, url: &str, body: Option<&Value>) -> Result<Value, SinkError> {
+        if self.token_refused {
+            self.token = read_token(&self.config.token)?;
+            self.token_refused = false;
+        }
         let wait = self.budget.wait_at(Instant::now());
         if !wait.is_zero() {
             std::thread::sleep(wait);
@@ -329,6 +340,11 @@ impl Cloudflare {
         let message = format!("{method} {url}: HTTP {code}: {errors}");
         let mut e = if code == 429 || code == 408 || code >= 500 {
             SinkError::unavailable(message)
+        } else if code == 401 || code == 403 {
+            // The token is wrong or lacks a permission: every call fails the same way until the
+            // admin fixes it (the token file is read again before the next call).
+            self.token_refused = true;
+            SinkError::setup(message)
         } else {
             SinkError::refused(message)
         };
@@ -425,6 +441,7 @@ impl Cloudflare {
             until_text(until_ms)
         );
         if self.dry_run {
+            self.would.0 += 1;
             log(
                 &self.name,
                 format_args!(
@@ -498,12 +515,14 @@ impl Cloudflare {
         if !k.holders.is_empty() {
             return Ok(());
         }
-        if let Some(id) = k.id.clone() {
-            if self.dry_run {
-                log(&self.name, format_args!("dry run: would delete rule {id}"));
-            } else {
-                self.delete(&id)?;
-            }
+        if self.dry_run {
+            self.would.1 += 1;
+            log(
+                &self.name,
+                format_args!("dry run: would delete the rule for {net}"),
+            );
+        } else if let Some(id) = k.id.clone() {
+            self.delete(&id)?;
         }
         self.forget(&net);
         Ok(())
@@ -577,6 +596,13 @@ impl Sink for Cloudflare {
             Event::Ban(b) => self.ban(b.key.net, &b.rule, b.until_ms),
             Event::Unban(u) => self.unban(u.key.net, &u.rule),
         }
+    }
+
+    fn summary(&self) -> Option<String> {
+        self.dry_run.then(|| match self.would {
+            (0, 0) => "dry run: no change at Cloudflare".to_string(),
+            (c, d) => format!("dry run: would have created {c} rules and deleted {d}"),
+        })
     }
 }
 
@@ -1010,12 +1036,17 @@ mod tests {
         let f = dir.path().join("t");
         std::fs::write(&f, "wrong-token").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
-        bad.token = Token::File(f);
+        bad.token = Token::File(f.clone());
         let mut cf = Cloudflare::new(&bad, "t".into(), false).unwrap();
         let e = cf.begin().unwrap_err();
-        assert!(!e.is_retryable(), "{e}");
+        assert!(e.needs_admin(), "retried on the slow schedule: {e}");
         assert!(e.message.contains("403: 10000 Authentication error"), "{e}");
         assert!(!e.message.contains("wrong-token"));
+        // The admin puts the right token in the file: the next try reads it again.
+        std::fs::write(&f, TOKEN).unwrap();
+        cf.begin().unwrap();
+        cf.deliver(&ban("10.0.0.2", "a", FUTURE)).unwrap();
+        assert_eq!(values(&api), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]

@@ -49,15 +49,49 @@ impl LiveCounters {
     }
 }
 
-/// How a running sink is doing beyond its counts (`floodwatch status`): whether its deliveries
-/// are failing now, and its last failure. Written by its worker only when a delivery fails or
-/// the first one after failures succeeds; read when asked.
+/// How a running sink is doing beyond its counts (`floodwatch status`, the `floodwatch_sink_up`
+/// gauge): whether it is failing now, and its last failure. A sink is failing from its first
+/// failed step (a delivery, its start, a flush: an nginx write, test or reload) until a step of
+/// the same kind fully succeeds, whether or not the failed one is still retried. Written by its
+/// worker only when that changes or a step fails; read when asked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trouble {
-    /// Wall time (UTC ms) since when deliveries fail and are retried; none while it works.
+    /// Wall time (UTC ms) since when it fails; none while it works.
     pub failing_since_ms: Option<i64>,
-    /// The last failure: when (UTC ms) and what.
+    /// The last failure: when (UTC ms) and what, its first line only (the log has it whole).
     pub last_error: Option<(i64, String)>,
+    /// What the sink said of its work at its end (see `Sink::summary`).
+    pub summary: Option<String>,
+}
+
+impl Trouble {
+    /// Whether its last steps all succeeded.
+    pub fn is_up(&self) -> bool {
+        self.failing_since_ms.is_none()
+    }
+}
+
+/// The first line of an error, trimmed, with control characters replaced: what fits in one
+/// row of `status` (a command's stderr may run over many lines).
+pub fn first_line(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or("").trim_end();
+    let mut out: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().lines().nth(1).is_some() {
+        out.push_str(" (more in the log)");
+    }
+    out
+}
+
+/// One sink's counters and whether it is up, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkMetrics {
+    pub name: String,
+    pub counters: SinkCounters,
+    /// Its last steps all succeeded (`floodwatch_sink_up` 1).
+    pub up: bool,
 }
 
 /// The shared form of [`Trouble`].
@@ -75,11 +109,15 @@ pub struct SinkHealth {
 }
 
 /// What one sink did with the events it was handed, once stopped: its name and its counters,
-/// which read as fields of the report (`report.failed`).
+/// which read as fields of the report (`report.failed`), and whether it ended failing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SinkReport {
     pub name: String,
     pub counters: SinkCounters,
+    /// It ended failing: its last failure (first line). A replay whose sink ends so fails.
+    pub failing: Option<String>,
+    /// What it said of its work (a dry run: what it would have done).
+    pub summary: Option<String>,
 }
 
 impl Deref for SinkReport {
@@ -96,7 +134,14 @@ impl fmt::Display for SinkReport {
             f,
             "{}: {} delivered, {} failed, {} dropped (queue full), {} behind a proxy skipped, {} retries",
             self.name, self.delivered, self.failed, self.dropped, self.skipped_proxied, self.retries
-        )
+        )?;
+        if let Some(e) = &self.failing {
+            write!(f, "; FAILING: {e}")?;
+        }
+        if let Some(s) = &self.summary {
+            write!(f, "; {s}")?;
+        }
+        Ok(())
     }
 }
 
@@ -112,5 +157,15 @@ mod tests {
         bump(&c.delivered, 1);
         let got = c.get();
         assert_eq!((got.delivered, got.retries, got.failed), (4, 1, 0));
+    }
+
+    #[test]
+    fn an_error_shows_as_its_first_line() {
+        assert_eq!(first_line("one line\n"), "one line");
+        assert_eq!(
+            first_line("test failed: nginx: [emerg] open()\tx\nnginx: configuration test failed\n"),
+            "test failed: nginx: [emerg] open() x (more in the log)"
+        );
+        assert_eq!(first_line(""), "");
     }
 }

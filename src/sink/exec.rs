@@ -7,9 +7,11 @@
 //! numbers, times and the config; the one value that comes from log text, the vhost (a `%v` or
 //! `$host` is whatever the client sent as Host), is substituted only when it is a plain host
 //! name, and as `-` otherwise. The program itself (the first element) takes no placeholder.
-//! A command that exits non-zero, or runs past `timeout`, is reported and not retried: firewall
-//! commands do not fail transiently, and repeating a non-idempotent one (`iptables -I`) would
-//! stack duplicate rules.
+//! A command that exits non-zero, or runs past `timeout`, is retried with backoff (see the
+//! worker) and the sink is failing until one succeeds: a firewall rule that is missing must not
+//! pass for one in force. A command may therefore run more than once for one event (as after a
+//! crash): make it idempotent (`nft add element`, `ipset add -exist`, `iptables -C ... ||
+//! iptables -I ...`). A program that is not there is retried every `retry_max_delay`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -254,6 +256,8 @@ pub struct Exec {
     config: ExecConfig,
     /// Active bans, so that an unban's command can name the ban's vhost and end.
     active: HashMap<(Key, Arc<str>), Ban>,
+    /// A dry run: the commands it would have run.
+    would_run: std::cell::Cell<u64>,
 }
 
 impl Exec {
@@ -263,12 +267,14 @@ impl Exec {
             dry_run,
             config: c.clone(),
             active: HashMap::new(),
+            would_run: std::cell::Cell::new(0),
         }
     }
 
     fn run(&self, template: &Template, v: &Values) -> Result<(), SinkError> {
         let (program, args) = template.render(v);
         if self.dry_run {
+            self.would_run.set(self.would_run.get() + 1);
             log(
                 &self.name,
                 format_args!(
@@ -283,6 +289,13 @@ impl Exec {
 }
 
 impl Sink for Exec {
+    fn summary(&self) -> Option<String> {
+        self.dry_run.then(|| match self.would_run.get() {
+            0 => "dry run: no change, no command to run".to_string(),
+            n => format!("dry run: would have run {n} commands"),
+        })
+    }
+
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
         match event {
             Event::Ban(b) => {
@@ -303,16 +316,32 @@ impl Sink for Exec {
 }
 
 /// Runs `program` with `args` (no shell, no stdin), killing it after `timeout`; its stderr is
-/// kept for the error report.
+/// kept for the error report. A program that cannot be run (not installed, not executable)
+/// waits for the admin; one that exits non-zero or runs too long is worth retrying.
 pub fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<(), SinkError> {
-    let shown = || format!("{program} {}", args.join(" "));
+    let shown = || {
+        let mut s = program.to_string();
+        for a in args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    };
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| SinkError::refused(format!("cannot run {program}: {e}")))?;
+        .map_err(|e| {
+            let message = format!("cannot run {program}: {e}");
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    SinkError::setup(message)
+                }
+                _ => SinkError::io(message),
+            }
+        })?;
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -323,7 +352,7 @@ pub fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SinkError::refused(format!(
+                return Err(SinkError::unavailable(format!(
                     "{} killed after {}s",
                     shown(),
                     timeout.as_secs_f64()
@@ -339,11 +368,11 @@ pub fn run_command(program: &str, args: &[String], timeout: Duration) -> Result<
     if let Some(mut s) = child.stderr.take() {
         let _ = s.by_ref().take(2048).read_to_string(&mut err);
     }
-    Err(SinkError::refused(format!(
-        "{} failed ({status}): {}",
-        shown(),
-        err.trim()
-    )))
+    let err = err.trim();
+    Err(SinkError::unavailable(match err.is_empty() {
+        true => format!("{} failed ({status})", shown()),
+        false => format!("{} failed ({status}): {err}", shown()),
+    }))
 }
 
 #[cfg(test)]
@@ -514,8 +543,8 @@ mod tests {
                 reason: Default::default(),
             }))
             .unwrap_err();
-        assert!(!e.is_retryable());
-        assert!(e.message.contains("false"), "{e}");
+        assert!(e.is_retryable() && !e.needs_admin(), "retried: {e}");
+        assert_eq!(e.message, "false failed (exit status: 1)");
 
         let slow = ExecConfig {
             ban: Template::compile(&argv(&["sleep", "5"])).unwrap(),
@@ -525,9 +554,10 @@ mod tests {
         let e = Exec::new(&slow, "t".into(), false)
             .deliver(&Event::Ban(ban("10.0.0.1", None)))
             .unwrap_err();
-        assert!(e.message.contains("killed"), "{e}");
-        let missing = run_command("/nonexistent/floodwatch-test", &[], Duration::from_secs(1));
-        assert!(missing.is_err());
+        assert!(e.message.contains("killed") && e.is_retryable(), "{e}");
+        let missing =
+            run_command("/nonexistent/floodwatch-test", &[], Duration::from_secs(1)).unwrap_err();
+        assert!(missing.needs_admin(), "{missing}");
     }
 
     #[test]

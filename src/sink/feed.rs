@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use ahash::AHashSet;
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::counters::{bump, LiveCounters, LiveTrouble, SinkCounters, SinkHealth, SinkReport};
+use super::counters::{
+    bump, LiveCounters, LiveTrouble, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble,
+};
 use super::worker::Worker;
 use super::{warn, Sink, SinkError, SinkSpec};
 use crate::decide::ban_table::FLEET_RULE_NAME;
@@ -155,6 +157,15 @@ impl Feed {
         self.live.get()
     }
 
+    /// Its counters and whether it is up, for `/metrics`.
+    pub(super) fn metrics(&self) -> SinkMetrics {
+        SinkMetrics {
+            name: self.name.clone(),
+            counters: self.live.get(),
+            up: trouble_of(&self.trouble).is_up(),
+        }
+    }
+
     /// What the sink has done, what it holds, and whether it is failing.
     pub(super) fn health(&mut self) -> SinkHealth {
         self.drain_backlog();
@@ -163,10 +174,7 @@ impl Feed {
             name: self.name.clone(),
             counters: self.live.get(),
             pending: (self.sent.len() + self.backlog.len()) as u64,
-            trouble: self
-                .trouble
-                .lock()
-                .map_or_else(|p| p.into_inner().clone(), |t| t.clone()),
+            trouble: trouble_of(&self.trouble),
         }
     }
 
@@ -298,6 +306,7 @@ impl Feed {
             done,
             worker,
             live,
+            trouble,
             ..
         } = self;
         // The worker ends once its queue is closed and empty (stopping, it does not retry).
@@ -306,7 +315,7 @@ impl Feed {
             thread::sleep(Duration::from_millis(2));
         }
         if worker.is_finished() {
-            let (report, mut left) = ended(name, &live, worker.join());
+            let (report, mut left) = ended(name, &live, &trouble, worker.join());
             left.extend(backlog);
             return (report, left);
         }
@@ -321,10 +330,7 @@ impl Feed {
                 left.len()
             ),
         );
-        let report = SinkReport {
-            name,
-            counters: live.get(),
-        };
+        let report = report(name, live.get(), &trouble);
         (report, left)
     }
 
@@ -338,7 +344,29 @@ impl Feed {
             }
         }
         drop(self.tx);
-        ended(self.name, &self.live, self.worker.join())
+        ended(self.name, &self.live, &self.trouble, self.worker.join())
+    }
+}
+
+/// A copy of what `live` holds.
+fn trouble_of(live: &LiveTrouble) -> Trouble {
+    // A poisoned lock only means a holder panicked; the data is still whole.
+    live.lock()
+        .map_or_else(|p| p.into_inner().clone(), |t| t.clone())
+}
+
+fn report(name: String, counters: SinkCounters, trouble: &LiveTrouble) -> SinkReport {
+    let t = trouble_of(trouble);
+    let failing = match (t.is_up(), t.last_error) {
+        (true, _) => None,
+        (false, Some((_, e))) => Some(e),
+        (false, None) => Some("failing".into()),
+    };
+    SinkReport {
+        name,
+        counters,
+        failing,
+        summary: t.summary,
     }
 }
 
@@ -346,11 +374,12 @@ impl Feed {
 fn ended(
     name: String,
     live: &LiveCounters,
+    trouble: &LiveTrouble,
     joined: thread::Result<Vec<Event>>,
 ) -> (SinkReport, Vec<Event>) {
     let counters = live.get();
     match joined {
-        Ok(left) => (SinkReport { name, counters }, left),
+        Ok(left) => (report(name, counters, trouble), left),
         Err(_) => {
             warn(&name, format_args!("the sink's thread panicked"));
             // One failure stands for all the worker did; what this end counted stays.
@@ -360,7 +389,9 @@ fn ended(
                 skipped_proxied: counters.skipped_proxied,
                 ..SinkCounters::default()
             };
-            (SinkReport { name, counters }, Vec::new())
+            let mut r = report(name, counters, trouble);
+            r.failing = Some("the sink's thread panicked".into());
+            (r, Vec::new())
         }
     }
 }

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind, SinkTable, SinkType};
 use crate::decide::{Ban, Event};
 
-pub use counters::{SinkCounters, SinkHealth, SinkReport, Trouble};
+pub use counters::{first_line, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble};
 pub use runner::Sinks;
 
 /// Why a sink could not do what an event asked.
@@ -47,9 +47,13 @@ pub struct SinkError {
 pub enum SinkErrorKind {
     /// A file could not be read or written, a connection failed: worth retrying.
     Io,
-    /// The other end failed or was busy (HTTP 5xx, 429): worth retrying.
+    /// The other end failed or was busy (HTTP 5xx, 429, a command that exited non-zero, a
+    /// reload nginx did not take): worth retrying.
     Unavailable,
-    /// Refused for good (a command exited non-zero, HTTP 4xx, `nginx -t` failed): retrying the
+    /// Only the admin can fix it (`nginx -t` refuses the config, the API refuses the token, a
+    /// program is not installed): retried on a slower schedule, every `retry_max_delay`.
+    Setup,
+    /// Refused for good (HTTP 4xx on this event, a range the API cannot take): retrying the
     /// same event would fail the same way, so it is reported instead.
     Refused,
 }
@@ -67,6 +71,10 @@ impl SinkError {
         SinkError::new(SinkErrorKind::Refused, message)
     }
 
+    pub fn setup(message: impl Into<String>) -> SinkError {
+        SinkError::new(SinkErrorKind::Setup, message)
+    }
+
     fn new(kind: SinkErrorKind, message: impl Into<String>) -> SinkError {
         SinkError {
             kind,
@@ -78,6 +86,17 @@ impl SinkError {
     /// Whether trying the same thing again later may succeed.
     pub fn is_retryable(&self) -> bool {
         self.kind != SinkErrorKind::Refused
+    }
+
+    /// Whether it waits for the admin (see [`SinkErrorKind::Setup`]).
+    pub fn needs_admin(&self) -> bool {
+        self.kind == SinkErrorKind::Setup
+    }
+
+    /// The same error with `context` put in front of its message.
+    pub fn context(mut self, context: &str) -> SinkError {
+        self.message.insert_str(0, context);
+        self
     }
 }
 
@@ -103,9 +122,26 @@ pub trait Sink: Send {
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError>;
 
     /// Does work that was batched or held back. `Some(d)`: there is still work, call again in
-    /// `d` (an nginx reload waiting for its minimum interval).
+    /// `d` (an nginx reload waiting for its minimum interval). Only `Ok(None)` says that
+    /// everything delivered so far is in force: a sink whose flush failed stays failing (and
+    /// its flush is retried) until one returns `Ok(None)`.
     fn flush(&mut self) -> Result<Option<Duration>, SinkError> {
         Ok(None)
+    }
+
+    /// As `flush`, without waiting for any minimum interval: the end of a replay, whose last
+    /// changes must be in force when it returns.
+    fn flush_now(&mut self) -> Result<(), SinkError> {
+        match self.flush()? {
+            None => Ok(()),
+            Some(_) => Err(SinkError::unavailable("work still held back")),
+        }
+    }
+
+    /// What it has to say of its work at the end, for its report: a dry run says what it
+    /// would have done, including that nothing would have changed.
+    fn summary(&self) -> Option<String> {
+        None
     }
 }
 

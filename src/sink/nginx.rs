@@ -224,11 +224,16 @@ pub struct Nginx {
     /// Denied ranges, with the rules whose bans hold each (a set: a ban given twice, restored
     /// and also kept as undelivered, counts once).
     active: BTreeMap<Cidr, BTreeSet<Arc<str>>>,
-    /// What the file holds (as read at start, or as last written).
+    /// What the file holds (as read at start, or as last written and tested).
     on_disk: Option<Vec<u8>>,
+    /// The file on disk has changed since nginx last took it: a reload is owed (kept until a
+    /// reload succeeds, so that a failed one is retried even when nothing else changes).
+    reload_owed: bool,
     last_reload: Option<Instant>,
     /// The long deny file has been reported (once per run).
     warned_long: bool,
+    /// A dry run: the writes it would have done, and the number of bans of the last one.
+    would_write: u32,
 }
 
 impl Nginx {
@@ -239,8 +244,10 @@ impl Nginx {
             config: c.clone(),
             active: BTreeMap::new(),
             on_disk: None,
+            reload_owed: false,
             last_reload: None,
             warned_long: false,
+            would_write: 0,
         }
     }
 
@@ -296,7 +303,8 @@ impl Nginx {
         }
     }
 
-    /// Writes `content`, tests it, reloads; on a failed test the old file is put back.
+    /// Writes `content` and tests it; on a failed test the old file is put back. A reload is
+    /// then owed.
     fn install(&mut self, content: Vec<u8>) -> Result<(), SinkError> {
         let path = &self.config.path;
         let previous = self.on_disk.clone();
@@ -311,22 +319,106 @@ impl Nginx {
                 Ok(()) => "previous file restored".to_string(),
                 Err(r) => format!("could not restore the previous file: {r}"),
             };
-            // Not retried: the same content would fail the same way. The next change tries again.
             self.on_disk = previous;
-            return Err(SinkError::refused(format!(
+            // The same content fails the same way until the admin fixes nginx's config (or
+            // the sandbox it is tested in): retried on the slow schedule.
+            return Err(SinkError::setup(format!(
                 "test failed, not reloaded, {note}: {}",
                 e.message
             )));
         }
         self.on_disk = Some(content);
-        if self.config.reload_command.is_empty() {
-            return Ok(());
-        }
-        self.last_reload = Some(Instant::now());
-        // nginx -t passed: a failing reload (nginx restarting, say) is worth retrying.
-        self.command(&self.config.reload_command)
-            .map_err(|e| SinkError::unavailable(format!("reload failed: {}", e.message)))
+        self.reload_owed = !self.config.reload_command.is_empty();
+        Ok(())
     }
+
+    /// Runs the reload owed. The interval counts from each attempt: a reload that timed out
+    /// may have started new workers all the same.
+    fn reload(&mut self) -> Result<(), SinkError> {
+        self.last_reload = Some(Instant::now());
+        self.command(&self.config.reload_command).map_err(|e| {
+            let e = e.context("reload failed: ");
+            match e.needs_admin() {
+                true => e,
+                // nginx -t passed: a failing reload (nginx stopped or restarting) is worth
+                // retrying.
+                false => SinkError::unavailable(e.message),
+            }
+        })?;
+        self.reload_owed = false;
+        log(
+            &self.name,
+            format_args!(
+                "nginx reloaded: {} holds {} bans",
+                self.config.path.display(),
+                self.active.len()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Writes what changed and reloads, unless the minimum interval since the last reload has
+    /// not passed (then: how long is left) and `now` is not set.
+    fn apply(&mut self, now: bool) -> Result<Option<Duration>, SinkError> {
+        let content = self.render();
+        let changed = !self
+            .on_disk
+            .as_deref()
+            .is_some_and(|d| same_meaning(d, &content));
+        if !changed && !self.reload_owed {
+            return Ok(None);
+        }
+        if let (Some(last), false) = (
+            self.last_reload,
+            now || self.config.reload_command.is_empty(),
+        ) {
+            let since = last.elapsed();
+            if since < self.config.min_reload_interval {
+                return Ok(Some(self.config.min_reload_interval - since));
+            }
+        }
+        self.warn_if_long();
+        if self.dry_run {
+            self.would_write += 1;
+            log(
+                &self.name,
+                format_args!(
+                    "dry run: would write {} bans to {}, run {:?}, then {:?}",
+                    self.active.len(),
+                    self.config.path.display(),
+                    self.config.test_command,
+                    self.config.reload_command
+                ),
+            );
+            self.on_disk = Some(content);
+            if !self.config.reload_command.is_empty() {
+                self.last_reload = Some(Instant::now());
+            }
+            return Ok(None);
+        }
+        if changed {
+            self.install(content)?;
+        }
+        if self.reload_owed {
+            self.reload()?;
+        }
+        Ok(None)
+    }
+}
+
+/// Whether two versions of the file say the same to nginx: the same text once comments and
+/// whitespace are left out (a file an admin created empty, or as `geo $v { default 0; }`, is
+/// not rewritten, nor nginx reloaded, for a change of layout).
+fn same_meaning(a: &[u8], b: &[u8]) -> bool {
+    fn meaning(text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        for line in text.split(|&c| c == b'\n') {
+            let line = line.split(|&c| c == b'#').next().unwrap_or_default();
+            out.extend(line.iter().filter(|c| !c.is_ascii_whitespace()));
+        }
+        out
+    }
+    a == b || meaning(a) == meaning(b)
 }
 
 /// Writes a temporary file next to `path` and renames it over `path`.
@@ -410,35 +502,33 @@ impl Sink for Nginx {
     }
 
     fn flush(&mut self) -> Result<Option<Duration>, SinkError> {
-        let content = self.render();
-        if self.on_disk.as_deref() == Some(content.as_slice()) {
-            return Ok(None);
+        self.apply(false)
+    }
+
+    fn flush_now(&mut self) -> Result<(), SinkError> {
+        self.apply(true).map(|_| ())
+    }
+
+    fn summary(&self) -> Option<String> {
+        if !self.dry_run {
+            return None;
         }
-        if let Some(last) = self.last_reload {
-            let since = last.elapsed();
-            if since < self.config.min_reload_interval {
-                return Ok(Some(self.config.min_reload_interval - since));
-            }
-        }
-        self.warn_if_long();
-        if self.dry_run {
-            log(
-                &self.name,
-                format_args!(
-                    "dry run: would write {} bans to {}, run {:?}, then {:?}",
-                    self.active.len(),
-                    self.config.path.display(),
-                    self.config.test_command,
-                    self.config.reload_command
-                ),
-            );
-            self.on_disk = Some(content);
-            if !self.config.reload_command.is_empty() {
-                self.last_reload = Some(Instant::now());
-            }
-            return Ok(None);
-        }
-        self.install(content).map(|()| None)
+        Some(match self.would_write {
+            0 => format!(
+                "dry run: no change: {} already holds the {} bans, nothing to write or reload",
+                self.config.path.display(),
+                self.active.len()
+            ),
+            n => format!(
+                "dry run: would have written {} {n} times (ending with {} bans) and reloaded nginx {}",
+                self.config.path.display(),
+                self.active.len(),
+                match self.config.reload_command.is_empty() {
+                    true => "never (reload_command = [])".to_string(),
+                    false => format!("{n} times"),
+                }
+            ),
+        })
     }
 }
 
@@ -621,8 +711,12 @@ mod tests {
         let before = std::fs::read(&t.path).unwrap();
         t.sink.deliver(&ban("10.9.9.9", "a")).unwrap();
         let e = t.sink.flush().unwrap_err();
-        assert!(!e.is_retryable());
+        assert!(e.needs_admin(), "retried on the slow schedule: {e}");
         assert!(e.message.contains("previous file restored"), "{e}");
+        // Tried again: still refused, the previous file still in place, nginx not reloaded.
+        assert!(t.sink.flush().is_err());
+        assert_eq!(std::fs::read(&t.path).unwrap(), before);
+        assert_eq!(reloads(&t), 1);
         assert_eq!(std::fs::read(&t.path).unwrap(), before);
         assert_eq!(reloads(&t), 1);
         // Once the bad entry is gone, the next change goes through.
@@ -630,6 +724,69 @@ mod tests {
         t.sink.deliver(&ban("10.0.0.3", "a")).unwrap();
         t.sink.flush().unwrap();
         assert_eq!(denies(&t), ["deny 10.0.0.1;", "deny 10.0.0.3;"]);
+        assert_eq!(reloads(&t), 2);
+    }
+
+    #[test]
+    fn a_failed_reload_is_owed_until_one_succeeds() {
+        let mut t = setup(Duration::ZERO);
+        let broken = t.path.with_file_name("broken");
+        t.sink.config.reload_command = sh(&format!(
+            "test ! -e {} && echo r >> {}",
+            broken.display(),
+            t.reloads.display()
+        ));
+        std::fs::write(&broken, "").unwrap();
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        let e = t.sink.flush().unwrap_err();
+        assert!(e.is_retryable() && !e.needs_admin(), "{e}");
+        assert!(e.message.starts_with("reload failed: "), "{e}");
+        assert_eq!(denies(&t), ["deny 10.0.0.1;"], "written and tested");
+        // Nothing changed since, but the reload is still owed: tried again, not "done".
+        assert!(t.sink.flush().is_err());
+        assert_eq!(reloads(&t), 0);
+        std::fs::remove_file(&broken).unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        assert_eq!(reloads(&t), 1);
+        assert_eq!(t.sink.flush().unwrap(), None);
+        assert_eq!(reloads(&t), 1, "owed once");
+    }
+
+    #[test]
+    fn a_file_that_says_the_same_is_neither_rewritten_nor_reloaded() {
+        let mut t = setup(Duration::ZERO);
+        // As an admin creates it before the first start: empty.
+        std::fs::write(&t.path, "").unwrap();
+        t.sink.begin().unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        assert_eq!(std::fs::read(&t.path).unwrap(), b"", "not rewritten");
+        assert_eq!(reloads(&t), 0);
+        // An older layout of the same bans.
+        std::fs::write(&t.path, "# old header\ndeny   10.0.0.1;\n\n").unwrap();
+        t.sink.begin().unwrap();
+        t.sink.restore(&[]).unwrap();
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        assert_eq!(reloads(&t), 0);
+        t.sink.deliver(&ban("10.0.0.2", "a")).unwrap();
+        t.sink.flush().unwrap();
+        assert_eq!(reloads(&t), 1);
+        assert!(same_meaning(
+            b"geo $v { default 0; }",
+            b"# x\ngeo $v {\n    default 0;\n}\n"
+        ));
+        assert!(!same_meaning(b"deny 10.0.0.1;", b"deny 10.0.0.12;"));
+    }
+
+    #[test]
+    fn flush_now_does_not_wait_for_the_interval() {
+        let mut t = setup(Duration::from_secs(3600));
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        t.sink.flush().unwrap();
+        t.sink.deliver(&ban("10.0.0.2", "a")).unwrap();
+        assert!(t.sink.flush().unwrap().is_some(), "held back");
+        t.sink.flush_now().unwrap();
+        assert_eq!(denies(&t), ["deny 10.0.0.1;", "deny 10.0.0.2;"]);
         assert_eq!(reloads(&t), 2);
     }
 
@@ -796,5 +953,16 @@ mod tests {
         assert_eq!(t.sink.flush().unwrap(), None);
         assert!(!t.path.exists());
         assert_eq!(reloads(&t), 0);
+        assert!(t.sink.summary().unwrap().contains("would have written"));
+
+        // A file that already holds the bans: nothing would change, and it says so.
+        let mut t = setup(Duration::ZERO);
+        std::fs::write(&t.path, "deny 10.0.0.1;\n").unwrap();
+        t.sink.dry_run = true;
+        t.sink.begin().unwrap();
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert_eq!(t.sink.flush().unwrap(), None);
+        let said = t.sink.summary().unwrap();
+        assert!(said.starts_with("dry run: no change: "), "{said}");
     }
 }

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::counters::{SinkCounters, SinkHealth, SinkReport};
+use super::counters::{SinkCounters, SinkHealth, SinkMetrics, SinkReport};
 use super::feed::Feed;
 use super::{Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
@@ -78,7 +78,14 @@ impl Sinks {
             .collect()
     }
 
-    /// Closes the queues and waits until every sink has delivered or given up on everything.
+    /// Each sink's counters and whether it is up, in config order, for `/metrics`.
+    pub fn metrics(&self) -> Vec<SinkMetrics> {
+        self.feeds.iter().map(Feed::metrics).collect()
+    }
+
+    /// Closes the queues and waits until every sink has delivered or given up on everything;
+    /// work a sink held back (an nginx reload waiting for `min_reload_interval`) is done at
+    /// once, so that what the events asked for is in force when it returns (end of a replay).
     pub fn finish(self) -> Vec<SinkReport> {
         self.feeds.into_iter().map(|f| f.finish().0).collect()
     }

@@ -163,6 +163,9 @@ fn status_error(url: &str, code: u16, resp: ureq::Response) -> SinkError {
     let message = format!("{url} answered {code}: {}", text.trim());
     let mut e = if code == 408 || code == 429 || code >= 500 {
         SinkError::unavailable(message)
+    } else if code == 401 || code == 403 {
+        // Wrong credentials: every event fails so until the admin fixes them.
+        SinkError::setup(message)
     } else {
         SinkError::refused(message)
     };

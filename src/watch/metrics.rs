@@ -17,7 +17,7 @@ use crate::decide::ban_table::BanTable;
 use crate::decide::event::write_ban_json;
 use crate::decide::Event;
 use crate::engine::ShardStats;
-use crate::sink::SinkCounters;
+use crate::sink::{SinkCounters, SinkMetrics};
 use crate::source::ingest::IngestStats;
 
 /// The latency histogram's buckets (upper bounds, milliseconds): Prometheus' defaults, and 1
@@ -95,7 +95,7 @@ pub struct View<'a> {
     /// Summed over shards, as of their latest ticks.
     pub shards: ShardStats,
     pub table: &'a BanTable,
-    pub sinks: Vec<(String, SinkCounters)>,
+    pub sinks: Vec<SinkMetrics>,
     pub files: usize,
     pub reloads: Reloads,
     pub lag: ReadLag,
@@ -286,9 +286,17 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
     ];
     for (name, help, count) in per_sink {
         t.family(name, "counter", help);
-        for (sink, c) in &v.sinks {
-            t.value(name, &[("sink", sink)], count(c));
+        for s in &v.sinks {
+            t.value(name, &[("sink", &s.name)], count(&s.counters));
         }
+    }
+    t.family(
+        "sink_up",
+        "gauge",
+        "1 while a sink's last steps all succeeded (nginx: write, test and reload; exec: every command exited 0; Cloudflare, webhook: the API accepted it), 0 from a failure until the next success.",
+    );
+    for s in &v.sinks {
+        t.value("sink_up", &[("sink", &s.name)], u64::from(s.up));
     }
 
     if let Some(f) = &v.fleet {
@@ -545,16 +553,24 @@ mod tests {
             latency.record_ms(ms);
         }
         latency.record_ms(-20);
-        let sinks = vec![(
-            "deny".to_string(),
-            SinkCounters {
-                delivered: 4,
-                failed: 1,
-                dropped: 2,
-                skipped_proxied: 0,
-                retries: 9,
+        let sinks = vec![
+            SinkMetrics {
+                name: "deny".to_string(),
+                counters: SinkCounters {
+                    delivered: 4,
+                    failed: 1,
+                    dropped: 2,
+                    skipped_proxied: 0,
+                    retries: 9,
+                },
+                up: false,
             },
-        )];
+            SinkMetrics {
+                name: "cf".to_string(),
+                up: true,
+                ..SinkMetrics::default()
+            },
+        ];
         let v = View {
             ingest: &ingest,
             shards,
@@ -653,18 +669,27 @@ floodwatch_active_bans{rule=\"scan\"} 0
 # HELP floodwatch_sink_delivered_total Events delivered by a sink.
 # TYPE floodwatch_sink_delivered_total counter
 floodwatch_sink_delivered_total{sink=\"deny\"} 4
+floodwatch_sink_delivered_total{sink=\"cf\"} 0
 # HELP floodwatch_sink_failed_total Events a sink gave up on (refused, or still failing after give_up_after).
 # TYPE floodwatch_sink_failed_total counter
 floodwatch_sink_failed_total{sink=\"deny\"} 1
+floodwatch_sink_failed_total{sink=\"cf\"} 0
 # HELP floodwatch_sink_dropped_total Bans dropped because a sink's queue was full, and the unbans that went with them.
 # TYPE floodwatch_sink_dropped_total counter
 floodwatch_sink_dropped_total{sink=\"deny\"} 2
+floodwatch_sink_dropped_total{sink=\"cf\"} 0
 # HELP floodwatch_sink_skipped_proxied_total Bans of clients behind a trusted proxy that a sink does not take.
 # TYPE floodwatch_sink_skipped_proxied_total counter
 floodwatch_sink_skipped_proxied_total{sink=\"deny\"} 0
+floodwatch_sink_skipped_proxied_total{sink=\"cf\"} 0
 # HELP floodwatch_sink_retries_total Deliveries that failed and were tried again.
 # TYPE floodwatch_sink_retries_total counter
 floodwatch_sink_retries_total{sink=\"deny\"} 9
+floodwatch_sink_retries_total{sink=\"cf\"} 0
+# HELP floodwatch_sink_up 1 while a sink's last steps all succeeded (nginx: write, test and reload; exec: every command exited 0; Cloudflare, webhook: the API accepted it), 0 from a failure until the next success.
+# TYPE floodwatch_sink_up gauge
+floodwatch_sink_up{sink=\"deny\"} 0
+floodwatch_sink_up{sink=\"cf\"} 1
 # HELP floodwatch_ban_latency_seconds Wall-clock time from the log time of a ban's offending request to the ban's emission: from the write of the line to the ban for $msec logs, plus up to a second of rounding for logs with one-second times.
 # TYPE floodwatch_ban_latency_seconds histogram
 floodwatch_ban_latency_seconds_bucket{le=\"0.001\"} 1
@@ -704,7 +729,10 @@ process_start_time_seconds 1800000000.25
             ingest: &IngestStats::default(),
             shards: ShardStats::default(),
             table: &table,
-            sinks: vec![("x\ny".into(), SinkCounters::default())],
+            sinks: vec![SinkMetrics {
+                name: "x\ny".into(),
+                ..SinkMetrics::default()
+            }],
             files: 0,
             reloads: Reloads::default(),
             lag: ReadLag::default(),
