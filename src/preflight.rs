@@ -3,12 +3,13 @@
 //!
 //! **Errors** (exit code 2): a state folder that cannot be written, an exec program or an nginx
 //! test/reload program that is not there, an nginx include file or a jsonl events file whose
-//! folder cannot be written, a Cloudflare token file that is missing or readable by others, a
+//! folder cannot be written, a Cloudflare token file that is missing or readable by others, or
+//! that Cloudflare refuses (invalid, or without the permission on the access rules), a
 //! control socket path too long for a Unix socket or in a folder that cannot be written.
 //! **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
 //! watch), a `[fleet]` Redis that cannot be reached now (watch starts all the same and
-//! publishes once it can), the newest log of the paths whose last lines could mostly not be
+//! publishes once it can), a Cloudflare API that cannot be reached now (likewise), the newest log of the paths whose last lines could mostly not be
 //! used (the sample line and likely cause, as replay would say), and an nginx file that nginx's
 //! config may not be ready for (a geo map not created yet, a file in the other style).
 
@@ -165,6 +166,19 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
         if let Some((_, path)) = newest {
             if let Some(w) = sample(&path, format) {
                 warning("input.format", format!("{}: {w}", path.display()));
+            }
+        }
+    }
+    for (i, s) in sinks.iter().enumerate() {
+        if let SinkKind::Cloudflare(c) = &s.kind {
+            if let Some(p) = crate::sink::cloudflare::verify(c) {
+                let severity = [Severity::Warning, Severity::Error][usize::from(p.fatal)];
+                let key = format!("sink[{i}].{}", p.key);
+                found.push(Finding {
+                    severity,
+                    key,
+                    message: p.message,
+                });
             }
         }
     }

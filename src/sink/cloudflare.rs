@@ -195,6 +195,86 @@ fn read_token(t: &Token) -> Result<String, SinkError> {
     Ok(token)
 }
 
+/// What `check-config` found when it asked the API about a sink's token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// A definite refusal (HTTP 401/403, an unknown zone): an error. Otherwise the API could
+    /// not be asked (network, 5xx): a warning, since watch starts all the same and retries.
+    pub fatal: bool,
+    /// The sink's key it is about (`api_token_env`, `api_token_file`, `zone_id`, `account_id`).
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// How long `check-config` waits for each answer (it may run as `ExecStartPre=`).
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the API whether the sink's token works for what the sink does: a read of the scope's
+/// IP Access Rules (one rule), and when that is refused, Cloudflare's token check
+/// (`GET /user/tokens/verify`) to tell an invalid token from one lacking the permission. `None`
+/// when the read succeeds, or when the token cannot be read (reported on its own).
+pub fn verify(c: &CloudflareConfig) -> Option<Problem> {
+    let mut c = c.clone();
+    c.timeout = c.timeout.min(VERIFY_TIMEOUT);
+    let mut cf = Cloudflare::new(&c, "check".into(), false).ok()?;
+    let token_key = match c.token {
+        Token::Env(_) => "api_token_env",
+        Token::File(_) => "api_token_file",
+    };
+    let (scope_key, what) = match c.scope.starts_with("zones/") {
+        true => (
+            "zone_id",
+            "Zone > Firewall Services > Edit, on this zone",
+        ),
+        false => (
+            "account_id",
+            "Account > Account Firewall Access Rules > Edit, on this account",
+        ),
+    };
+    let url = format!("{}?per_page=1", cf.rules_path());
+    let read = match cf.call("GET", &url, None) {
+        Ok(_) => return None,
+        Err(e) => e,
+    };
+    if read.is_retryable() && !read.needs_admin() {
+        return Some(Problem {
+            fatal: false,
+            key: token_key,
+            message: format!(
+                "could not ask Cloudflare whether the token works ({read}): watch starts all \
+                 the same and retries"
+            ),
+        });
+    }
+    let url = format!("{}/user/tokens/verify", c.api_base);
+    let problem = |fatal, key, message| Some(Problem { fatal, key, message });
+    match cf.call("GET", &url, None) {
+        Ok(v) if v["result"]["status"] == "active" => problem(
+            true,
+            scope_key,
+            format!(
+                "the token is valid but may not read {}'s IP Access Rules ({read}): give it \
+                 the permission {what}",
+                c.scope
+            ),
+        ),
+        Ok(v) => problem(
+            true,
+            token_key,
+            format!(
+                "the token is {} ({read})",
+                v["result"]["status"].as_str().unwrap_or("not active")
+            ),
+        ),
+        Err(e) if e.needs_admin() || !e.is_retryable() => problem(
+            true,
+            token_key,
+            format!("Cloudflare refuses the token: invalid, expired or revoked ({e})"),
+        ),
+        Err(_) => problem(true, scope_key, format!("refused: {read}")),
+    }
+}
+
 /// A sliding window of request times: at most `max` per `BUDGET_WINDOW`.
 pub struct Budget {
     max: usize,
@@ -618,6 +698,7 @@ mod tests {
     use crate::hit::NO_VHOST;
 
     const TOKEN: &str = "tok-123";
+    const LIMITED: &str = "tok-limited";
 
     /// What the fake API does with the next request instead of answering it properly.
     enum Inject {
@@ -658,10 +739,18 @@ mod tests {
     /// Answers as the documented API does, for the rules of zone `Z1`.
     fn handle(api: &mut Api, method: &str, path: &str, auth: &str, body: &str) -> String {
         let base = "/client/v4/zones/Z1/firewall/access_rules/rules";
+        let ok = |result: Value| json!({"success": true, "errors": [], "messages": [], "result": result});
+        // A valid token without the permission on the zone's access rules.
+        let limited = auth == format!("Bearer {LIMITED}");
+        if path == "/client/v4/user/tokens/verify" && (limited || auth == format!("Bearer {TOKEN}")) {
+            return reply("200 OK", &ok(json!({"id": "t1", "status": "active"})));
+        }
+        if path == "/client/v4/user/tokens/verify" {
+            return reply("401 Unauthorized", &err_body(1000, "Invalid API Token"));
+        }
         if auth != format!("Bearer {TOKEN}") {
             return reply("403 Forbidden", &err_body(10000, "Authentication error"));
         }
-        let ok = |result: Value| json!({"success": true, "errors": [], "messages": [], "result": result});
         match method {
             "POST" if path == base => {
                 let v: Value = serde_json::from_str(body).unwrap();
@@ -1095,5 +1184,38 @@ mod tests {
             Duration::from_secs(1),
             "the second request leaves the window at 301 s"
         );
+    }
+
+    #[test]
+    fn check_config_asks_the_api_whether_the_token_works() {
+        let (base, _api) = start_api();
+        let s = config(&base, 100);
+        assert_eq!(verify(&s.config), None);
+        let Token::File(f) = &s.config.token else {
+            unreachable!()
+        };
+        std::fs::write(f, "wrong").unwrap();
+        let p = verify(&s.config).unwrap();
+        assert!(p.fatal && p.key == "api_token_file", "{p:?}");
+        assert!(p.message.contains("Cloudflare refuses the token"), "{p:?}");
+        assert!(p.message.contains("Invalid API Token"), "{p:?}");
+        assert!(!p.message.contains("wrong"), "no token in it: {p:?}");
+        std::fs::write(f, LIMITED).unwrap();
+        let p = verify(&s.config).unwrap();
+        assert!(p.fatal && p.key == "zone_id", "{p:?}");
+        assert!(
+            p.message.contains("Zone > Firewall Services > Edit"),
+            "{p:?}"
+        );
+        // Nothing answers: a warning (watch must still start), not an error.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        std::fs::write(f, TOKEN).unwrap();
+        let mut c = s.config.clone();
+        c.api_base = format!("http://127.0.0.1:{port}/client/v4");
+        let p = verify(&c).unwrap();
+        assert!(!p.fatal, "{p:?}");
+        assert!(p.message.contains("watch starts all the same"), "{p:?}");
     }
 }
