@@ -431,15 +431,7 @@ impl TestNginx {
             ),
         )
         .unwrap();
-        let mut args = TestNginx::base_args(prefix);
-        args.extend(["-g".into(), "daemon off;".into()]);
-        let child = Command::new(&bin)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nginx");
+        let child = TestNginx::spawn(&bin, prefix);
         let n = TestNginx {
             bin,
             prefix: prefix.to_path_buf(),
@@ -448,6 +440,41 @@ impl TestNginx {
         };
         n.wait_for_status("127.0.0.1", 200);
         n
+    }
+
+    fn spawn(bin: &Path, prefix: &Path) -> std::process::Child {
+        let mut args = TestNginx::base_args(prefix);
+        args.extend(["-g".into(), "daemon off;".into()]);
+        Command::new(bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx")
+    }
+
+    /// Starts nginx again after [`TestNginx::stop`], with the config and files as they are.
+    fn restart(&mut self) {
+        self.child = TestNginx::spawn(&self.bin, &self.prefix);
+        self.wait_for_status("127.0.0.1", 200);
+    }
+
+    /// The nginx argv with `extra` appended, run through `sh` so that it fails while `marker`
+    /// exists, with the marker's content as its stderr, as TOML.
+    fn failing_while_toml(&self, marker: &Path, extra: &[&str]) -> String {
+        let mut argv: Vec<String> = [
+            "sh",
+            "-c",
+            "if [ -e \"$0\" ]; then cat \"$0\" >&2; exit 1; fi; exec \"$@\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.push(marker.display().to_string());
+        argv.push(self.bin.display().to_string());
+        argv.extend(TestNginx::base_args(&self.prefix));
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        format!("{argv:?}")
     }
 
     fn base_args(prefix: &Path) -> Vec<String> {
@@ -531,6 +558,16 @@ impl TestNginx {
 
 impl Drop for TestNginx {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestNginx {
+    /// Stops nginx (see [`TestNginx::restart`]).
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM is nginx's fast shutdown: the master stops its workers and waits for them.
         // Killing the master outright would orphan the workers, which hold the test's stdout
         // open and would keep whoever reads it (CI) waiting forever.
@@ -871,6 +908,406 @@ fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
     assert!(!err.contains("t0ken"), "a header value was logged: {err}");
 }
 
+/// A free port on loopback for `[metrics] listen`.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `status --json`'s entry for the sink `name`.
+fn sink_status(config: &Path, name: &str) -> serde_json::Value {
+    let out = admin(config, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let sinks = v["sinks"].as_array().cloned().unwrap_or_default();
+    sinks
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_default()
+}
+
+fn failing(config: &Path, name: &str) -> bool {
+    !sink_status(config, name)["failing_since"].is_null()
+}
+
+/// The `floodwatch_sink_up` sample of `sink` on the metrics endpoint at `port`.
+fn sink_up(port: u16, sink: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .ok()?;
+    let want = format!("floodwatch_sink_up{{sink=\"{sink}\"}} ");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&want).map(String::from))
+}
+
+/// The common part of a watch config with one flood rule on `access_log`.
+fn watch_config_head(dir: &Path, access_log: &Path, metrics: u16) -> String {
+    format!(
+        "[input]\npaths = [{:?}]\n\n[allow]\ncidrs = []\n\n\
+         [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
+         [state]\ndir = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n",
+        access_log.display().to_string(),
+        dir.join("state").display().to_string(),
+    )
+}
+
+/// A real nginx whose reload, then whose `nginx -t`, fail for a while: the ban written but not
+/// in force shows as FAILING (status, its JSON, the metrics gauge) until nginx takes the file,
+/// with the error's first line only; a refused test leaves the previous file in place; both
+/// are retried until they succeed, and the recovery and the reload are logged.
+#[test]
+fn nginx_reload_and_test_failures_show_as_failing_until_nginx_takes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = TestNginx::start(dir.path(), Wiring::Deny);
+    let (deny, access_log) = (dir.path().join("bans.conf"), dir.path().join("access_log"));
+    let (no_reload, no_test) = (dir.path().join("no-reload"), dir.path().join("no-test"));
+    // Two lines of stderr, as nginx's are.
+    let refusal = "nginx: [emerg] refused\nnginx: configuration file test failed\n";
+    std::fs::write(&access_log, "").unwrap();
+    let metrics = free_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}[[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\n\
+             reload_command = {}\nmin_reload_interval = \"0s\"\nretry_max_delay = \"1s\"\n",
+            watch_config_head(dir.path(), &access_log, metrics),
+            deny.display().to_string(),
+            nginx.failing_while_toml(&no_test, &["-t", "-q"]),
+            nginx.failing_while_toml(&no_reload, &["-s", "reload"]),
+        ),
+    );
+    let cfg = config.as_path();
+    let watch = RunningWatch::start(cfg, dir.path().join("watch.log"));
+    assert_eq!(sink_up(metrics, "deny").as_deref(), Some("1"));
+
+    // The reload fails: the file is written, the ban is not in force, and nobody says ok.
+    std::fs::write(&no_reload, refusal).unwrap();
+    util::append_flood(&access_log, "127.0.0.2");
+    eventually("deny failing", || failing(cfg, "deny"));
+    assert!(std::fs::read_to_string(&deny)
+        .unwrap()
+        .contains("deny 127.0.0.2;"));
+    assert_eq!(nginx.status_from("127.0.0.2"), 200, "not reloaded");
+    let s = sink_status(cfg, "deny");
+    let error = s["last_error"].as_str().unwrap();
+    assert!(error.contains("reload failed: "), "{s}");
+    assert!(
+        error.contains("nginx: [emerg] refused (more in the log)"),
+        "{s}"
+    );
+    assert!(
+        !error.contains('\n') && !error.contains("configuration file"),
+        "{s}"
+    );
+    let text = stdout_text(&admin(cfg, &["status"]));
+    assert!(text.contains("  deny  FAILING since "), "{text}");
+    assert!(!text.contains("configuration file test failed"), "{text}");
+    assert_eq!(sink_up(metrics, "deny").as_deref(), Some("0"));
+    // Still failing a few retries later: no retry passes for a success.
+    eventually("retried", || {
+        sink_status(cfg, "deny")["retries"].as_u64() >= Some(3)
+    });
+    assert!(failing(cfg, "deny"));
+
+    // nginx takes reloads again: the retry brings the ban into force, and the sink is ok.
+    std::fs::remove_file(&no_reload).unwrap();
+    nginx.wait_for_status("127.0.0.2", 403);
+    eventually("deny ok", || !failing(cfg, "deny"));
+    assert_eq!(sink_up(metrics, "deny").as_deref(), Some("1"));
+    let text = stdout_text(&admin(cfg, &["status"]));
+    assert!(text.contains("  deny  ok  "), "{text}");
+
+    // nginx -t refuses: the previous file stays, the new ban waits, FAILING meanwhile.
+    std::fs::write(&no_test, refusal).unwrap();
+    let before = std::fs::read_to_string(&deny).unwrap();
+    util::append_flood(&access_log, "127.0.0.3");
+    eventually("test refused", || {
+        sink_status(cfg, "deny")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("test failed, not reloaded, previous file restored"))
+    });
+    assert!(failing(cfg, "deny"));
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), before);
+    assert_eq!(nginx.status_from("127.0.0.3"), 200);
+    std::fs::remove_file(&no_test).unwrap();
+    nginx.wait_for_status("127.0.0.3", 403);
+    eventually("deny ok again", || !failing(cfg, "deny"));
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+
+    let log = watch.log();
+    watch.stop();
+    assert!(
+        log.contains("deny: recovered: flushing succeeded after "),
+        "{log}"
+    );
+    assert!(
+        log.contains("configuration file test failed"),
+        "the whole error in the log: {log}"
+    );
+    let reloads = log.matches("deny: nginx reloaded: ").count();
+    assert_eq!(reloads, 2, "one line per reload: {log}");
+}
+
+/// nginx stopped while a ban comes: FAILING until it is back, then the ban is in force and the
+/// sink ok again.
+#[test]
+fn nginx_stopped_then_started_again_enforces_the_ban_and_fails_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nginx = TestNginx::start(dir.path(), Wiring::Deny);
+    let (deny, access_log) = (dir.path().join("bans.conf"), dir.path().join("access_log"));
+    std::fs::write(&access_log, "").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}[[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\ntest_command = {}\n\
+             reload_command = {}\nmin_reload_interval = \"0s\"\nretry_max_delay = \"1s\"\n",
+            watch_config_head(dir.path(), &access_log, free_port()),
+            deny.display().to_string(),
+            nginx.command_toml(&["-t", "-q"]),
+            nginx.command_toml(&["-s", "reload"]),
+        ),
+    );
+    let cfg = config.as_path();
+    let watch = RunningWatch::start(cfg, dir.path().join("watch.log"));
+    nginx.stop();
+    util::append_flood(&access_log, "127.0.0.2");
+    eventually("deny failing", || failing(cfg, "deny"));
+    let text = stdout_text(&admin(cfg, &["status"]));
+    assert!(text.contains("  deny  FAILING since "), "{text}");
+    assert!(text.contains("reload failed: "), "{text}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(failing(cfg, "deny"), "still failing while nginx is down");
+
+    nginx.restart();
+    nginx.wait_for_status("127.0.0.2", 403);
+    eventually("deny ok", || !failing(cfg, "deny"));
+    assert_eq!(nginx.status_from("127.0.0.1"), 200);
+    let log = watch.log();
+    watch.stop();
+    assert!(log.contains("deny: recovered: "), "{log}");
+}
+
+/// An exec ban command that exits non-zero and a Cloudflare token the API refuses: each sink
+/// FAILING and retried (no ban counted as done) until the command works and the right token
+/// is in the file, then the firewall call and the rule are made and both are ok.
+/// `check-config` names the refused token first.
+#[test]
+fn exec_and_cloudflare_failures_are_retried_and_shown_until_they_succeed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cf_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cf_port = cf_listener.local_addr().unwrap().port();
+    let cf = serve_cloudflare(cf_listener);
+    let (access_log, calls) = (dir.path().join("access_log"), dir.path().join("calls.txt"));
+    let (broken, token) = (dir.path().join("fw-broken"), dir.path().join("cf-token"));
+    std::fs::write(&access_log, "").unwrap();
+    std::fs::write(&token, "a-wrong-token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ban = format!(
+        "[\"sh\", \"-c\", \"if [ -e \\\"$0\\\" ]; then echo 'nft: no such set' >&2; exit 1; fi; \
+         echo \\\"ban $1\\\" >> \\\"$2\\\"\", {:?}, \"{{key}}\", {:?}]",
+        broken.display().to_string(),
+        calls.display().to_string()
+    );
+    let head = watch_config_head(dir.path(), &access_log, free_port());
+    let cf_sink = |port: u16| {
+        format!(
+            "[[sink]]\nname = \"cf\"\ntype = \"cloudflare\"\nzone_id = \"{CF_ZONE}\"\n\
+             api_token_file = {:?}\napi_base = \"http://127.0.0.1:{port}/client/v4\"\n\
+             retry_max_delay = \"1s\"\n\n",
+            token.display().to_string()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{head}{}[[sink]]\nname = \"fw\"\ntype = \"exec\"\nban = {ban}\nretry_max_delay = \"1s\"\n",
+            cf_sink(cf_port)
+        ),
+    );
+    let cfg = config.as_path();
+
+    let out = admin(cfg, &["check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("sink[0].api_token_file: "), "{err}");
+    assert!(err.contains("Cloudflare refuses the token"), "{err}");
+    assert!(!err.contains("a-wrong-token"), "{err}");
+    // Cloudflare out of reach (ExecStartPre= on a server whose network is not up yet): a
+    // warning, watch may start.
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(&unreachable, format!("{head}{}", cf_sink(free_port()))).unwrap();
+    let out = admin(&unreachable, &["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("watch starts all the same"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&broken, "").unwrap();
+    let watch = RunningWatch::start(cfg, dir.path().join("watch.log"));
+    util::append_flood(&access_log, "127.0.0.2");
+    eventually("both failing", || failing(cfg, "fw") && failing(cfg, "cf"));
+    let text = stdout_text(&admin(cfg, &["status"]));
+    assert!(text.contains("  cf  FAILING since "), "{text}");
+    assert!(text.contains("  fw  FAILING since "), "{text}");
+    assert!(
+        text.contains("HTTP 403: 10000 Authentication error"),
+        "{text}"
+    );
+    assert!(text.contains("nft: no such set"), "{text}");
+    eventually("retried", || {
+        sink_status(cfg, "fw")["retries"].as_u64() >= Some(2)
+            && sink_status(cfg, "cf")["retries"].as_u64() >= Some(2)
+    });
+    assert!(failing(cfg, "fw") && failing(cfg, "cf"));
+    assert_eq!(sink_status(cfg, "fw")["delivered"], 0);
+    assert!(!calls.exists());
+    assert!(cf.lock().unwrap().ops.is_empty());
+
+    // Fixed by the admin: the pending ban goes through, both are ok.
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::write(&token, format!("{CF_TOKEN}\n")).unwrap();
+    eventually("fw ok", || !failing(cfg, "fw"));
+    eventually("cf ok", || !failing(cfg, "cf"));
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "ban 127.0.0.2\n");
+    assert_eq!(cf.lock().unwrap().ops, ["POST 127.0.0.2"]);
+    for name in ["cf", "fw"] {
+        eventually("delivered", || sink_status(cfg, name)["delivered"] == 1);
+        assert_eq!(sink_status(cfg, name)["failed"], 0);
+    }
+    let out = admin(cfg, &["check-config"]);
+    assert!(!stderr(&out).contains("sink[0]"), "{}", stderr(&out));
+    let log = watch.log();
+    watch.stop();
+    assert!(log.contains("fw: recovered: delivering succeeded"), "{log}");
+    assert!(log.contains("cf: recovered: starting succeeded"), "{log}");
+    assert!(!log.contains(CF_TOKEN) && !log.contains("a-wrong-token"));
+}
+
+/// A replay ends with its last nginx write and reload done, without waiting out
+/// `min_reload_interval` (90 s here: waiting it out fails the test rather than hanging it).
+#[test]
+fn a_replay_ends_with_its_last_nginx_reload_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deny, reloads) = (dir.path().join("deny.conf"), dir.path().join("reloads"));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1d\"\n\n\
+             [[sink]]\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+             reload_command = [\"sh\", \"-c\", \"echo r >> \\\"$0\\\"; sleep 1\", {:?}]\n\
+             min_reload_interval = \"90s\"\n",
+            deny.display().to_string(),
+            reloads.display().to_string(),
+        ),
+    );
+    // A first ban, a long stretch of quiet lines (its write and reload happen meanwhile), a
+    // second ban held back by the interval until the end.
+    let mut log = flood_lines("127.0.0.2", 0);
+    for n in 0..40_000u32 {
+        log.push_str(&format!(
+            "10.{}.{}.{} - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+            n >> 16,
+            (n >> 8) & 255,
+            n & 255
+        ));
+    }
+    log.push_str(&flood_lines("127.0.0.3", 2));
+    let started = std::time::Instant::now();
+    let said = replay_log(dir.path(), &config, &log);
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&deny).unwrap();
+    assert!(
+        text.contains("deny 127.0.0.2;\ndeny 127.0.0.3;\n"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&reloads).unwrap(),
+        "r\nr\n",
+        "a write for the first ban, then the held-back one: {said}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "waited for min_reload_interval: {took:?}"
+    );
+    assert!(!said.contains("FAILING"), "{said}");
+}
+
+/// `replay --dry-run` says what each sink would do, "no change" included; watch does not
+/// rewrite nor reload an nginx file that already says what it would write.
+#[test]
+fn a_dry_run_says_no_change_and_watch_does_not_reload_an_unchanged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deny, reloads) = (dir.path().join("deny.conf"), dir.path().join("reloads"));
+    let access_log = dir.path().join("access_log");
+    let sink = format!(
+        "[[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\ntest_command = [\"true\"]\n\
+         reload_command = [\"sh\", \"-c\", \"echo r >> \\\"$0\\\"\", {:?}]\n\n\
+         [[sink]]\nname = \"fw\"\ntype = \"exec\"\nban = [\"true\", \"{{key}}\"]\n",
+        deny.display().to_string(),
+        reloads.display().to_string(),
+    );
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[allow]\ncidrs = []\n\n[[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"1d\"\n\n{sink}"
+        ),
+    );
+    let log = dir.path().join("flood.log");
+    std::fs::write(&log, flood_lines("127.0.0.2", 0)).unwrap();
+    let dry = |want: &str| {
+        let out = floodwatch(&[
+            "replay",
+            "--dry-run",
+            "--config",
+            config.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+        assert!(
+            err.contains("fw: ") && err.contains("dry run: would have run 1 commands"),
+            "{err}"
+        );
+        assert!(!reloads.exists(), "a dry run reloaded");
+        err
+    };
+    dry(&format!(
+        "dry run: would have written {} 1 times (ending with 1 bans) and reloaded nginx 1 times",
+        deny.display()
+    ));
+    assert!(!deny.exists(), "a dry run wrote the file");
+    std::fs::write(&deny, "# made by hand\ndeny 127.0.0.2;\n").unwrap();
+    dry(&format!(
+        "dry run: no change: {} already holds the 1 bans, nothing to write or reload",
+        deny.display()
+    ));
+
+    // Watch, started and stopped with the file as the admin created it (empty): not rewritten,
+    // nginx not reloaded.
+    std::fs::write(&deny, "").unwrap();
+    std::fs::write(&access_log, "").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}{sink}",
+            watch_config_head(dir.path(), &access_log, free_port())
+        ),
+    );
+    for n in 0..2 {
+        let watch = RunningWatch::start(&config, dir.path().join(format!("watch{n}.log")));
+        watch.stop();
+    }
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
+    assert!(!reloads.exists(), "reloaded for nothing");
+}
+
 /// A fake of Cloudflare's IP Access Rules API (v4, zone scope) speaking its documented request
 /// and response shapes: list (with `notes` filter and pages), create, delete. It keeps the
 /// rules and a log of `POST <value>` / `DELETE <value>`, and refuses a wrong token with 403.
@@ -911,11 +1348,21 @@ fn cf_handle(
     body: &str,
 ) -> (u16, serde_json::Value) {
     let base = format!("/client/v4/zones/{CF_ZONE}/firewall/access_rules/rules");
+    if auth != format!("Bearer {CF_TOKEN}") && target == "/client/v4/user/tokens/verify" {
+        let e = serde_json::json!({ "success": false, "errors": [{ "code": 1000, "message": "Invalid API Token" }], "messages": [], "result": null });
+        return (401, e);
+    }
     if auth != format!("Bearer {CF_TOKEN}") {
         let e = serde_json::json!({ "success": false, "errors": [{ "code": 10000, "message": "Authentication error" }], "messages": [], "result": null });
         return (403, e);
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/client/v4/user/tokens/verify" {
+        return (
+            200,
+            cf_envelope(serde_json::json!({ "id": "t1", "status": "active" })),
+        );
+    }
     let q = |k: &str| {
         query
             .split('&')

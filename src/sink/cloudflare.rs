@@ -222,10 +222,7 @@ pub fn verify(c: &CloudflareConfig) -> Option<Problem> {
         Token::File(_) => "api_token_file",
     };
     let (scope_key, what) = match c.scope.starts_with("zones/") {
-        true => (
-            "zone_id",
-            "Zone > Firewall Services > Edit, on this zone",
-        ),
+        true => ("zone_id", "Zone > Firewall Services > Edit, on this zone"),
         false => (
             "account_id",
             "Account > Account Firewall Access Rules > Edit, on this account",
@@ -247,7 +244,13 @@ pub fn verify(c: &CloudflareConfig) -> Option<Problem> {
         });
     }
     let url = format!("{}/user/tokens/verify", c.api_base);
-    let problem = |fatal, key, message| Some(Problem { fatal, key, message });
+    let problem = |fatal, key, message| {
+        Some(Problem {
+            fatal,
+            key,
+            message,
+        })
+    };
     match cf.call("GET", &url, None) {
         Ok(v) if v["result"]["status"] == "active" => problem(
             true,
@@ -742,7 +745,8 @@ mod tests {
         let ok = |result: Value| json!({"success": true, "errors": [], "messages": [], "result": result});
         // A valid token without the permission on the zone's access rules.
         let limited = auth == format!("Bearer {LIMITED}");
-        if path == "/client/v4/user/tokens/verify" && (limited || auth == format!("Bearer {TOKEN}")) {
+        if path == "/client/v4/user/tokens/verify" && (limited || auth == format!("Bearer {TOKEN}"))
+        {
             return reply("200 OK", &ok(json!({"id": "t1", "status": "active"})));
         }
         if path == "/client/v4/user/tokens/verify" {
