@@ -10,7 +10,8 @@
 //! looked up and adopted if it is ours, or left alone if not.
 //!
 //! Requests stay within the API's 1,200 per 5 minutes with a client-side budget (waiting when it
-//! is spent), 429 and Retry-After are honoured through the runner's retry, and at most
+//! is spent), 429 and Retry-After are honoured through the runner's retry (401 and 403, a token
+//! refused, on its slow schedule, the token read again before the next call), and at most
 //! `max_rules` rules are kept: the oldest is deleted to make room. The token comes from an
 //! environment variable or a file that others cannot read, and is never logged.
 
@@ -173,24 +174,24 @@ pub fn check_token(t: &Token) -> Result<(), String> {
 fn read_token(t: &Token) -> Result<String, SinkError> {
     let token = match t {
         Token::Env(name) => std::env::var(name)
-            .map_err(|_| SinkError::refused(format!("environment variable {name} is not set")))?,
+            .map_err(|_| SinkError::setup(format!("environment variable {name} is not set")))?,
         Token::File(path) => {
             let meta = std::fs::metadata(path)
-                .map_err(|e| SinkError::refused(format!("{}: {e}", path.display())))?;
+                .map_err(|e| SinkError::setup(format!("{}: {e}", path.display())))?;
             if meta.permissions().mode() & 0o004 != 0 {
-                return Err(SinkError::refused(format!(
+                return Err(SinkError::setup(format!(
                     "{} is readable by others: chmod o-r it (it holds the API token)",
                     path.display()
                 )));
             }
             // A token is one short line.
             crate::small_file::read_to_string(path, 64 << 10)
-                .map_err(|e| SinkError::refused(format!("{}: {e}", path.display())))?
+                .map_err(|e| SinkError::setup(format!("{}: {e}", path.display())))?
         }
     };
     let token = token.trim().to_string();
     if token.is_empty() || token.bytes().any(|b| b.is_ascii_control()) {
-        return Err(SinkError::refused("the API token is empty or not one line"));
+        return Err(SinkError::setup("the API token is empty or not one line"));
     }
     Ok(token)
 }

@@ -14,10 +14,13 @@
 //! events only change the set in memory; the file is written on a flush (when the queue runs
 //! empty) and only when its content changes, at most once per `min_reload_interval`, counted in
 //! wall time, also in replay: the interval protects the running nginx, which lives in wall time.
-//! A change held back by the interval is written when it has passed, and at the latest when the
-//! replay ends. Each write goes to a temporary file renamed over the old one (nginx never reads a
+//! A change held back by the interval is written when it has passed, and at once when a replay
+//! ends. Each write goes to a temporary file renamed over the old one (nginx never reads a
 //! half-written file), then `test_command` (`nginx -t`) checks it; when that fails the previous
-//! file is put back, the error is reported and nginx is not reloaded.
+//! file is put back, nginx is not reloaded, and the error waits for the admin (retried on the
+//! slow schedule). A reload that fails stays owed until one succeeds: a file written is not a
+//! ban in force. A file that already says what would be written (comments and layout aside) is
+//! left alone, so a start or stop with nothing to change reloads nothing.
 //!
 //! With `reload_command = []` the file is kept current and nginx is never reloaded: the admin
 //! reloads when under attack (the "panic button"); then writes wait for no interval.

@@ -1,8 +1,9 @@
 //! The `webhook` sink: POSTs each event's JSON object to a URL, with optional headers.
 //!
 //! A connection failure, a timeout, HTTP 408, 429 or 5xx is retried (after `Retry-After` when the
-//! server sends one); any other 4xx means the server will not take this event, which is reported
-//! and not retried. Header values may be secrets: they are never logged.
+//! server sends one); 401 and 403 (wrong credentials) every `retry_max_delay`, as only the admin
+//! can fix them; any other 4xx means the server will not take this event, which is reported and
+//! not retried. Header values may be secrets: they are never logged.
 
 use std::collections::BTreeMap;
 use std::io::Read;
