@@ -331,8 +331,27 @@ impl Nginx {
             )));
         }
         self.on_disk = Some(content);
-        self.reload_owed = !self.config.reload_command.is_empty();
+        if !self.config.reload_command.is_empty() {
+            self.reload_owed = true;
+            // Kept on disk until nginx has taken the file: a restart in between must not take
+            // the file for one in force.
+            let marker = self.owed_marker();
+            fs::write(&marker, b"")
+                .map_err(|e| SinkError::io(format!("writing {}: {e}", marker.display())))?;
+        }
         Ok(())
+    }
+
+    /// The file next to `path` that says nginx has not taken `path` yet.
+    fn owed_marker(&self) -> PathBuf {
+        let mut name = self
+            .config
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_os_string();
+        name.push(".floodwatch-unloaded");
+        self.config.path.with_file_name(name)
     }
 
     /// Runs the reload owed. The interval counts from each attempt: a reload that timed out
@@ -349,6 +368,14 @@ impl Nginx {
             }
         })?;
         self.reload_owed = false;
+        let marker = self.owed_marker();
+        match fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => warn(
+                &self.name,
+                format_args!("removing {}: {e}", marker.display()),
+            ),
+            _ => {}
+        }
         log(
             &self.name,
             format_args!(
@@ -458,6 +485,17 @@ impl Sink for Nginx {
                     self.config.path.display()
                 ),
             );
+        }
+        let owed = !self.dry_run && !self.config.reload_command.is_empty();
+        if owed && self.owed_marker().exists() {
+            log(
+                &self.name,
+                format_args!(
+                    "{} was written but nginx did not take it before the last stop: reloading",
+                    self.config.path.display()
+                ),
+            );
+            self.reload_owed = true;
         }
         self.on_disk = match fs::read(&self.config.path) {
             Ok(b) => Some(b),
@@ -753,6 +791,29 @@ mod tests {
         assert_eq!(reloads(&t), 1);
         assert_eq!(t.sink.flush().unwrap(), None);
         assert_eq!(reloads(&t), 1, "owed once");
+    }
+
+    #[test]
+    fn a_reload_owed_at_a_restart_is_done_by_the_next_start() {
+        let mut t = setup(Duration::ZERO);
+        let c = t.sink.config.clone();
+        t.sink.config.reload_command = vec!["false".into()];
+        t.sink.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert!(t.sink.flush().is_err());
+        // Stopped there; the next run finds the file as it would write it, but owed.
+        let mut next = Nginx::new(&c, "t".into(), false);
+        next.begin().unwrap();
+        next.restore(&[]).unwrap();
+        next.deliver(&ban("10.0.0.1", "a")).unwrap();
+        assert_eq!(next.flush().unwrap(), None);
+        assert_eq!(reloads(&t), 1);
+        assert!(!next.owed_marker().exists());
+        // And nothing is owed at the start after that.
+        let mut third = Nginx::new(&c, "t".into(), false);
+        third.begin().unwrap();
+        third.deliver(&ban("10.0.0.1", "a")).unwrap();
+        third.flush().unwrap();
+        assert_eq!(reloads(&t), 1);
     }
 
     #[test]

@@ -193,7 +193,8 @@ impl Worker {
 
     /// The end: one last flush (so that a sink that got no event still writes its state, an
     /// empty nginx file replacing a stale one). At the end of a replay, what was held back is
-    /// done at once and retried as a delivery is; at a stop it is tried once (watch's next
+    /// done at once and retried as a delivery is (until `give_up_after`); at a stop it is tried
+    /// once (watch's next
     /// start, or the sink's new version after a reload, writes it at once).
     fn end(&mut self, sink: &mut dyn Sink) {
         if self.stopping.load(Ordering::Relaxed) {
@@ -207,7 +208,14 @@ impl Worker {
             }
             return;
         }
-        self.retry(Step::Flush, "flushing", || sink.flush_now());
+        // Retried as a delivery is, but what only the admin can fix (nginx -t refusing) is
+        // reported at once: a replay is not left waiting for someone to fix nginx.
+        self.retry(Step::Flush, "flushing", || {
+            sink.flush_now().map_err(|e| match e.needs_admin() {
+                true => SinkError::refused(e.message),
+                false => e,
+            })
+        });
     }
 
     /// Sleeps for `d` unless a stop comes first (then false).
