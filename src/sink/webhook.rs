@@ -244,6 +244,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
             "HTTP/1.1 400 Bad\r\nContent-Length: 6\r\nConnection: close\r\n\r\nno way",
+            "HTTP/1.1 401 Who\r\nContent-Length: 3\r\nConnection: close\r\n\r\nwho",
         ]);
         let mut s = sink(url);
         s.deliver(&unban()).unwrap();
@@ -254,6 +255,8 @@ mod tests {
         let e = s.deliver(&unban()).unwrap_err();
         assert!(!e.is_retryable());
         assert!(e.message.contains("400: no way"), "{e}");
+        let e = s.deliver(&unban()).unwrap_err();
+        assert!(e.needs_admin(), "wrong credentials: retried slowly: {e}");
         let got = server.join().unwrap();
         assert!(got[0].starts_with("POST /hook HTTP/1.1\r\n"), "{}", got[0]);
         let lower = got[0].to_ascii_lowercase();
