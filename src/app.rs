@@ -23,6 +23,7 @@ use crate::source::merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD}
 use crate::source::paths::{self, LogFile, PathsError};
 use crate::source::unusable;
 use crate::state_file::StateFileError;
+use crate::state_lock::{self, Holder, LockError, StateLock};
 use crate::vhost::Vhosts;
 use crate::watch::discover::PatternError;
 
@@ -102,10 +103,53 @@ impl ReplayPlan {
         self
     }
 
-    /// No sink (`--no-sinks`): events go to stdout.
+    /// No sink (replay without `--sinks`, analyze, bench): events go to the caller's output.
     pub fn without_sinks(mut self) -> ReplayPlan {
         self.sinks.clear();
         self
+    }
+
+    /// For `replay --sinks`: the `[state] dir`'s lock (see [`state_lock`]), held while the
+    /// replay acts, so that it never acts beside a watch using the same state folder, which
+    /// acts on the same sinks. Refused, naming the folder and the holder, while one runs; refused
+    /// too when it cannot be checked (err towards not acting). `None`: no `[state] dir`, or one
+    /// that does not exist (no watch has used it), or one this user may read but not lock for
+    /// itself, with nobody holding it.
+    pub fn claim_sinks(&self) -> Result<Option<StateLock>, AppError> {
+        let Some(dir) = &self.config.state.dir else {
+            return Ok(None);
+        };
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let refuse = |holder: Holder| {
+            AppError::Runtime(format!(
+                "refusing --sinks: [state] dir = \"{}\" is in use by {holder}, which acts on \
+                 the same sinks; stop it first, or replay without --sinks (events on stdout) \
+                 or with --dry-run",
+                dir.display()
+            ))
+        };
+        let unknown = |e: LockError| {
+            AppError::Runtime(format!(
+                "refusing --sinks: cannot tell whether a watch uses [state] dir = \"{}\": {e}",
+                dir.display()
+            ))
+        };
+        match state_lock::acquire(dir, "replay --sinks") {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LockError::Held { holder, .. }) => Err(refuse(holder)),
+            Err(LockError::Io { source, .. })
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                match state_lock::holder(dir) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(holder)) => Err(refuse(holder)),
+                    Err(e) => Err(unknown(e)),
+                }
+            }
+            Err(e) => Err(unknown(e)),
+        }
     }
 }
 

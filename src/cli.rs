@@ -177,20 +177,24 @@ pub struct ReplayArgs {
     /// Also write the run's summary as a last JSON line on stdout (`"type":"summary"`).
     #[arg(long)]
     pub summary: bool,
-    /// Shard threads (default: the config's `[engine] shards`, else one per CPU less one).
+    /// Shard threads (default, or 0: the config's `[engine] shards`, else one per CPU).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// Producer threads reading and parsing (default: one per CPU).
+    /// Producer threads reading and parsing (default, or 0: one per CPU).
     #[arg(long, value_name = "N")]
     pub producers: Option<usize>,
     /// Never draw the progress bar (it is only drawn when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
     /// Every configured sink in dry run: each says what it would do, nothing is blocked or sent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sinks")]
     pub dry_run: bool,
-    /// Ignore the configured sinks: events go to stdout as JSON lines.
-    #[arg(long, conflicts_with = "dry_run")]
+    /// Deliver the events to the configured sinks (deny file, Cloudflare, firewall...) instead
+    /// of stdout. Refused while a watch uses the config's `[state] dir`.
+    #[arg(long)]
+    pub sinks: bool,
+    /// What replay does without --sinks; kept so that older scripts still run.
+    #[arg(long, hide = true, conflicts_with_all = ["dry_run", "sinks"])]
     pub no_sinks: bool,
     /// Log files or globs (quote globs to let floodwatch expand them and name vhosts from them).
     /// Default: the config's `[input] paths`.

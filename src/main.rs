@@ -40,11 +40,19 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 a.shards,
                 a.producers,
             )?;
-            let plan = match (a.dry_run, a.no_sinks) {
+            // Only watch acts unless asked: the configured sinks are those of production.
+            let plan = match (a.dry_run, a.sinks) {
                 (true, _) => plan.dry_run(),
-                (_, true) => plan.without_sinks(),
-                _ => plan,
+                (false, true) => plan,
+                (false, false) => plan.without_sinks(),
             };
+            let _lock = match a.sinks {
+                true => plan.claim_sinks()?,
+                false => None,
+            };
+            if a.sinks && plan.sinks.is_empty() {
+                log::warn!("--sinks: the config has no [[sink]]; the events go to stdout");
+            }
             let progress = !a.no_progress && std::io::stderr().is_terminal();
             // Stdout, not its lock: the decider thread writes the events.
             let mut stdout = std::io::stdout();

@@ -62,7 +62,9 @@ fn plan(o: &Options) -> Result<ReplayPlan, AppError> {
         format: o.format.clone(),
         ..Overrides::default()
     };
-    app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None)
+    // A report acts on nothing: without sinks its replays put their events where the what-if
+    // reads them, whatever sinks the config (often production's) names.
+    Ok(app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None)?.without_sinks())
 }
 
 fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, AppError> {
