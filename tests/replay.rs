@@ -613,3 +613,35 @@ fn test_on_a_terminal_says_it_reads_standard_input() {
 fn line_for_terminal() -> String {
     "203.0.113.7 - - [25/Nov/2026:11:00:05 +0100] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n".into()
 }
+
+/// `--shards` and `--producers` default (and 0) to one per CPU, as their help says; the help
+/// once said "one per CPU less one".
+#[test]
+fn shards_and_producers_default_to_one_per_cpu_as_the_help_says() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let threads = |args: &[&str]| {
+        let mut all = vec!["replay", "--no-progress"];
+        all.extend(args);
+        let glob = demo_glob();
+        all.push(&glob);
+        let err = util::stderr(util::ok(&floodwatch(&all)));
+        let (_, tail) = err.split_once(" MB/s, ").unwrap_or_else(|| panic!("{err}"));
+        let (counts, _) = tail.split_once(')').unwrap();
+        let n: Vec<usize> = counts
+            .split(", ")
+            .map(|c| c.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        (n[0], n[1])
+    };
+    assert_eq!(threads(&[]), (cpus, cpus));
+    assert_eq!(
+        threads(&["--shards", "0", "--producers", "0"]),
+        (cpus, cpus)
+    );
+    assert_eq!(threads(&["--shards", "3", "--producers", "2"]), (2, 3));
+    let help = String::from_utf8(floodwatch(&["replay", "--help"]).stdout).unwrap();
+    // Unwrapped: the help is wrapped to the terminal's width.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("less one"), "{help}");
+    assert!(help.contains("else one per CPU"), "{help}");
+}
