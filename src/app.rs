@@ -103,12 +103,6 @@ impl ReplayPlan {
         self
     }
 
-    /// No sink (replay without `--sinks`, analyze, bench): events go to the caller's output.
-    pub fn without_sinks(mut self) -> ReplayPlan {
-        self.sinks.clear();
-        self
-    }
-
     /// For `replay --sinks`: the `[state] dir`'s lock (see [`state_lock`]), held while the
     /// replay acts, so that it never acts beside a watch using the same state folder, which
     /// acts on the same sinks. Refused, naming the folder and the holder, while one runs; refused
@@ -153,13 +147,18 @@ impl ReplayPlan {
     }
 }
 
-/// Loads the config, applies the command-line overrides and resolves the paths.
+/// Loads the config, applies the command-line overrides and resolves the paths. `use_sinks`:
+/// the `[[sink]]` tables are checked and the plan's events go to them (`replay --sinks`,
+/// `--dry-run`); else they are not even read (replay, analyze, bench: a sink the command does
+/// not use cannot stop it, such as a Cloudflare token variable set only in the service's
+/// environment) and the events go to the caller's output.
 pub fn plan_replay(
     config_path: Option<&std::path::Path>,
     overrides: &Overrides,
     paths: &[String],
     shards: Option<usize>,
     producers: Option<usize>,
+    use_sinks: bool,
 ) -> Result<ReplayPlan, AppError> {
     let mut config = match config_path {
         Some(p) => Config::load(p)?,
@@ -172,7 +171,10 @@ pub fn plan_replay(
         rules,
         sinks,
         args,
-    } = compile(&config, paths)?;
+    } = match use_sinks {
+        true => compile(&config, paths)?,
+        false => compile_without_sinks(&config, paths)?,
+    };
     let files = paths::expand(&args)?;
     let shards = match shards {
         Some(n) if n > 0 => n,
@@ -329,11 +331,26 @@ pub(crate) struct Compiled {
 }
 
 pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, AppError> {
+    let mut compiled = compile_without_sinks(config, paths)?;
+    compiled.sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut compiled.sinks).map_err(AppError::Usage)?;
+    Ok(compiled)
+}
+
+/// [`compile`] for the commands that never act (`test`, `analyze`, `bench`, replay without
+/// `--sinks`): `sinks` is empty, and a `[[sink]]` table that does not check is only a warning
+/// (it would stop `watch`, not this command).
+pub(crate) fn compile_without_sinks(
+    config: &Config,
+    paths: &[String],
+) -> Result<Compiled, AppError> {
+    if let Err(e) = sink::parse_sinks(config) {
+        log::warn!("{e} (the sinks are not used here; watch would refuse this config)");
+    }
     let mut format = compile_format(config)?;
     let proxies = proxy::setup(config, &mut format)?;
     let rules = compile_rules(config)?;
-    let mut sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut sinks).map_err(AppError::Usage)?;
+    let sinks = Vec::new();
     let args = if paths.is_empty() {
         config.input.paths.clone()
     } else {

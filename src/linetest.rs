@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::addr::{Addr, Cidr};
-use crate::app::{compile, AppError};
+use crate::app::{compile_without_sinks, AppError};
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::detector::never_banned;
@@ -41,7 +41,7 @@ pub struct Tested {
 /// Tests the lines of `source` (`-`: standard input) against `config`, writing one line per
 /// log line to `out`.
 pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested, AppError> {
-    let compiled = compile(config, &[source.to_string()])?;
+    let compiled = compile_without_sinks(config, &[source.to_string()])?;
     let client_ip = compiled.proxies.client_ip();
     let allow = Allowlist::new(never_banned(config, &compiled.proxies));
     if source == "-" && io::stdin().is_terminal() {

@@ -33,18 +33,19 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 burst: a.burst,
                 ban: a.ban,
             };
+            // Only watch acts unless asked: the configured sinks are those of production.
+            let use_sinks = a.sinks || a.dry_run;
             let plan = app::plan_replay(
                 a.config.as_deref(),
                 &overrides,
                 &a.paths,
                 a.shards,
                 a.producers,
+                use_sinks,
             )?;
-            // Only watch acts unless asked: the configured sinks are those of production.
-            let plan = match (a.dry_run, a.sinks) {
-                (true, _) => plan.dry_run(),
-                (false, true) => plan,
-                (false, false) => plan.without_sinks(),
+            let plan = match a.dry_run {
+                true => plan.dry_run(),
+                false => plan,
             };
             let _lock = match a.sinks {
                 true => plan.claim_sinks()?,

@@ -335,3 +335,40 @@ fn analyze_test_and_check_config_leave_the_sinks_alone() {
     floodwatch(&["check-config", "--config", &cfg]);
     prod.assert_untouched("check-config");
 }
+
+/// A sink a command does not use cannot stop it: replay (without --sinks), analyze and test do
+/// not read the [[sink]] tables, so a Cloudflare token variable set only in the service's
+/// environment is no error there; replay --sinks, --dry-run and check-config still refuse it.
+#[test]
+fn a_sink_the_command_does_not_use_cannot_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fw.toml");
+    fs::write(
+        &config,
+        "[[sink]]\ntype = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\n\
+         api_token_env = \"FLOODWATCH_TEST_TOKEN_NOT_SET\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let log = util::testdata("replay/vhosts/example.com/logs/access_log");
+    let replay = floodwatch(&["replay", "--config", cfg, &demo_glob()]);
+    assert!(!bans(ok(&replay)).is_empty());
+    // Said, as what would stop watch.
+    let said = stderr(&replay);
+    assert!(
+        said.contains("warning: ") && said.contains("api_token_env"),
+        "{said}"
+    );
+    assert!(said.contains("watch would refuse this config"), "{said}");
+    ok(&floodwatch(&["analyze", "--config", cfg, &demo_glob()]));
+    ok(&floodwatch(&["test", "--config", cfg, &log]));
+    for args in [
+        vec!["replay", "--sinks", "--config", cfg, &log],
+        vec!["replay", "--dry-run", "--config", cfg, &log],
+        vec!["check-config", "--config", cfg],
+    ] {
+        let out = floodwatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("api_token_env"), "{}", stderr(&out));
+    }
+}

@@ -102,7 +102,7 @@ fn sink_config_errors_name_the_key_and_file_and_exit_2() {
         "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nbogus = true\n",
     );
     let glob = demo_glob();
-    for args in [vec!["replay", &glob], vec!["check-config"]] {
+    for args in [vec!["replay", "--sinks", &glob], vec!["check-config"]] {
         let cmd = args[0];
         let mut args = args.clone();
         args.extend(["--config", config.to_str().unwrap()]);

@@ -146,8 +146,14 @@ pub fn run(o: Options) -> Result<BenchReport, AppError> {
     let replay_dir = scratch.0.join("replay");
     let g = generate::generate("mixed", o.seconds, o.seed, &replay_dir)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let plan = app::plan_replay(Some(&g.config_path), &Overrides::default(), &[], None, None)?
-        .without_sinks();
+    let plan = app::plan_replay(
+        Some(&g.config_path),
+        &Overrides::default(),
+        &[],
+        None,
+        None,
+        false,
+    )?;
     let mut events: Vec<u8> = Vec::new();
     let r = app::replay(plan, &mut events, false)?;
     let banned = ban_keys(&events);
