@@ -154,6 +154,15 @@ pub fn config_man(out: &mut dyn Write) -> io::Result<()> {
         }
         last_table = sec.table;
         s.push_str(&format!("{}\n", roff(sec.about)));
+        if !sec.base.is_empty() {
+            // The smallest table of this kind that checks.
+            s.push_str(".PP\nAt least:\n.PP\n.nf\n\\f(CW");
+            s.push_str(&roff(&header(sec)));
+            for (name, value) in sec.base {
+                s.push_str(&format!("\n{} = {}", roff(name), roff(value)));
+            }
+            s.push_str("\\fR\n.fi\n");
+        }
         for k in sec.keys {
             s.push_str(&format!(
                 ".TP\n\\fB{}\\fR (\\fI{}\\fR)\n",
