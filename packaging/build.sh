@@ -88,6 +88,7 @@ fi
 
 # Man pages and completions from the binary itself: they cannot drift from --help.
 "$DIST/floodwatch" --log-level warn man --dir "$DIST/man"
+[ -s "$DIST/man/floodwatch.toml.5" ] || fail "man --dir wrote no floodwatch.toml(5)"
 "$DIST/floodwatch" completions bash >"$DIST/completions/floodwatch.bash"
 "$DIST/floodwatch" completions zsh >"$DIST/completions/_floodwatch"
 "$DIST/floodwatch" completions fish >"$DIST/completions/floodwatch.fish"

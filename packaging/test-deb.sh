@@ -49,6 +49,7 @@ for f in /usr/share/man/man1/floodwatch.1.gz /usr/share/man/man1/floodwatch-unba
     [ -s "$f" ] || fail "$f missing"
 done
 zcat /usr/share/man/man1/floodwatch-ban.1.gz | grep -qF '\-\-for' || fail "man page content"
+zcat /usr/share/man/man5/floodwatch.toml.5.gz | grep -qF 'recidive_window' || fail "floodwatch.toml(5)"
 
 dpkg --purge floodwatch >/dev/null
 trap - EXIT

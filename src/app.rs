@@ -23,6 +23,7 @@ use crate::source::merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD}
 use crate::source::paths::{self, LogFile, PathsError};
 use crate::source::unusable;
 use crate::state_file::StateFileError;
+use crate::state_lock::{self, Holder, LockError, StateLock};
 use crate::vhost::Vhosts;
 use crate::watch::discover::PatternError;
 
@@ -102,20 +103,62 @@ impl ReplayPlan {
         self
     }
 
-    /// No sink (`--no-sinks`): events go to stdout.
-    pub fn without_sinks(mut self) -> ReplayPlan {
-        self.sinks.clear();
-        self
+    /// For `replay --sinks`: the `[state] dir`'s lock (see [`state_lock`]), held while the
+    /// replay acts, so that it never acts beside a watch using the same state folder, which
+    /// acts on the same sinks. Refused, naming the folder and the holder, while one runs; refused
+    /// too when it cannot be checked (err towards not acting). `None`: no `[state] dir`, or one
+    /// that does not exist (no watch has used it), or one this user may read but not lock for
+    /// itself, with nobody holding it.
+    pub fn claim_sinks(&self) -> Result<Option<StateLock>, AppError> {
+        let Some(dir) = &self.config.state.dir else {
+            return Ok(None);
+        };
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let refuse = |holder: Holder| {
+            AppError::Runtime(format!(
+                "refusing --sinks: [state] dir = \"{}\" is in use by {holder}, which acts on \
+                 the same sinks; stop it first, or replay without --sinks (events on stdout) \
+                 or with --dry-run",
+                dir.display()
+            ))
+        };
+        let unknown = |e: LockError| {
+            AppError::Runtime(format!(
+                "refusing --sinks: cannot tell whether a watch uses [state] dir = \"{}\": {e}",
+                dir.display()
+            ))
+        };
+        match state_lock::acquire(dir, "replay --sinks") {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LockError::Held { holder, .. }) => Err(refuse(holder)),
+            Err(LockError::Io { source, .. })
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                match state_lock::holder(dir) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(holder)) => Err(refuse(holder)),
+                    Err(e) => Err(unknown(e)),
+                }
+            }
+            Err(e) => Err(unknown(e)),
+        }
     }
 }
 
-/// Loads the config, applies the command-line overrides and resolves the paths.
+/// Loads the config, applies the command-line overrides and resolves the paths. `use_sinks`:
+/// the `[[sink]]` tables are checked and the plan's events go to them (`replay --sinks`,
+/// `--dry-run`); else they are not even read (replay, analyze, bench: a sink the command does
+/// not use cannot stop it, such as a Cloudflare token variable set only in the service's
+/// environment) and the events go to the caller's output.
 pub fn plan_replay(
     config_path: Option<&std::path::Path>,
     overrides: &Overrides,
     paths: &[String],
     shards: Option<usize>,
     producers: Option<usize>,
+    use_sinks: bool,
 ) -> Result<ReplayPlan, AppError> {
     let mut config = match config_path {
         Some(p) => Config::load(p)?,
@@ -128,7 +171,10 @@ pub fn plan_replay(
         rules,
         sinks,
         args,
-    } = compile(&config, paths)?;
+    } = match use_sinks {
+        true => compile(&config, paths)?,
+        false => compile_without_sinks(&config, paths)?,
+    };
     let files = paths::expand(&args)?;
     let shards = match shards {
         Some(n) if n > 0 => n,
@@ -285,11 +331,26 @@ pub(crate) struct Compiled {
 }
 
 pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, AppError> {
+    let mut compiled = compile_without_sinks(config, paths)?;
+    compiled.sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut compiled.sinks).map_err(AppError::Usage)?;
+    Ok(compiled)
+}
+
+/// [`compile`] for the commands that never act (`test`, `analyze`, `bench`, replay without
+/// `--sinks`): `sinks` is empty, and a `[[sink]]` table that does not check is only a warning
+/// (it would stop `watch`, not this command).
+pub(crate) fn compile_without_sinks(
+    config: &Config,
+    paths: &[String],
+) -> Result<Compiled, AppError> {
+    if let Err(e) = sink::parse_sinks(config) {
+        log::warn!("{e} (the sinks are not used here; watch would refuse this config)");
+    }
     let mut format = compile_format(config)?;
     let proxies = proxy::setup(config, &mut format)?;
     let rules = compile_rules(config)?;
-    let mut sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut sinks).map_err(AppError::Usage)?;
+    let sinks = Vec::new();
     let args = if paths.is_empty() {
         config.input.paths.clone()
     } else {

@@ -50,7 +50,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Measure replay throughput, live detection latency and accuracy on generated traffic.
     Bench(BenchArgs),
-    /// Follow live logs (new files, rotation, restarts) and print ban decisions as they happen.
+    /// Follow live logs (new files, rotation, restarts) and ban as floods happen: the one command
+    /// that acts through the configured sinks (without sinks, events go to stdout).
     Watch(WatchArgs),
     /// List the active bans of the running watch.
     Bans(BansArgs),
@@ -62,7 +63,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
-    /// Print the man page, or write one page per command into a folder.
+    /// Print floodwatch(1), or write every man page into a folder.
     Man(ManArgs),
 }
 
@@ -74,7 +75,8 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Write floodwatch.1 and floodwatch-COMMAND.1 (one per command) into this folder instead.
+    /// Write floodwatch.1, floodwatch-COMMAND.1 (one per command) and floodwatch.toml.5 (every
+    /// config key) into this folder instead.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -165,32 +167,37 @@ pub struct ReplayArgs {
     /// server's own format string).
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
-    /// Rate of the default rule, in nginx limit_req units ("20r/s", "600r/m").
+    /// Rate of the default rule, in nginx limit_req units ("20r/s", "600r/m"); refused with a
+    /// config that has [[rule]] tables.
     #[arg(long, value_name = "R")]
     pub rate: Option<String>,
-    /// Burst of the default rule, in requests.
+    /// Burst of the default rule, in requests (not with [[rule]] tables).
     #[arg(long, value_name = "B")]
     pub burst: Option<u32>,
-    /// Ban length of the default rule ("10m", "1h").
+    /// Ban length of the default rule ("10m", "1h"; not with [[rule]] tables).
     #[arg(long, value_name = "DUR")]
     pub ban: Option<String>,
     /// Also write the run's summary as a last JSON line on stdout (`"type":"summary"`).
     #[arg(long)]
     pub summary: bool,
-    /// Shard threads (default: the config's `[engine] shards`, else one per CPU less one).
+    /// Shard threads (default, or 0: the config's `[engine] shards`, else one per CPU).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// Producer threads reading and parsing (default: one per CPU).
+    /// Producer threads reading and parsing (default, or 0: one per CPU).
     #[arg(long, value_name = "N")]
     pub producers: Option<usize>,
     /// Never draw the progress bar (it is only drawn when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
     /// Every configured sink in dry run: each says what it would do, nothing is blocked or sent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sinks")]
     pub dry_run: bool,
-    /// Ignore the configured sinks: events go to stdout as JSON lines.
-    #[arg(long, conflicts_with = "dry_run")]
+    /// Deliver the events to the configured sinks (deny file, Cloudflare, firewall...) instead
+    /// of stdout. Refused while a watch uses the config's `[state] dir`.
+    #[arg(long)]
+    pub sinks: bool,
+    /// What replay does without --sinks; kept so that older scripts still run.
+    #[arg(long, hide = true, conflicts_with_all = ["dry_run", "sinks"])]
     pub no_sinks: bool,
     /// Log files or globs (quote globs to let floodwatch expand them and name vhosts from them).
     /// Default: the config's `[input] paths`.
@@ -216,7 +223,7 @@ pub struct GenerateArgs {
     /// Scenario to write (see --list).
     #[arg(long, value_name = "NAME", required_unless_present = "list")]
     pub scenario: Option<String>,
-    /// Seconds of log time.
+    /// Seconds of log time (at least 20).
     #[arg(long, value_name = "N", default_value_t = 120)]
     pub seconds: u32,
     /// Seed of the traffic: the same seed writes the same bytes.
@@ -257,10 +264,10 @@ pub struct AnalyzeArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Seconds of log time of the replayed `mixed` scenario.
+    /// Seconds of log time of the replayed `mixed` scenario (at least 20).
     #[arg(long, value_name = "N", default_value_t = 600)]
     pub seconds: u32,
-    /// Seconds of log time of the live (in-process) run.
+    /// Seconds of log time of the live (in-process) run (less than 20 runs 20).
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub live_seconds: u32,
     /// Log time runs this many times faster than wall time in the live run.

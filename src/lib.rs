@@ -31,7 +31,7 @@
 //!   its control socket). [`config`] and [`cli`] validate input at the edge; the rest never
 //!   sees raw input.
 //!   [`state_file`] loads and saves watch's state files (versioned JSON, replaced through
-//!   [`atomic_file`]); [`small_file`] reads the files the config names with a bound on their
+//!   [`atomic_file`]); [`state_lock`] makes a state folder one watch's; [`small_file`] reads the files the config names with a bound on their
 //!   size.
 //!   [`clock`] is the wall clock, which never moves a line's time.
 //!
@@ -93,6 +93,7 @@ pub mod sink;
 pub mod small_file;
 pub mod source;
 pub mod state_file;
+pub mod state_lock;
 pub mod summary;
 pub mod sys;
 pub mod vhost;

@@ -33,18 +33,27 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 burst: a.burst,
                 ban: a.ban,
             };
+            // Only watch acts unless asked: the configured sinks are those of production.
+            let use_sinks = a.sinks || a.dry_run;
             let plan = app::plan_replay(
                 a.config.as_deref(),
                 &overrides,
                 &a.paths,
                 a.shards,
                 a.producers,
+                use_sinks,
             )?;
-            let plan = match (a.dry_run, a.no_sinks) {
-                (true, _) => plan.dry_run(),
-                (_, true) => plan.without_sinks(),
-                _ => plan,
+            let plan = match a.dry_run {
+                true => plan.dry_run(),
+                false => plan,
             };
+            let _lock = match a.sinks {
+                true => plan.claim_sinks()?,
+                false => None,
+            };
+            if a.sinks && plan.sinks.is_empty() {
+                log::warn!("--sinks: the config has no [[sink]]; the events go to stdout");
+            }
             let progress = !a.no_progress && std::io::stderr().is_terminal();
             // Stdout, not its lock: the decider thread writes the events.
             let mut stdout = std::io::stdout();

@@ -233,6 +233,137 @@ fn analyze_what_if_equals_replay_bans() {
     }
 }
 
+/// The sorted, distinct keys a replay banned under `rule` (any rule: `None`).
+fn banned_by(out: &std::process::Output, rule: Option<&str>) -> Vec<String> {
+    let mut keys: Vec<String> = String::from_utf8_lossy(&ok(out).stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "ban" && rule.is_none_or(|r| e["rule"] == r))
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// `analyze --json` with these arguments.
+fn what_if(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["analyze", "--json"];
+    all.extend(args);
+    let report: Value = serde_json::from_slice(&ok(&floodwatch(&all)).stdout).unwrap();
+    report["what_if"].as_array().unwrap().clone()
+}
+
+/// With `--config`, a what-if row is what `replay --config C --rate R --burst B` bans: the
+/// config's allowlist, format and sinks as production has them (the sinks untouched by both, and
+/// the what-if not emptied by events gone to them).
+#[test]
+fn analyze_with_a_config_equals_replay_with_that_config() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "mixed", 40, 3);
+    let glob = dir
+        .path()
+        .join("vhosts/*/logs/access_log")
+        .display()
+        .to_string();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("prod.toml");
+    // The default rule (no [[rule]] tables, so --rate applies), a flooder allowlisted.
+    std::fs::write(
+        &config,
+        format!(
+            "[input]\nformat = \"combined\"\n\n[allow]\ncidrs = [\"127.0.0.1\", \"192.0.2.77\"]\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = {events:?}\n"
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let rates = ["5r/s", "10r/s", "20r/s", "60r/s"];
+    let rows = what_if(&[
+        "--config",
+        cfg,
+        "--rates",
+        &rates.join(","),
+        "--burst",
+        "20",
+        &glob,
+    ]);
+    assert_eq!(rows.len(), rates.len());
+    let mut distinct = std::collections::BTreeSet::new();
+    for (row, rate) in rows.iter().zip(rates) {
+        let replay = floodwatch(&[
+            "replay",
+            "--no-progress",
+            "--config",
+            cfg,
+            "--rate",
+            rate,
+            "--burst",
+            "20",
+            &glob,
+        ]);
+        let bans = banned_by(&replay, None);
+        assert_eq!(strings(&row["keys"]), bans, "rate {rate}");
+        assert!(!bans.contains(&"192.0.2.77".to_string()), "allowlisted");
+        distinct.insert(bans);
+    }
+    assert!(distinct.len() >= 2, "{distinct:?}");
+    assert!(!events.exists(), "a sink was used");
+}
+
+/// With the scenario's own config (several rules), a what-if row of one rule is what replay
+/// bans under that rule with the config's rate and burst of that rule changed: replay cannot
+/// take --rate beside [[rule]] tables, so the changed config is written out.
+#[test]
+fn analyze_of_one_rule_equals_replay_with_that_rule_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "mixed", 40, 3);
+    let own = dir.path().join("floodwatch.toml");
+    let text = std::fs::read_to_string(&own).unwrap();
+    let default_rule = "name = \"default\"\nrate = \"20r/s\"\nburst = 100\n";
+    assert!(text.contains(default_rule), "{text}");
+    let cfg = own.to_str().unwrap();
+    // Without --rates: the rule's own threshold, i.e. replay with the config as it is.
+    let rows = what_if(&["--config", cfg]);
+    assert_eq!(rows[0]["rate"], "20r/s");
+    let replay = floodwatch(&["replay", "--no-progress", "--config", cfg]);
+    assert_eq!(
+        strings(&rows[0]["keys"]),
+        banned_by(&replay, Some("default"))
+    );
+    assert!(!strings(&rows[0]["keys"]).is_empty());
+
+    let rates = ["5r/s", "20r/s", "60r/s"];
+    let rows = what_if(&[
+        "--config",
+        cfg,
+        "--rule",
+        "default",
+        "--rates",
+        &rates.join(","),
+        "--burst",
+        "30",
+    ]);
+    let mut distinct = std::collections::BTreeSet::new();
+    for (row, rate) in rows.iter().zip(rates) {
+        let changed = dir
+            .path()
+            .join(format!("at-{}.toml", rate.replace('/', "-")));
+        let rule = format!("name = \"default\"\nrate = \"{rate}\"\nburst = 30\n");
+        std::fs::write(&changed, text.replace(default_rule, &rule)).unwrap();
+        let replay = floodwatch(&[
+            "replay",
+            "--no-progress",
+            "--config",
+            changed.to_str().unwrap(),
+        ]);
+        let bans = banned_by(&replay, Some("default"));
+        assert_eq!(strings(&row["keys"]), bans, "rate {rate}");
+        distinct.insert(bans);
+    }
+    assert!(distinct.len() >= 2, "{distinct:?}");
+}
+
 #[test]
 fn analyze_reports_top_talkers_and_peak_distribution() {
     let dir = tempfile::tempdir().unwrap();

@@ -294,7 +294,7 @@ fn bans_seen_through_the_proxy_go_only_to_sinks_that_take_them() {
     )
     .unwrap();
     let log = testdata("cloudflare/access_log");
-    let out = floodwatch(&["replay", "--config", cfg.to_str().unwrap(), &log]);
+    let out = floodwatch(&["replay", "--sinks", "--config", cfg.to_str().unwrap(), &log]);
     assert!(out.status.success(), "{}", stderr(&out));
     let denied = std::fs::read_to_string(&deny).unwrap();
     assert_eq!(

@@ -449,10 +449,10 @@ fn test_shows_each_lines_fields_and_rules() {
     assert_eq!(
         got,
         [
-            "1 ok client=203.0.113.7 time=2026-11-25T10:00:05.000Z method=\"POST\" path=\"/login\" status=200 rules=logins,all",
+            "1 ok client=203.0.113.7 time=2026-11-25T10:00:05.000Z method=\"POST\" path=\"/login\" status=200 rules=logins,all key=203.0.113.7",
             "2 client not an address: client=\"www.example.org\"",
             "3 malformed (not the format's shape): \"\\x16\\x03\\x01 garbage\"",
-            "4 ok client=2001:db8::7 time=2026-11-25T10:00:07.000Z method=\"GET\" path=\"/about\" status=404 rules=all",
+            "4 ok client=2001:db8::7 time=2026-11-25T10:00:07.000Z method=\"GET\" path=\"/about\" status=404 rules=all key=2001:db8::/64",
         ]
     );
     let err = util::stderr(&out);
@@ -481,4 +481,167 @@ fn test_shows_each_lines_fields_and_rules() {
         .unwrap()
         .to_string();
     assert!(first.contains("vhost=\"example.com\""), "{first}");
+}
+
+/// `test` with lines on standard input (a pipe), its stdout and stderr.
+fn test_stdin(config: &std::path::Path, lines: &str) -> (String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["test", "--config", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    (
+        String::from_utf8(out.stdout.clone()).unwrap(),
+        util::stderr(&out),
+    )
+}
+
+/// Each line shows the key it counts under (per rule when the rules' prefixes differ), and a
+/// client whose key is allowlisted is shown as such and not counted.
+#[test]
+fn test_shows_each_lines_key_and_allowlisted_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("floodwatch.toml");
+    std::fs::write(
+        &config,
+        "[allow]\ncidrs = [\"127.0.0.1\", \"198.51.100.9\"]\n\n\
+         [[rule]]\nname = \"addr\"\n\n[[rule]]\nname = \"net\"\nipv4_prefix = 24\n",
+    )
+    .unwrap();
+    let line = |ip: &str| {
+        format!("{ip} - - [25/Nov/2026:11:00:05 +0100] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n")
+    };
+    let input: String = [
+        "203.0.113.7",
+        "2001:db8:1:2:3::7",
+        "127.0.0.1",
+        "198.51.100.7",
+    ]
+    .iter()
+    .map(|ip| line(ip))
+    .collect();
+    let (out, err) = test_stdin(&config, &input);
+    let tail = |l: &str| l.split_once("status=200 ").unwrap().1.to_string();
+    let got: Vec<String> = out.lines().map(tail).collect();
+    assert_eq!(
+        got,
+        [
+            "rules=addr,net keys=203.0.113.7,203.0.113.0/24",
+            "rules=addr,net key=2001:db8:1:2::/64",
+            "rules=addr,net keys=127.0.0.1,127.0.0.0/24: never banned ([allow] cidrs or a trusted proxy), not counted",
+            "rules=addr key=198.51.100.7 allowlisted=net key=198.51.100.0/24 (never banned)",
+        ]
+    );
+    assert!(out
+        .lines()
+        .nth(2)
+        .unwrap()
+        .starts_with("3 allowlisted client=127.0.0.1 "));
+    assert!(
+        err.contains("3 counted by some rule") && err.contains("allowlisted 1 (never banned)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule addr: 3 lines") && err.contains("rule net: 2 lines"),
+        "{err}"
+    );
+    // Standard input is a pipe here: nothing said about reading it.
+    assert!(!err.contains("reading from standard input"), "{err}");
+}
+
+/// On a terminal, `test` says it reads standard input instead of waiting silently.
+#[test]
+fn test_on_a_terminal_says_it_reads_standard_input() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty(3) fills the two descriptors; no name, terminal settings or size given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .arg("test")
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // Said before any input; a silent wait would time out here (and the child is ended).
+    let first = rx.recv_timeout(std::time::Duration::from_secs(15));
+    if first.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let first = first.expect("nothing on stderr while waiting for standard input");
+    assert!(first.contains("reading from standard input"), "{first}");
+    // A line, then Ctrl-D (end of input), as typed.
+    let mut term = std::fs::File::from(master);
+    term.write_all(line_for_terminal().as_bytes()).unwrap();
+    term.write_all(b"\x04").unwrap();
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(status.success(), "{rest:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.starts_with("1 ok client=203.0.113.7 "), "{out}");
+    assert!(rest.join("\n").contains("1 lines: 1 counted"), "{rest:?}");
+}
+
+fn line_for_terminal() -> String {
+    "203.0.113.7 - - [25/Nov/2026:11:00:05 +0100] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n".into()
+}
+
+/// `--shards` and `--producers` default (and 0) to one per CPU, as their help says; the help
+/// once said "one per CPU less one".
+#[test]
+fn shards_and_producers_default_to_one_per_cpu_as_the_help_says() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let threads = |args: &[&str]| {
+        let mut all = vec!["replay", "--no-progress"];
+        all.extend(args);
+        let glob = demo_glob();
+        all.push(&glob);
+        let err = util::stderr(util::ok(&floodwatch(&all)));
+        let (_, tail) = err.split_once(" MB/s, ").unwrap_or_else(|| panic!("{err}"));
+        let (counts, _) = tail.split_once(')').unwrap();
+        let n: Vec<usize> = counts
+            .split(", ")
+            .map(|c| c.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        (n[0], n[1])
+    };
+    assert_eq!(threads(&[]), (cpus, cpus));
+    assert_eq!(
+        threads(&["--shards", "0", "--producers", "0"]),
+        (cpus, cpus)
+    );
+    assert_eq!(threads(&["--shards", "3", "--producers", "2"]), (2, 3));
+    let help = String::from_utf8(floodwatch(&["replay", "--help"]).stdout).unwrap();
+    // Unwrapped: the help is wrapped to the terminal's width.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("less one"), "{help}");
+    assert!(help.contains("else one per CPU"), "{help}");
 }

@@ -31,6 +31,7 @@ fn jsonl_sinks_write_what_stdout_gets_without_sinks() {
     );
     let out = floodwatch(&[
         "replay",
+        "--sinks",
         "--ban",
         "10s",
         "--config",
@@ -64,6 +65,7 @@ fn log_level_filters_diagnostics_but_never_events_or_errors() {
             "--log-level",
             level,
             "replay",
+            "--sinks",
             "--config",
             config.to_str().unwrap(),
             &demo_glob(),
@@ -100,7 +102,7 @@ fn sink_config_errors_name_the_key_and_file_and_exit_2() {
         "[[sink]]\ntype = \"jsonl\"\npath = \"-\"\nbogus = true\n",
     );
     let glob = demo_glob();
-    for args in [vec!["replay", &glob], vec!["check-config"]] {
+    for args in [vec!["replay", "--sinks", &glob], vec!["check-config"]] {
         let cmd = args[0];
         let mut args = args.clone();
         args.extend(["--config", config.to_str().unwrap()]);
@@ -223,6 +225,7 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     );
     let out = floodwatch(&[
         "replay",
+        "--sinks",
         "--config",
         config.to_str().unwrap(),
         "--format",
@@ -295,6 +298,7 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     std::fs::write(&log_path, &log[..=cut]).unwrap();
     let out = floodwatch(&[
         "replay",
+        "--sinks",
         "--config",
         config.to_str().unwrap(),
         "--format",
@@ -591,6 +595,7 @@ fn replay_log(dir: &Path, config: &Path, log: &str) -> String {
     std::fs::write(&path, log).unwrap();
     let out = floodwatch(&[
         "replay",
+        "--sinks",
         "--config",
         config.to_str().unwrap(),
         path.to_str().unwrap(),
@@ -738,6 +743,7 @@ fn nginx_takes_both_styles_with_ipv4_ipv6_addresses_and_prefixes() {
         std::fs::write(&log_path, log).unwrap();
         let out = floodwatch(&[
             "replay",
+            "--sinks",
             "--config",
             config.to_str().unwrap(),
             log_path.to_str().unwrap(),
@@ -870,7 +876,7 @@ fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
         ),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(["replay", "--ban", "10s", "--config"])
+        .args(["replay", "--sinks", "--ban", "10s", "--config"])
         .arg(&config)
         .arg(demo_glob())
         .stdout(std::process::Stdio::piped())
@@ -1529,7 +1535,7 @@ fn one_replay_drives_every_sink_and_they_agree() {
     );
     // A short ban: flooders are banned, unbanned on log time and banned again.
     let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(["replay", "--ban", "10s", "--config"])
+        .args(["replay", "--sinks", "--ban", "10s", "--config"])
         .arg(&config)
         .arg(demo_glob())
         .env("FLOODWATCH_TEST_CF_TOKEN", CF_TOKEN)

@@ -193,6 +193,7 @@ fn run_case(
         &[glob],
         None,
         None,
+        false,
     )
     .unwrap();
     let mut replayed: Vec<u8> = Vec::new();

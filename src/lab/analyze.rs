@@ -62,7 +62,9 @@ fn plan(o: &Options) -> Result<ReplayPlan, AppError> {
         format: o.format.clone(),
         ..Overrides::default()
     };
-    app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None)
+    // A report acts on nothing: without sinks its replays put their events where the what-if
+    // reads them, whatever sinks the config (often production's) names.
+    app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None, false)
 }
 
 fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, AppError> {
@@ -82,7 +84,7 @@ pub fn analyze(o: &Options) -> Result<Analysis, AppError> {
     let base = plan(o)?;
     let r = rule_index(&base, o.rule.as_deref())?;
     let spec = base.config.rules[r].clone();
-    let (counter, ingest) = count_peaks(base, r)?;
+    let (counter, ingest) = count_peaks(&base, r)?;
     let keys = counter.len();
     let all = counter.finish();
     let first_ms = all.iter().map(|k| k.first_ms).min().unwrap_or(0);
@@ -96,7 +98,7 @@ pub fn analyze(o: &Options) -> Result<Analysis, AppError> {
     let burst = o.burst.unwrap_or(spec.burst);
     let mut what_if = Vec::with_capacity(rates.len());
     for rate in rates {
-        what_if.push(what_if_one(o, r, &rate, burst)?);
+        what_if.push(what_if_one(&base, r, &rate, burst)?);
     }
     Ok(Analysis {
         rule: spec.name,
@@ -112,11 +114,15 @@ pub fn analyze(o: &Options) -> Result<Analysis, AppError> {
 
 /// Reads every file once (one thread: this is a report, not the hot path) and counts the hits of
 /// rule `r` per key, keyed as the rule keys them.
-fn count_peaks(plan: ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats), AppError> {
+fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats), AppError> {
     let spec = &plan.config.rules[r];
     let bit = 1u32 << r;
     let vhosts = crate::vhost::Vhosts::new();
-    let mut ingest = Ingest::new(Arc::new(plan.format), Arc::new(plan.rules), vhosts.clone());
+    let mut ingest = Ingest::new(
+        Arc::new(plan.format.clone()),
+        Arc::new(compile_rules(&plan.config.rules)?),
+        vhosts.clone(),
+    );
     let mut counter = PeakCounter::default();
     let read_bytes = Arc::new(AtomicU64::new(0));
     for f in &plan.files {
@@ -148,16 +154,29 @@ fn count_peaks(plan: ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats),
     Ok((counter, ingest.stats))
 }
 
-/// Replays everything with rule `r` at `rate`/`burst` and collects the keys it bans.
-fn what_if_one(o: &Options, r: usize, rate: &str, burst: u32) -> Result<WhatIf, AppError> {
-    let mut p = plan(o)?;
+fn compile_rules(specs: &[crate::engine::RuleSpec]) -> Result<CompiledRules, AppError> {
+    CompiledRules::new(specs).map_err(|e| AppError::Usage(format!("rule: {e}")))
+}
+
+/// Replays the base plan's files with rule `r` at `rate`/`burst` and collects the keys it bans:
+/// the same files, config and (no) sinks as the base, only that rule's threshold changed.
+fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<WhatIf, AppError> {
     let parsed = parse_rate(rate).map_err(|m| AppError::Usage(format!("--rates: {m}")))?;
-    let rule = &mut p.config.rules[r];
+    let mut config = base.config.clone();
+    let rule = &mut config.rules[r];
     rule.rate = parsed;
     rule.burst = burst;
     let name = rule.name.clone();
-    p.rules =
-        CompiledRules::new(&p.config.rules).map_err(|e| AppError::Usage(format!("rule: {e}")))?;
+    let p = ReplayPlan {
+        rules: compile_rules(&config.rules)?,
+        config,
+        format: base.format.clone(),
+        files: base.files.clone(),
+        proxies: base.proxies.clone(),
+        shards: base.shards,
+        producers: base.producers,
+        sinks: Vec::new(),
+    };
     let mut events: Vec<u8> = Vec::new();
     app::replay(p, &mut events, false)?;
     let mut keys: Vec<String> = events

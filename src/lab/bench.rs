@@ -146,7 +146,14 @@ pub fn run(o: Options) -> Result<BenchReport, AppError> {
     let replay_dir = scratch.0.join("replay");
     let g = generate::generate("mixed", o.seconds, o.seed, &replay_dir)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let plan = app::plan_replay(Some(&g.config_path), &Overrides::default(), &[], None, None)?;
+    let plan = app::plan_replay(
+        Some(&g.config_path),
+        &Overrides::default(),
+        &[],
+        None,
+        None,
+        false,
+    )?;
     let mut events: Vec<u8> = Vec::new();
     let r = app::replay(plan, &mut events, false)?;
     let banned = ban_keys(&events);
@@ -217,7 +224,12 @@ fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
         r.max_ban_ms = 1000;
         r.ban_factor = 1.0;
     }
+    // Generated traffic acts on nothing: no sink, no state, no fleet, whatever the config said.
+    config.sinks.clear();
+    config.fleet = None;
     config.state.dir = None;
+    config.state.socket = None;
+    config.metrics.listen = None;
     config.input.start_at = StartAt::Beginning;
     let format = Arc::new(Format::from_spec(&config.input.format).map_err(runtime)?);
     let rules = Arc::new(CompiledRules::new(&config.rules).map_err(runtime)?);

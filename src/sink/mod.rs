@@ -173,7 +173,7 @@ pub struct Common {
 const DEFAULT_QUEUE: usize = 10_000;
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 const DEFAULT_GIVE_UP: Duration = Duration::from_secs(3600);
-const COMMON_KEYS: &[&str] = &[
+pub(crate) const COMMON_KEYS: &[&str] = &[
     "type",
     "name",
     "dry_run",

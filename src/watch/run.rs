@@ -36,7 +36,7 @@
 //! the unpublished messages are saved in `fleet.json` with the rest (see `crate::fleet`).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +63,7 @@ use crate::fleet::{self, Fleet};
 use crate::output::{keep_pending, resend_pending, save_pending, Output};
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::{Ingest, IngestStats};
+use crate::state_lock::{self, LockError, StateLock};
 use crate::vhost::Vhosts;
 
 const INOTIFY: Token = Token(0);
@@ -133,6 +134,8 @@ struct WatchLoop<'o> {
     config_path: Option<PathBuf>,
     cli_paths: Vec<String>,
     state_dir: Option<PathBuf>,
+    /// Held for the watch's whole life: no other watch, nor `replay --sinks`, uses the folder.
+    state_lock: Option<StateLock>,
     signals: Signals,
     poll: Poll,
     events: Events,
@@ -190,6 +193,10 @@ impl<'o> WatchLoop<'o> {
         if let Some(dir) = &state_dir {
             std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
         }
+        let state_lock = match &state_dir {
+            Some(dir) => Some(lock_state(dir)?),
+            None => None,
+        };
         let checkpoints = match &state_dir {
             Some(dir) => Checkpoints::load(dir)?,
             None => Checkpoints::new(),
@@ -285,6 +292,7 @@ impl<'o> WatchLoop<'o> {
             config_path,
             cli_paths,
             state_dir,
+            state_lock,
             signals,
             poll,
             events: Events::with_capacity(256),
@@ -603,6 +611,8 @@ impl<'o> WatchLoop<'o> {
             control,
             systemd,
             mut fleet,
+            // Kept until the state is saved: released as the last step.
+            state_lock: _state_lock,
             ..
         } = self;
         systemd.stopping();
@@ -654,6 +664,18 @@ impl<'o> WatchLoop<'o> {
         saved.map_err(|e| AppError::Runtime(format!("saving state: {e}")))?;
         Ok(report)
     }
+}
+
+/// Takes the state folder's lock (see [`crate::state_lock`]), or says who holds it.
+fn lock_state(dir: &Path) -> Result<StateLock, AppError> {
+    state_lock::acquire(dir, "watch").map_err(|e| match e {
+        LockError::Held { holder, .. } => AppError::Runtime(format!(
+            "[state] dir = \"{}\" is in use by {holder}: two processes acting on one state \
+             folder would overwrite each other's state and sinks",
+            dir.display()
+        )),
+        e => AppError::Runtime(format!("[state] dir: locking {e}")),
+    })
 }
 
 /// Creates the control socket the config names (see [`crate::control`]); none without `[state]
