@@ -61,7 +61,9 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Analyze(a) => floodwatch::lab::cmd::analyze(a),
         Command::Bench(a) => floodwatch::lab::cmd::bench(&a),
         Command::Watch(a) => {
-            let plan = floodwatch::watch::plan(a.config.as_deref(), &a.paths)?;
+            let file = floodwatch::cli::config_file(a.config.as_deref());
+            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let plan = floodwatch::watch::plan(file.as_deref(), &a.paths)?;
             let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
             log::info!("{report}");
             Ok(())
@@ -100,7 +102,9 @@ fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::CheckConfig(a) => {
-            let config = match a.config.as_deref() {
+            let file = floodwatch::cli::config_file(a.config.as_deref());
+            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let config = match file.as_deref() {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{Status, Unbanned};
+use super::{FileHealth, Status, Unbanned};
 
 /// The time in an RFC 3339 text, if it is one.
 fn time(text: &str) -> Option<SystemTime> {
@@ -174,8 +174,90 @@ pub fn unban(key: &str, u: &Unbanned) -> Result<String, String> {
     }
 }
 
-/// A `status` answer as a page of text.
+/// The pardons of a `bans --all` answer as a table, soonest end first.
+pub fn pardons(answer: &Value) -> String {
+    let empty = Vec::new();
+    let list = (answer.get("pardons").and_then(Value::as_array)).unwrap_or(&empty);
+    if list.is_empty() {
+        return "no pardoned keys\n".into();
+    }
+    let now = answer.get("now").and_then(Value::as_str).and_then(time);
+    let text = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let mut rows = vec![["PARDONED", "RULE", "VHOST", "UNTIL", "LEFT"].map(String::from)];
+    for p in list {
+        let until = text(p, "until");
+        let left = match (now, time(&until)) {
+            (Some(now), Some(end)) => span(end.duration_since(now).unwrap_or_default()),
+            _ => "-".into(),
+        };
+        rows.push([
+            text(p, "key"),
+            text(p, "rule"),
+            text(p, "vhost"),
+            until,
+            left,
+        ]);
+    }
+    let mut out = String::from("\n");
+    out.push_str(&table(&rows));
+    let n = list.len();
+    let _ = writeln!(
+        out,
+        "{n} pardoned key{}: unbanned by hand, not banned again by that rule before the lifted \
+         ban's term ends (a ban by hand ends the pardon)",
+        if n == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// A `status` answer as a page of text: the watch, then its files when they were asked for.
 pub fn status(s: &Status) -> String {
+    let mut out = status_page(s);
+    if let Some(files) = &s.file_health {
+        out.push_str(&file_health(files));
+    }
+    out
+}
+
+/// Each followed file's line: counts, age of its newest line, bytes unread; then the warnings.
+fn file_health(files: &[FileHealth]) -> String {
+    let mut rows = vec![[
+        "FILE",
+        "LINES",
+        "MALFORMED",
+        "NOT-AN-ADDRESS",
+        "NEWEST LINE",
+        "UNREAD",
+    ]
+    .map(String::from)];
+    for f in files {
+        let age = match f.newest_line_age_seconds {
+            Some(a) => format!("{} ago", span(Duration::from_secs(a))),
+            None => "-".into(),
+        };
+        let unread = match (f.open, f.unread_bytes) {
+            (false, _) => "not open".into(),
+            (true, Some(b)) => format!("{b} bytes"),
+            (true, None) => "-".into(),
+        };
+        rows.push([
+            format!("  {}", f.path),
+            f.lines.to_string(),
+            f.malformed.to_string(),
+            f.not_an_address.to_string(),
+            age,
+            unread,
+        ]);
+    }
+    let mut out = format!("files:     {} followed\n", files.len());
+    out.push_str(&table(&rows));
+    for w in files.iter().filter_map(|f| f.warning.as_deref()) {
+        let _ = writeln!(out, "  UNUSABLE LINES: {w}");
+    }
+    out
+}
+
+fn status_page(s: &Status) -> String {
     let mut out = String::new();
     let up = span(Duration::from_secs(s.uptime_seconds));
     let _ = writeln!(
@@ -183,8 +265,21 @@ pub fn status(s: &Status) -> String {
         "floodwatch {}, pid {}, up {up} (since {})",
         s.version, s.pid, s.started
     );
-    if let Some(c) = &s.config {
-        let _ = writeln!(out, "config:    {c}");
+    let loaded = match &s.config_loaded {
+        Some(t) => format!(" (loaded {t})"),
+        None => String::new(),
+    };
+    let _ = match &s.config {
+        Some(c) => writeln!(out, "config:    {c}{loaded}"),
+        None => writeln!(out, "config:    built-in defaults{loaded}"),
+    };
+    if let Some(r) = &s.reload_refused {
+        let error = r.error.trim_end().replace('\n', "\n           ");
+        let _ = writeln!(
+            out,
+            "           RELOAD REFUSED at {} (the config above is still in force): {error}",
+            r.at
+        );
     }
     let _ = writeln!(
         out,
