@@ -253,6 +253,11 @@ fn the_watch_is_reached_whatever_its_config_file_has_become() {
     std::fs::write(cfg, format!("{good}\n[[rule]\nname = \"x\n")).unwrap();
     let out = admin(cfg, &["status"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("the file changed since: not reloaded yet"),
+        "{}",
+        stdout(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains(&cfg.display().to_string()), "{err}");
     assert!(err.contains("only its [state] was read"), "{err}");
@@ -318,6 +323,7 @@ fn the_watch_is_reached_whatever_its_config_file_has_become() {
     let status = json(&admin(cfg, &["status", "--json"]));
     assert!(status.get("reload_refused").is_none(), "{status}");
     assert_ne!(status["config_loaded"], loaded.as_str());
+    assert_eq!(status["config_changed"], false);
 }
 
 /// `check-config` and `watch` say which config they use; without --config that is
@@ -387,8 +393,17 @@ fn bans_all_shows_pardons_and_a_manual_ban_of_a_pardoned_key_works() {
     assert!(text.starts_with("no active bans\n\nPARDONED"), "{text}");
     assert!(text.contains("127.0.0.2"), "{text}");
     assert!(text.contains("1 pardoned key: "), "{text}");
-    // Without --all, as before.
+    // Without --all, as before; status counts them.
     assert_eq!(stdout(&admin(cfg, &["bans"])), "no active bans\n");
+    let text = stdout(&admin(cfg, &["status"]));
+    assert!(
+        text.contains("\npardoned:  1 key unbanned by hand"),
+        "{text}"
+    );
+    assert_eq!(
+        json(&admin(cfg, &["status", "--json"]))["bans"]["pardoned"],
+        1
+    );
 
     // The same flood does not ban it again; a ban by hand does, and ends the pardon.
     append_flood(&site.log, "127.0.0.2");
@@ -399,6 +414,7 @@ fn bans_all_shows_pardons_and_a_manual_ban_of_a_pardoned_key_works() {
     assert_eq!(active_keys(cfg), ["127.0.0.2"]);
     let all = json(&admin(cfg, &["bans", "--all", "--json"]));
     assert_eq!(all["pardons"], serde_json::json!([]), "{all}");
+    assert!(!stdout(&admin(cfg, &["status"])).contains("pardoned:"));
 }
 
 /// A good combined line from `client`, stamped now.

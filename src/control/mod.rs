@@ -101,6 +101,9 @@ pub struct Status {
     /// RFC 3339: when the config in force was read (at start, or by the last reload taken).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_loaded: Option<String>,
+    /// Whether the config file was modified after it was loaded (a SIGHUP would read it).
+    #[serde(default)]
+    pub config_changed: bool,
     /// The last SIGHUP's config, when it was refused (the running one kept); cleared by a
     /// reload that is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +199,9 @@ pub struct BanCounts {
     pub since_start: u64,
     /// Per rule, in config order; `manual` last when it has active bans.
     pub by_rule: Vec<RuleBans>,
+    /// Keys pardoned by `unban` whose pardon still runs (`bans --all` lists them).
+    #[serde(default)]
+    pub pardoned: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

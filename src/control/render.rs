@@ -249,7 +249,7 @@ fn file_health(files: &[FileHealth]) -> String {
             unread,
         ]);
     }
-    let mut out = format!("files:     {} followed\n", files.len());
+    let mut out = format!("per file:  {} followed\n", files.len());
     out.push_str(&table(&rows));
     for w in files.iter().filter_map(|f| f.warning.as_deref()) {
         let _ = writeln!(out, "  UNUSABLE LINES: {w}");
@@ -273,6 +273,11 @@ fn status_page(s: &Status) -> String {
         Some(c) => writeln!(out, "config:    {c}{loaded}"),
         None => writeln!(out, "config:    built-in defaults{loaded}"),
     };
+    if s.config_changed && s.reload_refused.is_none() {
+        out.push_str(
+            "           the file changed since: not reloaded yet (SIGHUP, or systemctl reload)\n",
+        );
+    }
     if let Some(r) = &s.reload_refused {
         let error = r.error.trim_end().replace('\n', "\n           ");
         let _ = writeln!(
@@ -314,6 +319,15 @@ fn status_page(s: &Status) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    if s.bans.pardoned > 0 {
+        let _ = writeln!(
+            out,
+            "pardoned:  {} key{} unbanned by hand, not banned again before their term ends \
+             (`floodwatch bans --all`)",
+            s.bans.pardoned,
+            if s.bans.pardoned == 1 { "" } else { "s" }
+        );
+    }
     if let Some(f) = &s.fleet {
         let _ = writeln!(
             out,
@@ -443,6 +457,45 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_config_a_refused_reload_and_each_file() {
+        let s = Status {
+            config: Some("/etc/fw.toml".into()),
+            config_loaded: Some("2026-11-25T08:00:00Z".into()),
+            reload_refused: Some(crate::control::RefusedReload {
+                at: "2026-11-25T09:00:00Z".into(),
+                error: "/etc/fw.toml:3:1: bad\nsecond line".into(),
+            }),
+            file_health: Some(vec![FileHealth {
+                path: "/l/a".into(),
+                open: true,
+                lines: 40,
+                malformed: 40,
+                newest_line_age_seconds: Some(61),
+                unread_bytes: Some(0),
+                warning: Some("/l/a: 100 % of the lines".into()),
+                ..FileHealth::default()
+            }]),
+            ..Status::default()
+        };
+        let t = status(&s);
+        for want in [
+            "config:    /etc/fw.toml (loaded 2026-11-25T08:00:00Z)\n",
+            "           RELOAD REFUSED at 2026-11-25T09:00:00Z (the config above is still in force): /etc/fw.toml:3:1: bad\n           second line\n",
+            "per file:  1 followed\nFILE    LINES  MALFORMED  NOT-AN-ADDRESS  NEWEST LINE  UNREAD\n  /l/a  40     40         0               1m 1s ago    0 bytes\n",
+            "  UNUSABLE LINES: /l/a: 100 % of the lines\n",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in:\n{t}");
+        }
+        assert!(!t.contains("pardoned"), "{t}");
+        let mut s = Status::default();
+        s.bans.pardoned = 2;
+        let t = status(&s);
+        assert!(t.contains("config:    built-in defaults\n"), "{t}");
+        assert!(t.contains("\npardoned:  2 keys unbanned by hand"), "{t}");
+        assert!(!t.contains("per file"), "{t}");
+    }
+
+    #[test]
     fn status_shows_rules_and_failing_sinks() {
         let s = Status {
             version: "0.1.0".into(),
@@ -461,6 +514,7 @@ mod tests {
                     active: 3,
                     since_start: 5,
                 }],
+                pardoned: 2,
             },
             sinks: vec![SinkStatus {
                 name: "cf".into(),

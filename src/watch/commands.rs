@@ -220,6 +220,9 @@ fn status(cx: Ctx, per_file: bool) -> Status {
         uptime_seconds: cx.started.at.elapsed().as_secs(),
         config: cx.config_path.map(|p| p.display().to_string()),
         config_loaded: Some(Rfc3339(cx.config_state.loaded_ms).to_string()),
+        config_changed: cx
+            .config_path
+            .is_some_and(|p| modified_after(p, cx.config_state.loaded_ms)),
         reload_refused: (cx.config_state.refused.as_ref()).map(|(at, error)| RefusedReload {
             at: Rfc3339(*at).to_string(),
             error: error.clone(),
@@ -241,11 +244,20 @@ fn status(cx: Ctx, per_file: bool) -> Status {
             active: table.active_len() as u64,
             since_start: stats.bans - cx.started_stats.bans,
             by_rule,
+            pardoned: table.pardons(now_ms).len() as u64,
         },
         sinks: cx.output.sink_health().iter().map(sink_status).collect(),
         fleet: cx.fleet.map(|f| fleet_status(f.stats(), table)),
         file_health: per_file.then(|| cx.files.health(now_ms)),
     }
+}
+
+/// Whether the file at `path` was modified after `ms` (wall clock); false when it cannot be
+/// told.
+fn modified_after(path: &Path, ms: i64) -> bool {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let since_epoch = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    since_epoch.is_some_and(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX) > ms)
 }
 
 fn fleet_status(
