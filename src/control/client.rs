@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no watch is running for this config: nothing listens on {}", .0.display())]
+    #[error("no watch is running there: nothing listens on {}", .0.display())]
     NoWatch(PathBuf),
     #[error(
         "{}: permission denied: run as root or as the user watch runs as",

@@ -18,10 +18,11 @@ pub fn exact(key: &str) -> Result<Cidr, String> {
     let written = key.split_once('/').map_or(key, |(ip, _)| ip).trim();
     let addr = written.parse::<std::net::IpAddr>().map(Addr::from).ok();
     if addr.is_some_and(|a| a != net.addr) {
+        // Shown from what parsed, not as sent: a client may send anything around it.
         return Err(format!(
-            "{key} has host bits set (the address is not the start of a /{} network): did you \
-             mean {net}? (or {written} for the one address)",
-            net.prefix
+            "{written}/{p} has host bits set (the address is not the start of a /{p} network): \
+             did you mean {net}? (or {written} for the one address)",
+            p = net.prefix
         ));
     }
     Ok(net)
@@ -66,6 +67,8 @@ mod tests {
         assert_eq!(exact("192.0.2.7").unwrap().to_string(), "192.0.2.7");
         assert_eq!(exact("2001:db8::/48").unwrap().to_string(), "2001:db8::/48");
         assert!(exact("nope").unwrap_err().contains("not an IP address"));
+        let e = exact("\n10.0.0.1/8").unwrap_err();
+        assert!(e.starts_with("10.0.0.1/8 has host bits set"), "{e}");
     }
 
     #[test]
