@@ -78,12 +78,12 @@ pub struct FileJudge {
 
 impl FileJudge {
     /// Takes what reading the file added to a producer's counters (`before` and `after` the
-    /// read), and returns the warning to give now, naming `name`, if one is due.
+    /// read), and returns the warning to give now, naming the file (`name`), if one is due.
     pub fn read(
         &mut self,
         before: &IngestStats,
         after: &IngestStats,
-        name: &str,
+        name: impl FnOnce() -> String,
         now_ms: i64,
     ) -> Option<String> {
         let got = since(before, after);
@@ -94,7 +94,7 @@ impl FileJudge {
             .warned_ms
             .is_none_or(|t| now_ms.saturating_sub(t) >= FILE_WARN_EVERY_MS);
         let warning = match may_warn {
-            true => warning(&self.stretch, &self.samples).map(|w| format!("{name}: {w}")),
+            true => warning(&self.stretch, &self.samples).map(|w| format!("{}: {w}", name())),
             false => None,
         };
         if warning.is_some() || now_ms.saturating_sub(start) >= FILE_WARN_EVERY_MS {
@@ -379,22 +379,24 @@ mod tests {
         let mut after = stats(10, 10, 0);
         j.samples.malformed(Malformed::Shape, b"{\"a\":1}");
         assert_eq!(
-            j.read(&before, &after, "/l/a", 0),
+            j.read(&before, &after, || "/l/a".into(), 0),
             None,
             "too few lines yet"
         );
         let mid = after;
         after = stats(30, 30, 0);
-        let w = j.read(&mid, &after, "/l/a", 1000).unwrap();
+        let w = j.read(&mid, &after, || "/l/a".into(), 1000).unwrap();
         assert!(w.starts_with("/l/a: 100 % of the lines read"), "{w}");
         assert!(w.contains("looks like a JSON log"), "{w}");
         assert_eq!(j.total.lines, 30);
         // Still broken: not said again within the hour, said again after it.
         let (b, a) = (after, stats(60, 60, 0));
         j.samples.malformed(Malformed::Shape, b"{\"a\":2}");
-        assert_eq!(j.read(&b, &a, "/l/a", 2000), None);
+        assert_eq!(j.read(&b, &a, || "/l/a".into(), 2000), None);
         let (b, a) = (a, stats(90, 90, 0));
-        let again = j.read(&b, &a, "/l/a", 1000 + FILE_WARN_EVERY_MS).unwrap();
+        let again = j
+            .read(&b, &a, || "/l/a".into(), 1000 + FILE_WARN_EVERY_MS)
+            .unwrap();
         assert!(
             again.contains("(60 of 60"),
             "judged on the lines since: {again}"
@@ -405,7 +407,7 @@ mod tests {
         let mut good = a;
         good.lines += 1000;
         let later = 1000 + 3 * FILE_WARN_EVERY_MS;
-        assert_eq!(j.read(&a, &good, "/l/a", later), None);
+        assert_eq!(j.read(&a, &good, || "/l/a".into(), later), None);
     }
 
     #[test]

@@ -444,8 +444,8 @@ impl Files {
         std::mem::swap(&mut ingest.samples, &mut w.judge.samples);
         let now_ms = crate::clock::wall_ms();
         if ingest.stats.lines != before.lines {
-            let name = w.tailer.path().display().to_string();
-            if let Some(warning) = w.judge.read(&before, &ingest.stats, &name, now_ms) {
+            let name = || w.tailer.path().display().to_string();
+            if let Some(warning) = w.judge.read(&before, &ingest.stats, name, now_ms) {
                 log::warn!("{warning}");
             }
         }
