@@ -81,25 +81,52 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Where the admin commands look for the config naming the running watch's control socket.
+/// The config every command uses without `--config`, where it exists (else the built-in
+/// defaults).
 pub const DEFAULT_CONFIG: &str = "/etc/floodwatch/floodwatch.toml";
+
+/// The config file a command uses: `--config`, else [`DEFAULT_CONFIG`] where it exists; none
+/// means the built-in defaults.
+pub fn config_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    }
+}
+
+/// What `check-config` and `watch` say of the config they use (see [`config_file`]).
+pub fn config_said(file: Option<&std::path::Path>) -> String {
+    match file {
+        Some(p) => format!("config: {}", p.display()),
+        None => format!("config: built-in defaults (no {DEFAULT_CONFIG})"),
+    }
+}
 
 /// How the admin commands find the running watch.
 #[derive(Debug, Args)]
 pub struct ReachArgs {
-    /// The running watch's config: its control socket is `[state] socket`, else control.sock
-    /// in `[state] dir`.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// The running watch's config (default: /etc/floodwatch/floodwatch.toml): its control
+    /// socket is `[state] socket`, else control.sock in `[state] dir`. A config that no longer
+    /// loads (a bad edit) is read for its [state] alone.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The running watch's control socket, instead of finding it through a config.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct BansArgs {
     #[command(flatten)]
     pub reach: ReachArgs,
-    /// The bans as a JSON array (each the ban event that started it), as `/bans` serves them.
+    /// The bans as a JSON array (each the ban event that started it), as `/bans` serves them;
+    /// with --all, an object of the bans and the pardons.
     #[arg(long)]
     pub json: bool,
+    /// Also the pardoned keys: those whose detected ban `unban` lifted, which the rule does not
+    /// ban again until the lifted ban's term ends (a manual ban ends the pardon).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +142,9 @@ pub struct BanArgs {
     /// Ban under this configured rule (default: a rule of its own, `manual`).
     #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
+    /// Ban a range wider than /16 (IPv4) or /48 (IPv6), which is refused without it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,15 +160,19 @@ pub struct UnbanArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub reach: ReachArgs,
-    /// The status as one JSON object.
+    /// The status as one JSON object (each followed file's health included).
     #[arg(long)]
     pub json: bool,
+    /// Each followed file: lines, malformed and not-an-address counts, age of its newest line,
+    /// bytes unread, and its last unusable-lines warning.
+    #[arg(long)]
+    pub files: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Config file (TOML): its format, proxies and rules. Without one, the default rule.
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format, instead of the config's (as for replay).
     #[arg(long, value_name = "FMT")]
@@ -150,8 +184,9 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Config file (TOML). Without one, a single rule `default` counts every request.
-    #[arg(long, value_name = "FILE")]
+    /// Config file (TOML); default: /etc/floodwatch/floodwatch.toml where it exists, else the
+    /// built-in defaults (a single rule `default` counts every request).
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log files or globs, evaluated again while running (quote them). Default: `[input] paths`.
     #[arg(value_name = "PATH|GLOB")]
@@ -161,7 +196,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Config file (TOML). Without one, a single rule `default` counts every request.
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format: combined, common, vhost_combined, nginx:'LOG_FORMAT' or apache:'LOGFORMAT' (the
     /// server's own format string).
@@ -207,8 +242,9 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
-    /// Config file (TOML); without one, the built-in defaults are shown.
-    #[arg(long, value_name = "FILE")]
+    /// Config file (TOML); default: /etc/floodwatch/floodwatch.toml where it exists, else the
+    /// built-in defaults.
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// One JSON object (what was found, and whether watch could start) instead of the text.
     #[arg(long)]
@@ -237,7 +273,7 @@ pub struct GenerateArgs {
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
     /// Config file (TOML); its rules key and filter the requests as in replay.
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format (as for replay).
     #[arg(long, value_name = "FMT")]

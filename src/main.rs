@@ -70,7 +70,11 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Analyze(a) => floodwatch::lab::cmd::analyze(a),
         Command::Bench(a) => floodwatch::lab::cmd::bench(&a),
         Command::Watch(a) => {
-            let plan = floodwatch::watch::plan(a.config.as_deref(), &a.paths)?;
+            // Absolute: `status` shows it, and a SIGHUP reads it, wherever they run from.
+            let file = floodwatch::cli::config_file(a.config.as_deref())
+                .map(|p| std::path::absolute(&p).unwrap_or(p));
+            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let plan = floodwatch::watch::plan(file.as_deref(), &a.paths)?;
             let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
             log::info!("{report}");
             Ok(())
@@ -109,7 +113,9 @@ fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::CheckConfig(a) => {
-            let config = match a.config.as_deref() {
+            let file = floodwatch::cli::config_file(a.config.as_deref());
+            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let config = match file.as_deref() {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };

@@ -9,9 +9,11 @@
 //! **Warnings** (what may be fine):
 //! a glob that matches no file yet, a metrics address already in use (perhaps by the running
 //! watch), a `[fleet]` Redis that cannot be reached now (watch starts all the same and
-//! publishes once it can), a Cloudflare API that cannot be reached now (likewise), the newest log of the paths whose last lines could mostly not be
-//! used (the sample line and likely cause, as replay would say), and an nginx file that nginx's
-//! config may not be ready for (a geo map not created yet, a file in the other style).
+//! publishes once it can), a Cloudflare API that cannot be reached now (likewise), each log of
+//! the paths whose last lines could not be used (judged as watch judges a file; the sample line
+//! and likely cause; every matched file is sampled, within bounds: see [`SAMPLE_BYTES`]), and an
+//! nginx file that nginx's config may not be ready for (a geo map not created yet, a file in the
+//! other style).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -42,8 +44,16 @@ pub struct Finding {
     pub message: String,
 }
 
-/// How much of the newest log's end is sampled.
+/// How much of each log's end is sampled: at most this much of one file...
 const SAMPLE_BYTES: u64 = 64 * 1024;
+/// ...at least this much (when there are many files)...
+const SAMPLE_MIN_BYTES: u64 = 8 * 1024;
+/// ...within this much of all files together (10,000 files: 8 KiB each, 80 MiB)...
+const SAMPLE_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+/// ...and this long: files not sampled by then (the oldest) are said to be left unchecked.
+const SAMPLE_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// Files named one by one; more are counted.
+const SAMPLE_NAMED: usize = 20;
 
 /// Everything found for `config`, whose sinks are `sinks` and format `format` (compiled as
 /// watch compiles them).
@@ -158,15 +168,9 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
                 format!("{arg}: no file there yet (followed once one appears)"),
             );
         }
-        let newest = patterns
-            .files()
-            .into_iter()
-            .filter_map(|f| Some((fs::metadata(&f.path).ok()?.modified().ok()?, f.path)))
-            .max();
-        if let Some((_, path)) = newest {
-            if let Some(w) = sample(&path, format) {
-                warning("input.format", format!("{}: {w}", path.display()));
-            }
+        let files: Vec<PathBuf> = patterns.files().into_iter().map(|f| f.path).collect();
+        for (key, message) in sample_all(files, format, SAMPLE_TIME) {
+            warning(key, message);
         }
     }
     for (i, s) in sinks.iter().enumerate() {
@@ -183,6 +187,53 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
         }
     }
     found
+}
+
+/// The unusable-lines warnings of every file in `files` (the end of each, newest first; see
+/// [`SAMPLE_BYTES`] and the bounds after it), and what was left unsampled.
+fn sample_all(
+    files: Vec<PathBuf>,
+    format: &Format,
+    time: std::time::Duration,
+) -> Vec<(&'static str, String)> {
+    let mut by_age: Vec<_> = (files.into_iter())
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    by_age.sort_by(|a, b| b.cmp(a));
+    let n = by_age.len() as u64;
+    let each = (SAMPLE_TOTAL_BYTES / n.max(1)).clamp(SAMPLE_MIN_BYTES, SAMPLE_BYTES);
+    let until = std::time::Instant::now() + time;
+    let (mut out, mut more, mut sampled) = (Vec::new(), 0usize, 0usize);
+    for (_, path) in &by_age {
+        if std::time::Instant::now() >= until {
+            break;
+        }
+        sampled += 1;
+        let Some(w) = sample(path, format, each) else {
+            continue;
+        };
+        match out.len() < SAMPLE_NAMED {
+            true => out.push(("input.format", format!("{}: {w}", path.display()))),
+            false => more += 1,
+        }
+    }
+    if more > 0 {
+        let m = format!(
+            "{more} more files whose last lines could mostly not be used (only the first \
+             {SAMPLE_NAMED} are named)"
+        );
+        out.push(("input.format", m));
+    }
+    if sampled < by_age.len() {
+        let m = format!(
+            "only the newest {sampled} of {} log files were sampled (within {} s); the others \
+             were not checked",
+            by_age.len(),
+            time.as_secs()
+        );
+        out.push(("input.paths", m));
+    }
+    out
 }
 
 /// Whether a file can be made in `dir` (created first when `create`): what watch will do there.
@@ -215,14 +266,14 @@ fn runnable(program: &str) -> Result<(), String> {
     }
 }
 
-/// The unusable-lines warning for the last lines of `path`, if they call for one.
-fn sample(path: &PathBuf, format: &Format) -> Option<String> {
+/// The unusable-lines warning for the last `bytes` of `path`, if they call for one.
+fn sample(path: &Path, format: &Format, bytes: u64) -> Option<String> {
     let mut f = fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(SAMPLE_BYTES);
+    let start = len.saturating_sub(bytes);
     f.seek(SeekFrom::Start(start)).ok()?;
     let mut tail = Vec::new();
-    f.take(SAMPLE_BYTES).read_to_end(&mut tail).ok()?;
+    f.take(bytes).read_to_end(&mut tail).ok()?;
     // The first line is cut unless the sample starts the file.
     let skip = match start {
         0 => 0,
@@ -262,6 +313,40 @@ mod tests {
             .unwrap_err()
             .contains("not found on PATH"));
         assert!(runnable("/nonexistent/nft").is_err());
+    }
+
+    #[test]
+    fn every_file_is_sampled_and_each_unusable_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good =
+            "192.0.2.1 - - [07/Dec/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"a\"\n";
+        let mut files = Vec::new();
+        for i in 0..30 {
+            let p = dir.path().join(format!("v{i}.log"));
+            let text = match i {
+                7 => "{\"remote_addr\":\"192.0.2.1\"}\n".repeat(40),
+                _ => good.repeat(40),
+            };
+            fs::write(&p, text).unwrap();
+            files.push(p);
+        }
+        let format = Format::from_spec("combined").unwrap();
+        let found = sample_all(files.clone(), &format, std::time::Duration::from_secs(60));
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (key, m) = &found[0];
+        assert_eq!(*key, "input.format");
+        assert!(
+            m.starts_with(&format!("{}: 100 %", files[7].display())),
+            "{m}"
+        );
+        assert!(m.contains("looks like a JSON log"), "{m}");
+        // Out of time: said, not silently skipped.
+        let found = sample_all(files, &format, std::time::Duration::ZERO);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].1.starts_with("only the newest 0 of 30 log files"),
+            "{found:?}"
+        );
     }
 
     #[test]

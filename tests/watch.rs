@@ -286,7 +286,8 @@ fn sigterm_stops_cleanly_and_a_restart_resumes_without_repeating_the_ban() {
     append(&log, &flood("203.0.113.7", 10));
     append(&log, &flood("198.51.100.1", 20));
     let mut w = site.start();
-    assert!(w.log[0].contains("1 bans restored"), "{:?}", w.log);
+    assert!(w.log[0].starts_with("floodwatch: config: "), "{:?}", w.log);
+    assert!(w.log[1].contains("1 bans restored"), "{:?}", w.log);
     let ev = w.event();
     assert_eq!(ev["type"], "ban");
     assert_eq!(

@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no watch is running for this config: nothing listens on {}", .0.display())]
+    #[error("no watch is running there: nothing listens on {}", .0.display())]
     NoWatch(PathBuf),
     #[error(
         "{}: permission denied: run as root or as the user watch runs as",
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn asks_one_line_and_takes_the_answer() {
         let (_d, path, h) = serve(r#"{"ok":true,"bans":[]}"#);
-        let v = call(&path, &Request::Bans).unwrap();
+        let v = call(&path, &Request::Bans { all: false }).unwrap();
         assert_eq!(v["bans"], serde_json::json!([]));
         assert_eq!(h.join().unwrap(), r#"{"command":"bans"}"#);
     }
@@ -109,20 +109,20 @@ mod tests {
     #[test]
     fn says_why_there_is_no_answer() {
         let (_d, path, _h) = serve(r#"{"ok":false,"error":"no rule is named \"x\""}"#);
-        let e = call(&path, &Request::Status).unwrap_err();
+        let e = call(&path, &Request::Status { files: false }).unwrap_err();
         assert_eq!(e.to_string(), "no rule is named \"x\"");
 
         let (_d, path, _h) = serve("garbage");
-        let e = call(&path, &Request::Status).unwrap_err();
+        let e = call(&path, &Request::Status { files: false }).unwrap_err();
         assert!(matches!(e, ClientError::BadAnswer(..)), "{e}");
 
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("none.sock");
-        let e = call(&gone, &Request::Status).unwrap_err();
+        let e = call(&gone, &Request::Status { files: false }).unwrap_err();
         assert!(e.to_string().starts_with("no watch is running"), "{e}");
         // A socket file left behind by a watch that is gone.
         drop(UnixListener::bind(&gone).unwrap());
-        let e = call(&gone, &Request::Status).unwrap_err();
+        let e = call(&gone, &Request::Status { files: false }).unwrap_err();
         assert!(matches!(e, ClientError::NoWatch(_)), "{e}");
     }
 }

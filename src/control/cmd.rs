@@ -2,35 +2,17 @@
 //! running watch its config names, its answer printed for a person or, with `--json`, as is.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::client::{call, ClientError};
 use super::{render, Request, Status, Unbanned};
 use crate::app::AppError;
-use crate::cli::{BanArgs, BansArgs, StatusArgs, UnbanArgs};
-use crate::config::{parse_duration, Config};
+use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, UnbanArgs};
+use crate::config::parse_duration;
 
-/// The control socket of the watch running with the config at `path`.
-fn socket_of(path: &Path) -> Result<PathBuf, AppError> {
-    if !path.exists() {
-        return Err(AppError::Usage(format!(
-            "{}: no such config; name the running watch's with --config",
-            path.display()
-        )));
-    }
-    let config = Config::load(path)?;
-    config.state.socket_path().ok_or_else(|| {
-        AppError::Usage(format!(
-            "{}: no [state] dir or socket, so a watch running with it takes no commands",
-            path.display()
-        ))
-    })
-}
-
-fn ask(config: &Path, req: &Request) -> Result<Value, AppError> {
-    let socket = socket_of(config)?;
+fn ask(reach: &ReachArgs, req: &Request) -> Result<Value, AppError> {
+    let socket = super::reach::socket(reach)?;
     call(&socket, req).map_err(|e| match e {
         ClientError::Refused(why) => AppError::Runtime(why),
         e => AppError::Runtime(e.to_string()),
@@ -53,10 +35,15 @@ fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T,
 }
 
 pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), AppError> {
-    let answer = ask(&a.reach.config, &Request::Bans)?;
-    let text = match a.json {
-        true => render::bans_json(&answer),
-        false => render::bans(&answer),
+    let answer = ask(&a.reach, &Request::Bans { all: a.all })?;
+    let text = match (a.json, a.all) {
+        (true, false) => render::bans_json(&answer),
+        (true, true) => {
+            let both = serde_json::json!({"bans": answer["bans"], "pardons": answer["pardons"]});
+            both.to_string() + "\n"
+        }
+        (false, false) => render::bans(&answer),
+        (false, true) => render::bans(&answer) + &render::pardons(&answer),
     };
     print(out, &text)
 }
@@ -73,21 +60,23 @@ pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), AppError> {
         key: a.key.clone(),
         seconds: ms / 1000,
         rule: a.rule.clone(),
+        force: a.force,
     };
-    let answer = ask(&a.reach.config, &req)?;
+    let answer = ask(&a.reach, &req)?;
     print(out, &render::ban(&answer))
 }
 
 pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), AppError> {
     let req = Request::Unban { key: a.key.clone() };
-    let answer = ask(&a.reach.config, &req)?;
+    let answer = ask(&a.reach, &req)?;
     let unbanned: Unbanned = part(&answer, "unbanned")?;
     let text = render::unban(&a.key, &unbanned).map_err(AppError::Runtime)?;
     print(out, &text)
 }
 
 pub fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<(), AppError> {
-    let answer = ask(&a.reach.config, &Request::Status)?;
+    let files = a.files || a.json;
+    let answer = ask(&a.reach, &Request::Status { files })?;
     let status: Status = part(&answer, "status")?;
     let text = match a.json {
         true => answer["status"].to_string() + "\n",

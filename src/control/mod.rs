@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod cmd;
+pub mod key;
+pub mod reach;
 pub mod render;
 
 use serde::{Deserialize, Serialize};
@@ -21,20 +23,45 @@ pub const MAX_REQUEST: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
-    /// The active bans.
-    Bans,
-    /// How the watch is doing.
-    Status,
+    /// The active bans; with `all`, the pardoned keys too (see [`Pardon`]).
+    Bans {
+        #[serde(default, skip_serializing_if = "is_false")]
+        all: bool,
+    },
+    /// How the watch is doing; with `files`, each followed file's health too.
+    Status {
+        #[serde(default, skip_serializing_if = "is_false")]
+        files: bool,
+    },
     /// A manual ban of `key` (an address or CIDR) for `seconds`, under `rule` or a rule of its
-    /// own (`manual`).
+    /// own (`manual`). A range wider than /16 (IPv4) or /48 (IPv6) is refused unless `force`
+    /// (see [`key`]).
     Ban {
         key: String,
         seconds: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
     },
     /// Lift the bans of `key` (an address or CIDR: the keys inside it) under every rule.
     Unban { key: String },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A key an admin lifted a detected ban of (`unban`): until `until` (RFC 3339), the end of the
+/// lifted ban's term, the rule does not ban it again (the flood that caused it is forgiven). A
+/// manual ban of the key ends the pardon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pardon {
+    pub key: String,
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
+    pub until: String,
 }
 
 /// The answer to `unban`.
@@ -69,7 +96,18 @@ pub struct Status {
     /// RFC 3339.
     pub started: String,
     pub uptime_seconds: u64,
+    /// The config file in force (none: the built-in defaults).
     pub config: Option<String>,
+    /// RFC 3339: when the config in force was read (at start, or by the last reload taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_loaded: Option<String>,
+    /// Whether the config file was modified after it was loaded (a SIGHUP would read it).
+    #[serde(default)]
+    pub config_changed: bool,
+    /// The last SIGHUP's config, when it was refused (the running one kept); cleared by a
+    /// reload that is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_refused: Option<RefusedReload>,
     pub files: usize,
     pub folders: usize,
     pub lines: u64,
@@ -85,6 +123,39 @@ pub struct Status {
     /// `[fleet]`: bans shared with other servers (none without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetStatus>,
+    /// Each followed file's health, when asked (`status --files`, `--json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_health: Option<Vec<FileHealth>>,
+}
+
+/// A config a SIGHUP read and did not take.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedReload {
+    /// RFC 3339.
+    pub at: String,
+    pub error: String,
+}
+
+/// One followed file, as `status --files` shows it. Counts are of the lines read since watch
+/// started (or since the file was first followed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHealth {
+    pub path: String,
+    /// Whether the file is open (a named path may not exist yet).
+    pub open: bool,
+    pub lines: u64,
+    pub malformed: u64,
+    /// Well-formed lines whose client is not an address.
+    pub not_an_address: u64,
+    /// How old its newest line read is (none before a line with a time was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_line_age_seconds: Option<u64>,
+    /// Its size less what was read of it (none when it is not open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_bytes: Option<u64>,
+    /// The last unusable-lines warning about it, if any (see `source::unusable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The fleet's part of `status` (see [`crate::fleet::FleetStats`]).
@@ -128,6 +199,9 @@ pub struct BanCounts {
     pub since_start: u64,
     /// Per rule, in config order; `manual` last when it has active bans.
     pub by_rule: Vec<RuleBans>,
+    /// Keys pardoned by `unban` whose pardon still runs (`bans --all` lists them).
+    #[serde(default)]
+    pub pardoned: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

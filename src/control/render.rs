@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{Status, Unbanned};
+use super::{FileHealth, Status, Unbanned};
 
 /// The time in an RFC 3339 text, if it is one.
 fn time(text: &str) -> Option<SystemTime> {
@@ -174,8 +174,90 @@ pub fn unban(key: &str, u: &Unbanned) -> Result<String, String> {
     }
 }
 
-/// A `status` answer as a page of text.
+/// The pardons of a `bans --all` answer as a table, soonest end first.
+pub fn pardons(answer: &Value) -> String {
+    let empty = Vec::new();
+    let list = (answer.get("pardons").and_then(Value::as_array)).unwrap_or(&empty);
+    if list.is_empty() {
+        return "no pardoned keys\n".into();
+    }
+    let now = answer.get("now").and_then(Value::as_str).and_then(time);
+    let text = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let mut rows = vec![["PARDONED", "RULE", "VHOST", "UNTIL", "LEFT"].map(String::from)];
+    for p in list {
+        let until = text(p, "until");
+        let left = match (now, time(&until)) {
+            (Some(now), Some(end)) => span(end.duration_since(now).unwrap_or_default()),
+            _ => "-".into(),
+        };
+        rows.push([
+            text(p, "key"),
+            text(p, "rule"),
+            text(p, "vhost"),
+            until,
+            left,
+        ]);
+    }
+    let mut out = String::from("\n");
+    out.push_str(&table(&rows));
+    let n = list.len();
+    let _ = writeln!(
+        out,
+        "{n} pardoned key{}: unbanned by hand, not banned again by that rule before the lifted \
+         ban's term ends (a ban by hand ends the pardon)",
+        if n == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// A `status` answer as a page of text: the watch, then its files when they were asked for.
 pub fn status(s: &Status) -> String {
+    let mut out = status_page(s);
+    if let Some(files) = &s.file_health {
+        out.push_str(&file_health(files));
+    }
+    out
+}
+
+/// Each followed file's line: counts, age of its newest line, bytes unread; then the warnings.
+fn file_health(files: &[FileHealth]) -> String {
+    let mut rows = vec![[
+        "FILE",
+        "LINES",
+        "MALFORMED",
+        "NOT-AN-ADDRESS",
+        "NEWEST LINE",
+        "UNREAD",
+    ]
+    .map(String::from)];
+    for f in files {
+        let age = match f.newest_line_age_seconds {
+            Some(a) => format!("{} ago", span(Duration::from_secs(a))),
+            None => "-".into(),
+        };
+        let unread = match (f.open, f.unread_bytes) {
+            (false, _) => "not open".into(),
+            (true, Some(b)) => format!("{b} bytes"),
+            (true, None) => "-".into(),
+        };
+        rows.push([
+            format!("  {}", f.path),
+            f.lines.to_string(),
+            f.malformed.to_string(),
+            f.not_an_address.to_string(),
+            age,
+            unread,
+        ]);
+    }
+    let mut out = format!("per file:  {} followed\n", files.len());
+    out.push_str(&table(&rows));
+    for w in files.iter().filter_map(|f| f.warning.as_deref()) {
+        let _ = writeln!(out, "  UNUSABLE LINES: {w}");
+    }
+    out
+}
+
+fn status_page(s: &Status) -> String {
     let mut out = String::new();
     let up = span(Duration::from_secs(s.uptime_seconds));
     let _ = writeln!(
@@ -183,8 +265,26 @@ pub fn status(s: &Status) -> String {
         "floodwatch {}, pid {}, up {up} (since {})",
         s.version, s.pid, s.started
     );
-    if let Some(c) = &s.config {
-        let _ = writeln!(out, "config:    {c}");
+    let loaded = match &s.config_loaded {
+        Some(t) => format!(" (loaded {t})"),
+        None => String::new(),
+    };
+    let _ = match &s.config {
+        Some(c) => writeln!(out, "config:    {c}{loaded}"),
+        None => writeln!(out, "config:    built-in defaults{loaded}"),
+    };
+    if s.config_changed && s.reload_refused.is_none() {
+        out.push_str(
+            "           the file changed since: not reloaded yet (SIGHUP, or systemctl reload)\n",
+        );
+    }
+    if let Some(r) = &s.reload_refused {
+        let error = r.error.trim_end().replace('\n', "\n           ");
+        let _ = writeln!(
+            out,
+            "           RELOAD REFUSED at {} (the config above is still in force): {error}",
+            r.at
+        );
     }
     let _ = writeln!(
         out,
@@ -219,6 +319,15 @@ pub fn status(s: &Status) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    if s.bans.pardoned > 0 {
+        let _ = writeln!(
+            out,
+            "pardoned:  {} key{} unbanned by hand, not banned again before their term ends \
+             (`floodwatch bans --all`)",
+            s.bans.pardoned,
+            if s.bans.pardoned == 1 { "" } else { "s" }
+        );
+    }
     if let Some(f) = &s.fleet {
         let _ = writeln!(
             out,
@@ -348,6 +457,45 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_config_a_refused_reload_and_each_file() {
+        let s = Status {
+            config: Some("/etc/fw.toml".into()),
+            config_loaded: Some("2026-11-25T08:00:00Z".into()),
+            reload_refused: Some(crate::control::RefusedReload {
+                at: "2026-11-25T09:00:00Z".into(),
+                error: "/etc/fw.toml:3:1: bad\nsecond line".into(),
+            }),
+            file_health: Some(vec![FileHealth {
+                path: "/l/a".into(),
+                open: true,
+                lines: 40,
+                malformed: 40,
+                newest_line_age_seconds: Some(61),
+                unread_bytes: Some(0),
+                warning: Some("/l/a: 100 % of the lines".into()),
+                ..FileHealth::default()
+            }]),
+            ..Status::default()
+        };
+        let t = status(&s);
+        for want in [
+            "config:    /etc/fw.toml (loaded 2026-11-25T08:00:00Z)\n",
+            "           RELOAD REFUSED at 2026-11-25T09:00:00Z (the config above is still in force): /etc/fw.toml:3:1: bad\n           second line\n",
+            "per file:  1 followed\nFILE    LINES  MALFORMED  NOT-AN-ADDRESS  NEWEST LINE  UNREAD\n  /l/a  40     40         0               1m 1s ago    0 bytes\n",
+            "  UNUSABLE LINES: /l/a: 100 % of the lines\n",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in:\n{t}");
+        }
+        assert!(!t.contains("pardoned"), "{t}");
+        let mut s = Status::default();
+        s.bans.pardoned = 2;
+        let t = status(&s);
+        assert!(t.contains("config:    built-in defaults\n"), "{t}");
+        assert!(t.contains("\npardoned:  2 keys unbanned by hand"), "{t}");
+        assert!(!t.contains("per file"), "{t}");
+    }
+
+    #[test]
     fn status_shows_rules_and_failing_sinks() {
         let s = Status {
             version: "0.1.0".into(),
@@ -366,6 +514,7 @@ mod tests {
                     active: 3,
                     since_start: 5,
                 }],
+                pardoned: 2,
             },
             sinks: vec![SinkStatus {
                 name: "cf".into(),

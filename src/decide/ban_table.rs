@@ -238,6 +238,7 @@ impl BanTable {
             via_proxy: false,
             origin: Origin::Manual,
         };
+        self.end_pardons(&net, now_ms);
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
         self.stats.bans += 1;
@@ -358,6 +359,38 @@ impl BanTable {
             lifted.push((ban, unban));
         }
         Lifted { lifted, wider }
+    }
+
+    /// The keys [`BanTable::lift`] pardoned whose pardon still runs at `now_ms` (the lifted
+    /// ban's term): each with its rule and the pardon's end, soonest end first.
+    pub fn pardons(&self, now_ms: i64) -> Vec<PardonedKey> {
+        let mut out: Vec<PardonedKey> = (self.history.iter())
+            .flat_map(|(&(key, rule), past)| {
+                let running = past.iter().filter(|p| p.lifted && p.until > now_ms);
+                running.map(move |p| (key, rule, p.until))
+            })
+            .map(|(key, rule, until_ms)| PardonedKey {
+                key,
+                rule: self.rule_name(rule),
+                vhost: self.vhosts.name(key.vhost),
+                until_ms,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.until_ms, a.key, &a.rule).cmp(&(b.until_ms, b.key, &b.rule)));
+        out
+    }
+
+    /// Ends at `now_ms` the pardons of the keys within `net` (an admin bans them by hand: the
+    /// rules judge them again from now on; offenses timed before stay forgiven).
+    fn end_pardons(&mut self, net: &Cidr, now_ms: i64) {
+        for (slot, past) in self.history.iter_mut() {
+            if !slot.0.net.within(net) {
+                continue;
+            }
+            for p in past.iter_mut().filter(|p| p.lifted && p.until > now_ms) {
+                p.until = now_ms.max(p.time);
+            }
+        }
     }
 
     /// Decides on one offense: a new ban, or `None` when the key is allowlisted or already
@@ -674,6 +707,15 @@ pub enum ManualBanError {
     Allowlisted(Cidr),
     #[error("{} is already banned under rule {} until {}", .0.key.net, .0.rule, crate::decide::event::Rfc3339(.0.until_ms))]
     AlreadyBanned(Box<Ban>),
+}
+
+/// A key whose detected ban an admin lifted, while its pardon runs (see [`BanTable::pardons`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PardonedKey {
+    pub key: Key,
+    pub rule: Arc<str>,
+    pub vhost: Option<Arc<str>>,
+    pub until_ms: i64,
 }
 
 /// Another server's ban, checked (see [`crate::fleet`]).
@@ -1137,6 +1179,42 @@ pub(crate) mod tests {
         t.forget_before((1000 + 3600) * 1000);
         assert_eq!(t.history_len(), 0);
         assert!(t.forget.is_empty());
+    }
+
+    #[test]
+    fn pardons_are_listed_until_their_end_and_a_manual_ban_ends_them() {
+        let mut t = table(&[rule("default", 600, 2.0, WEEK, DAY)], &[]);
+        t.offense(&offense("203.0.113.7", 0, 1000)).unwrap();
+        t.offense(&offense("203.0.113.8", 0, 1000)).unwrap();
+        assert!(t.pardons(1_100_000).is_empty(), "nothing lifted yet");
+        t.lift(&"203.0.113.7".parse().unwrap(), 1_100_000);
+        let p = t.pardons(1_100_000);
+        let got: Vec<_> = (p.iter())
+            .map(|p| (p.key.net.to_string(), p.rule.to_string(), p.until_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [("203.0.113.7".to_string(), "default".into(), 1_600_000)]
+        );
+        assert!(t.pardons(1_600_000).is_empty(), "ended with the term");
+        // A ban by hand ends the pardon: from then on the rule judges the key again.
+        let net = "203.0.113.7".parse().unwrap();
+        t.ban_manually(net, None, 1_200_000, 60_000).unwrap();
+        assert!(t.pardons(1_200_000).is_empty());
+        assert!(
+            t.offense(&offense("203.0.113.7", 0, 1100)).is_none(),
+            "still forgiven"
+        );
+        assert!(
+            t.offense(&offense("203.0.113.7", 0, 1300)).is_some(),
+            "a new flood"
+        );
+        // Under the lifted ban's own rule too.
+        t.lift(&"203.0.113.8".parse().unwrap(), 1_100_000);
+        let net = "203.0.113.8".parse().unwrap();
+        t.ban_manually(net, Some("default"), 1_200_000, 60_000)
+            .unwrap();
+        assert!(t.pardons(1_200_000).is_empty());
     }
 
     #[test]

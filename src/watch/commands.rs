@@ -12,10 +12,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::addr::Cidr;
 use crate::clock::wall_ms;
 use crate::control::{
-    BanCounts, FleetStatus, LiftedBan, ReadLag, Request, RuleBans, SinkStatus, Status, Unbanned,
+    self, BanCounts, FleetStatus, LiftedBan, Pardon, ReadLag, RefusedReload, Request, RuleBans,
+    SinkStatus, Status, Unbanned,
 };
 use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
 use crate::decide::event::{write_ban_json, Rfc3339};
@@ -26,6 +26,7 @@ use crate::sink::SinkHealth;
 
 use super::control::refuse;
 use super::files::Files;
+use super::reload::ConfigState;
 
 /// The longest manual ban (ten years: "for good" without overflowing any clock).
 const MAX_MANUAL_MS: u64 = 3653 * 86_400_000;
@@ -80,6 +81,7 @@ pub(super) struct Ctx<'a, 'o> {
     /// The ban table's counters at start.
     pub started_stats: TableStats,
     pub config_path: Option<&'a Path>,
+    pub config_state: &'a ConfigState,
     pub rate: &'a LineRate,
     pub fleet: Option<&'a crate::fleet::Fleet>,
 }
@@ -87,12 +89,17 @@ pub(super) struct Ctx<'a, 'o> {
 /// Answers `req`, appending the answer (one JSON object and a newline) to `out`.
 pub(super) fn answer(req: Request, cx: Ctx, out: &mut Vec<u8>) {
     match req {
-        Request::Bans => bans(&cx, out),
-        Request::Status => {
-            let s = status(cx);
+        Request::Bans { all } => bans(&cx, all, out),
+        Request::Status { files } => {
+            let s = status(cx, files);
             ok(out, "status", &s);
         }
-        Request::Ban { key, seconds, rule } => match ban(cx, &key, seconds, rule.as_deref()) {
+        Request::Ban {
+            key,
+            seconds,
+            rule,
+            force,
+        } => match ban(cx, &key, seconds, rule.as_deref(), force) {
             Ok(b) => {
                 out.extend_from_slice(b"{\"ok\":true,\"ban\":");
                 write_ban_json(&b, out);
@@ -113,24 +120,31 @@ fn ok(out: &mut Vec<u8>, name: &str, value: &impl serde::Serialize) {
     out.push(b'\n');
 }
 
-/// The active bans, soonest end first, each as the ban event that started it (as `/bans`).
-fn bans(cx: &Ctx, out: &mut Vec<u8>) {
+/// The active bans, soonest end first, each as the ban event that started it (as `/bans`);
+/// with `all`, the pardoned keys too (`"pardons"`).
+fn bans(cx: &Ctx, all: bool, out: &mut Vec<u8>) {
     let table = cx.detector.table();
-    let _ = write!(
-        out,
-        "{{\"ok\":true,\"now\":\"{}\",\"bans\":",
-        Rfc3339(wall_ms())
-    );
+    let now = wall_ms();
+    let _ = write!(out, "{{\"ok\":true,\"now\":\"{}\",\"bans\":", Rfc3339(now));
     super::metrics::render_bans(table, out);
+    if all {
+        let pardons: Vec<Pardon> = (table.pardons(now).into_iter())
+            .map(|p| Pardon {
+                key: p.key.net.to_string(),
+                rule: p.rule.to_string(),
+                vhost: p.vhost.map(|v| v.to_string()),
+                until: Rfc3339(p.until_ms).to_string(),
+            })
+            .collect();
+        out.extend_from_slice(b",\"pardons\":");
+        let _ = serde_json::to_writer(&mut *out, &pardons);
+    }
     out.extend_from_slice(b"}\n");
 }
 
-fn parse_key(key: &str) -> Result<Cidr, String> {
-    key.parse::<Cidr>().map_err(|e| e.to_string())
-}
-
-fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>) -> Result<Ban, String> {
-    let net = parse_key(key)?;
+fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>, force: bool) -> Result<Ban, String> {
+    let net = control::key::exact(key)?;
+    control::key::not_too_wide(&net, force)?;
     let ms = seconds.saturating_mul(1000);
     if ms == 0 || ms > MAX_MANUAL_MS {
         return Err(format!(
@@ -147,7 +161,7 @@ fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>) -> Result<Ban, Stri
 }
 
 fn unban(cx: Ctx, key: &str) -> Result<Unbanned, String> {
-    let net = parse_key(key)?;
+    let net = control::key::exact(key)?;
     let lifted = cx.detector.table_mut().lift(&net, wall_ms());
     let named = |b: &Ban| LiftedBan {
         key: b.key.net.to_string(),
@@ -166,7 +180,7 @@ fn unban(cx: Ctx, key: &str) -> Result<Unbanned, String> {
     Ok(answer)
 }
 
-fn status(cx: Ctx) -> Status {
+fn status(cx: Ctx, per_file: bool) -> Status {
     let now_ms = wall_ms();
     let table = cx.detector.table();
     let stats = table.stats();
@@ -205,6 +219,14 @@ fn status(cx: Ctx) -> Status {
         started: Rfc3339(cx.started.wall_ms).to_string(),
         uptime_seconds: cx.started.at.elapsed().as_secs(),
         config: cx.config_path.map(|p| p.display().to_string()),
+        config_loaded: Some(Rfc3339(cx.config_state.loaded_ms).to_string()),
+        config_changed: cx
+            .config_path
+            .is_some_and(|p| modified_after(p, cx.config_state.loaded_ms)),
+        reload_refused: (cx.config_state.refused.as_ref()).map(|(at, error)| RefusedReload {
+            at: Rfc3339(*at).to_string(),
+            error: error.clone(),
+        }),
         files: cx.files.open_files(),
         folders,
         lines: ingest.lines,
@@ -222,10 +244,20 @@ fn status(cx: Ctx) -> Status {
             active: table.active_len() as u64,
             since_start: stats.bans - cx.started_stats.bans,
             by_rule,
+            pardoned: table.pardons(now_ms).len() as u64,
         },
         sinks: cx.output.sink_health().iter().map(sink_status).collect(),
         fleet: cx.fleet.map(|f| fleet_status(f.stats(), table)),
+        file_health: per_file.then(|| cx.files.health(now_ms)),
     }
+}
+
+/// Whether the file at `path` was modified after `ms` (wall clock); false when it cannot be
+/// told.
+fn modified_after(path: &Path, ms: i64) -> bool {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let since_epoch = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    since_epoch.is_some_and(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX) > ms)
 }
 
 fn fleet_status(

@@ -13,6 +13,7 @@ use super::Patterns;
 use std::sync::Arc;
 
 use crate::config::StartAt;
+use crate::control::FileHealth;
 use crate::engine::router::Router;
 use crate::engine::rule::CompiledRules;
 use crate::hit::{VhostId, NO_VHOST};
@@ -42,6 +43,8 @@ struct Watched {
     behind_reported: bool,
     /// Since when the globs have not found the file (rescans only).
     missing_since: Option<Instant>,
+    /// Its lines, and whether too many could not be used (see `unusable`).
+    judge: unusable::FileJudge,
 }
 
 /// The files and folders followed, and the reading side of the pipeline.
@@ -138,15 +141,9 @@ impl Files {
     pub(super) fn read_lag(&self, now_ms: i64) -> ReadLag {
         let mut lag = ReadLag::default();
         for w in self.tailers.iter().filter(|w| w.tailer.is_open()) {
-            let cp = w.tailer.checkpoint();
-            let Ok(meta) = std::fs::metadata(&cp.path) else {
+            let Some(behind) = unread(&w.tailer) else {
                 continue;
             };
-            use std::os::unix::fs::MetadataExt;
-            if (meta.dev(), meta.ino()) != (cp.dev, cp.inode) {
-                continue;
-            }
-            let behind = meta.len().saturating_sub(cp.offset);
             lag.total_bytes += behind;
             lag.worst_bytes = lag.worst_bytes.max(behind);
             if behind > 0 && w.mark.newest_ms > i64::MIN {
@@ -168,10 +165,25 @@ impl Files {
         &self.ingest.stats
     }
 
-    /// The warning about the lines read so far that could not be used, if there are enough of
-    /// them to report (see `unusable`).
-    pub(super) fn unusable_warning(&self) -> Option<String> {
-        unusable::warning(&self.ingest.stats, &self.ingest.samples)
+    /// Each followed file's health, in the order they were found (`status --files`).
+    pub(super) fn health(&self, now_ms: i64) -> Vec<FileHealth> {
+        (self.tailers.iter())
+            .map(|w| {
+                let t = &w.judge.total;
+                let newest = w.mark.newest_ms;
+                FileHealth {
+                    path: w.tailer.path().display().to_string(),
+                    open: w.tailer.is_open(),
+                    lines: t.lines,
+                    malformed: t.malformed.total(),
+                    not_an_address: t.no_client,
+                    newest_line_age_seconds: (newest > i64::MIN)
+                        .then(|| u64::try_from(now_ms.saturating_sub(newest) / 1000).unwrap_or(0)),
+                    unread_bytes: unread(&w.tailer),
+                    warning: w.judge.last_warning.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Whether something was read, or files came or went, since [`Files::saved`].
@@ -348,6 +360,7 @@ impl Files {
                 mark: FileMark::NEW,
                 behind_reported: false,
                 missing_since: None,
+                judge: unusable::FileJudge::default(),
             });
             self.unsaved = true;
         }
@@ -422,11 +435,22 @@ impl Files {
         };
         let vhost = w.vhost;
         let mut got = i64::MIN;
+        let before = ingest.stats;
+        // The file's own first unusable lines: its warning shows its samples.
+        std::mem::swap(&mut ingest.samples, &mut w.judge.samples);
         let r = w.tailer.poll_with(buf, &mut |chunk| {
             got = got.max(ingest.chunk(chunk, vhost, router));
         });
+        std::mem::swap(&mut ingest.samples, &mut w.judge.samples);
+        let now_ms = crate::clock::wall_ms();
+        if ingest.stats.lines != before.lines {
+            let name = || w.tailer.path().display().to_string();
+            if let Some(warning) = w.judge.read(&before, &ingest.stats, name, now_ms) {
+                log::warn!("{warning}");
+            }
+        }
         *newest = (*newest).max(got);
-        w.mark.read(got, crate::clock::wall_ms());
+        w.mark.read(got, now_ms);
         match r {
             Ok(st) if st.bytes > 0 || st.opened > 0 || st.rotated > 0 || st.truncated > 0 => {
                 self.unsaved = true;
@@ -536,6 +560,18 @@ impl Files {
         }
         rescan
     }
+}
+
+/// The bytes of an open file not read yet: its size now less what was read of it, when its
+/// path still names the file being read.
+fn unread(tailer: &Tailer) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if !tailer.is_open() {
+        return None;
+    }
+    let cp = tailer.checkpoint();
+    let meta = std::fs::metadata(&cp.path).ok()?;
+    ((meta.dev(), meta.ino()) == (cp.dev, cp.inode)).then(|| meta.len().saturating_sub(cp.offset))
 }
 
 /// A path without `.` components, so that `access.log`, `./access.log` and the folder `.` joined

@@ -31,30 +31,51 @@ pub(crate) struct Reloaded {
     pub patterns: Option<Patterns>,
 }
 
-/// Reads the config again. `running` is the config in force, to report what changed.
+/// What `status` says of the config: when the one in force was read, and the last SIGHUP's
+/// config when it was refused (until one is taken).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConfigState {
+    pub loaded_ms: i64,
+    pub refused: Option<(i64, String)>,
+}
+
+impl ConfigState {
+    pub(crate) fn new(loaded_ms: i64) -> ConfigState {
+        ConfigState {
+            loaded_ms,
+            refused: None,
+        }
+    }
+
+    /// Records what became of a SIGHUP at `now_ms`.
+    pub(crate) fn reloaded(&mut self, outcome: &Result<bool, String>, now_ms: i64) {
+        match outcome {
+            Ok(_) => *self = ConfigState::new(now_ms),
+            Err(e) => self.refused = Some((now_ms, e.clone())),
+        }
+    }
+}
+
+/// Logs why a SIGHUP's config was refused, and returns it.
+fn refused(why: String) -> String {
+    log::error!("SIGHUP: {why}; keeping the running config");
+    why
+}
+
+/// Reads the config again. `running` is the config in force, to report what changed. `Err`
+/// says why it was refused (and was logged).
 pub(crate) fn load(
     path: Option<&Path>,
     cli_paths: &[String],
     running: &Config,
-) -> Option<Reloaded> {
+) -> Result<Reloaded, String> {
     let Some(path) = path else {
-        log::warn!("SIGHUP: no config file to reload");
-        return None;
+        let why = "no config file to reload (watch runs on the built-in defaults)".to_string();
+        log::warn!("SIGHUP: {why}");
+        return Err(why);
     };
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("SIGHUP: {e}; keeping the running config");
-            return None;
-        }
-    };
-    let compiled = match compile(&config, cli_paths) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("SIGHUP: {e}; keeping the running config");
-            return None;
-        }
-    };
+    let config = Config::load(path).map_err(|e| refused(e.to_string()))?;
+    let compiled = compile(&config, cli_paths).map_err(|e| refused(e.to_string()))?;
     let later = changes(running, &config, false);
     if !later.is_empty() {
         log::warn!(
@@ -71,15 +92,9 @@ pub(crate) fn load(
             log::warn!("SIGHUP: [input] paths changed, but the command line's paths win");
             None
         }
-        (false, true) => match Patterns::new(&compiled.args) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log::error!("SIGHUP: {e}; keeping the running config");
-                return None;
-            }
-        },
+        (false, true) => Some(Patterns::new(&compiled.args).map_err(|e| refused(e.to_string()))?),
     };
-    Some(Reloaded {
+    Ok(Reloaded {
         config,
         compiled,
         patterns,
@@ -121,10 +136,10 @@ pub(crate) struct Live<'a, 'o> {
 }
 
 impl Live<'_, '_> {
-    /// Applies a config that [`load`] returned; returns whether the globs changed, `None` when
-    /// it was refused (nothing changed). Rules keep their ids, buckets and bans by name; hits
+    /// Applies a config that [`load`] returned; returns whether the globs changed, `Err` (why)
+    /// when it was refused (nothing changed). Rules keep their ids, buckets and bans by name; hits
     /// already read meet the new rules in their shard, so no line is counted twice or missed.
-    pub(crate) fn apply(&mut self, r: Reloaded) -> Option<bool> {
+    pub(crate) fn apply(&mut self, r: Reloaded) -> Result<bool, String> {
         let Reloaded {
             config: new,
             compiled,
@@ -132,16 +147,16 @@ impl Live<'_, '_> {
         } = r;
         let mut ids = self.rule_ids.clone();
         let Some(rule_ids) = ids.assign(&new.rules) else {
-            log::error!("SIGHUP: too many rule names since start; restart to apply this config");
-            return None;
+            return Err(refused(
+                "too many rule names since start; restart to apply this config".into(),
+            ));
         };
         // Sinks first: the one step that can fail (a sink that cannot be built), and then
         // nothing has changed.
         if new.sinks != self.config.sinks {
             let active: Vec<_> = self.table.active().cloned().collect();
             if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
-                log::error!("SIGHUP: {e}; keeping the running config");
-                return None;
+                return Err(refused(e.to_string()));
             }
         }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));
@@ -176,6 +191,6 @@ impl Live<'_, '_> {
         );
         *self.rule_ids = ids;
         *self.config = new;
-        Some(globs)
+        Ok(globs)
     }
 }

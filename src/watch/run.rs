@@ -161,8 +161,8 @@ struct WatchLoop<'o> {
     ino_events: Vec<inotify::Event>,
     to_poll: Vec<usize>,
     stop: bool,
-    /// Whether unusable lines were reported (once per run).
-    unusable_reported: bool,
+    /// When the config in force was read, and the last one refused.
+    config_state: reload::ConfigState,
     /// Set by a caller that runs watch in process (see [`WatchPlan::stop`]).
     stop_flag: Option<Arc<AtomicBool>>,
     /// `[fleet]`: bans shared with other servers.
@@ -318,7 +318,7 @@ impl<'o> WatchLoop<'o> {
             ino_events: Vec::new(),
             to_poll: Vec::new(),
             stop: false,
-            unusable_reported: false,
+            config_state: reload::ConfigState::new(wall_ms()),
             stop_flag: stop,
             fleet,
         })
@@ -370,12 +370,6 @@ impl<'o> WatchLoop<'o> {
         if now >= self.next_save {
             self.save();
             self.next_save = now + SAVE_EVERY;
-        }
-        if !self.unusable_reported {
-            if let Some(w) = self.files.unusable_warning() {
-                log::warn!("{w}");
-                self.unusable_reported = true;
-            }
         }
     }
 
@@ -500,11 +494,12 @@ impl<'o> WatchLoop<'o> {
             }
             .apply(r)
         });
-        self.reloads.count(applied.is_some());
+        self.reloads.count(applied.is_ok());
+        self.config_state.reloaded(&applied, wall_ms());
         let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
         self.systemd
             .ready(&format!("watching {n_files} files in {folders} folders"));
-        applied == Some(true)
+        applied == Ok(true)
     }
 
     /// A metrics request or connection event.
@@ -543,6 +538,7 @@ impl<'o> WatchLoop<'o> {
             started,
             started_stats,
             config_path,
+            config_state,
             line_rate,
             poll,
             fleet,
@@ -559,6 +555,7 @@ impl<'o> WatchLoop<'o> {
                 started: *started,
                 started_stats: *started_stats,
                 config_path: config_path.as_deref(),
+                config_state,
                 rate: line_rate,
                 fleet: fleet.as_ref(),
             };
