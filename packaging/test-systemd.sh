@@ -342,7 +342,11 @@ for _ in $(seq 50); do
 done
 [ "$(reloads)" -gt "$before" ] || fail "no 'config reloaded' in the log 5s after systemctl reload"
 inside systemctl is-active -q floodwatch || fail "floodwatch is not active after its reload"
-say "ok: systemctl reload floodwatch: config reloaded, still active"
+code() { inside curl --silent --interface "$1" --output /dev/null --write-out '%{http_code}' \
+    http://127.0.0.1/; }
+[ "$(code 127.0.0.2)" = 403 ] || fail "after the reload nginx serves the banned 127.0.0.2 again"
+[ "$(code 127.0.0.3)" = 200 ] || fail "after the reload nginx refuses 127.0.0.3"
+say "ok: systemctl reload floodwatch: config reloaded, still active, the ban still enforced"
 
 timeout_us=$(inside systemctl show -p TimeoutStopUSec --value floodwatch)
 stop_start=$SECONDS
