@@ -161,6 +161,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 trap 'say "FAILED: unexpected error at line $LINENO: $BASH_COMMAND"' ERR
 fail() {
     say "FAILED: $*"
