@@ -270,6 +270,12 @@ say "unit: $(inside systemctl show -p FragmentPath --value floodwatch)"
 inside systemctl start floodwatch || fail "systemctl start floodwatch"
 inside systemctl is-active -q floodwatch || fail "floodwatch is not active after its start"
 say "floodwatch.service started (Type=notify: it said READY)"
+# What is tested is the unit with its sandbox: it must be in force.
+inside systemctl show -p ProtectSystem -p NoNewPrivileges -p ReadWritePaths \
+    -p CapabilityBoundingSet floodwatch >"$work/sandbox"
+sed 's/^/    /' "$work/sandbox" >&2
+grep -qx 'ProtectSystem=strict' "$work/sandbox" && grep -qx 'NoNewPrivileges=yes' "$work/sandbox" ||
+    fail "the unit runs without ProtectSystem=strict and NoNewPrivileges=yes: nothing to test"
 
 # The steady client: 2 requests a second for 15 seconds, from before the flood to after the ban.
 # One line per answer (stdbuf: as it comes), 000 for a refused connection.
