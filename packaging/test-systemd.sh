@@ -4,12 +4,14 @@
 # a Plesk-like layout (nginx logging to /var/www/vhosts/<domain>/logs/ and
 # /var/www/vhosts/system/<domain>/logs/), starts floodwatch.service with all its hardening, and
 # requires that:
+#   - the unit runs with its sandbox (ProtectSystem=strict, NoNewPrivileges) in force;
 #   - a flood from 127.0.0.2 is refused by nginx (HTTP 403) within a few seconds, while a steady
 #     client from 127.0.0.3 (2 requests a second) is always served;
-#   - `floodwatch status` shows the nginx sink ok (not FAILING) once the ban is enforced;
-#   - `systemctl reload floodwatch` reloads the config and the unit stays active;
-#   - `systemctl stop floodwatch` ends it cleanly (inactive, not failed) well within its
-#     TimeoutStopSec.
+#   - `floodwatch status` shows the nginx sink ok (not FAILING, no failure) once the ban is
+#     enforced, `floodwatch bans` and the events log show the ban;
+#   - `systemctl reload floodwatch` reloads the config, the unit stays active and the ban in force;
+#   - `systemctl stop floodwatch` ends it cleanly (inactive, not failed) within its
+#     TimeoutStopSec, after which `floodwatch status` exits non-zero.
 # The Debian root is built once with debootstrap and cached in /var/cache/floodwatch-test/, keyed
 # by what it holds; every run boots it with a fresh writable layer over it (--volatile=overlay),
 # so no run sees what an earlier one left. Run by .ci/run as root on Debian (it installs
@@ -20,6 +22,7 @@
 #   packaging/test-systemd.sh [DEB]   DEB: default the .deb of `packaging/build.sh --host`
 #   FLOODWATCH_TEST_UNIT=FILE         test this unit file instead of the package's
 set -euo pipefail
+deb=${1:+$(realpath "$1")}
 cd "$(dirname "$0")/.."
 
 SUITE=bookworm
@@ -52,7 +55,6 @@ if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null
     apt-get install -y -qq debootstrap systemd-container util-linux >/dev/null
 fi
 
-deb=${1:-}
 if [ -z "$deb" ]; then
     bash packaging/build.sh --host
     deb=$(ls target/dist-host/floodwatch-host-debug_*_amd64.deb)
