@@ -12,8 +12,11 @@
 # cargo-deb, cargo-generate-rpm (crates.io), objcopy/objdump (Debian's binutils).
 #
 #   packaging/build.sh          everything
-#   packaging/build.sh --host   only a .deb, of the host's debug build (no zig, no optimisation:
-#                               seconds after `cargo test`); packaging/test-deb.sh installs it
+#   packaging/build.sh --host   only a test .deb, of the host's debug build (no zig, no
+#                               optimisation: seconds after `cargo test`), in target/dist-host/ as
+#                               floodwatch-host-debug_<v>_amd64.deb: target/dist/ and its release
+#                               artefacts are left alone. packaging/test-deb.sh and
+#                               packaging/test-systemd.sh install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,11 @@ TRIPLE=x86_64-unknown-linux-gnu
 GLIBC=2.17
 DIST=target/dist
 HOST=false
-[ "${1:-}" = "--host" ] && HOST=true
+if [ "${1:-}" = "--host" ]; then
+    HOST=true
+    # The package's variant `host` (Cargo.toml) takes its files from here.
+    DIST=target/dist-host
+fi
 
 say() { echo "build.sh: $*" >&2; }
 fail() { say "error: $*"; exit 1; }
@@ -57,6 +64,18 @@ need_zig() {
 
 version=$(cargo metadata --no-deps --format-version 1 |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["version"])')
+if $HOST; then
+    # The test package must hold what the release one holds: the variant's file list is the
+    # package's with target/dist/ read as target/dist-host/.
+    cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+deb = json.load(sys.stdin)["packages"][0]["metadata"]["deb"]
+want = [[a[0].replace("target/dist/", "target/dist-host/", 1)] + a[1:] for a in deb["assets"]]
+if deb["variants"]["host"].get("assets") != want:
+    sys.exit("the assets of [package.metadata.deb.variants.host] in Cargo.toml are not those "
+             "of [package.metadata.deb] with target/dist-host/ for target/dist/: update them")
+' || fail "Cargo.toml: the host package would differ from the release one"
+fi
 rm -rf "$DIST"
 mkdir -p "$DIST/man" "$DIST/completions"
 need_binutils
@@ -96,7 +115,9 @@ fi
 need_cargo_tool deb cargo-deb
 if $HOST; then
     # Its binary needs the host's glibc, not 2.17: the `host` variant says so.
-    cargo deb --no-build --no-strip --variant host --output "$DIST/" >/dev/null
+    # Named so that it cannot be taken for the release package.
+    cargo deb --no-build --no-strip --variant host \
+        --output "$DIST/floodwatch-host-debug_${version}_amd64.deb" >/dev/null
 else
     cargo deb --no-build --no-strip --output "$DIST/" >/dev/null
     need_cargo_tool generate-rpm cargo-generate-rpm

@@ -2,8 +2,9 @@
 # Installs floodwatch's .deb on this machine as an admin would, checks what it put in place, and
 # purges it: the binary runs, the shipped config passes check-config, the unit is Type=notify and
 # verifies, man pages and completions are there, and a purge leaves nothing behind. Run by
-# .ci/run (as root, on a Debian machine) with the .deb of `packaging/build.sh --host`; any .deb
-# given as $1 instead (the release one of `packaging/build.sh`).
+# .ci/run (as root, on a Debian machine) with the test .deb of `packaging/build.sh --host`
+# (target/dist-host/, built here when no .deb is given); or the .deb given as $1 (the release one
+# of `packaging/build.sh`, in target/dist/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ fi
 deb=${1:-}
 if [ -z "$deb" ]; then
     bash packaging/build.sh --host
-    deb=$(ls target/dist/floodwatch_*_amd64.deb)
+    deb=$(ls target/dist-host/floodwatch-host-debug_*_amd64.deb)
 fi
 
 dpkg -i "$deb" >/dev/null
