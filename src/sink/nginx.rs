@@ -325,10 +325,7 @@ impl Nginx {
             self.on_disk = previous;
             // The same content fails the same way until the admin fixes nginx's config (or
             // the sandbox it is tested in): retried on the slow schedule.
-            return Err(SinkError::setup(format!(
-                "test failed, not reloaded, {note}: {}",
-                e.message
-            )));
+            return Err(SinkError::setup(test_failure(&note, &e.message)));
         }
         self.on_disk = Some(content);
         if !self.config.reload_command.is_empty() {
@@ -433,6 +430,29 @@ impl Nginx {
             self.reload()?;
         }
         Ok(None)
+    }
+}
+
+/// What a refused `nginx -t` says, its telling line first: nginx prints "syntax is ok" before the
+/// `[emerg]` line that says why the test failed, and `status` shows only an error's first line.
+/// The whole output follows for the log. A read-only file system is almost always a sandbox
+/// (systemd's `ProtectSystem=`) hiding a log nginx opens, so the message says where to look.
+fn test_failure(note: &str, output: &str) -> String {
+    let telling = output
+        .lines()
+        .find(|l| {
+            ["[emerg]", "[alert]", "[crit]"]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .map(str::trim);
+    let hint = match output.contains("Read-only file system") {
+        true => " (read-only under floodwatch's sandbox? nginx -t opens every log nginx names: add its folder to the unit's ReadWritePaths=)",
+        false => "",
+    };
+    match telling {
+        Some(line) => format!("test failed, not reloaded, {note}: {line}{hint}\n{output}"),
+        None => format!("test failed, not reloaded, {note}: {output}{hint}"),
     }
 }
 
@@ -766,6 +786,31 @@ mod tests {
         t.sink.flush().unwrap();
         assert_eq!(denies(&t), ["deny 10.0.0.1;", "deny 10.0.0.3;"]);
         assert_eq!(reloads(&t), 2);
+    }
+
+    #[test]
+    fn a_failed_test_shows_nginx_s_reason_first() {
+        let output = "nginx -t failed (exit status: 1): nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n\
+            nginx: [emerg] open() \"/var/www/vhosts/a/logs/access_log\" failed (30: Read-only file system)\n\
+            nginx: configuration file /etc/nginx/nginx.conf test failed";
+        let m = test_failure("previous file restored", output);
+        let first = crate::sink::counters::first_line(&m);
+        assert!(
+            first.starts_with(
+                "test failed, not reloaded, previous file restored: nginx: [emerg] open() "
+            ),
+            "{first}"
+        );
+        assert!(first.contains("ReadWritePaths="), "{first}");
+        assert!(
+            m.ends_with(output),
+            "the whole output stays for the log: {m}"
+        );
+        let plain = test_failure("previous file restored", "nginx -t failed (exit status: 1)");
+        assert_eq!(
+            plain,
+            "test failed, not reloaded, previous file restored: nginx -t failed (exit status: 1)"
+        );
     }
 
     #[test]
