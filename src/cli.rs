@@ -85,20 +85,40 @@ pub struct ManArgs {
 /// defaults).
 pub const DEFAULT_CONFIG: &str = "/etc/floodwatch/floodwatch.toml";
 
-/// The config file a command uses: `--config`, else [`DEFAULT_CONFIG`] where it exists; none
-/// means the built-in defaults.
+/// Names the file used instead of [`DEFAULT_CONFIG`] (a packaging with another layout; empty:
+/// none, the built-in defaults, which is how the tests stay apart from an installed package).
+pub const CONFIG_ENV: &str = "FLOODWATCH_CONFIG";
+
+/// The config file a command uses: `--config`, else the default file ([`CONFIG_ENV`] where it
+/// is set, else [`DEFAULT_CONFIG`]) where it exists; none means the built-in defaults.
 pub fn config_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
     match given {
         Some(p) => Some(p.to_path_buf()),
-        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        None => default_config_path().filter(|p| p.exists()),
     }
 }
 
-/// What `check-config` and `watch` say of the config they use (see [`config_file`]).
+/// Why no default config is used: "no /etc/floodwatch/floodwatch.toml", or the variable empty.
+pub fn no_default_config() -> String {
+    match default_config_path() {
+        Some(p) => format!("no {}", p.display()),
+        None => format!("{CONFIG_ENV} is empty"),
+    }
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    match std::env::var_os(CONFIG_ENV) {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)),
+    }
+}
+
+/// What a command says of the config it uses (see [`config_file`]).
 pub fn config_said(file: Option<&std::path::Path>) -> String {
     match file {
         Some(p) => format!("config: {}", p.display()),
-        None => format!("config: built-in defaults (no {DEFAULT_CONFIG})"),
+        None => format!("config: built-in defaults ({})", no_default_config()),
     }
 }
 
@@ -171,7 +191,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Config file (TOML): its format, proxies and rules. Without one, the default rule.
+    /// Config file (TOML): its format, proxies and rules; default: /etc/floodwatch/floodwatch.toml
+    /// where it exists, else the built-in defaults (a single rule `default`).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format, instead of the config's (as for replay).
@@ -195,7 +216,8 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Config file (TOML). Without one, a single rule `default` counts every request.
+    /// Config file (TOML); default: /etc/floodwatch/floodwatch.toml where it exists, else the
+    /// built-in defaults (a single rule `default` counts every request).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format: combined, common, vhost_combined, nginx:'LOG_FORMAT' or apache:'LOGFORMAT' (the
@@ -272,7 +294,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Config file (TOML); its rules key and filter the requests as in replay.
+    /// Config file (TOML); its rules key and filter the requests as in replay; default:
+    /// /etc/floodwatch/floodwatch.toml where it exists, else the built-in defaults.
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format (as for replay).

@@ -41,8 +41,9 @@ pub fn man(out: &mut dyn Write) -> io::Result<()> {
 const MAIN_SECTIONS: &str = r#".SH FILES
 .TP
 \fI/etc/floodwatch/floodwatch.toml\fR
-The configuration, described key by key in \fBfloodwatch.toml\fR(5); \fB\-\-config\fR names
-another. \fBfloodwatch check\-config\fR validates it.
+The configuration, described key by key in \fBfloodwatch.toml\fR(5), used by every command
+where it exists (else the built-in defaults); \fB\-\-config\fR names another. Each command that
+reads it says which on standard error. \fBfloodwatch check\-config\fR validates it.
 .TP
 \fI/var/lib/floodwatch/\fR
 The \fB[state] dir\fR of the shipped configuration, kept by \fBwatch\fR:
@@ -52,6 +53,12 @@ The \fB[state] dir\fR of the shipped configuration, kept by \fBwatch\fR:
 \fB[state] socket\fR names another) and \fIwatch.lock\fR, locked by the running \fBwatch\fR
 (and by \fBreplay \-\-sinks\fR while it runs) so that no second one acts on the same
 folder; a lock file left by a crash blocks nobody.
+.SH ENVIRONMENT
+.TP
+\fBFLOODWATCH_CONFIG\fR
+The configuration used without \fB\-\-config\fR, instead of
+\fI/etc/floodwatch/floodwatch.toml\fR (where it exists, likewise); set and empty, none: the
+built-in defaults.
 .SH SIGNALS
 \fBwatch\fR handles these; the other commands end on them as any program does.
 .TP
@@ -247,6 +254,7 @@ mod tests {
         assert!(top.contains("unban"));
         for section in [
             ".SH FILES",
+            ".SH ENVIRONMENT",
             ".SH SIGNALS",
             ".SH \"EXIT STATUS\"",
             ".SH \"SEE ALSO\"",

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), AppError> {
     match cli.command {
         Command::Replay(a) => {
+            let config = chosen_config(a.config.as_deref());
             let overrides = Overrides {
                 format: a.format,
                 rate: a.rate,
@@ -36,7 +37,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             // Only watch acts unless asked: the configured sinks are those of production.
             let use_sinks = a.sinks || a.dry_run;
             let plan = app::plan_replay(
-                a.config.as_deref(),
+                config.as_deref(),
                 &overrides,
                 &a.paths,
                 a.shards,
@@ -67,13 +68,15 @@ fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Generate(a) => floodwatch::lab::cmd::generate(&a),
-        Command::Analyze(a) => floodwatch::lab::cmd::analyze(a),
+        Command::Analyze(mut a) => {
+            a.config = chosen_config(a.config.as_deref());
+            floodwatch::lab::cmd::analyze(a)
+        }
         Command::Bench(a) => floodwatch::lab::cmd::bench(&a),
         Command::Watch(a) => {
             // Absolute: `status` shows it, and a SIGHUP reads it, wherever they run from.
-            let file = floodwatch::cli::config_file(a.config.as_deref())
-                .map(|p| std::path::absolute(&p).unwrap_or(p));
-            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let file =
+                chosen_config(a.config.as_deref()).map(|p| std::path::absolute(&p).unwrap_or(p));
             let plan = floodwatch::watch::plan(file.as_deref(), &a.paths)?;
             let report = floodwatch::watch::run(plan, &mut std::io::stdout())?;
             log::info!("{report}");
@@ -98,7 +101,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             None => floodwatch::docgen::man(&mut std::io::stdout().lock()).map_err(write_error),
         },
         Command::Test(a) => {
-            let mut config = match a.config.as_deref() {
+            let mut config = match chosen_config(a.config.as_deref()).as_deref() {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
@@ -113,8 +116,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::CheckConfig(a) => {
-            let file = floodwatch::cli::config_file(a.config.as_deref());
-            log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+            let file = chosen_config(a.config.as_deref());
             let config = match file.as_deref() {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
@@ -150,6 +152,14 @@ fn run(cli: Cli) -> Result<(), AppError> {
             }
         }
     }
+}
+
+/// The config a command uses (`--config`, else the default file where it exists, else the
+/// built-in defaults), said on stderr so that a run is never read with the wrong rules in mind.
+fn chosen_config(given: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    let file = floodwatch::cli::config_file(given);
+    log::info!("{}", floodwatch::cli::config_said(file.as_deref()));
+    file
 }
 
 fn write_error(e: std::io::Error) -> AppError {

@@ -9,7 +9,7 @@ use util::{demo_glob, events, floodwatch, ok, stderr};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
@@ -139,7 +139,7 @@ struct Watch {
 
 impl Watch {
     fn start(config: &str, glob: &str) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        let mut child = util::command()
             .args(["watch", "--config", config, glob])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -285,7 +285,7 @@ fn a_watch_does_not_start_while_replay_sinks_acts() {
     // SAFETY: mkfifo(3) on a NUL-terminated path we own.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let cfg = jsonl_only(dir.path(), &prod.state(), &fifo, None);
-    let mut replay = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    let mut replay = util::command()
         .args(["replay", "--sinks", "--config", &cfg, &demo_glob()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -7,7 +7,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -91,7 +91,7 @@ struct RunningWatch {
 
 impl RunningWatch {
     fn start(config: &Path, log: PathBuf) -> RunningWatch {
-        let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        let child = util::command()
             .args(["watch", "-c"])
             .arg(config)
             .stdout(Stdio::null())
@@ -341,23 +341,56 @@ fn every_command_uses_the_same_default_config_and_says_which() {
         stderr(&out)
     );
 
-    let default = Path::new("/etc/floodwatch/floodwatch.toml");
-    let out = run(&["check-config", "--json"]);
-    let said = match default.exists() {
-        true => "config: /etc/floodwatch/floodwatch.toml\n".to_string(),
-        false => "config: built-in defaults (no /etc/floodwatch/floodwatch.toml)\n".to_string(),
+    // The default file: FLOODWATCH_CONFIG stands for /etc/floodwatch/floodwatch.toml here, so
+    // that an installed package's config never changes what this test sees.
+    let with_default = |default: &str, args: &[&str]| {
+        util::command()
+            .env("FLOODWATCH_CONFIG", default)
+            .args(args)
+            .output()
+            .unwrap()
     };
-    assert!(stderr(&out).contains(&said), "{}", stderr(&out));
-    if !default.exists() {
-        assert!(out.status.success(), "{}", stderr(&out));
-        let out = run(&["status"]);
-        assert_eq!(out.status.code(), Some(2));
+    let log = site.log.to_str().unwrap();
+    for command in [&["check-config"][..], &["test", log], &["replay", log]] {
+        let out = with_default(cfg, command);
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("no /etc/floodwatch/floodwatch.toml: name the running watch's config with --config FILE, or its control socket with --socket PATH"),
-            "{}",
+            stderr(&out).contains(&format!("config: {cfg}\n")),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+        let missing = site.dir.path().join("missing.toml");
+        let out = with_default(missing.to_str().unwrap(), command);
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+        let said = format!("config: built-in defaults (no {})\n", missing.display());
+        assert!(
+            stderr(&out).contains(&said),
+            "{command:?}: {}",
             stderr(&out)
         );
     }
+    let out = run(&["check-config", "--json"]);
+    assert!(
+        stderr(&out).contains("config: built-in defaults (FLOODWATCH_CONFIG is empty)\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("FLOODWATCH_CONFIG is empty: name the running watch's config with --config FILE, or its control socket with --socket PATH"),
+        "{}",
+        stderr(&out)
+    );
+    let watch = site.start();
+    let out = with_default(cfg, &["status"]);
+    assert!(
+        out.status.success(),
+        "status finds the watch through the default config: {}",
+        stderr(&out)
+    );
+    drop(watch);
     let out = run(&["status", "-c", "/nonexistent/fw.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/fw.toml: no such config"));

@@ -248,7 +248,7 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        let child = util::command()
             .args(["watch", "--config"])
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -271,7 +271,7 @@ impl Node {
     }
 
     fn admin(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        util::command()
             .args(args)
             .arg("--config")
             .arg(&self.config)

@@ -875,7 +875,7 @@ fn webhook_delivers_everything_once_a_server_that_was_down_comes_back() {
             events.display().to_string()
         ),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    let child = util::command()
         .args(["replay", "--sinks", "--ban", "10s", "--config"])
         .arg(&config)
         .arg(demo_glob())
@@ -1534,7 +1534,7 @@ fn one_replay_drives_every_sink_and_they_agree() {
         ),
     );
     // A short ban: flooders are banned, unbanned on log time and banned again.
-    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    let out = util::command()
         .args(["replay", "--sinks", "--ban", "10s", "--config"])
         .arg(&config)
         .arg(demo_glob())
@@ -1754,7 +1754,7 @@ fn check_config_finds_what_watch_would_meet() {
 
 /// `floodwatch` run as a command against the running watch of `config`.
 fn admin(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    util::command()
         .args(args)
         .arg("--config")
         .arg(config)
@@ -1783,7 +1783,7 @@ struct RunningWatch {
 
 impl RunningWatch {
     fn start(config: &Path, log: PathBuf) -> RunningWatch {
-        let child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        let child = util::command()
             .args(["watch", "--config"])
             .arg(config)
             .env("FLOODWATCH_TEST_CF_TOKEN", CF_TOKEN)
@@ -1978,7 +1978,7 @@ fn admin_commands_reach_every_sink_of_a_running_watch() {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         let as_nobody = || {
-            Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            util::command()
                 .args(["status", "--config"])
                 .arg(cfg)
                 .uid(65534)

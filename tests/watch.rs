@@ -4,6 +4,8 @@
 //! Waits are deadlines against hangs (generous, so a loaded machine does not fail them), not
 //! measurements: how fast watch reacts is reported by the benchmark figures in the README.
 
+mod util;
+
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ impl Watch {
     }
 
     fn start_args(args: &[&str]) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        let mut child = util::command()
             .arg("watch")
             .args(args)
             .stdout(Stdio::piped())
@@ -1171,7 +1173,7 @@ fn a_metrics_address_in_use_stops_watch_with_a_message_naming_it() {
         &site.config(),
         &format!("\n[metrics]\nlisten = \"{addr}\"\n"),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    let out = util::command()
         .args([
             "watch",
             "--config",
@@ -1217,7 +1219,7 @@ fn bans_of(events: &[Value]) -> Vec<String> {
 
 /// What `replay` with the same config bans on the final files.
 fn replay_bans(site: &Site) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+    let out = util::command()
         .args(["replay", "--config", site.config().to_str().unwrap()])
         .arg(site.glob())
         .output()
@@ -1357,6 +1359,7 @@ fn tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
         .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" watch \"$1\""])
         .arg(env!("CARGO_BIN_EXE_floodwatch"))
         .arg(&log)
+        .env("FLOODWATCH_CONFIG", "")
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "400000")
         .stdout(Stdio::null())

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::app::AppError;
-use crate::cli::{config_file, ReachArgs, DEFAULT_CONFIG};
+use crate::cli::{config_file, no_default_config, ReachArgs};
 use crate::config::Config;
 
 /// The control socket `a` names.
@@ -18,8 +18,9 @@ pub fn socket(a: &ReachArgs) -> Result<PathBuf, AppError> {
     }
     let Some(path) = config_file(a.config.as_deref()) else {
         return Err(AppError::Usage(format!(
-            "no {DEFAULT_CONFIG}: name the running watch's config with --config FILE, or its \
-             control socket with --socket PATH"
+            "{}: name the running watch's config with --config FILE, or its control socket \
+             with --socket PATH",
+            no_default_config()
         )));
     };
     if !path.exists() {

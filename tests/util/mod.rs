@@ -9,12 +9,17 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The `floodwatch` binary built for these tests, as a command to complete. Without `--config`
+/// it uses the built-in defaults, never the config of a package installed on this machine.
+pub fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_floodwatch"));
+    c.env("FLOODWATCH_CONFIG", "");
+    c
+}
+
 /// Runs the `floodwatch` binary built for these tests.
 pub fn floodwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(args)
-        .output()
-        .expect("run floodwatch")
+    command().args(args).output().expect("run floodwatch")
 }
 
 pub fn stderr(out: &Output) -> String {
