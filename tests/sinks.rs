@@ -1212,18 +1212,19 @@ fn a_replay_ends_with_its_last_nginx_reload_at_once() {
             reloads.display().to_string(),
         ),
     );
-    // A first ban, a long stretch of quiet lines (its write and reload happen meanwhile), a
-    // second ban held back by the interval until the end.
+    // A first ban, a long stretch of quiet lines over 40 s of log time (its write and reload
+    // usually happen meanwhile), a second ban held back by the interval until the end.
     let mut log = flood_lines("127.0.0.2", 0);
     for n in 0..40_000u32 {
         log.push_str(&format!(
-            "10.{}.{}.{} - - [25/Nov/2026:10:00:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
+            "10.{}.{}.{} - - [25/Nov/2026:10:00:{:02} +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"ok\"\n",
             n >> 16,
             (n >> 8) & 255,
-            n & 255
+            n & 255,
+            1 + n / 1000
         ));
     }
-    log.push_str(&flood_lines("127.0.0.3", 2));
+    log.push_str(&flood_lines("127.0.0.3", 41));
     let started = std::time::Instant::now();
     let said = replay_log(dir.path(), &config, &log);
     let took = started.elapsed();
@@ -1232,11 +1233,16 @@ fn a_replay_ends_with_its_last_nginx_reload_at_once() {
         text.contains("deny 127.0.0.2;\ndeny 127.0.0.3;\n"),
         "{text}"
     );
-    assert_eq!(
-        std::fs::read_to_string(&reloads).unwrap(),
-        "r\nr\n",
-        "a write for the first ban, then the held-back one: {said}"
+    // Two reloads when the first ban reached the sink before the second (the second then held
+    // back by the interval and done at the end); one when a busy machine let the decider send
+    // both before the sink's first flush. Either way the last write is in force at the end
+    // (the held-back path alone: worker's and nginx's unit tests).
+    let reloaded = std::fs::read_to_string(&reloads).unwrap();
+    assert!(
+        reloaded == "r\nr\n" || reloaded == "r\n",
+        "a reload after the last write: {reloaded:?} {said}"
     );
+    assert!(!said.contains("held back"), "{said}");
     assert!(
         took < std::time::Duration::from_secs(60),
         "waited for min_reload_interval: {took:?}"
