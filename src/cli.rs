@@ -127,7 +127,7 @@ pub fn config_said(file: Option<&std::path::Path>) -> String {
 pub struct ReachArgs {
     /// The running watch's config (default: /etc/floodwatch/floodwatch.toml): its control
     /// socket is `[state] socket`, else control.sock in `[state] dir`. A config that no longer
-    /// loads (a bad edit) is read for its [state] alone.
+    /// loads (a bad edit) is read for its `[state]` alone.
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The running watch's control socket, instead of finding it through a config.
@@ -225,13 +225,13 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
     /// Rate of the default rule, in nginx limit_req units ("20r/s", "600r/m"); refused with a
-    /// config that has [[rule]] tables.
+    /// config that has `[[rule]]` tables.
     #[arg(long, value_name = "R")]
     pub rate: Option<String>,
-    /// Burst of the default rule, in requests (not with [[rule]] tables).
+    /// Burst of the default rule, in requests (not with `[[rule]]` tables).
     #[arg(long, value_name = "B")]
     pub burst: Option<u32>,
-    /// Ban length of the default rule ("10m", "1h"; not with [[rule]] tables).
+    /// Ban length of the default rule ("10m", "1h"; not with `[[rule]]` tables).
     #[arg(long, value_name = "DUR")]
     pub ban: Option<String>,
     /// Also write the run's summary as a last JSON line on stdout (`"type":"summary"`).

@@ -11,7 +11,7 @@
 //! watch), a `[fleet]` Redis that cannot be reached now (watch starts all the same and
 //! publishes once it can), a Cloudflare API that cannot be reached now (likewise), each log of
 //! the paths whose last lines could not be used (judged as watch judges a file; the sample line
-//! and likely cause; every matched file is sampled, within bounds: see [`SAMPLE_BYTES`]), and an
+//! and likely cause; every matched file is sampled, within bounds: 64 KiB each at most), and an
 //! nginx file that nginx's config may not be ready for (a geo map not created yet, a file in the
 //! other style).
 
