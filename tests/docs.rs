@@ -1,6 +1,7 @@
 //! The manual the package ships, through the binary: `man --dir` writes floodwatch.toml(5) beside
 //! the command pages, the shipped config's every key (set or commented out) is described there,
-//! and the shipped config points at it.
+//! and the shipped config points at it. And the manual in Markdown: every relative link of
+//! README.md and docs/*.md leads to a file and a heading that exist.
 
 mod util;
 use util::{floodwatch, ok};
@@ -78,4 +79,111 @@ fn the_main_page_says_files_signals_and_exit_status() {
         !page.contains("floodwatch\\-help"),
         "a page that is not shipped"
     );
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as `-`.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside fenced code), with GitHub's `-1`, `-2`...
+/// for repeated ones.
+fn anchors(text: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let level = line.chars().take_while(|&c| c == '#').count();
+        if fenced || level == 0 || level > 6 || !line[level..].starts_with(' ') {
+            continue;
+        }
+        let base = github_anchor(&line[level..]);
+        let n = seen.iter().filter(|s| **s == base).count();
+        seen.push(base.clone());
+        out.push(if n == 0 { base } else { format!("{base}-{n}") });
+    }
+    out
+}
+
+/// The targets of a Markdown file's `[text](target)` links, outside fenced code.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(')') else { break };
+            out.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_readme_and_docs_points_at_a_file_and_heading_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 6, "README.md and the docs: {files:?}");
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let dest = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let shown = file.strip_prefix(root).unwrap().display();
+            assert!(dest.exists(), "{shown}: link to {target}: no such file");
+            if !anchor.is_empty() {
+                let dest_text = std::fs::read_to_string(&dest).unwrap();
+                assert!(
+                    anchors(&dest_text).iter().any(|a| a == anchor),
+                    "{shown}: link to {target}: no such heading"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} links found");
+}
+
+#[test]
+fn github_anchors_drop_punctuation_and_number_repeats() {
+    assert_eq!(
+        github_anchor(" Many small files (a Plesk server's vhost logs)"),
+        "many-small-files-a-plesk-servers-vhost-logs"
+    );
+    assert_eq!(github_anchor(" Watch: write to ban"), "watch-write-to-ban");
+    let text = "# A\n```toml\n# not a heading\n```\n## Time\n## Time\n#not\n";
+    assert_eq!(anchors(text), ["a", "time", "time-1"]);
 }
