@@ -126,7 +126,7 @@ else
     tarball="floodwatch-$version-x86_64-linux"
     mkdir -p "$DIST/$tarball"
     cp -r "$DIST/floodwatch" "$DIST/man" "$DIST/completions" packaging/floodwatch.service \
-        packaging/floodwatch.toml packaging/floodwatch.logrotate README.md LICENSE-MIT \
+        packaging/floodwatch.toml packaging/floodwatch.logrotate README.md docs LICENSE-MIT \
         LICENSE-APACHE "$DIST/$tarball/"
     tar -C "$DIST" -czf "$DIST/$tarball.tar.gz" "$tarball"
     rm -rf "${DIST:?}/$tarball"
