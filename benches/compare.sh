@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-run comparison on the same generated log: `wc -l` (the floor: reading the bytes),
 # floodwatch replay, fail2ban-regex with a Plesk-style http-flood filter, and CrowdSec's
-# time-machine mode on the log's first lines when it is installed and CROWDSEC=1 (see the
-# README's "Comparison").
+# time-machine mode on the log's first lines when it is installed and CROWDSEC=1 (see
+# docs/benchmarks.md, "Comparison").
 #
 #   benches/compare.sh [LINES] [WORKDIR]      # defaults: 1000000, a fresh temp directory
 #

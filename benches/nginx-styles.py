@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the nginx sink's two file styles (not a test): how fast a real nginx serves a
 small static file with N bans as `deny` lines, as a `geo` map checked by an `if` in the server,
-and as a `geo` map checked by the http-wide `limit_req` of the README; and how long nginx takes
+and as a `geo` map checked by the http-wide `limit_req` of docs/guide.md; and how long nginx takes
 to read the config (`nginx -t`) and to reload (SIGHUP until the new worker is up) with them.
 
     python3 benches/nginx-styles.py [--counts 0,1000,20000,100000] [--requests 20000]
@@ -49,7 +49,7 @@ def bans_file(style, addresses):
 
 
 def wiring(style, bans):
-    """(directives in http {}, directives in server {}), as the README says to wire them."""
+    """(directives in http {}, directives in server {}), as docs/guide.md says to wire them."""
     if style == "plain":
         return "", ""
     if style == "deny":

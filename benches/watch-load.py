@@ -9,7 +9,7 @@ stdout), and watch's CPU time.
         [--restart SECONDS]
 
 The format logs `$msec`, so that the engine sees millisecond times: with one-second `%t` stamps a
-ban waits for the next second (see README, Watch).
+ban waits for the next second (see docs/design.md, "Time").
 
 Soak options (without them the run and its two output lines are as they always were):
 
