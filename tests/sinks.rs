@@ -323,7 +323,7 @@ fn hostile_log_content_never_reaches_a_command_or_a_file() {
     }
 }
 
-/// How the test's nginx.conf applies the sink's file (`bans.conf`), as the README says to.
+/// How the test's nginx.conf applies the sink's file (`bans.conf`), as docs/guide.md says to.
 #[derive(Clone, Copy)]
 enum Wiring {
     /// `style = "deny"`, the file included in `server {}`.

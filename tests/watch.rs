@@ -2,7 +2,7 @@
 //! folder laid out like Plesk's `/var/www/vhosts/<vhost>/logs/`, stopped with real signals.
 //!
 //! Waits are deadlines against hangs (generous, so a loaded machine does not fail them), not
-//! measurements: how fast watch reacts is reported by the benchmark figures in the README.
+//! measurements: how fast watch reacts is reported by the benchmark figures in docs/benchmarks.md.
 
 mod util;
 
