@@ -409,41 +409,77 @@ impl TestNginx {
         std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir_all(prefix.join("html")).unwrap();
         std::fs::create_dir_all(prefix.join("tmp")).unwrap();
-        std::fs::write(prefix.join("html/index.html"), "ok\n").unwrap();
+        // Tells this nginx from any other server that took its port (see `answers_as_itself`).
+        let token = format!("ok {}\n", prefix.display());
+        std::fs::write(prefix.join("html/index.html"), &token).unwrap();
         let bans = prefix.join("bans.conf");
         std::fs::write(&bans, wiring.empty_file()).unwrap();
         let (http, server) = wiring.directives(&bans.display().to_string());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let p = prefix.display();
-        let listen6 = match ipv6_loopback() {
-            true => format!("listen [::1]:{port};\n    "),
-            false => String::new(),
-        };
-        std::fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
-                 proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  {http}\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    {listen6}{server}\n\
-                 root {p}/html;\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let child = TestNginx::spawn(&bin, prefix);
-        let n = TestNginx {
-            bin,
-            prefix: prefix.to_path_buf(),
-            port,
-            child,
-        };
-        n.wait_for_status("127.0.0.1", 200);
-        n
+        // nginx binds a port found free a moment before, which another program may take in
+        // between: then nginx exits at once, and it is tried again on another port.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let listen6 = match ipv6_loopback() {
+                true => format!("listen [::1]:{port};\n    "),
+                false => String::new(),
+            };
+            std::fs::write(
+                prefix.join("nginx.conf"),
+                format!(
+                    "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+                     events {{ worker_connections 64; }}\n\
+                     http {{\n  access_log off;\n  client_body_temp_path {p}/tmp/body;\n\
+                     proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  {http}\n\
+                     server {{\n    listen 127.0.0.1:{port};\n    {listen6}{server}\n\
+                     root {p}/html;\n  }}\n}}\n"
+                ),
+            )
+            .unwrap();
+            let child = TestNginx::spawn(&bin, prefix);
+            let mut n = TestNginx {
+                bin: bin.clone(),
+                prefix: prefix.to_path_buf(),
+                port,
+                child,
+            };
+            if n.answers_as_itself(&token) {
+                n.wait_for_status("127.0.0.1", 200);
+                return n;
+            }
+        }
+        let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+        panic!("nginx did not start on any of five ports; its error log:\n{log}");
+    }
+
+    /// Waits until this nginx serves its own page (`token`): false if it exited first (its port
+    /// taken), so that another server answering on the port is never taken for it.
+    fn answers_as_itself(&mut self, token: &str) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let out = Command::new("curl")
+                .args(["-s", "--max-time", "5"])
+                .arg(format!("http://127.0.0.1:{}/", self.port))
+                .output()
+                .expect("run curl");
+            if out.stdout == token.as_bytes() {
+                return true;
+            }
+            let log = std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < until,
+                "nginx never served its page on port {}; its error log:\n{log}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     fn spawn(bin: &Path, prefix: &Path) -> std::process::Child {
