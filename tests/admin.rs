@@ -439,7 +439,16 @@ fn bans_all_shows_pardons_and_a_manual_ban_of_a_pardoned_key_works() {
     );
 
     // The same flood does not ban it again; a ban by hand does, and ends the pardon.
+    let lines = || {
+        json(&admin(cfg, &["status", "--json"]))["lines"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = lines();
     append_flood(&site.log, "127.0.0.2");
+    // Read (twenty lines) before the check, however slow the machine, and a moment more for
+    // a ban, were one decided, to reach the table.
+    eventually("the flood read", || lines() >= before + 20);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(active_keys(cfg).is_empty());
     let out = admin(cfg, &["ban", "127.0.0.2", "--for", "1h", "--rule", "flood"]);
