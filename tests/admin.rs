@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{append_flood, floodwatch, stderr};
+use util::{append_flood, eventually, floodwatch, stderr};
 
 fn run(args: &[&str]) -> Output {
     floodwatch(args)
@@ -26,15 +26,6 @@ fn admin(config: &Path, args: &[&str]) -> Output {
     let mut all = args.to_vec();
     all.extend(["-c", config.to_str().unwrap()]);
     run(&all)
-}
-
-/// Polls `check` until it holds; against hangs only.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < until, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A folder with a config (state, one rule, `allow`), a log file, and a watch running on them.

@@ -5,6 +5,7 @@
 //! checked).
 
 mod util;
+use util::eventually;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -345,15 +346,6 @@ fn started_pair(root: &Path, redis: &TestRedis) -> (Node, Node) {
     a.start();
     b.start();
     (a, b)
-}
-
-/// Polls `check` until it holds; against hangs only (no timing is asserted).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < until, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A flood on node a is denied on node b, shown there with its origin, and kept from b's

@@ -2,7 +2,7 @@
 //! `[[sink]]`.
 
 mod util;
-use util::{demo_glob, events, floodwatch, json_lines, stderr};
+use util::{demo_glob, events, eventually, floodwatch, json_lines, stderr};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1828,15 +1828,6 @@ fn admin(config: &Path, args: &[&str]) -> std::process::Output {
 
 fn stdout_text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `check` until it holds; against hangs only.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !check() {
-        assert!(std::time::Instant::now() < until, "never: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// A watch running with `config`, its stderr kept in a file; stopped with SIGTERM on drop.

@@ -9,6 +9,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// How long [`eventually`] waits: against hangs only, far beyond what any awaited condition
+/// takes on a loaded machine.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` until it holds, failing the test (naming `what`) after [`EVENTUALLY`]: tests
+/// wait for the condition they need, never for a fixed time.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + EVENTUALLY;
+    while !check() {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The `floodwatch` binary built for these tests, as a command to complete. Without `--config`
 /// it uses the built-in defaults, never the config of a package installed on this machine.
 pub fn command() -> Command {
