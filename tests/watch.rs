@@ -841,6 +841,8 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
 /// ends without waiting for the webhook's timeout and keeps the ban for the next start.
 #[test]
 fn a_hanging_webhook_does_not_hold_up_a_stop() {
+    const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+    const { assert!(DEADLINE.as_secs() * 4 <= HOOK_TIMEOUT.as_secs()) };
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -861,8 +863,6 @@ fn a_hanging_webhook_does_not_hold_up_a_stop() {
     wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
     // A stop that waited for the webhook's answer would take its whole timeout: `stop` gives
     // up long before (its deadline is against hangs, far from what a stop normally takes).
-    const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
-    const { assert!(DEADLINE.as_secs() * 4 <= HOOK_TIMEOUT.as_secs()) };
     let (status, _, _, took) = w.stop();
     assert!(status.success(), "{status}");
     eprintln!("stopped {} ms after SIGTERM", took.as_millis());
