@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{append_flood, floodwatch, stderr};
+use util::{append_flood, eventually, floodwatch, stderr};
 
 fn run(args: &[&str]) -> Output {
     floodwatch(args)
@@ -26,15 +26,6 @@ fn admin(config: &Path, args: &[&str]) -> Output {
     let mut all = args.to_vec();
     all.extend(["-c", config.to_str().unwrap()]);
     run(&all)
-}
-
-/// Polls `check` until it holds; against hangs only.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < until, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A folder with a config (state, one rule, `allow`), a log file, and a watch running on them.
@@ -439,7 +430,16 @@ fn bans_all_shows_pardons_and_a_manual_ban_of_a_pardoned_key_works() {
     );
 
     // The same flood does not ban it again; a ban by hand does, and ends the pardon.
+    let lines = || {
+        json(&admin(cfg, &["status", "--json"]))["lines"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = lines();
     append_flood(&site.log, "127.0.0.2");
+    // Read (twenty lines) before the check, however slow the machine, and a moment more for
+    // a ban, were one decided, to reach the table.
+    eventually("the flood read", || lines() >= before + 20);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(active_keys(cfg).is_empty());
     let out = admin(cfg, &["ban", "127.0.0.2", "--for", "1h", "--rule", "flood"]);

@@ -5,6 +5,7 @@
 //! checked).
 
 mod util;
+use util::eventually;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -80,33 +81,36 @@ fn redis_server() -> String {
 
 impl TestRedis {
     fn start(dir: &Path) -> TestRedis {
-        let mut r = TestRedis::start_with(dir, None);
-        r.resume();
-        r
+        TestRedis::start_with(dir, None)
     }
 
-    /// Not started yet: a free port and a scratch folder.
+    /// Started on a port found free a moment before: another program may take it in between,
+    /// and then redis-server exits at once and is started again on another port.
     fn start_with(dir: &Path, tls: Option<Pki>) -> TestRedis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
-        TestRedis {
-            port,
+        let mut r = TestRedis {
+            port: 0,
             dir,
             child: None,
             tls,
+        };
+        for _ in 0..5 {
+            r.port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if r.try_resume() {
+                return r;
+            }
         }
+        panic!("redis-server did not start on any of five ports");
     }
 
     /// A Redis that speaks TLS only and requires a client certificate of `pki`'s CA.
     fn start_tls(dir: &Path, pki: Pki) -> TestRedis {
-        let mut r = TestRedis::start_with(dir, Some(pki));
-        r.resume();
-        r
+        TestRedis::start_with(dir, Some(pki))
     }
 
     fn url(&self) -> String {
@@ -147,8 +151,19 @@ impl TestRedis {
         }
     }
 
-    /// Starts it (again, on the same port: empty, as a restarted Redis without persistence).
+    /// Starts it again, on the same port: empty, as a restarted Redis without persistence.
     fn resume(&mut self) {
+        assert!(
+            self.try_resume(),
+            "redis-server exited at start: port {} taken meanwhile?",
+            self.port
+        );
+    }
+
+    /// Starts it on its port; false when it exited before answering (the port is taken). Only
+    /// an answer from this very process counts (its pid, from `INFO server`), never one from
+    /// another server on the port.
+    fn try_resume(&mut self) -> bool {
         let mut cmd = Command::new(redis_server());
         match &self.tls {
             None => cmd.args(["--port", &self.port.to_string()]),
@@ -171,14 +186,24 @@ impl TestRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+        let pid = format!("process_id:{}\r\n", child.id());
         self.child = Some(child);
         let client = self.client();
+        let mut exited = false;
         eventually("redis-server answers", || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                exited = true;
+                return true;
+            }
             client
                 .get_connection_with_timeout(Duration::from_millis(200))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains(&pid))
         });
+        if exited {
+            self.child = None;
+        }
+        !exited
     }
 
     fn stop(&mut self) {
@@ -323,15 +348,6 @@ fn started_pair(root: &Path, redis: &TestRedis) -> (Node, Node) {
     (a, b)
 }
 
-/// Polls `check` until it holds; against hangs only (no timing is asserted).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < until, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A flood on node a is denied on node b, shown there with its origin, and kept from b's
 /// own jsonl sink (not in `apply_to`); a node started later and a node restarted get it too;
 /// `floodwatch unban` on a lifts it on every node.
@@ -360,7 +376,10 @@ fn a_ban_reaches_every_node_and_an_unban_on_one_lifts_it_everywhere() {
     );
     let status = b.status();
     assert_eq!(status["fleet"]["applied"], 1, "{status}");
-    assert_eq!(status["fleet"]["connected"], true, "{status}");
+    // b's publisher connects on its own thread, maybe after its subscriber brought the ban.
+    eventually("b's publisher connected", || {
+        b.status()["fleet"]["connected"] == true
+    });
 
     // Late: c starts after the ban and gets it from the fleet's active bans.
     c.start();
@@ -567,7 +586,10 @@ fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
     eventually("b denies a's ban, over TLS", || {
         b.denies("198.51.100.9") == 1
     });
-    assert_eq!(b.status()["fleet"]["connected"], true);
+    // b's publisher connects on its own thread, maybe after its subscriber brought the ban.
+    eventually("b's publisher connected, over TLS", || {
+        b.status()["fleet"]["connected"] == true
+    });
     assert!(b.log_text().contains("connected to rediss://127.0.0.1"));
     for n in [&c, &d] {
         eventually("the refused node says Redis is unreachable", || {

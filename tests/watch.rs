@@ -315,7 +315,7 @@ fn rotation_while_running_loses_no_line() {
     // (burst 5), so the ban shows that both halves were counted.
     append(&log, &flood("203.0.113.50", 4));
     append(&log, &flood("192.0.2.200", 1));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_read(&site, &log);
     fs::rename(&log, log.with_extension("1")).unwrap();
     // The server still writes to the old file a moment, then to the new one.
     append(&log.with_extension("1"), &flood("203.0.113.50", 2));
@@ -450,7 +450,9 @@ fn copytruncate_while_running_reads_the_truncated_file_from_its_start() {
     let log = site.logs("a.example").join("access_log");
     let mut w = site.start();
     append(&log, &flood("192.0.2.10", 3));
-    std::thread::sleep(Duration::from_millis(300));
+    // Read before the truncation, however slow the machine: else the 20 lines after it would
+    // be all there is to read, and the count below would not tell a truncation noticed.
+    wait_read(&site, &log);
     // logrotate's copytruncate: copy, then truncate in place; the server goes on writing.
     fs::copy(&log, log.with_extension("1")).unwrap();
     OpenOptions::new()
@@ -730,9 +732,8 @@ fn after_a_restart_the_nginx_file_keeps_the_restored_bans() {
     assert_eq!(bans, ["203.0.113.7", "198.51.100.1"]);
 }
 
-/// A webhook receiver on `port`: the body of every POST, answered 200.
-fn webhook_server(port: u16) -> Receiver<Value> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+/// A webhook receiver on `listener`: the body of every POST, answered 200.
+fn webhook_server(listener: std::net::TcpListener) -> Receiver<Value> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -765,7 +766,8 @@ fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     // A port nothing listens on during the first run.
-    let port = free_port();
+    let reserved = util::ReservedPort::new();
+    let port = reserved.port();
     append(&site.config(), &webhook_sink(port));
 
     let mut w = site.start();
@@ -778,7 +780,7 @@ fn events_a_webhook_could_not_take_are_delivered_after_a_restart() {
         "the undelivered ban is kept in the state folder"
     );
 
-    let got = webhook_server(port);
+    let got = webhook_server(reserved.listen());
     let w = site.start();
     let ev = got
         .recv_timeout(DEADLINE)
@@ -801,7 +803,8 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     let base = fs::read_to_string(site.config()).unwrap();
-    let (a, b) = (free_port(), free_port());
+    let (reserved_a, reserved_b) = (util::ReservedPort::new(), util::ReservedPort::new());
+    let (a, b) = (reserved_a.port(), reserved_b.port());
     let hook = webhook_sink;
     let run_with_a_down = |ip: &str| {
         fs::write(site.config(), base.clone() + &hook(a)).unwrap();
@@ -814,7 +817,7 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
 
     run_with_a_down("203.0.113.7");
     // A is gone; B is now `sink[0] webhook`, the name A's events were kept under.
-    let got_b = webhook_server(b);
+    let got_b = webhook_server(reserved_b.listen());
     fs::write(site.config(), base.clone() + &hook(b)).unwrap();
     let w = site.start();
     let dropped = "1 events for sink[0] webhook, no longer configured as it was: dropped";
@@ -824,7 +827,7 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
 
     run_with_a_down("203.0.113.8");
     // A comes back second in the list (`sink[1] webhook`) and still gets its event.
-    let got_a = webhook_server(a);
+    let got_a = webhook_server(reserved_a.listen());
     fs::write(site.config(), base.clone() + &hook(b) + &hook(a)).unwrap();
     let w = site.start();
     let ev = got_a.recv_timeout(DEADLINE).unwrap();
@@ -835,9 +838,11 @@ fn kept_events_go_to_the_sink_they_were_for_not_to_its_number() {
 }
 
 /// A webhook that accepts the connection and never answers must not hold a stop up: watch
-/// ends within a second and keeps the ban for the next start.
+/// ends without waiting for the webhook's timeout and keeps the ban for the next start.
 #[test]
 fn a_hanging_webhook_does_not_hold_up_a_stop() {
+    const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+    const { assert!(DEADLINE.as_secs() * 4 <= HOOK_TIMEOUT.as_secs()) };
     let site = Site::new(&["a.example"]);
     let log = site.logs("a.example").join("access_log");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -851,14 +856,16 @@ fn a_hanging_webhook_does_not_hold_up_a_stop() {
     });
     append(
         &site.config(),
-        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"60s\"\n"),
+        &format!("\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"{}s\"\n", HOOK_TIMEOUT.as_secs()),
     );
     let w = site.start();
     append(&log, &flood("203.0.113.7", 20));
     wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
+    // A stop that waited for the webhook's answer would take its whole timeout: `stop` gives
+    // up long before (its deadline is against hangs, far from what a stop normally takes).
     let (status, _, _, took) = w.stop();
     assert!(status.success(), "{status}");
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    eprintln!("stopped {} ms after SIGTERM", took.as_millis());
     assert!(
         fs::read_to_string(site.root.path().join("state/pending.json"))
             .unwrap()
@@ -866,12 +873,6 @@ fn a_hanging_webhook_does_not_hold_up_a_stop() {
         "the ban in hand is kept"
     );
     drop(held);
-}
-
-/// A loopback port nothing listens on (until a test binds it).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// A `[[sink]]` table for a webhook on loopback `port`, retrying at least once a second.
@@ -1005,7 +1006,8 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     let log = site.logs("a.example").join("access_log");
     let pending = site.root.path().join("state").join("pending.json");
     // A port nothing listens on during the first run.
-    let port = free_port();
+    let reserved = util::ReservedPort::new();
+    let port = reserved.port();
     append(&site.config(), &webhook_sink(port));
 
     let mut w = site.start();
@@ -1018,7 +1020,7 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     // ...so a crash loses nothing.
     w.kill();
 
-    let got = webhook_server(port);
+    let got = webhook_server(reserved.listen());
     let w = site.start();
     assert!(
         w.log.iter().any(|l| l.contains("1 bans restored")),
@@ -1375,18 +1377,29 @@ fn tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
     assert_eq!(recv(), "READY=1\nSTATUS=watching 1 files in 1 folders\n");
     let pings = (0..3).map(|_| recv()).collect::<Vec<_>>();
     assert_eq!(pings, ["WATCHDOG=1\n"; 3], "every 200 ms while idle");
+    // The next `n` messages other than watchdog pings, however many pings come between them
+    // (a loaded machine may delay the reload past several).
+    let next_but_pings = |n: usize| {
+        let until = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            assert!(Instant::now() < until, "only {seen:?} besides pings");
+            let m = recv();
+            if m != "WATCHDOG=1\n" {
+                seen.push(m);
+            }
+        }
+        seen
+    };
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    let mut seen: Vec<String> = (0..6).map(|_| recv()).collect();
-    seen.retain(|m| m != "WATCHDOG=1\n");
     assert_eq!(
-        seen[..2],
+        next_but_pings(2),
         [
             "RELOADING=1\n",
             "READY=1\nSTATUS=watching 1 files in 1 folders\n"
         ]
     );
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let stopping = (0..6).map(|_| recv()).find(|m| m != "WATCHDOG=1\n");
-    assert_eq!(stopping.as_deref(), Some("STOPPING=1\n"));
+    assert_eq!(next_but_pings(1), ["STOPPING=1\n"]);
     assert!(child.wait().unwrap().success());
 }

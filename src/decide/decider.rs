@@ -330,7 +330,7 @@ impl Ord for Pending {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -600,6 +600,84 @@ mod tests {
         out
     }
 
+    /// Runs `all` (indexed as `shard_of`: each offense's shard seed and whether a tick follows
+    /// it) through a decider fed by `shards` shards whose messages interleave as `choices`
+    /// says, with a table of `rules`; the events in the order it emitted them.
+    pub(crate) fn through_shards(
+        rules: &[RuleSpec],
+        all: &[(usize, Offense)],
+        shard_of: &[(usize, bool)],
+        shards: usize,
+        choices: &[u8],
+        end_ms: i64,
+    ) -> (Vec<Event>, DecideStats) {
+        // Each shard's stream: its keys' offenses in time order, ticks that promise no
+        // earlier offense follows, a last tick at the end of log time, then Finished.
+        let mut streams: Vec<Vec<ShardOut>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<(usize, Offense)>> = vec![vec![]; shards];
+        for (i, o) in all {
+            per_shard[shard_of[*i].0 % shards].push((*i, *o));
+        }
+        for (s, offs) in per_shard.iter_mut().enumerate() {
+            offs.sort_by_key(|(i, o)| (o.time_ms, *i));
+            for (j, (i, o)) in offs.iter().enumerate() {
+                streams[s].push(ShardOut::Offense {
+                    shard: s as u32,
+                    offense: *o,
+                });
+                if shard_of[*i].1 {
+                    let next = offs.get(j + 1).map_or(end_ms, |(_, n)| n.time_ms);
+                    streams[s].push(ShardOut::Tick {
+                        shard: s as u32,
+                        upto_ms: next,
+                        settled_ms: next,
+                        stats: ShardStats::default(),
+                    });
+                }
+            }
+            streams[s].push(ShardOut::Tick {
+                shard: s as u32,
+                upto_ms: end_ms,
+                settled_ms: end_ms,
+                stats: ShardStats::default(),
+            });
+            streams[s].push(ShardOut::Finished {
+                shard: s as u32,
+                stats: ShardStats::default(),
+            });
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut next = vec![0usize; shards];
+        let mut c = 0;
+        loop {
+            let live: Vec<usize> = (0..shards)
+                .filter(|&s| next[s] < streams[s].len())
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            let s = live[usize::from(choices[c % choices.len()]) % live.len()];
+            c += 1;
+            let msg = std::mem::replace(
+                &mut streams[s][next[s]],
+                ShardOut::Tick {
+                    shard: 0,
+                    upto_ms: 0,
+                    settled_ms: 0,
+                    stats: ShardStats::default(),
+                },
+            );
+            next[s] += 1;
+            tx.send(msg).unwrap();
+        }
+        drop(tx);
+
+        let mut t = table(rules);
+        let mut got = vec![];
+        let stats = Decider::new(shards).run(&rx, &mut t, &mut |e| got.push(e.clone()));
+        (got, stats)
+    }
+
     proptest! {
         #![proptest_config(crate::proptest_config(256))]
 
@@ -625,47 +703,9 @@ mod tests {
             let end_ms = 500_000;
             let want = reference(&rules, all.clone(), end_ms);
 
-            // Each shard's stream: its keys' offenses in time order, ticks that promise no
-            // earlier offense follows, a last tick at the end of log time, then Finished.
-            let mut streams: Vec<Vec<ShardOut>> = (0..shards).map(|_| Vec::new()).collect();
-            let mut per_shard: Vec<Vec<(usize, Offense)>> = vec![vec![]; shards];
-            for (i, o) in &all {
-                per_shard[usize::from(raw[*i].0) % shards].push((*i, *o));
-            }
-            for (s, offs) in per_shard.iter_mut().enumerate() {
-                offs.sort_by_key(|(i, o)| (o.time_ms, *i));
-                for (j, (i, o)) in offs.iter().enumerate() {
-                    streams[s].push(ShardOut::Offense { shard: s as u32, offense: *o });
-                    if raw[*i].3 {
-                        let next = offs.get(j + 1).map_or(end_ms, |(_, n)| n.time_ms);
-                        streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: next, settled_ms: next, stats: ShardStats::default() });
-                    }
-                }
-                streams[s].push(ShardOut::Tick { shard: s as u32, upto_ms: end_ms, settled_ms: end_ms, stats: ShardStats::default() });
-                streams[s].push(ShardOut::Finished { shard: s as u32, stats: ShardStats::default() });
-            }
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let mut next = vec![0usize; shards];
-            let mut c = 0;
-            loop {
-                let live: Vec<usize> = (0..shards).filter(|&s| next[s] < streams[s].len()).collect();
-                if live.is_empty() {
-                    break;
-                }
-                let s = live[usize::from(choices[c % choices.len()]) % live.len()];
-                c += 1;
-                let msg = std::mem::replace(
-                    &mut streams[s][next[s]],
-                    ShardOut::Tick { shard: 0, upto_ms: 0, settled_ms: 0, stats: ShardStats::default() },
-                );
-                next[s] += 1;
-                tx.send(msg).unwrap();
-            }
-            drop(tx);
-
-            let mut t = table(&rules);
-            let mut got = vec![];
-            let stats = Decider::new(shards).run(&rx, &mut t, &mut |e| got.push(to_json_line(e)));
+            let shard_of: Vec<(usize, bool)> = raw.iter().map(|&(k, _, _, tick)| (usize::from(k), tick)).collect();
+            let (got, stats) = through_shards(&rules, &all, &shard_of, shards, &choices, end_ms);
+            let got: Vec<String> = got.iter().map(to_json_line).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.offenses, all.len() as u64);
         }

@@ -9,6 +9,8 @@ pub mod allowlist;
 pub mod ban_table;
 pub mod decider;
 pub mod event;
+#[cfg(test)]
+mod model_tests;
 
 /// An event for sinks; serialised by `decide::event` as the README's Events section describes.
 #[derive(Clone, Debug, PartialEq)]

@@ -1213,9 +1213,13 @@ mod tests {
             "{p:?}"
         );
         // Nothing answers: a warning (watch must still start), not an error.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
+        // Bound, not listening: connections are refused, and no other program takes the port.
+        let closed =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        closed
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = closed.local_addr().unwrap().as_socket().unwrap().port();
         std::fs::write(f, TOKEN).unwrap();
         let mut c = s.config.clone();
         c.api_base = format!("http://127.0.0.1:{port}/client/v4");

@@ -221,7 +221,10 @@ mod tests {
         // In the queue or, when the worker has not taken the first ban yet, in the backlog:
         // it comes back either way.
         s.sinks.emit(&unban("10.0.0.1"));
-        std::thread::sleep(Duration::from_millis(100));
+        // The first ban held in retry by the worker when the stop comes.
+        wait_until("retried while down", || {
+            s.sinks.health()[0].counters.retries > 0
+        });
         let (reports, pending) = s.sinks.stop();
         assert_eq!(reports[0].failed, 0, "{:?}", reports[0]);
         assert_eq!(pending.len(), 1);

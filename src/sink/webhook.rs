@@ -269,11 +269,13 @@ mod tests {
 
     #[test]
     fn a_closed_port_is_retryable() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Bound, not listening: connections are refused, and no other program takes the port.
+        let closed =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        closed
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = closed.local_addr().unwrap().as_socket().unwrap().port();
         let e = sink(format!("http://127.0.0.1:{port}/"))
             .deliver(&unban())
             .unwrap_err();

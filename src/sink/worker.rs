@@ -403,7 +403,10 @@ mod tests {
         s.sinks.emit(&ban("10.0.0.1", false));
         s.sinks.emit(&ban("10.0.0.2", false));
         s.sinks.emit(&unban("10.0.0.1"));
-        std::thread::sleep(Duration::from_millis(100));
+        // Back up only once a delivery has failed and been retried, however slow the machine.
+        wait_until("retried while down", || {
+            s.sinks.health()[0].counters.retries > 0
+        });
         s.down.store(false, Ordering::SeqCst);
         let r = s.sinks.finish();
         assert_eq!(

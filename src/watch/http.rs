@@ -540,10 +540,7 @@ mod tests {
             rig.server.expire(rig.poll.registry(), deadline);
             assert_eq!(rig.server.open(), 0);
             assert_eq!(rig.server.next_deadline(), None);
-            let mut rest = Vec::new();
-            slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = slow.read_to_end(&mut rest);
-            assert!(rest.is_empty(), "closed without an answer");
+            assert_closed_without_answer(slow, "the silent client");
         }
 
         #[test]
@@ -563,13 +560,43 @@ mod tests {
             last.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
             let got = String::from_utf8(rig.response(&mut last)).unwrap();
             assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
-            let mut first = clients.remove(0);
-            first
-                .set_read_timeout(Some(Duration::from_secs(5)))
+            // Three more than the limit came: the three oldest made room, the others stay.
+            let kept = clients.split_off(3);
+            for (i, c) in clients.into_iter().enumerate() {
+                assert_closed_without_answer(c, &format!("connection {i} (of the oldest)"));
+            }
+            for (i, mut c) in kept.into_iter().enumerate() {
+                assert_still_open(&mut c, i + 3);
+            }
+        }
+
+        /// Fails unless the server closed `client` without sending it anything: the read ends
+        /// (end of stream, or a reset) well before a generous deadline, which is there only to
+        /// catch a connection left open.
+        fn assert_closed_without_answer(mut client: Client, who: &str) {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
             let mut rest = Vec::new();
-            let _ = first.read_to_end(&mut rest);
-            assert!(rest.is_empty(), "the oldest was closed");
+            match client.read_to_end(&mut rest) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("{who} was not closed (read: {e})"),
+            }
+            assert!(
+                rest.is_empty(),
+                "{who} was closed without an answer: {rest:?}"
+            );
+        }
+
+        /// Fails when the server closed `client` (a read would end) instead of leaving it open.
+        fn assert_still_open(client: &mut Client, nth: usize) {
+            client.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            match client.read(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("connection {nth} (not of the oldest) was closed: {other:?}"),
+            }
         }
     }
 

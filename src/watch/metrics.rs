@@ -592,7 +592,7 @@ mod tests {
         let want = "\
 # HELP floodwatch_build_info The running floodwatch's version, as a label.
 # TYPE floodwatch_build_info gauge
-floodwatch_build_info{version=\"0.1.0\"} 1
+floodwatch_build_info{version=\"@VERSION@\"} 1
 # HELP floodwatch_lines_read_total Log lines read.
 # TYPE floodwatch_lines_read_total counter
 floodwatch_lines_read_total 1000
@@ -717,7 +717,8 @@ process_resident_memory_bytes 10485760
 # HELP process_start_time_seconds Start time of the process since the Unix epoch, seconds.
 # TYPE process_start_time_seconds gauge
 process_start_time_seconds 1800000000.25
-";
+"
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
         assert_eq!(text(&v, &latency), want);
     }
 

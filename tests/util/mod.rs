@@ -9,6 +9,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// How long [`eventually`] waits: against hangs only, far beyond what any awaited condition
+/// takes on a loaded machine.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` until it holds, failing the test (naming `what`) after [`EVENTUALLY`]: tests
+/// wait for the condition they need, never for a fixed time.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + EVENTUALLY;
+    while !check() {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The `floodwatch` binary built for these tests, as a command to complete. Without `--config`
 /// it uses the built-in defaults, never the config of a package installed on this machine.
 pub fn command() -> Command {
@@ -102,4 +116,54 @@ pub fn append_flood(path: &Path, client: &str) {
     );
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(line.repeat(20).as_bytes()).unwrap();
+}
+
+/// A loopback port held for a server that a test starts later: bound but not listening, so a
+/// connection to it is refused until [`ReservedPort::listen`], and no other program can take it
+/// meanwhile (a port found free, released and bound again later races with every other program
+/// on the machine).
+pub struct ReservedPort(socket2::Socket);
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).expect("bind a loopback port");
+        ReservedPort(socket)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound IPv4 address")
+            .port()
+    }
+
+    /// The server's socket, taking connections from now on.
+    pub fn listen(self) -> std::net::TcpListener {
+        self.0.listen(128).expect("listen on the reserved port");
+        self.0.into()
+    }
+}
+
+/// Whether the tests run in CI (`CI` set and not empty, as `.ci/run` run as root and CI
+/// services set it; the packaging scripts read it the same way): there, a test whose
+/// requirement is missing fails instead of skipping, so a skip cannot pass unseen.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Skips (returns true, saying why on stderr) when `missing` names what this machine lacks for
+/// the test; in CI ([`in_ci`]) a missing requirement fails the test instead.
+pub fn skip_unless_ci(missing: Option<&str>) -> bool {
+    let Some(missing) = missing else { return false };
+    assert!(
+        !in_ci(),
+        "CI must run this test, but this machine has no {missing} (see .ci/run)"
+    );
+    eprintln!("SKIPPED: this machine has no {missing}");
+    true
 }
