@@ -20,8 +20,8 @@
 //!   (`ban_table`) bans, escalates, allowlists and expires; events are JSON lines (`event`).
 //! - [`sink`]: each output (jsonl, nginx, Cloudflare, exec, webhook) on its own thread behind a
 //!   bounded queue, retried with backoff, never blocking detection.
-//! - [`detector`] puts engine and decide together: the one pipeline every front-end drives;
-//!   [`output`] sends its events to the sinks or stdout, and with `[fleet]` this server's own
+//! - [`pipeline::detector`] puts engine and decide together: the one pipeline every front-end drives;
+//!   [`pipeline::output`] sends its events to the sinks or stdout, and with `[fleet]` this server's own
 //!   events to the [`fleet`] too.
 //! - [`fleet`]: bans shared between servers through Redis: this server's bans published, the
 //!   other servers' applied to the ban table (rule `fleet`) and the sinks `apply_to` names.
@@ -52,8 +52,8 @@
 //!
 //! # Threads
 //!
-//! Every front-end drives one [`detector::Detector`] (shards, decider, ban table) and writes its
-//! events through one [`output::Output`] (sinks, or JSON lines on stdout).
+//! Every front-end drives one [`pipeline::detector::Detector`] (shards, decider, ban table) and writes its
+//! events through one [`pipeline::output::Output`] (sinks, or JSON lines on stdout).
 //!
 //! - Replay: producer threads (`producer-N`, one per CPU) read and parse; shard threads
 //!   (`shard-N`) own their keys, no locks; a decider thread drives the detector's decider and
@@ -77,16 +77,16 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod decide;
-pub mod detector;
 pub mod docgen;
 pub mod engine;
+pub mod error;
 pub mod fleet;
 pub mod hit;
 pub mod lab;
 pub mod linetest;
 pub mod logging;
-pub mod output;
 pub mod parse;
+pub mod pipeline;
 pub mod preflight;
 pub mod proxy;
 pub mod sink;

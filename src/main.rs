@@ -5,9 +5,10 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use floodwatch::app::{self, AppError};
+use floodwatch::app;
 use floodwatch::cli::{Cli, Command};
 use floodwatch::config::{Config, Overrides};
+use floodwatch::error::Error;
 use floodwatch::preflight::Severity;
 use floodwatch::summary;
 
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
     floodwatch::logging::init(cli.log_level.into());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(AppError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Error::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::from(e.exit_code() as u8)
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), AppError> {
+fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Replay(a) => {
             let config = chosen_config(a.config.as_deref());
@@ -94,7 +95,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
         Command::Man(a) => match &a.dir {
             Some(dir) => {
                 let written = floodwatch::docgen::man_pages(dir)
-                    .map_err(|e| AppError::Runtime(format!("{}: {e}", dir.display())))?;
+                    .map_err(|e| Error::Runtime(format!("{}: {e}", dir.display())))?;
                 log::info!("{} man pages in {}", written.len(), dir.display());
                 Ok(())
             }
@@ -121,7 +122,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            let findings = app::check_config(&config)?;
+            let findings = floodwatch::preflight::check_config(&config)?;
             let errors = findings
                 .iter()
                 .filter(|f| f.severity == Severity::Error)
@@ -131,7 +132,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
                 let json = serde_json::json!({"ok": errors == 0, "findings": findings});
                 writeln!(stdout, "{json}").map_err(write_error)?;
             } else {
-                let text = config.describe() + &app::describe_proxies(&config)?;
+                let text = config.describe() + &floodwatch::preflight::describe_proxies(&config)?;
                 stdout.write_all(text.as_bytes()).map_err(write_error)?;
                 for f in &findings {
                     match f.severity {
@@ -146,7 +147,7 @@ fn run(cli: Cli) -> Result<(), AppError> {
             }
             match errors {
                 0 => Ok(()),
-                n => Err(AppError::Usage(format!(
+                n => Err(Error::Usage(format!(
                     "{n} problem(s) that would stop watch or fail every ban of a sink"
                 ))),
             }
@@ -162,6 +163,6 @@ fn chosen_config(given: Option<&std::path::Path>) -> Option<std::path::PathBuf> 
     file
 }
 
-fn write_error(e: std::io::Error) -> AppError {
-    AppError::writing("to stdout", e)
+fn write_error(e: std::io::Error) -> Error {
+    Error::writing("to stdout", e)
 }

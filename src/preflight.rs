@@ -22,11 +22,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::parse::{Format, TimeCache};
+use crate::pipeline::compile::{compile_format, compile_rules};
+use crate::proxy::{self, Proxies};
+use crate::sink;
 use crate::sink::{SinkKind, SinkSpec};
-use crate::source::ingest::IngestStats;
+use crate::source::discover::Patterns;
+use crate::source::stats::IngestStats;
 use crate::source::unusable::{self, Samples};
-use crate::watch::Patterns;
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -299,6 +303,24 @@ fn sample(path: &Path, format: &Format, bytes: u64) -> Option<String> {
         }
     }
     unusable::warning(&stats, &samples)
+}
+
+/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
+/// the proxy ranges load and the format logs the proxy's client field; then what watch would
+/// meet at start or at its first ban (see `preflight`), returned as findings.
+pub fn check_config(config: &Config) -> Result<Vec<Finding>, Error> {
+    let mut format = compile_format(config)?;
+    proxy::setup(config, &mut format)?;
+    compile_rules(config)?;
+    let mut sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut sinks).map_err(Error::Usage)?;
+    Ok(check(config, &sinks, &format))
+}
+
+/// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
+pub fn describe_proxies(config: &Config) -> Result<String, Error> {
+    let proxies = Proxies::from_config(config)?;
+    Ok(proxies.describe())
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ pub mod message;
 mod outbox;
 mod publisher;
 pub mod state;
-pub mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +44,6 @@ use crate::state_file::StateFileError;
 use message::{Kind, Message};
 use outbox::Outbox;
 
-/// The stream when `[fleet] stream` is not given.
-pub const DEFAULT_STREAM: &str = "floodwatch:events";
 /// The longest a remote ban may last from when it arrives (its `until` is clipped to this): a
 /// node's clock or a stranger's entry must not ban an address for years.
 pub const MAX_REMOTE_BAN_MS: i64 = 30 * 86_400_000;
@@ -57,26 +54,6 @@ const OUTBOX_CAPACITY: usize = 100_000;
 const STREAM_MAX_LEN: usize = 1_000_000;
 /// How long a stop gives the publisher to send what is queued (the rest is saved).
 const STOP_WAIT: Duration = Duration::from_millis(300);
-
-/// Whether `name` may name a node (or travel as a rule name): letters, digits, '-', '_', '.',
-/// 1 to 64 of them, so that it is safe in a log, a table and a file name.
-pub fn is_node_name(name: &str) -> bool {
-    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-    !name.is_empty() && name.len() <= 64 && name.chars().all(ok)
-}
-
-/// The host name, when it is a valid node name (the default `[fleet] node`).
-pub fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length, which is passed.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?;
-    is_node_name(name).then(|| name.to_string())
-}
 
 /// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
 /// reached or does not answer, with the URL's password hidden.
@@ -130,7 +107,7 @@ pub enum Inbound {
     Table(Vec<Message>),
 }
 
-/// The handle [`crate::output::Output`] publishes through: queues this server's own events,
+/// The handle [`crate::pipeline::output::Output`] publishes through: queues this server's own events,
 /// never waits.
 #[derive(Clone)]
 pub struct Publish {

@@ -20,8 +20,8 @@ use crate::control::{
 use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
 use crate::decide::event::{write_ban_json, Rfc3339};
 use crate::decide::{Ban, Event, Origin};
-use crate::detector::Detector;
-use crate::output::Output;
+use crate::pipeline::detector::Detector;
+use crate::pipeline::output::Output;
 use crate::sink::SinkHealth;
 
 use super::control::refuse;

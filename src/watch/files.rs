@@ -21,7 +21,7 @@ use crate::parse::Format;
 use crate::proxy::ClientIp;
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
-use crate::source::ingest::IngestStats;
+use crate::source::stats::IngestStats;
 use crate::source::tail::{Started, TailBuf, Tailer};
 use crate::source::unusable;
 use crate::vhost::Vhosts;

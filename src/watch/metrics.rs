@@ -18,7 +18,7 @@ use crate::decide::event::write_ban_json;
 use crate::decide::Event;
 use crate::engine::ShardStats;
 use crate::sink::{SinkCounters, SinkMetrics};
-use crate::source::ingest::IngestStats;
+use crate::source::stats::IngestStats;
 
 /// The latency histogram's buckets (upper bounds, milliseconds): Prometheus' defaults, and 1
 /// and 2 ms below them (a `$msec` log's flood is banned within a few milliseconds).
