@@ -122,6 +122,14 @@ pub fn config_said(file: Option<&std::path::Path>) -> String {
     }
 }
 
+/// The config a command uses (`--config`, else the default file where it exists, else the
+/// built-in defaults), said on stderr so that a run is never read with the wrong rules in mind.
+pub fn chosen_config(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    let file = config_file(given);
+    log::info!("{}", config_said(file.as_deref()));
+    file
+}
+
 /// How the admin commands find the running watch.
 #[derive(Debug, Args)]
 pub struct ReachArgs {

@@ -25,7 +25,7 @@
 //!   events to the [`fleet`] too.
 //! - [`fleet`]: bans shared between servers through Redis: this server's bans published, the
 //!   other servers' applied to the ban table (rule `fleet`) and the sinks `apply_to` names.
-//! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
+//! - Front-ends: [`replay`], [`check`] (check-config, test), [`watch`] (the
 //!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
 //!   bench), [`control`] (`bans`, `ban`, `unban`, `status`: requests to a running watch over
 //!   its control socket). [`config`] and [`cli`] validate input at the edge; the rest never
@@ -70,8 +70,8 @@
 //!   applies what it read; neither ever makes the loop wait.
 
 pub mod addr;
-pub mod app;
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -83,18 +83,16 @@ pub mod error;
 pub mod fleet;
 pub mod hit;
 pub mod lab;
-pub mod linetest;
 pub mod logging;
 pub mod parse;
 pub mod pipeline;
-pub mod preflight;
 pub mod proxy;
+pub mod replay;
 pub mod sink;
 pub mod small_file;
 pub mod source;
 pub mod state_file;
 pub mod state_lock;
-pub mod summary;
 pub mod sys;
 pub mod vhost;
 pub mod watch;

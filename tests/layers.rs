@@ -30,13 +30,13 @@ const LAYERS: &[&[&str]] = &[
     &["decide"],
     &["config"],
     &["proxy", "source", "sink"],
-    &["fleet", "docgen"],
+    &["fleet"],
     // The pipeline every front-end drives, and the error type they share.
     &["error"],
     &["pipeline"],
     // The front-ends.
-    &["app", "linetest", "summary"],
-    &["watch", "control", "lab", "preflight"],
+    &["replay"],
+    &["watch", "control", "lab", "check", "docgen"],
 ];
 
 /// One source file: its module path (`["source", "ingest"]`) and its text.

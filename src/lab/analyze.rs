@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 
 use super::peaks::{self, Distribution, KeyPeaks, PeakCounter};
 use crate::addr::Cidr;
-use crate::app::{self, ReplayPlan};
 use crate::config::{parse_rate, Overrides};
 use crate::engine::rule::CompiledRules;
 use crate::error::Error;
 use crate::hit::NO_VHOST;
+use crate::replay::{self, ReplayPlan};
 use crate::source::ingest::Ingest;
 use crate::source::reader::{Chunks, CHUNK};
 use crate::source::stats::IngestStats;
@@ -66,7 +66,7 @@ fn plan(o: &Options) -> Result<ReplayPlan, Error> {
     };
     // A report acts on nothing: without sinks its replays put their events where the what-if
     // reads them, whatever sinks the config (often production's) names.
-    app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None, false)
+    replay::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None, false)
 }
 
 fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, Error> {
@@ -180,7 +180,7 @@ fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<Wh
         sinks: Vec::new(),
     };
     let mut events: Vec<u8> = Vec::new();
-    app::replay(p, &mut events, false)?;
+    replay::replay(p, &mut events, false)?;
     let mut keys: Vec<String> = events
         .split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())

@@ -26,12 +26,12 @@ use serde_json::{json, Value};
 use super::generate;
 use super::scenario::{self, Frame};
 use crate::addr::{Addr, Cidr};
-use crate::app;
 use crate::config::{Config, Overrides, StartAt};
 use crate::engine::rule::CompiledRules;
 use crate::error::Error;
 use crate::hit::NO_VHOST;
 use crate::parse::Format;
+use crate::replay;
 use crate::source::ingest::Ingest;
 use crate::vhost::Vhosts;
 use crate::watch;
@@ -146,7 +146,7 @@ pub fn run(o: Options) -> Result<BenchReport, Error> {
     let replay_dir = scratch.0.join("replay");
     let g = generate::generate("mixed", o.seconds, o.seed, &replay_dir)
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let plan = app::plan_replay(
+    let plan = replay::plan_replay(
         Some(&g.config_path),
         &Overrides::default(),
         &[],
@@ -155,7 +155,7 @@ pub fn run(o: Options) -> Result<BenchReport, Error> {
         false,
     )?;
     let mut events: Vec<u8> = Vec::new();
-    let r = app::replay(plan, &mut events, false)?;
+    let r = replay::replay(plan, &mut events, false)?;
     let banned = ban_keys(&events);
     let live = live(&scratch.0.join("live"), o)?;
     Ok(BenchReport {

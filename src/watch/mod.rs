@@ -8,6 +8,7 @@
 //! with what the shards report, emits events, and saves read offsets and bans about once a
 //! second. See `run.rs` for the choices about time (low marks, wall-clock expiry).
 
+pub mod cmd;
 mod commands;
 pub mod conns;
 pub mod control;

@@ -1,8 +1,11 @@
-//! Wiring: builds the pipeline of each command from a validated config and runs it.
+//! `replay`: the configured rules run over finished log files, merged by log time.
 //!
-//! replay: producer threads (files → chunks → hits) → routers → the [`Detector`] (shard
+//! Producer threads (files → chunks → hits) → routers → the [`Detector`] (shard
 //! threads, decided on a thread of its own) → the [`Output`] (sinks, or JSON lines on stdout).
 //! The producers, shards and decider only share channels.
+
+pub mod cmd;
+pub mod summary;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
