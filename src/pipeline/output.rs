@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
-use crate::sink::pending;
+use crate::sink::runtime::pending;
 use crate::sink::{SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
@@ -181,7 +181,7 @@ impl<'a> Output<'a> {
     /// Ends a replay's output: waits until every sink has delivered or reported each event it
     /// was given (their reports go to the log). `Err`: the error that stopped writing to the
     /// stream; `Ok(Some(..))`: the sinks that failed to deliver some events (dropped bans are
-    /// reported but are not a failure: see `sink::runner`).
+    /// reported but are not a failure: see `sink::runtime::runner`).
     pub fn finish(self) -> Result<Option<String>, io::Error> {
         if let Some(e) = self.error {
             return Err(e);
@@ -222,7 +222,7 @@ impl<'a> Output<'a> {
 
 /// Gives the sinks what they could not deliver before the last stop.
 pub fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
-    match crate::sink::pending::load(dir, vhosts) {
+    match crate::sink::runtime::pending::load(dir, vhosts) {
         Ok(pending) => {
             for kept in pending {
                 let (name, n) = (kept.name, kept.events.len());
@@ -244,7 +244,7 @@ pub fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
     }
     if let Some(dir) = dir {
         let (pending, tables) = (&stopped.pending, &stopped.tables);
-        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending, tables) {
+        if let Err(e) = crate::sink::runtime::pending::save(dir, vhosts, pending, tables) {
             log::error!("keeping undelivered events: {e}");
         }
     }

@@ -8,18 +8,11 @@
 //! keys refused, and every error names `sink[i].key` and the file.
 
 pub mod cloudflare;
-pub mod counters;
 pub mod exec;
-mod feed;
 pub mod jsonl;
 pub mod nginx;
-pub mod pending;
-mod reload;
-pub mod runner;
-#[cfg(test)]
-mod testing;
+pub mod runtime;
 pub mod webhook;
-mod worker;
 
 use std::fmt;
 use std::time::Duration;
@@ -29,8 +22,10 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind, SinkTable, SinkType};
 use crate::decide::{Ban, Event};
 
-pub use counters::{first_line, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble};
-pub use runner::Sinks;
+pub use runtime::counters::{
+    first_line, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble,
+};
+pub use runtime::runner::Sinks;
 
 /// Why a sink could not do what an event asked.
 #[derive(Debug, thiserror::Error)]

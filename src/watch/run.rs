@@ -25,7 +25,7 @@
 //! something changed, and on stop; restored bans are not announced again (sinks that keep a set
 //! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
 //! is announced as ended at start. At stop, sinks stop retrying; what one could not deliver (its
-//! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
+//! endpoint is down) is kept in the state folder (`sink::runtime::pending`) and given to it first at the
 //! next start. What the sinks have not delivered yet is also saved with the bans about once a
 //! second, so a crash loses none of it.
 //!
