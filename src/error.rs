@@ -4,7 +4,9 @@
 use std::io;
 
 use crate::config::ConfigError;
+use crate::fleet::FleetError;
 use crate::proxy::ProxyError;
+use crate::sink::SinkError;
 use crate::source::discover::PatternError;
 use crate::source::paths::PathsError;
 use crate::state_file::StateFileError;
@@ -29,6 +31,12 @@ pub enum Error {
     /// A file of the state folder that cannot be read or written (exit code 1).
     #[error(transparent)]
     State(#[from] StateFileError),
+    /// A sink that cannot start (exit code 1).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The fleet cannot start (exit code 1).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     /// Other bad arguments or config: exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -54,7 +62,8 @@ impl Error {
         match self {
             Error::Config(_) | Error::Proxy(_) | Error::Pattern(_) => 2,
             Error::Usage(_) => 2,
-            Error::Paths(_) | Error::State(_) | Error::Runtime(_) => 1,
+            Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
+            Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
         }
     }

@@ -51,10 +51,10 @@ impl Link {
         up: Arc<AtomicBool>,
         trouble: Arc<Mutex<Option<LinkTrouble>>>,
         reconnects: Arc<AtomicU64>,
-    ) -> Result<Link, String> {
+    ) -> Result<Link, super::FleetError> {
         // Refused here, before any thread starts, rather than at each connection.
         crate::config::fleet::client(&cfg.url, &cfg.tls)
-            .map_err(|(key, m)| format!("{key}: {m}"))?;
+            .map_err(|(key, why)| super::FleetError::Client { key, why })?;
         Ok(Link {
             cfg: cfg.clone(),
             what,

@@ -72,6 +72,20 @@ pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the fleet cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The Redis client cannot be built from `[fleet]` (its TLS files): the key and why.
+    #[error("{key}: {why}")]
+    Client { key: &'static str, why: String },
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
 /// Where things are in Redis.
 pub struct Names {
     pub node: Arc<str>,
@@ -187,7 +201,7 @@ impl Fleet {
         cfg: &config::Fleet,
         saved: state::Saved,
         waker: Arc<mio::Waker>,
-    ) -> Result<Fleet, String> {
+    ) -> Result<Fleet, FleetError> {
         let node: Arc<str> = Arc::from(cfg.node.as_str());
         let names = Arc::new(Names {
             node: node.clone(),
@@ -234,7 +248,10 @@ impl Fleet {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .map_err(|e| format!("cannot start the {name} thread: {e}"))
+                .map_err(|source| FleetError::Thread {
+                    name: name.to_string(),
+                    source,
+                })
         };
         let publisher = spawn("fleet-publish", Box::new(move || publisher.run()))?;
         // Not joined at stop: it may be blocked in a read for up to a second, and holds

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
 use crate::sink::runtime::pending;
-use crate::sink::{SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
+use crate::sink::{SinkError, SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 
@@ -51,10 +51,10 @@ impl<'a> Output<'a> {
         out: &'a mut (dyn Write + Send),
         specs: &[SinkSpec],
         active: &[Ban],
-    ) -> Result<Output<'a>, String> {
+    ) -> Result<Output<'a>, SinkError> {
         let sinks = match specs.is_empty() {
             true => None,
-            false => Some(Sinks::start_with(specs, active).map_err(|e| e.to_string())?),
+            false => Some(Sinks::start_with(specs, active)?),
         };
         Ok(Output {
             sinks,
@@ -138,20 +138,18 @@ impl<'a> Output<'a> {
     /// running, changed ones start again, and with no sink left events go to stdout again (or,
     /// from stdout, to the first sinks configured, which take the `active` bans over). When a
     /// new sink cannot be built, nothing changes and the error is returned.
-    pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), String> {
+    pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), SinkError> {
         let stopped = match (&mut self.sinks, specs.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => {
-                let sinks = Sinks::start_with(specs, active).map_err(|e| e.to_string())?;
+                let sinks = Sinks::start_with(specs, active)?;
                 for s in specs {
                     crate::sink::log(&s.name, format_args!("started (config reloaded)"));
                 }
                 self.sinks = Some(sinks);
                 Vec::new()
             }
-            (Some(sinks), _) => sinks
-                .reconfigure(specs, active)
-                .map_err(|e| e.to_string())?,
+            (Some(sinks), _) => sinks.reconfigure(specs, active)?,
         };
         if specs.is_empty() {
             self.sinks = None;

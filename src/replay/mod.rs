@@ -174,9 +174,7 @@ pub fn replay(
         sinks,
     } = plan;
     // Started before any line is read, so that a sink that cannot start stops the replay early.
-    let mut output = Output::start(out, &sinks, &[])
-        .map_err(Error::Runtime)?
-        .log_events(!sinks.is_empty());
+    let mut output = Output::start(out, &sinks, &[])?.log_events(!sinks.is_empty());
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
     let total_bytes: u64 = files

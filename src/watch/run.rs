@@ -64,6 +64,7 @@ use crate::pipeline::output::{keep_pending, resend_pending, save_pending, Output
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
 use crate::source::stats::IngestStats;
+use crate::state_file::StateFileError;
 use crate::state_lock::{self, LockError, StateLock};
 use crate::vhost::Vhosts;
 
@@ -224,9 +225,7 @@ impl<'o> WatchLoop<'o> {
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
         let active: Vec<_> = detector.table().active().cloned().collect();
-        let mut output = Output::start(out, &sinks, &active)
-            .map_err(Error::Runtime)?
-            .log_events(true);
+        let mut output = Output::start(out, &sinks, &active)?.log_events(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);
         }
@@ -249,7 +248,7 @@ impl<'o> WatchLoop<'o> {
                     Some(dir) => fleet::state::load(dir)?,
                     None => Default::default(),
                 };
-                let fleet = Fleet::start(f, saved, waker).map_err(Error::Runtime)?;
+                let fleet = Fleet::start(f, saved, waker)?;
                 output.publish_to(fleet.publish_handle());
                 Some(fleet)
             }
@@ -394,12 +393,12 @@ impl<'o> WatchLoop<'o> {
     }
 
     /// Saves bans, then offsets (see `state`).
-    fn save_state(&self, cps: &Checkpoints) -> Result<(), String> {
+    fn save_state(&self, cps: &Checkpoints) -> Result<(), StateFileError> {
         let Some(dir) = &self.state_dir else {
             return Ok(());
         };
-        state::save(dir, &self.detector.table().snapshot()).map_err(|e| e.to_string())?;
-        cps.save(dir).map_err(|e| e.to_string())
+        state::save(dir, &self.detector.table().snapshot())?;
+        cps.save(dir)
     }
 
     /// Waits in mio until something happens or the next timer is due.
@@ -689,7 +688,8 @@ fn bind_control(config: &Config) -> Result<Option<ControlSocket>, Error> {
         Some(_) => "[state] socket",
         None => "[state] dir (its control.sock)",
     };
+    // Said as it is: the socket's own error names the setting and the path.
     ControlSocket::bind(&path, key)
         .map(Some)
-        .map_err(Error::Runtime)
+        .map_err(|e| Error::Runtime(e.to_string()))
 }
