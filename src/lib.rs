@@ -75,6 +75,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conns;
 pub mod control;
 pub mod decide;
 pub mod docgen;

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "addr",
         "atomic_file",
         "clock",
+        "conns",
         "hit",
         "logging",
         "small_file",
@@ -36,7 +37,8 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     // The front-ends.
     &["replay"],
-    &["watch", "control", "lab", "check", "docgen"],
+    &["control"],
+    &["watch", "lab", "check", "docgen"],
 ];
 
 /// One source file: its module path (`["source", "ingest"]`) and its text.

@@ -81,7 +81,7 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
             // The state folder's own check covers it.
             None => ("state.dir", None),
         };
-        let max = crate::watch::control::MAX_PATH;
+        let max = crate::control::server::MAX_PATH;
         if socket.as_os_str().len() > max {
             let m = format!(
                 "the control socket {} is longer than a Unix socket path may be ({max} bytes):                  set [state] socket to a shorter one",

@@ -24,9 +24,9 @@ use crate::pipeline::detector::Detector;
 use crate::pipeline::output::Output;
 use crate::sink::SinkHealth;
 
-use super::control::refuse;
 use super::files::Files;
 use super::reload::ConfigState;
+use crate::control::server::refuse;
 
 /// The longest manual ban (ten years: "for good" without overflowing any clock).
 const MAX_MANUAL_MS: u64 = 3653 * 86_400_000;

@@ -10,8 +10,6 @@
 
 pub mod cmd;
 mod commands;
-pub mod conns;
-pub mod control;
 
 mod endpoint;
 mod files;

@@ -45,7 +45,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::commands::{self, Ctx, LineRate, Started};
-use super::control::ControlSocket;
 use super::endpoint::Endpoint;
 use super::files::{Files, Reading};
 use super::inotify::{self, Inotify};
@@ -55,6 +54,7 @@ use super::signals::{Signal, Signals};
 use super::{state, WatchPlan};
 use crate::clock::wall_ms;
 use crate::config::{Config, StartAt};
+use crate::control::server::ControlSocket;
 use crate::decide::ban_table::{RestoreStats, TableStats};
 use crate::engine::rule_ids::RuleIds;
 use crate::error::Error;

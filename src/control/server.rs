@@ -1,5 +1,5 @@
-//! Watch's control socket: a Unix listener on the watch loop (see [`crate::control`] for the
-//! protocol), answering only root and the user watch runs as.
+//! The control socket's server side: a Unix listener on the watch loop (see [`crate::control`]
+//! for the protocol), answering only root and the user watch runs as.
 //!
 //! **Who may ask.** The socket is created with mode 0600 (only its owner, watch's user, may
 //! connect; root always may), and each connection's peer credentials (`SO_PEERCRED`, set by
@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Registry, Token};
 
-use super::conns::{Framer, Listener, Server};
+use crate::conns::{Framer, Listener, Server};
 use crate::control::{Request, MAX_REQUEST};
 
 /// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
