@@ -1,5 +1,5 @@
-//! The command line, as clap parses it. Values here are raw; `app` validates them together with
-//! the config file before anything runs.
+//! The command line, as clap parses it. Values here are raw; each front-end's `cmd` validates
+//! them together with the config file before anything runs.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! The detector: the shard threads that own the keys' `limit_req` buckets, the decider that
 //! merges their offenses by log time, and the ban table that bans, escalates, allowlists and
-//! expires. It is the one pipeline every front-end drives — replay (`app`), watch and bench —
+//! expires. It is the one pipeline every front-end drives — replay, watch and bench —
 //! so that what decides a ban, and at what time a late line counts (see `engine::shard`), lives
 //! in one place whatever feeds it.
 //!

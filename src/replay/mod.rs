@@ -5,6 +5,7 @@
 //! The producers, shards and decider only share channels.
 
 pub mod cmd;
+pub mod merge;
 pub mod summary;
 
 use std::io::{self, Write};
@@ -22,12 +23,12 @@ use crate::pipeline::detector::{Detector, DetectorSpec};
 use crate::pipeline::output::Output;
 use crate::proxy::Proxies;
 use crate::sink::SinkSpec;
-use crate::source::merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD};
 use crate::source::paths::{self, LogFile};
 use crate::source::stats::IngestStats;
 use crate::source::unusable;
 use crate::state_lock::{self, Holder, LockError, StateLock};
 use crate::vhost::Vhosts;
+use merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD};
 
 /// Everything `replay` needs, validated.
 pub struct ReplayPlan {
