@@ -84,7 +84,8 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
         let max = crate::control::server::MAX_PATH;
         if socket.as_os_str().len() > max {
             let m = format!(
-                "the control socket {} is longer than a Unix socket path may be ({max} bytes):                  set [state] socket to a shorter one",
+                "the control socket {} is longer than a Unix socket path may be ({max} bytes): \
+                 set [state] socket to a shorter one",
                 socket.display()
             );
             error(key, m);

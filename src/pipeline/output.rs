@@ -31,11 +31,11 @@ pub struct Output<'a> {
     fleet: Option<crate::fleet::Publish>,
 }
 
-/// What the sinks did and what they could not deliver, at stop.
 /// How long a stop waits for the sinks to deliver what they hold (a stop must end within a
 /// second; what a sink has not delivered by then is kept for the next start).
 const SINKS_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// What the sinks did and what they could not deliver, at stop.
 pub struct Stopped {
     pub reports: Vec<SinkReport>,
     /// By sink name, in order.
