@@ -2,10 +2,11 @@
 //! firewall commands, a webhook).
 //!
 //! Every sink implements [`Sink`] and runs on its own thread behind a bounded queue
-//! ([`runner`]), so a slow or unreachable sink never holds up detection. This module holds the
-//! trait, its error type, and the checking of the `[[sink]]` tables: the keys every sink has
-//! ([`Common`]) are taken out here, the rest is read by the sink's own config struct with unknown
-//! keys refused, and every error names `sink[i].key` and the file.
+//! ([`runtime::runner`]), so a slow or unreachable sink never holds up detection. This module
+//! holds the trait, its error type, and the checking of the `[[sink]]` tables: the keys every
+//! sink has ([`Common`]) are taken out here, the rest is read by the sink's own config struct
+//! with unknown keys refused, and every error names `sink[i].key` and the file. The sinks are
+//! one file each; the machinery they run on is in [`runtime`].
 
 pub mod cloudflare;
 pub mod exec;
@@ -157,7 +158,7 @@ pub struct Common {
     pub dry_run: bool,
     /// Whether bans of clients seen through a trusted proxy (`via_proxy`) go to this sink.
     pub proxied: bool,
-    /// Events the sink's queue holds before bans are dropped (see [`runner`]).
+    /// Events the sink's queue holds before bans are dropped (see [`runtime::runner`]).
     pub queue_size: usize,
     /// Longest wait between two retries (the wait doubles from 0.5 s up to this).
     pub retry_max_delay: Duration,

@@ -14,7 +14,7 @@
 //! timers. Request bodies are never read.
 //!
 //! Limits, against clients that misbehave: a request head is at most [`MAX_HEAD`] bytes (431
-//! beyond); connections are bounded in number and time as [`conns`](super::conns) says. Only
+//! beyond); connections are bounded in number and time as [`conns`](crate::conns) says. Only
 //! `GET` and `HEAD` are answered (405 otherwise), on `/metrics`, `/bans` and `/healthz` (404
 //! otherwise).
 
