@@ -314,7 +314,7 @@ pub fn check_config(config: &Config) -> Result<Vec<Finding>, Error> {
     proxy::setup(config, &mut format)?;
     compile_rules(config)?;
     let mut sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut sinks).map_err(Error::Usage)?;
+    sink::mark_fleet_sinks(config, &mut sinks)?;
     Ok(check(config, &sinks, &format))
 }
 

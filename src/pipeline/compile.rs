@@ -21,7 +21,7 @@ pub(crate) struct Compiled {
 pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, Error> {
     let mut compiled = compile_without_sinks(config, paths)?;
     compiled.sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut compiled.sinks).map_err(Error::Usage)?;
+    sink::mark_fleet_sinks(config, &mut compiled.sinks)?;
     Ok(compiled)
 }
 

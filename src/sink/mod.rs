@@ -220,7 +220,7 @@ impl SinkSpec {
 /// by name, or without it every nginx and exec sink (the ones that block on this server; a CDN
 /// rule is the fleet's to share only when asked). An entry that is neither a type nor a sink's
 /// name is an error naming it.
-pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), String> {
+pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), ConfigError> {
     let Some(fleet) = &config.fleet else {
         return Ok(());
     };
@@ -241,10 +241,13 @@ pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), S
         let n = n.trim();
         let known = SinkType::parse(n).is_some() || specs.iter().any(|s| s.name == n);
         if !known {
-            return Err(format!(
-                "{}: fleet.apply_to[{i}]: {n:?} is neither a sink type nor the name of a sink",
-                config.origin
-            ));
+            return Err(ConfigError {
+                kind: ConfigErrorKind::Invalid,
+                origin: config.origin.clone(),
+                position: None,
+                key: format!("fleet.apply_to[{i}]"),
+                message: format!("{n:?} is neither a sink type nor the name of a sink"),
+            });
         }
     }
     for s in specs.iter_mut() {
@@ -480,7 +483,7 @@ mod tests {
             let text = format!("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\n{fleet}\n{sinks}");
             let config = Config::parse(&text, "test.toml").unwrap();
             let mut specs = parse_sinks(&config).unwrap();
-            mark_fleet_sinks(&config, &mut specs)?;
+            mark_fleet_sinks(&config, &mut specs).map_err(|e| e.to_string())?;
             Ok(specs.iter().map(|s| s.fleet).collect())
         };
         assert_eq!(marked("").unwrap(), [true, true, false]);
