@@ -308,7 +308,7 @@ fn sample(path: &Path, format: &Format, bytes: u64) -> Option<String> {
 
 /// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
 /// the proxy ranges load and the format logs the proxy's client field; then what watch would
-/// meet at start or at its first ban (see `preflight`), returned as findings.
+/// meet at start or at its first ban ([`check`]), returned as findings.
 pub fn check_config(config: &Config) -> Result<Vec<Finding>, Error> {
     let mut format = compile_format(config)?;
     proxy::setup(config, &mut format)?;

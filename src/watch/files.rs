@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::inotify::{self, Inotify};
 use super::marks::{self, FileMark};
-use super::Patterns;
+use crate::source::discover::Patterns;
 use std::sync::Arc;
 
 use crate::config::StartAt;

@@ -36,7 +36,7 @@ use crate::pipeline::compile::{compile, Compiled};
 use crate::proxy::Proxies;
 use crate::sink::SinkSpec;
 
-pub use crate::source::discover::Patterns;
+use crate::source::discover::Patterns;
 pub use run::{run, WatchReport};
 
 /// Everything `watch` needs, validated.

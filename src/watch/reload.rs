@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::files::Files;
-use super::Patterns;
 use crate::clock::wall_ms;
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
@@ -22,6 +21,7 @@ use crate::engine::rule_ids::RuleIds;
 use crate::pipeline::compile::{compile, Compiled};
 use crate::pipeline::detector::never_banned;
 use crate::pipeline::output::Output;
+use crate::source::discover::Patterns;
 
 /// A config that loaded and compiled.
 pub(crate) struct Reloaded {
