@@ -1,5 +1,5 @@
-//! The command line, as clap parses it. Values here are raw; `app` validates them together with
-//! the config file before anything runs.
+//! The command line, as clap parses it. Values here are raw; each front-end's `cmd` validates
+//! them together with the config file before anything runs.
 
 use std::path::PathBuf;
 
@@ -120,6 +120,14 @@ pub fn config_said(file: Option<&std::path::Path>) -> String {
         Some(p) => format!("config: {}", p.display()),
         None => format!("config: built-in defaults ({})", no_default_config()),
     }
+}
+
+/// The config a command uses (`--config`, else the default file where it exists, else the
+/// built-in defaults), said on stderr so that a run is never read with the wrong rules in mind.
+pub fn chosen_config(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    let file = config_file(given);
+    log::info!("{}", config_said(file.as_deref()));
+    file
 }
 
 /// How the admin commands find the running watch.

@@ -7,7 +7,28 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, CompletionsArgs, ManArgs};
+use crate::error::Error;
+
+/// `floodwatch completions`.
+pub fn completions_cmd(a: &CompletionsArgs) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    completions(a.shell, &mut stdout);
+    stdout.flush().map_err(|e| Error::writing("to stdout", e))
+}
+
+/// `floodwatch man`: the pages on stdout, or written to `--dir`.
+pub fn man_cmd(a: &ManArgs) -> Result<(), Error> {
+    match &a.dir {
+        Some(dir) => {
+            let written =
+                man_pages(dir).map_err(|e| Error::Runtime(format!("{}: {e}", dir.display())))?;
+            log::info!("{} man pages in {}", written.len(), dir.display());
+            Ok(())
+        }
+        None => man(&mut std::io::stdout().lock()).map_err(|e| Error::writing("to stdout", e)),
+    }
+}
 
 /// Writes the completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {

@@ -1,68 +1,52 @@
 //! floodwatch: finds HTTP request floods in web-server access logs and decides bans.
 //!
-//! # Data flow, folder by folder
+//! # The flow
 //!
 //! ```text
-//! source ──chunks──▶ parse ──Record──▶ hit ──Hit──▶ engine ──Offense──▶ decide ──Event──▶ sink
+//! source ──lines──▶ parse ──Record──▶ hit ──Hit──▶ engine ──Offense──▶ decide ──Event──▶ sink
 //! ```
 //!
-//! - [`source`]: files and globs (`paths`), plain and gzip archives merged by log time for replay
-//!   (`merge`, `reader`), files followed as they grow and rotate for watch (`tail`, `checkpoint`),
-//!   and `ingest`, which turns a chunk of lines into hits for the router.
-//! - [`parse`]: a line's bytes → a `Record` of borrowed fields, for every supported format; no
-//!   allocation per line. [`proxy`] picks the real client behind trusted proxies, [`vhost`]
-//!   interns vhost names, [`addr`] holds addresses and prefixes.
-//! - [`hit`]: what the engine needs of a request (address, log time, vhost, rule bits).
-//! - [`engine`]: rules compiled to matchers (`rule`), hits batched to the shard owning their key
-//!   (`router`), shard threads merging producers by log time (`shard`) over one shard's
-//!   `limit_req` buckets (`table`, `bucket`). Offenses out.
-//! - [`decide`]: the decider merges the shards' offenses by time (`decider`); the ban table
-//!   (`ban_table`) bans, escalates, allowlists and expires; events are JSON lines (`event`).
-//! - [`sink`]: each output (jsonl, nginx, Cloudflare, exec, webhook) on its own thread behind a
-//!   bounded queue, retried with backoff, never blocking detection.
-//! - [`detector`] puts engine and decide together: the one pipeline every front-end drives;
-//!   [`output`] sends its events to the sinks or stdout, and with `[fleet]` this server's own
-//!   events to the [`fleet`] too.
-//! - [`fleet`]: bans shared between servers through Redis: this server's bans published, the
-//!   other servers' applied to the ban table (rule `fleet`) and the sinks `apply_to` names.
-//! - Front-ends: [`app`] (replay, check-config; the wiring for each command), [`watch`] (the
-//!   long-running detector: inotify, signals, metrics, state), [`lab`] (generate, analyze,
-//!   bench), [`control`] (`bans`, `ban`, `unban`, `status`: requests to a running watch over
-//!   its control socket). [`config`] and [`cli`] validate input at the edge; the rest never
-//!   sees raw input.
-//!   [`state_file`] loads and saves watch's state files (versioned JSON, replaced through
-//!   [`atomic_file`]); [`state_lock`] makes a state folder one watch's; [`small_file`] reads the files the config names with a bound on their
-//!   size.
-//!   [`clock`] is the wall clock, which never moves a line's time.
+//! Every front-end drives the same [`pipeline`]: a validated [`config`] compiled into a plan,
+//! one [`Detector`](pipeline::detector::Detector) (shards, decider, ban table) and one
+//! [`Output`](pipeline::output::Output) its events go to (sinks, or JSON lines on stdout).
+//!
+//! # Folders, from the front-ends down
+//!
+//! - Front-ends, one folder each, each with the `cmd` the binary calls:
+//!   [`replay`] (finished logs, merged by log time), [`watch`] (live logs: inotify, signals,
+//!   metrics, state), [`check`] (`check-config` and `test`: checking without acting),
+//!   [`control`] (`bans`, `ban`, `unban`, `status`: the client, and the socket watch serves),
+//!   [`lab`] (`generate`, `analyze`, `bench`); [`docgen`] writes the man pages and completions.
+//! - [`pipeline`]: the compile step, the detector and the output every front-end shares;
+//!   [`error`]: the crate's error type, the stages' errors kept whole up to the binary.
+//! - Stages: [`source`] (paths, globs, reading, tailing, lines into hits), [`parse`] (a line's
+//!   bytes into a borrowed `Record`, no allocation), [`proxy`] (the real client behind trusted
+//!   proxies), [`engine`] (rules, shards, `limit_req` buckets), [`decide`] (the decider and the
+//!   ban table), [`sink`] (one file per sink, the machinery they run on in `sink::runtime`),
+//!   [`fleet`] (bans shared between servers through Redis).
+//! - [`config`] and [`cli`] check input at the edge; the rest never sees raw input.
+//! - Leaf utilities: [`addr`], [`hit`], [`vhost`], [`clock`] (the wall clock, which never moves
+//!   a line's time), [`conns`], [`state_file`], [`state_lock`], [`atomic_file`],
+//!   [`small_file`], [`logging`], [`sys`].
+//!
+//! Every module imports only its own layer and those below it, with no import loop between
+//! files: `tests/layers.rs` holds the order and fails on a break.
 //!
 //! # Time
 //!
-//! Buckets run on log time, in replay and in watch. Shards process hits in time order below a
-//! watermark (the oldest of the producers' low marks, less the allowed lateness), so one log split
-//! over several files gives the same decisions as the single file. A hit older than what its
-//! shard has processed is *late*: it counts at its own time against its key's state, at the
-//! key's last time if older than that (nginx's rule), never at the watermark; state is forgotten
-//! only up to the *settled* time, the oldest time a line may still come at (`engine::shard`,
-//! `engine::table`, `watch::marks`). The ban table judges a late offense at its own time too.
-//! The contract this gives: when each key's own lines arrive in time order, watch bans exactly
-//! what replay bans on the final files, whatever the delivery schedule; a key whose own lines
-//! arrive out of order is over-counted by at most one request per such line. The wall clock
-//! ends bans in watch and bounds how long idle files are waited for; it never moves a line's
-//! time.
+//! Buckets run on log time, in replay and in watch, so that watch bans what replay bans on the
+//! final files whatever the delivery schedule; the wall clock only ends bans and bounds waits.
+//! The rules (watermark, late lines, settled time): see docs/design.md (Time).
 //!
 //! # Threads
-//!
-//! Every front-end drives one [`detector::Detector`] (shards, decider, ban table) and writes its
-//! events through one [`output::Output`] (sinks, or JSON lines on stdout).
 //!
 //! - Replay: producer threads (`producer-N`, one per CPU) read and parse; shard threads
 //!   (`shard-N`) own their keys, no locks; a decider thread drives the detector's decider and
 //!   the output.
 //! - Watch: one loop thread owns the files (tailers, parser, the router: the shards' only
 //!   producer), the decider, the ban table, the output, the metrics endpoint and the control
-//!   socket, waiting in mio;
-//!   shard threads as in replay; the detector's relay thread (`watch-relay`) wakes the loop
-//!   with shard output.
+//!   socket, waiting in mio; shard threads as in replay; the detector's relay thread
+//!   (`watch-relay`) wakes the loop with shard output.
 //! - Bench: replay as above; its live part runs watch itself, in process.
 //! - Sinks: one thread each (`sink-N`), fed through bounded queues by whoever decides.
 //! - Fleet (watch with `[fleet]`): a publisher thread (`fleet-publish`) sending what the loop
@@ -70,31 +54,30 @@
 //!   applies what it read; neither ever makes the loop wait.
 
 pub mod addr;
-pub mod app;
 pub mod atomic_file;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conns;
 pub mod control;
 pub mod decide;
-pub mod detector;
 pub mod docgen;
 pub mod engine;
+pub mod error;
 pub mod fleet;
 pub mod hit;
 pub mod lab;
-pub mod linetest;
 pub mod logging;
-pub mod output;
 pub mod parse;
-pub mod preflight;
+pub mod pipeline;
 pub mod proxy;
+pub mod replay;
 pub mod sink;
 pub mod small_file;
 pub mod source;
 pub mod state_file;
 pub mod state_lock;
-pub mod summary;
 pub mod sys;
 pub mod vhost;
 pub mod watch;

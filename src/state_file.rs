@@ -1,7 +1,7 @@
 //! The one versioned load and save of the files `watch` keeps under `[state] dir`: the read
 //! offsets (`checkpoints.json`, [`crate::source::checkpoint`]), the active bans (`bans.json`,
 //! [`crate::watch::state`]) and the sinks' undelivered events (`pending.json`,
-//! [`crate::sink::pending`]). Those modules say what is stored; this one how.
+//! [`crate::sink::runtime::pending`]). Those modules say what is stored; this one how.
 //!
 //! A file is one JSON object, `{"version": N, ...}`: the format's version beside the fields of
 //! the stored value (a struct, which must not have a `version` field of its own). Loading checks

@@ -127,7 +127,7 @@ fn splitting_one_log_over_several_files_gives_the_same_bans() {
 }
 
 /// A Plesk server's many small vhost logs, each spanning the whole period (the merge reads them
-/// in step; see `source::merge`, whose unit tests also cut files into small ranges).
+/// in step; see `replay::merge`, whose unit tests also cut files into small ranges).
 #[test]
 fn splitting_one_log_over_hundreds_of_files_gives_the_same_bans() {
     let src = testdata("replay/vhosts/example.com/logs/access_log");

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use floodwatch::app;
 use floodwatch::config::{Config, Overrides};
 use floodwatch::lab::scenario::httpdate;
+use floodwatch::replay;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -187,7 +187,7 @@ fn run_case(
         w.join().unwrap().unwrap();
     });
 
-    let plan = app::plan_replay(
+    let plan = replay::plan_replay(
         Some(&config_path),
         &Overrides::default(),
         &[glob],
@@ -197,7 +197,7 @@ fn run_case(
     )
     .unwrap();
     let mut replayed: Vec<u8> = Vec::new();
-    app::replay(plan, &mut replayed, false).unwrap();
+    replay::replay(plan, &mut replayed, false).unwrap();
     (bans(&watched), bans(&replayed))
 }
 

@@ -186,7 +186,7 @@ impl RawFleet {
                 check_fleet_name(n.get_ref()).map_err(|m| cx.invalid(&n, "fleet.node", m))?;
                 n.into_inner()
             }
-            None => crate::fleet::host_name().ok_or_else(|| {
+            None => super::fleet::host_name().ok_or_else(|| {
                 cx.invalid(
                     whole,
                     "fleet.node",
@@ -209,7 +209,7 @@ impl RawFleet {
                 }
                 s.into_inner()
             }
-            None => crate::fleet::DEFAULT_STREAM.to_string(),
+            None => super::fleet::DEFAULT_STREAM.to_string(),
         };
         let apply_to = match self.apply_to {
             Some(list) => {
@@ -263,7 +263,7 @@ fn check_fleet_tls(
             ));
         }
     }
-    crate::fleet::tls::client(url.get_ref(), &tls).map_err(|(key, m)| {
+    super::fleet::client(url.get_ref(), &tls).map_err(|(key, m)| {
         // Point at the setting at fault where it is written, else at a TLS file, else the URL.
         let at = given
             .clone()
@@ -297,7 +297,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
 
 /// A node name: what other nodes show in ORIGIN and events, so letters, digits, '-', '_', '.'.
 pub(crate) fn check_fleet_name(name: &str) -> Result<(), String> {
-    if crate::fleet::is_node_name(name) {
+    if super::fleet::is_node_name(name) {
         Ok(())
     } else {
         Err(format!(

@@ -7,34 +7,34 @@ use serde_json::Value;
 
 use super::client::{call, ClientError};
 use super::{render, Request, Status, Unbanned};
-use crate::app::AppError;
 use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, UnbanArgs};
 use crate::config::parse_duration;
+use crate::error::Error;
 
-fn ask(reach: &ReachArgs, req: &Request) -> Result<Value, AppError> {
+fn ask(reach: &ReachArgs, req: &Request) -> Result<Value, Error> {
     let socket = super::reach::socket(reach)?;
     call(&socket, req).map_err(|e| match e {
-        ClientError::Refused(why) => AppError::Runtime(why),
-        e => AppError::Runtime(e.to_string()),
+        ClientError::Refused(why) => Error::Runtime(why),
+        e => Error::Runtime(e.to_string()),
     })
 }
 
-fn print(out: &mut dyn Write, text: &str) -> Result<(), AppError> {
+fn print(out: &mut dyn Write, text: &str) -> Result<(), Error> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| AppError::writing("to stdout", e))
+        .map_err(|e| Error::writing("to stdout", e))
 }
 
 /// A part of an answer as the type it should be.
-fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T, AppError> {
+fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T, Error> {
     serde_json::from_value(answer.get(name).cloned().unwrap_or(Value::Null)).map_err(|e| {
-        AppError::Runtime(format!(
+        Error::Runtime(format!(
             "the running watch's answer has no usable {name:?} ({e}); is it the same version?"
         ))
     })
 }
 
-pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), AppError> {
+pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), Error> {
     let answer = ask(&a.reach, &Request::Bans { all: a.all })?;
     let text = match (a.json, a.all) {
         (true, false) => render::bans_json(&answer),
@@ -48,10 +48,10 @@ pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), AppError> {
     print(out, &text)
 }
 
-pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), AppError> {
-    let ms = parse_duration(&a.duration).map_err(|e| AppError::Usage(format!("--for: {e}")))?;
+pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let ms = parse_duration(&a.duration).map_err(|e| Error::Usage(format!("--for: {e}")))?;
     if ms < 1000 {
-        return Err(AppError::Usage(format!(
+        return Err(Error::Usage(format!(
             "--for: {:?} is shorter than a second",
             a.duration
         )));
@@ -66,15 +66,15 @@ pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), AppError> {
     print(out, &render::ban(&answer))
 }
 
-pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), AppError> {
+pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), Error> {
     let req = Request::Unban { key: a.key.clone() };
     let answer = ask(&a.reach, &req)?;
     let unbanned: Unbanned = part(&answer, "unbanned")?;
-    let text = render::unban(&a.key, &unbanned).map_err(AppError::Runtime)?;
+    let text = render::unban(&a.key, &unbanned).map_err(Error::Runtime)?;
     print(out, &text)
 }
 
-pub fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<(), AppError> {
+pub fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
     let files = a.files || a.json;
     let answer = ask(&a.reach, &Request::Status { files })?;
     let status: Status = part(&answer, "status")?;

@@ -1,7 +1,7 @@
 //! Talking to a running watch: `floodwatch bans`, `ban`, `unban` and `status`.
 //!
 //! A watch with a control socket (`[state] socket`, by default `control.sock` in `[state] dir`)
-//! serves it on its own event loop (`watch::control`). The protocol is one JSON request per
+//! serves it on its own event loop (`server`). The protocol is one JSON request per
 //! connection, a line such as `{"command":"unban","key":"203.0.113.7"}`, answered by one JSON
 //! object, `{"ok":true,...}` or `{"ok":false,"error":"..."}`, after which watch closes the
 //! connection. The socket is the admin's: mode 0600, and watch answers only root and the user
@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod key;
 pub mod reach;
 pub mod render;
+pub mod server;
 
 use serde::{Deserialize, Serialize};
 

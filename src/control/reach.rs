@@ -7,24 +7,24 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::app::AppError;
 use crate::cli::{config_file, no_default_config, ReachArgs};
 use crate::config::Config;
+use crate::error::Error;
 
 /// The control socket `a` names.
-pub fn socket(a: &ReachArgs) -> Result<PathBuf, AppError> {
+pub fn socket(a: &ReachArgs) -> Result<PathBuf, Error> {
     if let Some(s) = &a.socket {
         return Ok(s.clone());
     }
     let Some(path) = config_file(a.config.as_deref()) else {
-        return Err(AppError::Usage(format!(
+        return Err(Error::Usage(format!(
             "{}: name the running watch's config with --config FILE, or its control socket \
              with --socket PATH",
             no_default_config()
         )));
     };
     if !path.exists() {
-        return Err(AppError::Usage(format!(
+        return Err(Error::Usage(format!(
             "{}: no such config; name the running watch's with --config, or its control socket \
              with --socket",
             path.display()
@@ -34,7 +34,7 @@ pub fn socket(a: &ReachArgs) -> Result<PathBuf, AppError> {
         Ok(config) => (config.state.dir, config.state.socket),
         Err(e) => {
             let (dir, socket) = state_only(&path).map_err(|why| {
-                AppError::Usage(format!(
+                Error::Usage(format!(
                     "{e}; and its [state] could not be read either ({why}): name the control \
                      socket with --socket"
                 ))
@@ -50,7 +50,7 @@ pub fn socket(a: &ReachArgs) -> Result<PathBuf, AppError> {
     match state {
         (_, Some(socket)) => Ok(socket),
         (Some(dir), None) => Ok(dir.join("control.sock")),
-        (None, None) => Err(AppError::Usage(format!(
+        (None, None) => Err(Error::Usage(format!(
             "{}: no [state] dir or socket, so a watch running with it takes no commands",
             path.display()
         ))),

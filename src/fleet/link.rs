@@ -51,9 +51,10 @@ impl Link {
         up: Arc<AtomicBool>,
         trouble: Arc<Mutex<Option<LinkTrouble>>>,
         reconnects: Arc<AtomicU64>,
-    ) -> Result<Link, String> {
+    ) -> Result<Link, super::FleetError> {
         // Refused here, before any thread starts, rather than at each connection.
-        super::tls::client(&cfg.url, &cfg.tls).map_err(|(key, m)| format!("{key}: {m}"))?;
+        crate::config::fleet::client(&cfg.url, &cfg.tls)
+            .map_err(|(key, why)| super::FleetError::Client { key, why })?;
         Ok(Link {
             cfg: cfg.clone(),
             what,
@@ -108,7 +109,7 @@ impl Link {
     }
 
     fn connect(&self, read_timeout: Duration) -> Result<Connection, String> {
-        let client: Client = super::tls::client(&self.cfg.url, &self.cfg.tls)
+        let client: Client = crate::config::fleet::client(&self.cfg.url, &self.cfg.tls)
             .map_err(|(key, m)| format!("{key}: {m}"))?;
         let setup = || -> Result<Connection, RedisError> {
             let c = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::addr::Cidr;
 use crate::decide::{Event, Origin, UnbanReason};
 
-use super::is_node_name;
+use crate::config::fleet::is_node_name;
 
 /// The widest ranges a remote message may name: those a rule's key may have (`/8`, `/16`), so
 /// that no message can cut off whole networks.

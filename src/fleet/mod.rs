@@ -26,7 +26,6 @@ pub mod message;
 mod outbox;
 mod publisher;
 pub mod state;
-pub mod tls;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +44,6 @@ use crate::state_file::StateFileError;
 use message::{Kind, Message};
 use outbox::Outbox;
 
-/// The stream when `[fleet] stream` is not given.
-pub const DEFAULT_STREAM: &str = "floodwatch:events";
 /// The longest a remote ban may last from when it arrives (its `until` is clipped to this): a
 /// node's clock or a stranger's entry must not ban an address for years.
 pub const MAX_REMOTE_BAN_MS: i64 = 30 * 86_400_000;
@@ -57,26 +54,6 @@ const OUTBOX_CAPACITY: usize = 100_000;
 const STREAM_MAX_LEN: usize = 1_000_000;
 /// How long a stop gives the publisher to send what is queued (the rest is saved).
 const STOP_WAIT: Duration = Duration::from_millis(300);
-
-/// Whether `name` may name a node (or travel as a rule name): letters, digits, '-', '_', '.',
-/// 1 to 64 of them, so that it is safe in a log, a table and a file name.
-pub fn is_node_name(name: &str) -> bool {
-    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-    !name.is_empty() && name.len() <= 64 && name.chars().all(ok)
-}
-
-/// The host name, when it is a valid node name (the default `[fleet] node`).
-pub fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length, which is passed.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?;
-    is_node_name(name).then(|| name.to_string())
-}
 
 /// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
 /// reached or does not answer, with the URL's password hidden.
@@ -93,6 +70,20 @@ pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
         .query::<String>(&mut conn)
         .map_err(fail)?;
     Ok(())
+}
+
+/// Why the fleet cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The Redis client cannot be built from `[fleet]` (its TLS files): the key and why.
+    #[error("{key}: {why}")]
+    Client { key: &'static str, why: String },
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Where things are in Redis.
@@ -130,7 +121,7 @@ pub enum Inbound {
     Table(Vec<Message>),
 }
 
-/// The handle [`crate::output::Output`] publishes through: queues this server's own events,
+/// The handle [`crate::pipeline::output::Output`] publishes through: queues this server's own events,
 /// never waits.
 #[derive(Clone)]
 pub struct Publish {
@@ -210,7 +201,7 @@ impl Fleet {
         cfg: &config::Fleet,
         saved: state::Saved,
         waker: Arc<mio::Waker>,
-    ) -> Result<Fleet, String> {
+    ) -> Result<Fleet, FleetError> {
         let node: Arc<str> = Arc::from(cfg.node.as_str());
         let names = Arc::new(Names {
             node: node.clone(),
@@ -257,7 +248,10 @@ impl Fleet {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .map_err(|e| format!("cannot start the {name} thread: {e}"))
+                .map_err(|source| FleetError::Thread {
+                    name: name.to_string(),
+                    source,
+                })
         };
         let publisher = spawn("fleet-publish", Box::new(move || publisher.run()))?;
         // Not joined at stop: it may be blocked in a read for up to a second, and holds

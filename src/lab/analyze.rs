@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 
 use super::peaks::{self, Distribution, KeyPeaks, PeakCounter};
 use crate::addr::Cidr;
-use crate::app::{self, AppError, ReplayPlan};
 use crate::config::{parse_rate, Overrides};
 use crate::engine::rule::CompiledRules;
+use crate::error::Error;
 use crate::hit::NO_VHOST;
-use crate::source::ingest::{Ingest, IngestStats};
+use crate::replay::{self, ReplayPlan};
+use crate::source::ingest::Ingest;
 use crate::source::reader::{Chunks, CHUNK};
+use crate::source::stats::IngestStats;
 
 /// What to analyse and which thresholds to try.
 #[derive(Clone, Debug, Default)]
@@ -57,17 +59,17 @@ pub struct Analysis {
     pub what_if: Vec<WhatIf>,
 }
 
-fn plan(o: &Options) -> Result<ReplayPlan, AppError> {
+fn plan(o: &Options) -> Result<ReplayPlan, Error> {
     let overrides = Overrides {
         format: o.format.clone(),
         ..Overrides::default()
     };
     // A report acts on nothing: without sinks its replays put their events where the what-if
     // reads them, whatever sinks the config (often production's) names.
-    app::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None, false)
+    replay::plan_replay(o.config.as_deref(), &overrides, &o.paths, None, None, false)
 }
 
-fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, AppError> {
+fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, Error> {
     match name {
         None => Ok(0),
         Some(n) => plan
@@ -75,12 +77,12 @@ fn rule_index(plan: &ReplayPlan, name: Option<&str>) -> Result<usize, AppError> 
             .rules
             .iter()
             .position(|r| r.name == n)
-            .ok_or_else(|| AppError::Usage(format!("--rule: no rule named {n:?} in the config"))),
+            .ok_or_else(|| Error::Usage(format!("--rule: no rule named {n:?} in the config"))),
     }
 }
 
 /// Runs the analysis.
-pub fn analyze(o: &Options) -> Result<Analysis, AppError> {
+pub fn analyze(o: &Options) -> Result<Analysis, Error> {
     let base = plan(o)?;
     let r = rule_index(&base, o.rule.as_deref())?;
     let spec = base.config.rules[r].clone();
@@ -114,7 +116,7 @@ pub fn analyze(o: &Options) -> Result<Analysis, AppError> {
 
 /// Reads every file once (one thread: this is a report, not the hot path) and counts the hits of
 /// rule `r` per key, keyed as the rule keys them.
-fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats), AppError> {
+fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats), Error> {
     let spec = &plan.config.rules[r];
     let bit = 1u32 << r;
     let vhosts = crate::vhost::Vhosts::new();
@@ -130,7 +132,7 @@ fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats)
             .vhost
             .as_deref()
             .map_or(NO_VHOST, |v| vhosts.intern(v.as_bytes()));
-        let runtime = |e: std::io::Error| AppError::Runtime(format!("{}: {e}", f.path.display()));
+        let runtime = |e: std::io::Error| Error::Runtime(format!("{}: {e}", f.path.display()));
         let mut chunks = Chunks::open(&f.path, CHUNK, read_bytes.clone()).map_err(runtime)?;
         while let Some(chunk) = chunks.next_chunk().map_err(runtime)? {
             ingest.stats.bytes += chunk.len() as u64;
@@ -154,14 +156,14 @@ fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats)
     Ok((counter, ingest.stats))
 }
 
-fn compile_rules(specs: &[crate::engine::RuleSpec]) -> Result<CompiledRules, AppError> {
-    CompiledRules::new(specs).map_err(|e| AppError::Usage(format!("rule: {e}")))
+fn compile_rules(specs: &[crate::engine::RuleSpec]) -> Result<CompiledRules, Error> {
+    CompiledRules::new(specs).map_err(|e| Error::Usage(format!("rule: {e}")))
 }
 
 /// Replays the base plan's files with rule `r` at `rate`/`burst` and collects the keys it bans:
 /// the same files, config and (no) sinks as the base, only that rule's threshold changed.
-fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<WhatIf, AppError> {
-    let parsed = parse_rate(rate).map_err(|m| AppError::Usage(format!("--rates: {m}")))?;
+fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<WhatIf, Error> {
+    let parsed = parse_rate(rate).map_err(|m| Error::Usage(format!("--rates: {m}")))?;
     let mut config = base.config.clone();
     let rule = &mut config.rules[r];
     rule.rate = parsed;
@@ -178,7 +180,7 @@ fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<Wh
         sinks: Vec::new(),
     };
     let mut events: Vec<u8> = Vec::new();
-    app::replay(p, &mut events, false)?;
+    replay::replay(p, &mut events, false)?;
     let mut keys: Vec<String> = events
         .split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
@@ -349,9 +351,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         generate("background", 20, 4, dir.path()).unwrap();
         let mut o = options(dir.path(), &["fast"]);
-        assert!(matches!(analyze(&o), Err(AppError::Usage(_))));
+        assert!(matches!(analyze(&o), Err(Error::Usage(_))));
         o.rates.clear();
         o.rule = Some("nope".into());
-        assert!(matches!(analyze(&o), Err(AppError::Usage(_))));
+        assert!(matches!(analyze(&o), Err(Error::Usage(_))));
     }
 }

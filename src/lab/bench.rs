@@ -26,11 +26,12 @@ use serde_json::{json, Value};
 use super::generate;
 use super::scenario::{self, Frame};
 use crate::addr::{Addr, Cidr};
-use crate::app::{self, AppError};
 use crate::config::{Config, Overrides, StartAt};
 use crate::engine::rule::CompiledRules;
+use crate::error::Error;
 use crate::hit::NO_VHOST;
 use crate::parse::Format;
+use crate::replay;
 use crate::source::ingest::Ingest;
 use crate::vhost::Vhosts;
 use crate::watch;
@@ -118,14 +119,13 @@ pub struct BenchReport {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Scratch, AppError> {
+    fn new() -> Result<Scratch, Error> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let p =
             std::env::temp_dir().join(format!("floodwatch-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p)
-            .map_err(|e| AppError::Runtime(format!("{}: {e}", p.display())))?;
+        std::fs::create_dir_all(&p).map_err(|e| Error::Runtime(format!("{}: {e}", p.display())))?;
         Ok(Scratch(p))
     }
 }
@@ -136,17 +136,17 @@ impl Drop for Scratch {
     }
 }
 
-fn runtime(e: impl std::fmt::Display) -> AppError {
-    AppError::Runtime(e.to_string())
+fn runtime(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(e.to_string())
 }
 
 /// Runs both parts.
-pub fn run(o: Options) -> Result<BenchReport, AppError> {
+pub fn run(o: Options) -> Result<BenchReport, Error> {
     let scratch = Scratch::new()?;
     let replay_dir = scratch.0.join("replay");
     let g = generate::generate("mixed", o.seconds, o.seed, &replay_dir)
-        .map_err(|e| AppError::Usage(e.to_string()))?;
-    let plan = app::plan_replay(
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let plan = replay::plan_replay(
         Some(&g.config_path),
         &Overrides::default(),
         &[],
@@ -155,7 +155,7 @@ pub fn run(o: Options) -> Result<BenchReport, AppError> {
         false,
     )?;
     let mut events: Vec<u8> = Vec::new();
-    let r = app::replay(plan, &mut events, false)?;
+    let r = replay::replay(plan, &mut events, false)?;
     let banned = ban_keys(&events);
     let live = live(&scratch.0.join("live"), o)?;
     Ok(BenchReport {
@@ -214,10 +214,10 @@ struct Banned {
     at: Instant,
 }
 
-fn live(dir: &Path, o: Options) -> Result<Live, AppError> {
+fn live(dir: &Path, o: Options) -> Result<Live, Error> {
     let seconds = o.live_seconds.max(scenario::MIN_SECONDS);
     let g = generate::generate("mixed", seconds, o.seed, dir)
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let mut config = Config::load(&g.config_path).map_err(runtime)?;
     for r in &mut config.rules {
         r.ban_ms = 1000;
@@ -355,7 +355,7 @@ impl Banned {
     }
 }
 
-fn histogram() -> Result<hdrhistogram::Histogram<u64>, AppError> {
+fn histogram() -> Result<hdrhistogram::Histogram<u64>, Error> {
     hdrhistogram::Histogram::<u64>::new(3).map_err(runtime)
 }
 

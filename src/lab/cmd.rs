@@ -6,15 +6,15 @@ use super::analyze;
 use super::bench;
 use super::generate;
 use super::scenario;
-use crate::app::AppError;
 use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
+use crate::error::Error;
 
-fn stdout_error(e: std::io::Error) -> AppError {
-    AppError::writing("to stdout", e)
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::writing("to stdout", e)
 }
 
 /// `floodwatch generate`.
-pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
+pub fn generate(a: &GenerateArgs) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     if a.list {
         for name in scenario::NAMES {
@@ -23,13 +23,11 @@ pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
         return Ok(());
     }
     let (Some(name), Some(dir)) = (&a.scenario, &a.out) else {
-        return Err(AppError::Usage(
-            "generate needs --scenario and --out".into(),
-        ));
+        return Err(Error::Usage("generate needs --scenario and --out".into()));
     };
     let g = generate::generate(name, a.seconds, a.seed, dir).map_err(|e| match e {
-        generate::GenerateError::Io { .. } => AppError::Runtime(e.to_string()),
-        _ => AppError::Usage(e.to_string()),
+        generate::GenerateError::Io { .. } => Error::Runtime(e.to_string()),
+        _ => Error::Usage(e.to_string()),
     })?;
     let t = &g.truth;
     eprintln!(
@@ -55,7 +53,7 @@ pub fn generate(a: &GenerateArgs) -> Result<(), AppError> {
 }
 
 /// `floodwatch analyze`.
-pub fn analyze(a: AnalyzeArgs) -> Result<(), AppError> {
+pub fn analyze(a: AnalyzeArgs) -> Result<(), Error> {
     let o = analyze::Options {
         config: a.config,
         format: a.format,
@@ -76,9 +74,9 @@ pub fn analyze(a: AnalyzeArgs) -> Result<(), AppError> {
 }
 
 /// `floodwatch bench`.
-pub fn bench(a: &BenchArgs) -> Result<(), AppError> {
+pub fn bench(a: &BenchArgs) -> Result<(), Error> {
     if !(a.speed > 0.0 && a.speed.is_finite()) {
-        return Err(AppError::Usage("--speed must be a positive number".into()));
+        return Err(Error::Usage("--speed must be a positive number".into()));
     }
     let report = bench::run(bench::Options {
         seconds: a.seconds,

@@ -209,7 +209,7 @@ mod tests {
             config.proxy.client_ip_field.as_deref(),
             Some("http_cf_connecting_ip")
         );
-        crate::app::check_config(&config).unwrap();
+        crate::check::preflight::check_config(&config).unwrap();
         assert!(g.truth.needs_proxy);
     }
 

@@ -2,24 +2,18 @@
 //! firewall commands, a webhook).
 //!
 //! Every sink implements [`Sink`] and runs on its own thread behind a bounded queue
-//! ([`runner`]), so a slow or unreachable sink never holds up detection. This module holds the
-//! trait, its error type, and the checking of the `[[sink]]` tables: the keys every sink has
-//! ([`Common`]) are taken out here, the rest is read by the sink's own config struct with unknown
-//! keys refused, and every error names `sink[i].key` and the file.
+//! ([`runtime::runner`]), so a slow or unreachable sink never holds up detection. This module
+//! holds the trait, its error type, and the checking of the `[[sink]]` tables: the keys every
+//! sink has ([`Common`]) are taken out here, the rest is read by the sink's own config struct
+//! with unknown keys refused, and every error names `sink[i].key` and the file. The sinks are
+//! one file each; the machinery they run on is in [`runtime`].
 
 pub mod cloudflare;
-pub mod counters;
 pub mod exec;
-mod feed;
 pub mod jsonl;
 pub mod nginx;
-pub mod pending;
-mod reload;
-pub mod runner;
-#[cfg(test)]
-mod testing;
+pub mod runtime;
 pub mod webhook;
-mod worker;
 
 use std::fmt;
 use std::time::Duration;
@@ -29,8 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::config::{parse_duration, Config, ConfigError, ConfigErrorKind, SinkTable, SinkType};
 use crate::decide::{Ban, Event};
 
-pub use counters::{first_line, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble};
-pub use runner::Sinks;
+pub use runtime::counters::{
+    first_line, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble,
+};
+pub use runtime::runner::Sinks;
 
 /// Why a sink could not do what an event asked.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +158,7 @@ pub struct Common {
     pub dry_run: bool,
     /// Whether bans of clients seen through a trusted proxy (`via_proxy`) go to this sink.
     pub proxied: bool,
-    /// Events the sink's queue holds before bans are dropped (see [`runner`]).
+    /// Events the sink's queue holds before bans are dropped (see [`runtime::runner`]).
     pub queue_size: usize,
     /// Longest wait between two retries (the wait doubles from 0.5 s up to this).
     pub retry_max_delay: Duration,
@@ -224,7 +220,7 @@ impl SinkSpec {
 /// by name, or without it every nginx and exec sink (the ones that block on this server; a CDN
 /// rule is the fleet's to share only when asked). An entry that is neither a type nor a sink's
 /// name is an error naming it.
-pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), String> {
+pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), ConfigError> {
     let Some(fleet) = &config.fleet else {
         return Ok(());
     };
@@ -245,10 +241,13 @@ pub fn mark_fleet_sinks(config: &Config, specs: &mut [SinkSpec]) -> Result<(), S
         let n = n.trim();
         let known = SinkType::parse(n).is_some() || specs.iter().any(|s| s.name == n);
         if !known {
-            return Err(format!(
-                "{}: fleet.apply_to[{i}]: {n:?} is neither a sink type nor the name of a sink",
-                config.origin
-            ));
+            return Err(ConfigError {
+                kind: ConfigErrorKind::Invalid,
+                origin: config.origin.clone(),
+                position: None,
+                key: format!("fleet.apply_to[{i}]"),
+                message: format!("{n:?} is neither a sink type nor the name of a sink"),
+            });
         }
     }
     for s in specs.iter_mut() {
@@ -484,7 +483,7 @@ mod tests {
             let text = format!("[fleet]\nurl = \"redis://h/0\"\nnode = \"a\"\n{fleet}\n{sinks}");
             let config = Config::parse(&text, "test.toml").unwrap();
             let mut specs = parse_sinks(&config).unwrap();
-            mark_fleet_sinks(&config, &mut specs)?;
+            mark_fleet_sinks(&config, &mut specs).map_err(|e| e.to_string())?;
             Ok(specs.iter().map(|s| s.fleet).collect())
         };
         assert_eq!(marked("").unwrap(), [true, true, false]);

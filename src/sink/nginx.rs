@@ -794,7 +794,7 @@ mod tests {
             nginx: [emerg] open() \"/var/www/vhosts/a/logs/access_log\" failed (30: Read-only file system)\n\
             nginx: configuration file /etc/nginx/nginx.conf test failed";
         let m = test_failure("previous file restored", output);
-        let first = crate::sink::counters::first_line(&m);
+        let first = crate::sink::first_line(&m);
         assert!(
             first.starts_with(
                 "test failed, not reloaded, previous file restored: nginx: [emerg] open() "

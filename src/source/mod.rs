@@ -1,10 +1,13 @@
-//! Where log lines come from: path and glob expansion, chunked reading of plain and gzip files,
-//! the merge of several files by log time, and the tailing of live files with checkpoints.
+//! Where log lines come from: path and glob expansion (`paths`, `discover`), chunked reading of
+//! plain and gzip files (`reader`), the tailing of live files with checkpoints (`tail`,
+//! `checkpoint`), and a chunk of lines turned into hits (`ingest`, with what it counts in
+//! `stats` and the lines it cannot use in `unusable`).
 
 pub mod checkpoint;
+pub mod discover;
 pub mod ingest;
-pub mod merge;
 pub mod paths;
 pub mod reader;
+pub mod stats;
 pub mod tail;
 pub mod unusable;

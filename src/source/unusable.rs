@@ -8,7 +8,7 @@
 //! that log well is a share too small to see over all of them, and it is the one unprotected.
 
 use crate::parse::Malformed;
-use crate::source::ingest::{IngestStats, MalformedCounts};
+use crate::source::stats::{IngestStats, MalformedCounts};
 
 /// Unusable lines above this share of the lines read (in percent) are reported.
 pub const WARN_PERCENT: u64 = 5;

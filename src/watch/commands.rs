@@ -20,13 +20,13 @@ use crate::control::{
 use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
 use crate::decide::event::{write_ban_json, Rfc3339};
 use crate::decide::{Ban, Event, Origin};
-use crate::detector::Detector;
-use crate::output::Output;
+use crate::pipeline::detector::Detector;
+use crate::pipeline::output::Output;
 use crate::sink::SinkHealth;
 
-use super::control::refuse;
 use super::files::Files;
 use super::reload::ConfigState;
+use crate::control::server::refuse;
 
 /// The longest manual ban (ten years: "for good" without overflowing any clock).
 const MAX_MANUAL_MS: u64 = 3653 * 86_400_000;

@@ -14,9 +14,9 @@ use mio::{Registry, Token};
 use super::http::{Page, Server};
 use super::metrics::{render_bans, render_metrics, Recorder, View};
 use super::procstat::ProcStat;
-use crate::app::AppError;
 use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
+use crate::error::Error;
 
 pub(crate) struct Endpoint {
     server: Option<Server>,
@@ -27,12 +27,11 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// Binds `listen` (none: an endpoint that serves nothing) and says where on stderr.
-    pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, AppError> {
+    pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, Error> {
         let server = match listen {
             Some(addr) => {
-                let s = Server::bind(addr).map_err(|e| {
-                    AppError::Runtime(format!("[metrics] listen = \"{addr}\": {e}"))
-                })?;
+                let s = Server::bind(addr)
+                    .map_err(|e| Error::Runtime(format!("[metrics] listen = \"{addr}\": {e}")))?;
                 log::info!("metrics on http://{}/metrics", s.local_addr());
                 Some(s)
             }
@@ -46,11 +45,11 @@ impl Endpoint {
     }
 
     /// Registers the listener as `base`: every token from `base` on is then the endpoint's.
-    pub(crate) fn register(&mut self, registry: &Registry, base: Token) -> Result<(), AppError> {
+    pub(crate) fn register(&mut self, registry: &Registry, base: Token) -> Result<(), Error> {
         match &mut self.server {
             Some(s) => s
                 .register(registry, base)
-                .map_err(|e| AppError::Runtime(format!("epoll: {e}"))),
+                .map_err(|e| Error::Runtime(format!("epoll: {e}"))),
             None => Ok(()),
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::inotify::{self, Inotify};
 use super::marks::{self, FileMark};
-use super::Patterns;
+use crate::source::discover::Patterns;
 use std::sync::Arc;
 
 use crate::config::StartAt;
@@ -21,7 +21,7 @@ use crate::parse::Format;
 use crate::proxy::ClientIp;
 use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
-use crate::source::ingest::IngestStats;
+use crate::source::stats::IngestStats;
 use crate::source::tail::{Started, TailBuf, Tailer};
 use crate::source::unusable;
 use crate::vhost::Vhosts;

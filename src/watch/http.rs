@@ -14,7 +14,7 @@
 //! timers. Request bodies are never read.
 //!
 //! Limits, against clients that misbehave: a request head is at most [`MAX_HEAD`] bytes (431
-//! beyond); connections are bounded in number and time as [`conns`](super::conns) says. Only
+//! beyond); connections are bounded in number and time as [`conns`](crate::conns) says. Only
 //! `GET` and `HEAD` are answered (405 otherwise), on `/metrics`, `/bans` and `/healthz` (404
 //! otherwise).
 
@@ -25,7 +25,7 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use mio::{Registry, Token};
 
-use super::conns::Server as Conns;
+use crate::conns::Server as Conns;
 
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -211,7 +211,7 @@ fn respond(req: Request, body: &mut Vec<u8>, out: &mut Vec<u8>) {
     body.clear();
 }
 
-impl super::conns::Framer for HeadBuf {
+impl crate::conns::Framer for HeadBuf {
     type Request = Request;
 
     fn push(&mut self, bytes: &[u8]) -> Option<Request> {
@@ -291,7 +291,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::conns::{IDLE, MAX_CONNS};
+    use crate::conns::{IDLE, MAX_CONNS};
     use proptest::prelude::*;
     use std::time::Duration;
 

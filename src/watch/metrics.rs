@@ -18,7 +18,7 @@ use crate::decide::event::write_ban_json;
 use crate::decide::Event;
 use crate::engine::ShardStats;
 use crate::sink::{SinkCounters, SinkMetrics};
-use crate::source::ingest::IngestStats;
+use crate::source::stats::IngestStats;
 
 /// The latency histogram's buckets (upper bounds, milliseconds): Prometheus' defaults, and 1
 /// and 2 ms below them (a `$msec` log's flood is banned within a few milliseconds).
@@ -103,7 +103,8 @@ pub struct View<'a> {
     pub fleet: Option<crate::fleet::FleetStats>,
 }
 
-/// Appends the Prometheus text of `v`, `latency` and the process figures `p` to `out`.
+/// Appends the Prometheus text of `v`, `latency` and the process figures `p` to `out`, family
+/// by family in a fixed order (a scrape diffs cleanly against the last one).
 pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<u8>) {
     let mut t = Text { out };
     t.family(
@@ -112,11 +113,27 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         "The running floodwatch's version, as a label.",
     );
     t.value("build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    lines(&mut t, v);
+    files(&mut t, v);
+    decisions(&mut t, v);
+    sinks(&mut t, &v.sinks);
+    if let Some(f) = &v.fleet {
+        fleet(&mut t, f);
+    }
+    ban_latency(&mut t, latency);
+    process(&mut t, p);
+}
+
+/// A metric without labels: name, type, help, value.
+type Single<'a> = (&'a str, &'a str, &'a str, u64);
+
+/// What was read, and what became of the lines.
+fn lines(t: &mut Text, v: &View) {
     let i = v.ingest;
-    t.family("lines_read_total", "counter", "Log lines read.");
-    t.value("lines_read_total", &[], i.lines);
-    t.family("bytes_read_total", "counter", "Log bytes read.");
-    t.value("bytes_read_total", &[], i.bytes);
+    t.singles(&[
+        ("lines_read_total", "counter", "Log lines read.", i.lines),
+        ("bytes_read_total", "counter", "Log bytes read.", i.bytes),
+    ]);
     t.family(
         "lines_malformed_total",
         "counter",
@@ -135,42 +152,50 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
     for (kind, n) in kinds {
         t.value("lines_malformed_total", &[("kind", kind)], n);
     }
-    t.family(
-        "lines_future_total",
-        "counter",
-        "Lines stamped more than a day ahead of the clock (not counted by any rule).",
-    );
-    t.value("lines_future_total", &[], i.future);
-    t.family(
-        "lines_late_total",
-        "counter",
-        "Requests older than what the rate engine had already processed when they arrived (each still counted at its own time).",
-    );
-    t.value("lines_late_total", &[], v.shards.late);
-    t.family(
-        "lines_stale_total",
-        "counter",
-        "Requests too old to count: about 24 days older than the newest the rate engine has seen (skipped).",
-    );
-    t.value("lines_stale_total", &[], v.shards.stale);
-    t.family(
-        "hits_total",
-        "counter",
-        "Requests handed to the rate engine (lines some rule counts).",
-    );
-    t.value("hits_total", &[], i.hits);
-    t.family(
-        "read_lag_bytes",
-        "gauge",
-        "Bytes written to the followed files and not read yet: the most behind one.",
-    );
-    t.value("read_lag_bytes", &[], v.lag.worst_bytes);
-    t.family(
-        "read_lag_bytes_total",
-        "gauge",
-        "Bytes written to the followed files and not read yet, all files.",
-    );
-    t.value("read_lag_bytes_total", &[], v.lag.total_bytes);
+    t.singles(&[
+        (
+            "lines_future_total",
+            "counter",
+            "Lines stamped more than a day ahead of the clock (not counted by any rule).",
+            i.future,
+        ),
+        (
+            "lines_late_total",
+            "counter",
+            "Requests older than what the rate engine had already processed when they arrived (each still counted at its own time).",
+            v.shards.late,
+        ),
+        (
+            "lines_stale_total",
+            "counter",
+            "Requests too old to count: about 24 days older than the newest the rate engine has seen (skipped).",
+            v.shards.stale,
+        ),
+        (
+            "hits_total",
+            "counter",
+            "Requests handed to the rate engine (lines some rule counts).",
+            i.hits,
+        ),
+    ]);
+}
+
+/// The followed files: how far behind their reading is, how many, and the config's reloads.
+fn files(t: &mut Text, v: &View) {
+    t.singles(&[
+        (
+            "read_lag_bytes",
+            "gauge",
+            "Bytes written to the followed files and not read yet: the most behind one.",
+            v.lag.worst_bytes,
+        ),
+        (
+            "read_lag_bytes_total",
+            "gauge",
+            "Bytes written to the followed files and not read yet, all files.",
+            v.lag.total_bytes,
+        ),
+    ]);
     t.family(
         "read_lag_seconds",
         "gauge",
@@ -180,60 +205,57 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         "floodwatch_read_lag_seconds {}",
         Seconds(v.lag.worst_ms)
     ));
-    t.family("files_watched", "gauge", "Log files followed.");
-    t.value("files_watched", &[], v.files as u64);
+    t.singles(&[(
+        "files_watched",
+        "gauge",
+        "Log files followed.",
+        v.files as u64,
+    )]);
     t.family(
         "config_reloads_total",
         "counter",
         "SIGHUPs: configs applied, and configs refused (the running one kept).",
     );
-    t.value(
-        "config_reloads_total",
-        &[("result", "applied")],
-        v.reloads.applied,
-    );
-    t.value(
-        "config_reloads_total",
-        &[("result", "refused")],
-        v.reloads.refused,
-    );
-    t.family(
+    let r = &v.reloads;
+    t.value("config_reloads_total", &[("result", "applied")], r.applied);
+    t.value("config_reloads_total", &[("result", "refused")], r.refused);
+    t.singles(&[(
         "config_last_reload_successful",
         "gauge",
         "0 when the last SIGHUP's config was refused, else 1.",
-    );
-    t.value(
-        "config_last_reload_successful",
-        &[],
-        u64::from(!v.reloads.last_refused),
-    );
+        u64::from(!r.last_refused),
+    )]);
+}
 
-    t.family(
-        "keys_tracked",
-        "gauge",
-        "(key, rule) entries the rate engine holds, summed over shards at their latest tick.",
-    );
-    t.value("keys_tracked", &[], v.shards.keys_at_end);
-    t.family(
-        "keys_evicted_total",
-        "counter",
-        "Idle, recovered (key, rule) entries dropped.",
-    );
-    t.value("keys_evicted_total", &[], v.shards.evicted);
-    t.family(
-        "keys_refused_total",
-        "counter",
-        "New (key, rule) entries refused because [engine] max_keys was reached.",
-    );
-    t.value("keys_refused_total", &[], v.shards.cap_refused);
-
+/// The rate engine's keys, and the offenses, bans and unbans decided, by rule.
+fn decisions(t: &mut Text, v: &View) {
+    t.singles(&[
+        (
+            "keys_tracked",
+            "gauge",
+            "(key, rule) entries the rate engine holds, summed over shards at their latest tick.",
+            v.shards.keys_at_end,
+        ),
+        (
+            "keys_evicted_total",
+            "counter",
+            "Idle, recovered (key, rule) entries dropped.",
+            v.shards.evicted,
+        ),
+        (
+            "keys_refused_total",
+            "counter",
+            "New (key, rule) entries refused because [engine] max_keys was reached.",
+            v.shards.cap_refused,
+        ),
+        (
+            "requests_over_rate_total",
+            "counter",
+            "Requests over a rule's rate and burst (nginx would have rejected them), all rules.",
+            v.shards.overflows,
+        ),
+    ]);
     let rules: Vec<&str> = v.table.rule_names().collect();
-    t.family(
-        "requests_over_rate_total",
-        "counter",
-        "Requests over a rule's rate and burst (nginx would have rejected them), all rules.",
-    );
-    t.value("requests_over_rate_total", &[], v.shards.overflows);
     t.family(
         "offenses_total",
         "counter",
@@ -242,7 +264,6 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
     for (rule, &n) in rules.iter().zip(v.table.offenses_by_rule()) {
         t.value("offenses_total", &[("rule", rule)], n);
     }
-    let st = v.table.stats();
     t.family(
         "bans_total",
         "counter",
@@ -251,13 +272,21 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
     for (rule, &n) in rules.iter().zip(v.table.bans_by_rule()) {
         t.value("bans_total", &[("rule", rule)], n);
     }
-    t.family("unbans_total", "counter", "Bans ended since start.");
-    t.value("unbans_total", &[], st.unbans);
+    let st = v.table.stats();
+    t.singles(&[(
+        "unbans_total",
+        "counter",
+        "Bans ended since start.",
+        st.unbans,
+    )]);
     t.family("active_bans", "gauge", "Bans in force.");
     for (rule, n) in rules.iter().zip(v.table.active_by_rule()) {
         t.value("active_bans", &[("rule", rule)], n);
     }
+}
 
+/// Each sink's deliveries and health, one family per counter.
+fn sinks(t: &mut Text, sinks: &[SinkMetrics]) {
     type Count = fn(&SinkCounters) -> u64;
     let per_sink: [(&str, &str, Count); 5] = [
         ("sink_delivered_total", "Events delivered by a sink.", |c| {
@@ -286,7 +315,7 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
     ];
     for (name, help, count) in per_sink {
         t.family(name, "counter", help);
-        for s in &v.sinks {
+        for s in sinks {
             t.value(name, &[("sink", &s.name)], count(&s.counters));
         }
     }
@@ -295,14 +324,13 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         "gauge",
         "1 while a sink's last steps all succeeded (nginx: write, test and reload; exec: every command exited 0; Cloudflare, webhook: the API accepted it), 0 from a failure until the next success.",
     );
-    for s in &v.sinks {
+    for s in sinks {
         t.value("sink_up", &[("sink", &s.name)], u64::from(s.up));
     }
+}
 
-    if let Some(f) = &v.fleet {
-        fleet(&mut t, f);
-    }
-
+/// How long bans took from the offending request's log time to their emission.
+fn ban_latency(t: &mut Text, latency: &Recorder) {
     let h = &latency.latency;
     let name = "ban_latency_seconds";
     t.family(
@@ -324,10 +352,8 @@ pub fn render_metrics(v: &View, latency: &Recorder, p: &ProcStat, out: &mut Vec<
         Seconds(latency.sum_ms)
     ));
     t.value("ban_latency_seconds_count", &[], h.len());
-    process(&mut t, p);
 }
 
-/// The process figures, under Prometheus' standard names (no `floodwatch_` prefix).
 /// `[fleet]`: what was shared with the other servers and what came from them.
 fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
     let counters: [(&str, &str, u64); 6] = [
@@ -389,6 +415,7 @@ fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
     ));
 }
 
+/// The process figures, under Prometheus' standard names (no `floodwatch_` prefix).
 fn process(t: &mut Text, p: &ProcStat) {
     let mut one = |name: &str, kind: &str, help: &str, value: &dyn Display| {
         t.line(format_args!("# HELP {name} {help}"));
@@ -460,6 +487,14 @@ impl Text<'_> {
         // Writing into a Vec cannot fail.
         let _ = self.out.write_fmt(args);
         self.out.push(b'\n');
+    }
+
+    /// Metrics without labels, each with its HELP and TYPE lines.
+    fn singles(&mut self, table: &[Single]) {
+        for &(name, kind, help, v) in table {
+            self.family(name, kind, help);
+            self.value(name, &[], v);
+        }
     }
 
     fn family(&mut self, name: &str, kind: &str, help: &str) {

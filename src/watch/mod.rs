@@ -8,10 +8,9 @@
 //! with what the shards report, emits events, and saves read offsets and bans about once a
 //! second. See `run.rs` for the choices about time (low marks, wall-clock expiry).
 
+pub mod cmd;
 mod commands;
-pub mod conns;
-pub mod control;
-pub mod discover;
+
 mod endpoint;
 mod files;
 pub mod http;
@@ -29,14 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::app::{compile, AppError, Compiled};
 use crate::config::Config;
 use crate::engine::rule::CompiledRules;
+use crate::error::Error;
 use crate::parse::Format;
+use crate::pipeline::compile::{compile, Compiled};
 use crate::proxy::Proxies;
 use crate::sink::SinkSpec;
 
-pub use discover::Patterns;
+use crate::source::discover::Patterns;
 pub use run::{run, WatchReport};
 
 /// Everything `watch` needs, validated.
@@ -62,7 +62,7 @@ pub struct WatchPlan {
 
 /// Loads the config and checks the `PATH|GLOB` arguments (default: `[input] paths`). Matching
 /// nothing yet is fine: files are picked up as they appear.
-pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, AppError> {
+pub fn plan(config_path: Option<&Path>, paths: &[String]) -> Result<WatchPlan, Error> {
     let config = match config_path {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -75,7 +75,7 @@ pub fn plan_config(
     config: Config,
     config_path: Option<&Path>,
     paths: &[String],
-) -> Result<WatchPlan, AppError> {
+) -> Result<WatchPlan, Error> {
     let Compiled {
         format,
         proxies,

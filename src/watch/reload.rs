@@ -12,16 +12,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::files::Files;
-use super::Patterns;
-use crate::app::{compile, Compiled};
 use crate::clock::wall_ms;
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
-use crate::detector::never_banned;
 use crate::engine::rule_ids::RuleIds;
-use crate::output::Output;
+use crate::pipeline::compile::{compile, Compiled};
+use crate::pipeline::detector::never_banned;
+use crate::pipeline::output::Output;
+use crate::source::discover::Patterns;
 
 /// A config that loaded and compiled.
 pub(crate) struct Reloaded {

@@ -25,7 +25,7 @@
 //! something changed, and on stop; restored bans are not announced again (sinks that keep a set
 //! of bans, nginx and Cloudflare, are handed them at start), and a ban that ended while stopped
 //! is announced as ended at start. At stop, sinks stop retrying; what one could not deliver (its
-//! endpoint is down) is kept in the state folder (`sink::pending`) and given to it first at the
+//! endpoint is down) is kept in the state folder (`sink::runtime::pending`) and given to it first at the
 //! next start. What the sinks have not delivered yet is also saved with the bans about once a
 //! second, so a crash loses none of it.
 //!
@@ -45,7 +45,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::commands::{self, Ctx, LineRate, Started};
-use super::control::ControlSocket;
 use super::endpoint::Endpoint;
 use super::files::{Files, Reading};
 use super::inotify::{self, Inotify};
@@ -53,16 +52,19 @@ use super::notify::Systemd;
 use super::reload::{self, Live};
 use super::signals::{Signal, Signals};
 use super::{state, WatchPlan};
-use crate::app::AppError;
 use crate::clock::wall_ms;
 use crate::config::{Config, StartAt};
+use crate::control::server::ControlSocket;
 use crate::decide::ban_table::{RestoreStats, TableStats};
-use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule_ids::RuleIds;
+use crate::error::Error;
 use crate::fleet::{self, Fleet};
-use crate::output::{keep_pending, resend_pending, save_pending, Output};
+use crate::pipeline::detector::{Detector, DetectorSpec};
+use crate::pipeline::output::{keep_pending, resend_pending, save_pending, Output};
 use crate::source::checkpoint::Checkpoints;
-use crate::source::ingest::{Ingest, IngestStats};
+use crate::source::ingest::Ingest;
+use crate::source::stats::IngestStats;
+use crate::state_file::StateFileError;
 use crate::state_lock::{self, LockError, StateLock};
 use crate::vhost::Vhosts;
 
@@ -118,13 +120,13 @@ impl std::fmt::Display for WatchReport {
     }
 }
 
-fn runtime(what: &str, e: impl std::fmt::Display) -> AppError {
-    AppError::Runtime(format!("{what}: {e}"))
+fn runtime(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Runtime(format!("{what}: {e}"))
 }
 
 /// Runs `watch` until SIGTERM or SIGINT (or stdout closing), writing events to `out` when no sink
 /// is configured.
-pub fn run(plan: WatchPlan, out: &mut (dyn Write + Send)) -> Result<WatchReport, AppError> {
+pub fn run(plan: WatchPlan, out: &mut (dyn Write + Send)) -> Result<WatchReport, Error> {
     WatchLoop::start(plan, out)?.run()
 }
 
@@ -172,7 +174,7 @@ struct WatchLoop<'o> {
 impl<'o> WatchLoop<'o> {
     /// Loads the state, starts the detector, the output and the metrics endpoint, follows the
     /// files the globs name and reads what was written while stopped.
-    fn start(plan: WatchPlan, out: &'o mut (dyn Write + Send)) -> Result<WatchLoop<'o>, AppError> {
+    fn start(plan: WatchPlan, out: &'o mut (dyn Write + Send)) -> Result<WatchLoop<'o>, Error> {
         // Before any thread starts: threads inherit the blocked signals signalfd needs.
         let signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
         crate::sys::raise_fd_limit();
@@ -223,9 +225,7 @@ impl<'o> WatchLoop<'o> {
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
         let active: Vec<_> = detector.table().active().cloned().collect();
-        let mut output = Output::start(out, &sinks, &active)
-            .map_err(AppError::Runtime)?
-            .log_events(true);
+        let mut output = Output::start(out, &sinks, &active)?.log_events(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);
         }
@@ -248,7 +248,7 @@ impl<'o> WatchLoop<'o> {
                     Some(dir) => fleet::state::load(dir)?,
                     None => Default::default(),
                 };
-                let fleet = Fleet::start(f, saved, waker).map_err(AppError::Runtime)?;
+                let fleet = Fleet::start(f, saved, waker)?;
                 output.publish_to(fleet.publish_handle());
                 Some(fleet)
             }
@@ -324,7 +324,7 @@ impl<'o> WatchLoop<'o> {
         })
     }
 
-    fn run(mut self) -> Result<WatchReport, AppError> {
+    fn run(mut self) -> Result<WatchReport, Error> {
         loop {
             if let Some(flag) = &self.stop_flag {
                 self.stop |= flag.load(Ordering::Acquire);
@@ -393,16 +393,16 @@ impl<'o> WatchLoop<'o> {
     }
 
     /// Saves bans, then offsets (see `state`).
-    fn save_state(&self, cps: &Checkpoints) -> Result<(), String> {
+    fn save_state(&self, cps: &Checkpoints) -> Result<(), StateFileError> {
         let Some(dir) = &self.state_dir else {
             return Ok(());
         };
-        state::save(dir, &self.detector.table().snapshot()).map_err(|e| e.to_string())?;
-        cps.save(dir).map_err(|e| e.to_string())
+        state::save(dir, &self.detector.table().snapshot())?;
+        cps.save(dir)
     }
 
     /// Waits in mio until something happens or the next timer is due.
-    fn wait(&mut self) -> Result<(), AppError> {
+    fn wait(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         let mut wake = self.next_rescan;
         if self.files.lifting() {
@@ -596,7 +596,7 @@ impl<'o> WatchLoop<'o> {
     /// Stop: one last read of every file (cheap: a few syscalls per idle file), so that what
     /// was written up to the signal is decided now; the shards process what they hold, the
     /// decider decides it, then state and sinks.
-    fn finish(self) -> Result<WatchReport, AppError> {
+    fn finish(self) -> Result<WatchReport, Error> {
         let WatchLoop {
             mut files,
             mut detector,
@@ -655,29 +655,29 @@ impl<'o> WatchLoop<'o> {
                 }
                 keep_pending(&state_dir, &vhosts, &stopped);
             }
-            Err(e) => return Err(AppError::writing("events", e)),
+            Err(e) => return Err(Error::writing("events", e)),
             Ok(None) => {}
         }
-        saved.map_err(|e| AppError::Runtime(format!("saving state: {e}")))?;
+        saved.map_err(|e| Error::Runtime(format!("saving state: {e}")))?;
         Ok(report)
     }
 }
 
 /// Takes the state folder's lock (see [`crate::state_lock`]), or says who holds it.
-fn lock_state(dir: &Path) -> Result<StateLock, AppError> {
+fn lock_state(dir: &Path) -> Result<StateLock, Error> {
     state_lock::acquire(dir, "watch").map_err(|e| match e {
-        LockError::Held { holder, .. } => AppError::Runtime(format!(
+        LockError::Held { holder, .. } => Error::Runtime(format!(
             "[state] dir = \"{}\" is in use by {holder}: two processes acting on one state \
              folder would overwrite each other's state and sinks",
             dir.display()
         )),
-        e => AppError::Runtime(format!("[state] dir: locking {e}")),
+        e => Error::Runtime(format!("[state] dir: locking {e}")),
     })
 }
 
 /// Creates the control socket the config names (see [`crate::control`]); none without `[state]
 /// dir` or `[state] socket`, said once in the log.
-fn bind_control(config: &Config) -> Result<Option<ControlSocket>, AppError> {
+fn bind_control(config: &Config) -> Result<Option<ControlSocket>, Error> {
     let Some(path) = config.state.socket_path() else {
         log::info!(
             "no [state] dir or socket: `floodwatch bans`, `ban`, `unban` and `status` cannot reach this watch"
@@ -688,7 +688,8 @@ fn bind_control(config: &Config) -> Result<Option<ControlSocket>, AppError> {
         Some(_) => "[state] socket",
         None => "[state] dir (its control.sock)",
     };
+    // Said as it is: the socket's own error names the setting and the path.
     ControlSocket::bind(&path, key)
         .map(Some)
-        .map_err(AppError::Runtime)
+        .map_err(|e| Error::Runtime(e.to_string()))
 }

@@ -53,9 +53,10 @@ use crate::engine::ShardMsg;
 use crate::hit::{VhostId, NO_VHOST};
 use crate::parse::{Format, MAX_LINE};
 use crate::proxy::ClientIp;
-use crate::source::ingest::{Ingest, IngestStats};
+use crate::source::ingest::Ingest;
 use crate::source::paths::LogFile;
 use crate::source::reader::{Chunks, CHUNK};
+use crate::source::stats::IngestStats;
 use crate::source::unusable::Samples;
 use crate::vhost::Vhosts;
 

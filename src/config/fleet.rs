@@ -1,5 +1,6 @@
-//! `[fleet]` over TLS: the Redis client built from the URL and the config's PEM files (a private
-//! CA instead of the system's roots; a client certificate for a Redis that checks its clients').
+//! `[fleet]`'s settings checked at load: node names, the default node (the host name) and stream,
+//! and the Redis client built from the URL and the config's PEM files (a private CA instead of
+//! the system's roots; a client certificate for a Redis that checks its clients').
 
 use std::path::Path;
 
@@ -95,4 +96,26 @@ pub fn client(url: &str, tls: &FleetTls) -> Result<Client, (&'static str, String
         };
         (key, text)
     })
+}
+
+/// The stream when `[fleet] stream` is not given.
+pub const DEFAULT_STREAM: &str = "floodwatch:events";
+/// Whether `name` may name a node (or travel as a rule name): letters, digits, '-', '_', '.',
+/// 1 to 64 of them, so that it is safe in a log, a table and a file name.
+pub fn is_node_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    !name.is_empty() && name.len() <= 64 && name.chars().all(ok)
+}
+
+/// The host name, when it is a valid node name (the default `[fleet] node`).
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    is_node_name(name).then(|| name.to_string())
 }

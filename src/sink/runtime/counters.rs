@@ -3,7 +3,7 @@
 //! While a sink runs, the decider's end of its queue (`feed`: bans dropped or skipped) and its
 //! worker thread (`worker`: events delivered or failed, retries) bump one shared
 //! `LiveCounters`, the same type over atomics; watch's metrics endpoint reads it as a plain
-//! `SinkCounters` when it is asked ([`Sinks::counters`](super::Sinks::counters)), and a sink
+//! `SinkCounters` when it is asked ([`Sinks::counters`](crate::sink::Sinks::counters)), and a sink
 //! that stops reports it in its [`SinkReport`]. Relaxed counters: each one is exact on its own,
 //! and a scrape that sees one a moment before another is harmless.
 

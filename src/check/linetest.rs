@@ -15,16 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::addr::{Addr, Cidr};
-use crate::app::{compile_without_sinks, AppError};
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
-use crate::detector::never_banned;
 use crate::engine::rule::CompiledRules;
+use crate::error::Error;
 use crate::parse::{Format, Record, TimeCache};
+use crate::pipeline::compile::compile_without_sinks;
+use crate::pipeline::detector::never_banned;
 use crate::proxy::{Client, ClientIp};
-use crate::source::ingest::IngestStats;
 use crate::source::paths::vhost_from_path;
 use crate::source::reader::{lines, Chunks, CHUNK};
+use crate::source::stats::IngestStats;
 use crate::source::unusable::{self, shown, Samples};
 
 /// What the lines of one run came to.
@@ -40,7 +41,7 @@ pub struct Tested {
 
 /// Tests the lines of `source` (`-`: standard input) against `config`, writing one line per
 /// log line to `out`.
-pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested, AppError> {
+pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested, Error> {
     let compiled = compile_without_sinks(config, &[source.to_string()])?;
     let client_ip = compiled.proxies.client_ip();
     let allow = Allowlist::new(never_banned(config, &compiled.proxies));
@@ -51,7 +52,7 @@ pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested,
     let mut chunks = match source {
         "-" => Chunks::from_reader(Box::new(io::stdin()) as Box<dyn Read + Send>, CHUNK),
         path => Chunks::open(Path::new(path), CHUNK, Arc::new(AtomicU64::new(0)))
-            .map_err(|e| AppError::Runtime(format!("{path}: {e}")))?,
+            .map_err(|e| Error::Runtime(format!("{path}: {e}")))?,
     };
     let file_vhost = match source {
         "-" => None,
@@ -70,12 +71,12 @@ pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested,
         },
         text: String::with_capacity(256),
     };
-    let write = |e: io::Error| AppError::writing("to stdout", e);
+    let write = |e: io::Error| Error::writing("to stdout", e);
     loop {
         let chunk = match chunks.next_chunk() {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(e) => return Err(AppError::Runtime(format!("{source}: {e}"))),
+            Err(e) => return Err(Error::Runtime(format!("{source}: {e}"))),
         };
         for line in lines(chunk) {
             t.line(line);

@@ -1,82 +1,34 @@
-//! Wiring: builds the pipeline of each command from a validated config and runs it.
+//! `replay`: the configured rules run over finished log files, merged by log time.
 //!
-//! replay: producer threads (files → chunks → hits) → routers → the [`Detector`] (shard
+//! Producer threads (files → chunks → hits) → routers → the [`Detector`] (shard
 //! threads, decided on a thread of its own) → the [`Output`] (sinks, or JSON lines on stdout).
 //! The producers, shards and decider only share channels.
+
+pub mod cmd;
+pub mod merge;
+pub mod summary;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ConfigError, Overrides};
+use crate::config::{Config, Overrides};
 use crate::decide::decider::DecideStats;
-use crate::detector::{Detector, DetectorSpec};
 use crate::engine::rule::CompiledRules;
-use crate::output::Output;
+use crate::error::Error;
 use crate::parse::Format;
-use crate::preflight::{self, Finding};
-use crate::proxy::{self, Proxies, ProxyError};
-use crate::sink::{self, SinkSpec};
-use crate::source::ingest::IngestStats;
-use crate::source::merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD};
-use crate::source::paths::{self, LogFile, PathsError};
+use crate::pipeline::compile::{compile, compile_without_sinks, Compiled};
+use crate::pipeline::detector::{Detector, DetectorSpec};
+use crate::pipeline::output::Output;
+use crate::proxy::Proxies;
+use crate::sink::SinkSpec;
+use crate::source::paths::{self, LogFile};
+use crate::source::stats::IngestStats;
 use crate::source::unusable;
-use crate::state_file::StateFileError;
 use crate::state_lock::{self, Holder, LockError, StateLock};
 use crate::vhost::Vhosts;
-use crate::watch::discover::PatternError;
-
-/// Why a command failed, split by exit code. The library's own errors are kept as they are
-/// (their sources included) up to here, where `main` prints them and picks the exit code.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AppError {
-    /// The config file (exit code 2).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// `[proxy]` and its ranges (exit code 2).
-    #[error(transparent)]
-    Proxy(#[from] ProxyError),
-    /// A path or glob watch cannot follow (exit code 2).
-    #[error(transparent)]
-    Pattern(#[from] PatternError),
-    /// Log paths replay cannot read (exit code 1).
-    #[error(transparent)]
-    Paths(#[from] PathsError),
-    /// A file of the state folder that cannot be read or written (exit code 1).
-    #[error(transparent)]
-    State(#[from] StateFileError),
-    /// Other bad arguments or config: exit code 2.
-    #[error("{0}")]
-    Usage(String),
-    /// Other failures while running: exit code 1.
-    #[error("{0}")]
-    Runtime(String),
-    /// The reader of our output went away (`| head`): not an error.
-    #[error("broken pipe")]
-    BrokenPipe,
-}
-
-impl AppError {
-    /// A failed write of our output (`what`: "events", "to stdout"): a closed pipe is the reader
-    /// having seen enough, anything else a runtime error.
-    pub fn writing(what: &str, e: io::Error) -> AppError {
-        match e.kind() {
-            io::ErrorKind::BrokenPipe => AppError::BrokenPipe,
-            _ => AppError::Runtime(format!("writing {what}: {e}")),
-        }
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            AppError::Config(_) | AppError::Proxy(_) | AppError::Pattern(_) => 2,
-            AppError::Usage(_) => 2,
-            AppError::Paths(_) | AppError::State(_) | AppError::Runtime(_) => 1,
-            AppError::BrokenPipe => 0,
-        }
-    }
-}
+use merge::{replay_files, MergeStats, Pipeline, Read, READ_AHEAD};
 
 /// Everything `replay` needs, validated.
 pub struct ReplayPlan {
@@ -109,7 +61,7 @@ impl ReplayPlan {
     /// too when it cannot be checked (err towards not acting). `None`: no `[state] dir`, or one
     /// that does not exist (no watch has used it), or one this user may read but not lock for
     /// itself, with nobody holding it.
-    pub fn claim_sinks(&self) -> Result<Option<StateLock>, AppError> {
+    pub fn claim_sinks(&self) -> Result<Option<StateLock>, Error> {
         let Some(dir) = &self.config.state.dir else {
             return Ok(None);
         };
@@ -117,7 +69,7 @@ impl ReplayPlan {
             return Ok(None);
         }
         let refuse = |holder: Holder| {
-            AppError::Runtime(format!(
+            Error::Runtime(format!(
                 "refusing --sinks: [state] dir = \"{}\" is in use by {holder}, which acts on \
                  the same sinks; stop it first, or replay without --sinks (events on stdout) \
                  or with --dry-run",
@@ -125,7 +77,7 @@ impl ReplayPlan {
             ))
         };
         let unknown = |e: LockError| {
-            AppError::Runtime(format!(
+            Error::Runtime(format!(
                 "refusing --sinks: cannot tell whether a watch uses [state] dir = \"{}\": {e}",
                 dir.display()
             ))
@@ -159,7 +111,7 @@ pub fn plan_replay(
     shards: Option<usize>,
     producers: Option<usize>,
     use_sinks: bool,
-) -> Result<ReplayPlan, AppError> {
+) -> Result<ReplayPlan, Error> {
     let mut config = match config_path {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -210,7 +162,7 @@ pub fn replay(
     plan: ReplayPlan,
     out: &mut (dyn Write + Send),
     progress: bool,
-) -> Result<ReplayReport, AppError> {
+) -> Result<ReplayReport, Error> {
     let started = Instant::now();
     let ReplayPlan {
         config,
@@ -223,9 +175,7 @@ pub fn replay(
         sinks,
     } = plan;
     // Started before any line is read, so that a sink that cannot start stops the replay early.
-    let mut output = Output::start(out, &sinks, &[])
-        .map_err(AppError::Runtime)?
-        .log_events(!sinks.is_empty());
+    let mut output = Output::start(out, &sinks, &[])?.log_events(!sinks.is_empty());
     let rules = Arc::new(rules);
     let vhosts = Vhosts::new();
     let total_bytes: u64 = files
@@ -262,16 +212,14 @@ pub fn replay(
         done.store(true, Ordering::Relaxed);
         (merged, decided)
     });
-    let decided = decided.map_err(|_| AppError::Runtime("the decider thread panicked".into()))?;
+    let decided = decided.map_err(|_| Error::Runtime("the decider thread panicked".into()))?;
     // Every sink delivers or reports what it was given before replay ends.
-    let failed = output
-        .finish()
-        .map_err(|e| AppError::writing("events", e))?;
+    let failed = output.finish().map_err(|e| Error::writing("events", e))?;
     let Read {
         merge,
         ingest,
         samples,
-    } = merged.map_err(|e| AppError::Runtime(e.to_string()))?;
+    } = merged.map_err(|e| Error::Runtime(e.to_string()))?;
     // Lines over the length limit are counted while reading, before they reach a parser.
     let mut seen = ingest;
     seen.malformed.too_long += merge.oversized;
@@ -279,7 +227,7 @@ pub fn replay(
         log::warn!("{w}");
     }
     if let Some(msg) = failed {
-        return Err(AppError::Runtime(msg));
+        return Err(Error::Runtime(msg));
     }
     Ok(ReplayReport {
         ingest,
@@ -306,95 +254,4 @@ fn draw_progress(total: u64, read: &AtomicU64, done: &AtomicBool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     bar.finish_and_clear();
-}
-
-/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
-/// the proxy ranges load and the format logs the proxy's client field; then what watch would
-/// meet at start or at its first ban (see `preflight`), returned as findings.
-pub fn check_config(config: &Config) -> Result<Vec<Finding>, AppError> {
-    let mut format = compile_format(config)?;
-    proxy::setup(config, &mut format)?;
-    compile_rules(config)?;
-    let mut sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut sinks).map_err(AppError::Usage)?;
-    Ok(preflight::check(config, &sinks, &format))
-}
-
-/// What `replay` and `watch` both build from a validated config before they start.
-pub(crate) struct Compiled {
-    pub format: Format,
-    pub proxies: Proxies,
-    pub rules: CompiledRules,
-    pub sinks: Vec<SinkSpec>,
-    /// The `PATH|GLOB` arguments, or `[input] paths` when none were given.
-    pub args: Vec<String>,
-}
-
-pub(crate) fn compile(config: &Config, paths: &[String]) -> Result<Compiled, AppError> {
-    let mut compiled = compile_without_sinks(config, paths)?;
-    compiled.sinks = sink::parse_sinks(config)?;
-    sink::mark_fleet_sinks(config, &mut compiled.sinks).map_err(AppError::Usage)?;
-    Ok(compiled)
-}
-
-/// [`compile`] for the commands that never act (`test`, `analyze`, `bench`, replay without
-/// `--sinks`): `sinks` is empty, and a `[[sink]]` table that does not check is only a warning
-/// (it would stop `watch`, not this command).
-pub(crate) fn compile_without_sinks(
-    config: &Config,
-    paths: &[String],
-) -> Result<Compiled, AppError> {
-    if let Err(e) = sink::parse_sinks(config) {
-        log::warn!("{e} (the sinks are not used here; watch would refuse this config)");
-    }
-    let mut format = compile_format(config)?;
-    let proxies = proxy::setup(config, &mut format)?;
-    let rules = compile_rules(config)?;
-    let sinks = Vec::new();
-    let args = if paths.is_empty() {
-        config.input.paths.clone()
-    } else {
-        paths.to_vec()
-    };
-    if args.is_empty() {
-        return Err(AppError::Usage(
-            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
-        ));
-    }
-    Ok(Compiled {
-        format,
-        proxies,
-        rules,
-        sinks,
-        args,
-    })
-}
-
-/// The configured log format, which must log a client and a time: without them nothing can be
-/// counted, and every line would silently fall into one key at one instant.
-fn compile_format(config: &Config) -> Result<Format, AppError> {
-    let err = |what: String| AppError::Usage(format!("{}: input.format: {what}", config.origin));
-    let format = Format::from_spec(&config.input.format).map_err(|e| err(e.to_string()))?;
-    if !format.has_client() {
-        return Err(err(
-            "the format logs no client address (%h, %a or $remote_addr)".into(),
-        ));
-    }
-    if !format.has_time() {
-        return Err(err(
-            "the format logs no time (%t, $time_local, $msec...)".into()
-        ));
-    }
-    Ok(format)
-}
-
-fn compile_rules(config: &Config) -> Result<CompiledRules, AppError> {
-    CompiledRules::new(&config.rules)
-        .map_err(|e| AppError::Usage(format!("{}: rule: {e}", config.origin)))
-}
-
-/// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
-pub fn describe_proxies(config: &Config) -> Result<String, AppError> {
-    let proxies = Proxies::from_config(config)?;
-    Ok(proxies.describe())
 }

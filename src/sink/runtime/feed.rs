@@ -30,10 +30,10 @@ use super::counters::{
     bump, LiveCounters, LiveTrouble, SinkCounters, SinkHealth, SinkMetrics, SinkReport, Trouble,
 };
 use super::worker::Worker;
-use super::{warn, Sink, SinkError, SinkSpec};
 use crate::decide::ban_table::FLEET_RULE_NAME;
 use crate::decide::{Ban, Event, Origin};
 use crate::engine::Key;
+use crate::sink::{warn, Sink, SinkError, SinkSpec};
 
 /// The decider's end of one sink.
 pub(super) struct Feed {
@@ -402,7 +402,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use crate::decide::Event;
-    use crate::sink::testing::{ban, kinds, setup, unban, wait_until};
+    use crate::sink::runtime::testing::{ban, kinds, setup, unban, wait_until};
 
     #[test]
     fn full_queue_drops_bans_with_their_unbans_but_keeps_other_unbans() {

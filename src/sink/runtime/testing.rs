@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::feed::Feed;
-use super::jsonl::JsonlConfig;
-use super::{Common, Sink, SinkError, SinkKind, SinkSpec, Sinks};
 use crate::decide::{Ban, Event, Unban};
 use crate::engine::Key;
 use crate::hit::NO_VHOST;
+use crate::sink::jsonl::JsonlConfig;
+use crate::sink::{Common, Sink, SinkError, SinkKind, SinkSpec, Sinks};
 
 /// A sink recording what it gets, failing while `down` is set, blocking while `stuck`.
 pub(super) struct Probe {

@@ -1,6 +1,6 @@
 //! The detector: the shard threads that own the keys' `limit_req` buckets, the decider that
 //! merges their offenses by log time, and the ban table that bans, escalates, allowlists and
-//! expires. It is the one pipeline every front-end drives — replay (`app`), watch and bench —
+//! expires. It is the one pipeline every front-end drives — replay, watch and bench —
 //! so that what decides a ban, and at what time a late line counts (see `engine::shard`), lives
 //! in one place whatever feeds it.
 //!
@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::addr::Cidr;
-use crate::app::AppError;
 use crate::config::Config;
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
@@ -28,6 +27,7 @@ use crate::engine::router::Router;
 use crate::engine::rule::CompiledRules;
 use crate::engine::shard::{spawn_shards, ShardConfig};
 use crate::engine::{RuleSpec, ShardMsg, ShardOut, ShardStats};
+use crate::error::Error;
 use crate::proxy::Proxies;
 use crate::vhost::Vhosts;
 
@@ -98,9 +98,9 @@ pub struct Detector {
 
 impl Detector {
     /// Starts the shard threads. Fails when the OS refuses a thread.
-    pub fn start(spec: DetectorSpec) -> Result<Detector, AppError> {
+    pub fn start(spec: DetectorSpec) -> Result<Detector, Error> {
         Detector::spawn(spec)
-            .map_err(|e| AppError::Runtime(format!("cannot start the shard threads: {e}")))
+            .map_err(|e| Error::Runtime(format!("cannot start the shard threads: {e}")))
     }
 
     fn spawn(spec: DetectorSpec) -> io::Result<Detector> {

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::counters::{bump, first_line, LiveCounters, LiveTrouble, Trouble};
-use super::{log, warn, Sink, SinkError, SinkSpec};
 use crate::decide::event::Rfc3339;
 use crate::decide::{Ban, Event};
+use crate::sink::{log, warn, Sink, SinkError, SinkSpec};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
@@ -393,7 +393,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::decide::Event;
-    use crate::sink::testing::{ban, setup, spec, unban, wait_until};
+    use crate::sink::runtime::testing::{ban, setup, spec, unban, wait_until};
     use crate::sink::{Sink, SinkError, SinkSpec, Sinks};
 
     #[test]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
-use crate::sink::pending;
-use crate::sink::{SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
+use crate::sink::runtime::pending;
+use crate::sink::{SinkError, SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
 use crate::vhost::Vhosts;
 
@@ -31,11 +31,11 @@ pub struct Output<'a> {
     fleet: Option<crate::fleet::Publish>,
 }
 
-/// What the sinks did and what they could not deliver, at stop.
 /// How long a stop waits for the sinks to deliver what they hold (a stop must end within a
 /// second; what a sink has not delivered by then is kept for the next start).
 const SINKS_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// What the sinks did and what they could not deliver, at stop.
 pub struct Stopped {
     pub reports: Vec<SinkReport>,
     /// By sink name, in order.
@@ -51,10 +51,10 @@ impl<'a> Output<'a> {
         out: &'a mut (dyn Write + Send),
         specs: &[SinkSpec],
         active: &[Ban],
-    ) -> Result<Output<'a>, String> {
+    ) -> Result<Output<'a>, SinkError> {
         let sinks = match specs.is_empty() {
             true => None,
-            false => Some(Sinks::start_with(specs, active).map_err(|e| e.to_string())?),
+            false => Some(Sinks::start_with(specs, active)?),
         };
         Ok(Output {
             sinks,
@@ -138,20 +138,18 @@ impl<'a> Output<'a> {
     /// running, changed ones start again, and with no sink left events go to stdout again (or,
     /// from stdout, to the first sinks configured, which take the `active` bans over). When a
     /// new sink cannot be built, nothing changes and the error is returned.
-    pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), String> {
+    pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), SinkError> {
         let stopped = match (&mut self.sinks, specs.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => {
-                let sinks = Sinks::start_with(specs, active).map_err(|e| e.to_string())?;
+                let sinks = Sinks::start_with(specs, active)?;
                 for s in specs {
                     crate::sink::log(&s.name, format_args!("started (config reloaded)"));
                 }
                 self.sinks = Some(sinks);
                 Vec::new()
             }
-            (Some(sinks), _) => sinks
-                .reconfigure(specs, active)
-                .map_err(|e| e.to_string())?,
+            (Some(sinks), _) => sinks.reconfigure(specs, active)?,
         };
         if specs.is_empty() {
             self.sinks = None;
@@ -181,7 +179,7 @@ impl<'a> Output<'a> {
     /// Ends a replay's output: waits until every sink has delivered or reported each event it
     /// was given (their reports go to the log). `Err`: the error that stopped writing to the
     /// stream; `Ok(Some(..))`: the sinks that failed to deliver some events (dropped bans are
-    /// reported but are not a failure: see `sink::runner`).
+    /// reported but are not a failure: see `sink::runtime::runner`).
     pub fn finish(self) -> Result<Option<String>, io::Error> {
         if let Some(e) = self.error {
             return Err(e);
@@ -222,7 +220,7 @@ impl<'a> Output<'a> {
 
 /// Gives the sinks what they could not deliver before the last stop.
 pub fn resend_pending(sinks: &mut crate::sink::Sinks, dir: &Path, vhosts: &Vhosts) {
-    match crate::sink::pending::load(dir, vhosts) {
+    match crate::sink::runtime::pending::load(dir, vhosts) {
         Ok(pending) => {
             for kept in pending {
                 let (name, n) = (kept.name, kept.events.len());
@@ -244,7 +242,7 @@ pub fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
     }
     if let Some(dir) = dir {
         let (pending, tables) = (&stopped.pending, &stopped.tables);
-        if let Err(e) = crate::sink::pending::save(dir, vhosts, pending, tables) {
+        if let Err(e) = crate::sink::runtime::pending::save(dir, vhosts, pending, tables) {
             log::error!("keeping undelivered events: {e}");
         }
     }

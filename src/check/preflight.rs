@@ -22,11 +22,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::parse::{Format, TimeCache};
+use crate::pipeline::compile::{compile_format, compile_rules};
+use crate::proxy::{self, Proxies};
+use crate::sink;
 use crate::sink::{SinkKind, SinkSpec};
-use crate::source::ingest::IngestStats;
+use crate::source::discover::Patterns;
+use crate::source::stats::IngestStats;
 use crate::source::unusable::{self, Samples};
-use crate::watch::Patterns;
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,10 +81,11 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
             // The state folder's own check covers it.
             None => ("state.dir", None),
         };
-        let max = crate::watch::control::MAX_PATH;
+        let max = crate::control::server::MAX_PATH;
         if socket.as_os_str().len() > max {
             let m = format!(
-                "the control socket {} is longer than a Unix socket path may be ({max} bytes):                  set [state] socket to a shorter one",
+                "the control socket {} is longer than a Unix socket path may be ({max} bytes): \
+                 set [state] socket to a shorter one",
                 socket.display()
             );
             error(key, m);
@@ -299,6 +304,24 @@ fn sample(path: &Path, format: &Format, bytes: u64) -> Option<String> {
         }
     }
     unusable::warning(&stats, &samples)
+}
+
+/// Checks what a config implies beyond its own syntax: the format compiles, the rules compile,
+/// the proxy ranges load and the format logs the proxy's client field; then what watch would
+/// meet at start or at its first ban ([`check`]), returned as findings.
+pub fn check_config(config: &Config) -> Result<Vec<Finding>, Error> {
+    let mut format = compile_format(config)?;
+    proxy::setup(config, &mut format)?;
+    compile_rules(config)?;
+    let mut sinks = sink::parse_sinks(config)?;
+    sink::mark_fleet_sinks(config, &mut sinks)?;
+    Ok(check(config, &sinks, &format))
+}
+
+/// The trusted proxy ranges a config expands to, for `check-config` (empty without proxies).
+pub fn describe_proxies(config: &Config) -> Result<String, Error> {
+    let proxies = Proxies::from_config(config)?;
+    Ok(proxies.describe())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Watch's control socket: a Unix listener on the watch loop (see [`crate::control`] for the
-//! protocol), answering only root and the user watch runs as.
+//! The control socket's server side: a Unix listener on the watch loop (see [`crate::control`]
+//! for the protocol), answering only root and the user watch runs as.
 //!
 //! **Who may ask.** The socket is created with mode 0600 (only its owner, watch's user, may
 //! connect; root always may), and each connection's peer credentials (`SO_PEERCRED`, set by
@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Registry, Token};
 
-use super::conns::{Framer, Listener, Server};
+use crate::conns::{Framer, Listener, Server};
 use crate::control::{Request, MAX_REQUEST};
 
 /// The longest path a Unix socket address holds (`sun_path`, less its terminating NUL).
@@ -103,6 +103,15 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
+/// Why the control socket cannot be made: the setting that names it, its path, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} = \"{}\": {why}", path.display())]
+pub struct BindError {
+    pub key: &'static str,
+    pub path: PathBuf,
+    pub why: String,
+}
+
 /// The listening socket and its connections.
 pub struct ControlSocket {
     server: Server<UnixListener, Line>,
@@ -113,8 +122,12 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Creates the socket at `path` (mode 0600); `key` names the setting in errors.
-    pub fn bind(path: &Path, key: &str) -> Result<ControlSocket, String> {
-        let say = |what: String| format!("{key} = \"{}\": {what}", path.display());
+    pub fn bind(path: &Path, key: &'static str) -> Result<ControlSocket, BindError> {
+        let say = |why: String| BindError {
+            key,
+            path: path.to_path_buf(),
+            why,
+        };
         if path.as_os_str().len() > MAX_PATH {
             return Err(say(format!(
                 "a Unix socket path is at most {MAX_PATH} bytes: set [state] socket to a shorter one"
@@ -292,7 +305,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         let first = ControlSocket::bind(&path, "[state] socket").unwrap();
         let e = ControlSocket::bind(&path, "[state] socket").err().unwrap();
-        assert!(e.contains("another watch is running"), "{e}");
+        assert!(e.to_string().contains("another watch is running"), "{e}");
         drop(first);
         assert!(!path.exists(), "removed at stop");
         // A watch killed without removing its socket: the file stays, nobody answers.
@@ -303,10 +316,13 @@ mod tests {
         assert!(!path.exists(), "removed at stop");
         std::fs::write(&path, "x").unwrap();
         let e = ControlSocket::bind(&path, "[state] socket").err().unwrap();
-        assert!(e.contains("something else than a socket"), "{e}");
+        assert!(
+            e.to_string().contains("something else than a socket"),
+            "{e}"
+        );
         let long = dir.path().join("x".repeat(120));
         let e = ControlSocket::bind(&long, "[state] dir").err().unwrap();
-        assert!(e.contains("at most 107 bytes"), "{e}");
+        assert!(e.to_string().contains("at most 107 bytes"), "{e}");
     }
 
     #[test]

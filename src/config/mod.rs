@@ -13,6 +13,7 @@
 //!   into one key, which one ban would then cut off.
 
 mod error;
+pub mod fleet;
 pub mod keys;
 mod raw;
 mod values;

@@ -8,8 +8,8 @@
 use super::counters::SinkReport;
 use super::feed::Feed;
 use super::runner::{build, stop_all, Build};
-use super::{log, warn, SinkError, SinkSpec, Sinks};
 use crate::decide::{Ban, Event};
+use crate::sink::{log, warn, SinkError, SinkSpec, Sinks};
 
 impl Sinks {
     /// Applies a new set of `[[sink]]` tables (a SIGHUP reload), handing sinks started now the
@@ -127,7 +127,7 @@ mod tests {
     use ahash::AHashSet;
 
     use crate::decide::{Ban, Event};
-    use crate::sink::testing::{ban, spec, wait_until, Probe};
+    use crate::sink::runtime::testing::{ban, spec, wait_until, Probe};
     use crate::sink::{Sink, SinkError, SinkSpec, Sinks};
 
     type Record = Arc<Mutex<Vec<String>>>;

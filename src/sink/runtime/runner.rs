@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::counters::{SinkCounters, SinkHealth, SinkMetrics, SinkReport};
 use super::feed::Feed;
-use super::{Sink, SinkError, SinkSpec};
 use crate::decide::{Ban, Event};
+use crate::sink::{Sink, SinkError, SinkSpec};
 
 /// The running sinks, fed from the decider thread.
 pub struct Sinks {
@@ -210,7 +210,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::decide::Event;
-    use crate::sink::testing::{ban, kinds, setup, unban, wait_until};
+    use crate::sink::runtime::testing::{ban, kinds, setup, unban, wait_until};
 
     #[test]
     fn a_stop_hands_back_what_a_down_sink_holds_and_resend_delivers_it() {

@@ -1,7 +1,7 @@
 //! One request, one response, then close: the connection handling that watch's two local
-//! servers share — the metrics endpoint (HTTP over TCP, [`http`](super::http)) and the control
-//! socket (JSON lines over a Unix socket, [`control`](super::control)) — driven by the watch
-//! loop's own mio `Poll`.
+//! servers share — the metrics endpoint (HTTP over TCP, [`http`](crate::watch::http)) and the
+//! control socket (JSON lines over a Unix socket, [`server`](crate::control::server)) — driven
+//! by the watch loop's own mio `Poll`.
 //!
 //! A connection reads until its [`Framer`] has a whole request, has the loop answer it in one
 //! go, writes the answer as the socket takes it, shuts its side and waits (briefly) for the

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::app::ReplayReport;
+use crate::replay::ReplayReport;
 
 /// Thousands separators make counts readable at a glance.
 fn n(v: u64) -> String {

@@ -1,0 +1,70 @@
+//! The crate's error type: why a command failed, with the stages' own errors kept whole up to
+//! the binary, which prints them and picks the exit code ([`Error::exit_code`]).
+
+use std::io;
+
+use crate::config::ConfigError;
+use crate::fleet::FleetError;
+use crate::proxy::ProxyError;
+use crate::sink::SinkError;
+use crate::source::discover::PatternError;
+use crate::source::paths::PathsError;
+use crate::state_file::StateFileError;
+
+/// Why a command failed, split by exit code. The library's own errors are kept as they are
+/// (their sources included) up to here, where `main` prints them and picks the exit code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `[proxy]` and its ranges (exit code 2).
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A path or glob watch cannot follow (exit code 2).
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// Log paths replay cannot read (exit code 1).
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    /// A file of the state folder that cannot be read or written (exit code 1).
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    /// A sink that cannot start (exit code 1).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The fleet cannot start (exit code 1).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// Other bad arguments or config: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Other failures while running: exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// The reader of our output went away (`| head`): not an error.
+    #[error("broken pipe")]
+    BrokenPipe,
+}
+
+impl Error {
+    /// A failed write of our output (`what`: "events", "to stdout"): a closed pipe is the reader
+    /// having seen enough, anything else a runtime error.
+    pub fn writing(what: &str, e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+            _ => Error::Runtime(format!("writing {what}: {e}")),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Proxy(_) | Error::Pattern(_) => 2,
+            Error::Usage(_) => 2,
+            Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
+            Error::Runtime(_) => 1,
+            Error::BrokenPipe => 0,
+        }
+    }
+}
