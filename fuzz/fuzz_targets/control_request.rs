@@ -3,8 +3,8 @@
 //! panic is a bug: the socket reads whatever a local process writes before its peer is judged.
 #![no_main]
 
-use floodwatch::watch::conns::Framer;
-use floodwatch::watch::control::Line;
+use floodwatch::conns::Framer;
+use floodwatch::control::server::Line;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
