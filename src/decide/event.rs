@@ -1,4 +1,4 @@
-//! Events as JSON lines of the README's Events section: one compact object each, fixed field order.
+//! Events as JSON lines (docs/guide.md, Events): one compact object each, fixed field order.
 //!
 //! Serialisation goes through serde_json so that any text a log can put in a vhost or a config
 //! in a rule name is escaped correctly; keys and times are written through their `Display`

@@ -12,7 +12,7 @@ pub mod event;
 #[cfg(test)]
 mod model_tests;
 
-/// An event for sinks; serialised by `decide::event` as the README's Events section describes.
+/// An event for sinks; serialised by `decide::event` as docs/guide.md (Events) describes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Ban(Ban),

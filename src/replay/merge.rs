@@ -29,7 +29,7 @@
 //! chunk (each message makes the shards sort what they hold). No bound here ever makes anyone
 //! wait for anything but a chunk being parsed: the oldest file is always readable.
 //! (Cutting chunks at a log-time horizon was the other candidate; the size bound holds whatever
-//! the files' time spans, without parsing resumed in the middle of a chunk. Figures: README,
+//! the files' time spans, without parsing resumed in the middle of a chunk. Figures: docs/benchmarks.md,
 //! "Many small files".)
 //! A compressed file is sized by the length its gzip trailer gives. Each open gzip stream has a
 //! decoder and buffers of its own (~170 KB at least), which costs more than the hits of a small

@@ -1,4 +1,4 @@
-//! The `jsonl` sink: each event as one JSON line (the schema in the README's Events section),
+//! The `jsonl` sink: each event as one JSON line (the schema in docs/guide.md, Events),
 //! appended to a file or written to stdout (`path = "-"`), flushed as it happens.
 //!
 //! Rotation: before each write the file at `path` is compared (device and inode) with the one

@@ -132,7 +132,7 @@ impl NginxConfig {
         match &self.style {
             Style::Geo { .. } if has("deny ") => Some(
                 "holds deny lines: with style = \"geo\" it must be included in http {} only, \
-                 and something must check the map's variable (README, nginx sink) before the \
+                 and something must check the map's variable (docs/guide.md, nginx) before the \
                  next write replaces them"
                     .into(),
             ),
@@ -160,7 +160,7 @@ const DEFAULT_VARIABLE: &str = "floodwatch_banned";
 
 /// The deny style warns (once) when its file grows past this many lines: each one costs every
 /// request a comparison, and at this length nginx loses roughly a tenth of its throughput (20,000
-/// lines cost it over a third in the README's "nginx sink styles" bench).
+/// lines cost it over a third in the "nginx sink styles" bench of docs/benchmarks.md).
 pub const LONG_DENY_FILE: usize = 5_000;
 
 impl Style {
@@ -189,7 +189,7 @@ impl Style {
             Style::Geo { variable } => format!(
                 "style geo: include {} once in http {{}}, and refuse ${variable} = 1: \
                  `if (${variable}) {{ return 444; }}` in each server {{}}, or the http-wide \
-                 limit_req of the README",
+                 limit_req of docs/guide.md (nginx)",
                 path.display()
             ),
         }
@@ -291,7 +291,7 @@ impl Nginx {
             format_args!(
                 "{} deny lines in {}: nginx compares every request with each of them, which \
                  slows it down as the list grows; style = \"geo\" keeps the lookup cost flat \
-                 (README, nginx sink)",
+                 (docs/guide.md, nginx)",
                 self.active.len(),
                 self.config.path.display()
             ),

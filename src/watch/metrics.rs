@@ -450,7 +450,7 @@ fn process(t: &mut Text, p: &ProcStat) {
 }
 
 /// Appends the active bans, soonest end first, as a JSON array of the ban events that started
-/// them (see the README's Events section: `time` is when the ban began, `until` when it ends).
+/// them (see docs/guide.md, Events: `time` is when the ban began, `until` when it ends).
 pub fn render_bans(table: &BanTable, out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, b) in table.active().enumerate() {
