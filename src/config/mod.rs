@@ -2,7 +2,8 @@
 //! sees: `raw` mirrors the file (every key documented, unknown keys refused) and checks it,
 //! `values` parses rates and durations, `error` says where a problem is.
 //!
-//! Choices made here (documented for users in docs/guide.md, Configuration, and floodwatch.toml(5)):
+//! Choices made here (documented for users in docs/guide.md, Configuration, and in
+//! floodwatch.toml(5)):
 //! - A `[[rule]]` starts from the built-in `default` rule and changes what it names: omitted
 //!   keys keep `rate = "20r/s"`, `burst = 100`, `ban = "10m"` and so on. In particular `burst`
 //!   does not default to nginx's 0, which would ban every browser that loads a page's assets

@@ -9,17 +9,10 @@
 //! between the slowest producer and the others; producers must keep roughly in step (the replay
 //! merges its sources).
 //!
-//! **Late hits.** A hit older than what the shard has already processed is *late* (a buffered or
-//! lagging log in watch, lines appended out of order): counted as such, and processed at once,
-//! in time order with the other late hits of its batch, **at its own time** against its key's
-//! bucket ([`KeyTable::hit`]): exact when nothing later of that key has been counted yet, and at
-//! the key's last time otherwise (nginx's rule for a request older than the last). Never at the
-//! watermark: that would put every delayed line of a client on one instant and ban a slow
-//! client whose log is buffered. The table forgets idle buckets only up to the settled mark, so
-//! a late line finds the state replay would have given it. Hence the contract watch relies on:
-//! when each key's own lines arrive in time order, the offenses are those of replay on the
-//! final files, however the lines of different keys interleave; a key whose own lines arrive
-//! out of order is over-counted by at most one request per such line.
+//! **Late hits.** A hit older than what the shard has processed is *late*: counted as such and
+//! processed at once at its own time against its key's bucket ([`KeyTable::hit`]), never at
+//! the watermark; the table forgets idle buckets only up to the settled mark. Why, and the
+//! contract watch relies on: docs/design.md (Time).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

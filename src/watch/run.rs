@@ -4,22 +4,11 @@
 //! small steps: a round (marks, decisions, wall-clock expiry, saving), a wait in mio, the events
 //! that woke it (inotify, signals, metrics and control requests), the reads; and the stop.
 //!
-//! **Time.** Watch decides as replay does on the final files, however the lines arrive. After
-//! each round of reads (every file that changed is read to its end, so the shards sort the
-//! round's hits before processing any of them), the loop sends the shards two marks (see
-//! `marks`): they process up to the newest log time read, or the wall clock − 1 s when the logs
-//! are idle (a line of a time already processed at once), and the decider decides an offense as
-//! soon as every shard has processed its time, so a flood is banned as soon as its line is read;
-//! and they forget state only up to what the files being written may still deliver. A line that
-//! arrives older than what was processed (a buffered log, a lagging vhost, a skewed clock, a
-//! backlog after a stall, older lines appended) is *late*: counted at its own time against its
-//! key's state, never at the watermark (see `engine::shard`). The wall clock ends bans and bounds
-//! how long idle files are waited for; it never moves a line's time.
-//!
-//! **Expiry.** A ban ends at its offense's log time plus its length, as in replay; in watch the
-//! loop also expires bans on the wall clock (a timer at the next end), so a ban ends on time
-//! when the logs are idle and bans restored after a restart end when they should. Log time
-//! trails the wall clock, so the decider's own log-time expiry never ends a ban earlier.
+//! **Time.** Watch decides as replay does on the final files, however the lines arrive: after
+//! each round of reads the loop sends the shards their marks (`marks`), the decider decides an
+//! offense as soon as every shard has processed its time, a late line counts at its own time,
+//! and the wall clock ends bans (a timer at the next end) but never moves a line's time. The
+//! rules, once: docs/design.md (Time).
 //!
 //! **State.** Read offsets and active bans are saved under `[state] dir` about once a second when
 //! something changed, and on stop; restored bans are not announced again (sinks that keep a set
