@@ -9,8 +9,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 /// The lock file's name in the state folder.
 pub const LOCK_FILE: &str = "watch.lock";
@@ -115,17 +117,12 @@ pub fn holder(dir: &Path) -> Result<Option<Holder>, LockError> {
 /// An exclusive, non-blocking flock: `Ok(false)` when another open file holds it.
 fn try_lock(file: &File) -> io::Result<bool> {
     loop {
-        // SAFETY: flock on a descriptor this `File` owns, open for the call's duration.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
+        return match flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(Errno::INTR) => continue,
+            Err(e) => Err(e.into()),
+        };
     }
 }
 

@@ -108,14 +108,21 @@ pub fn is_node_name(name: &str) -> bool {
 }
 
 /// The host name, when it is a valid node name (the default `[fleet] node`).
+///
+/// This is uname's node name, which is what `gethostname` returns on Linux.
 pub fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length, which is passed.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_str().ok()?;
     is_node_name(name).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let kernel = kernel.trim_end_matches('\n');
+        let want = super::is_node_name(kernel).then(|| kernel.to_string());
+        assert_eq!(super::host_name(), want);
+    }
 }

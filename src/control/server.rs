@@ -12,7 +12,6 @@
 //! left alone and stops watch. The socket is removed at stop.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,8 +37,7 @@ pub struct Peer {
 impl Peer {
     /// Root, or the user watch runs as.
     pub fn allowed(self) -> bool {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         self.uid.is_some_and(|u| u == 0 || u == me)
     }
 }
@@ -84,23 +82,9 @@ impl Listener for UnixListener {
 
 /// The user id of the process at the other end of a Unix socket, as the kernel recorded it.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cred.uid)
+    rustix::net::sockopt::socket_peercred(stream)
+        .ok()
+        .map(|cred| cred.uid.as_raw())
 }
 
 /// Why the control socket cannot be made: the setting that names it, its path, and why.
@@ -327,8 +311,7 @@ mod tests {
 
     #[test]
     fn only_root_and_our_own_user_may_ask() {
-        // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         assert!(Peer { uid: Some(me) }.allowed());
         assert!(Peer { uid: Some(0) }.allowed());
         assert!(!Peer { uid: None }.allowed());

@@ -36,6 +36,7 @@ pub fn find_close_quote(line: &[u8], from: usize, closes: impl Fn(&[u8]) -> bool
 /// (SSE2 is part of every x86_64 CPU): memchr's dispatch, alignment and unrolling cost more than
 /// they save at these distances (combined on the lnav shop log: 14.1M → 19.5M lines/s).
 #[inline(always)]
+#[allow(unsafe_code)]
 fn find_quote(hay: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {

@@ -5,31 +5,38 @@
 //! holding the logs): a folder watch reports writes to the files inside it (`IN_MODIFY`) as well
 //! as creations and renames, costs one watch per folder rather than per file, and survives log
 //! rotation, which replaces the files but not the folder. The descriptor is non-blocking and is
-//! registered with mio through `SourceFd`.
+//! registered with mio through `SourceFd`. The calls and the parsing of the kernel's event records
+//! are rustix's.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rustix::fs::inotify::{self as sys, CreateFlags, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+
 /// A file in the folder was written to.
-pub const MODIFY: u32 = libc::IN_MODIFY;
+pub const MODIFY: u32 = ReadFlags::MODIFY.bits();
 /// A name appeared in the folder (created, or moved in).
-pub const APPEARED: u32 = libc::IN_CREATE | libc::IN_MOVED_TO;
+pub const APPEARED: u32 = ReadFlags::CREATE.bits() | ReadFlags::MOVED_TO.bits();
 /// The watched folder itself went away (deleted, moved, or its file system unmounted).
-pub const GONE: u32 =
-    libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT;
+pub const GONE: u32 = ReadFlags::DELETE_SELF.bits()
+    | ReadFlags::MOVE_SELF.bits()
+    | ReadFlags::IGNORED.bits()
+    | ReadFlags::UNMOUNT.bits();
 /// The kernel's queue overflowed: events were lost, everything must be looked at again.
-pub const OVERFLOW: u32 = libc::IN_Q_OVERFLOW;
+pub const OVERFLOW: u32 = ReadFlags::QUEUE_OVERFLOW.bits();
 
 /// What every folder is watched for.
-const MASK: u32 = libc::IN_MODIFY
-    | libc::IN_CREATE
-    | libc::IN_MOVED_TO
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
+const MASK: WatchFlags = WatchFlags::MODIFY
+    .union(WatchFlags::CREATE)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR);
 
 /// Bytes read per `read`: room for hundreds of events (an event is 16 bytes and its name).
 const READ_BUF: usize = 64 * 1024;
@@ -52,60 +59,38 @@ impl Event {
 /// An inotify instance.
 pub struct Inotify {
     fd: OwnedFd,
-    buf: Vec<u8>,
+    buf: Box<[MaybeUninit<u8>]>,
 }
 
 impl Inotify {
     pub fn new() -> io::Result<Inotify> {
-        // SAFETY: no pointers; a negative result is an error.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned to us and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = sys::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
         Ok(Inotify {
             fd,
-            buf: vec![0; READ_BUF],
+            buf: vec![MaybeUninit::uninit(); READ_BUF].into_boxed_slice(),
         })
     }
 
     /// Watches the folder `dir`; returns its watch descriptor (the same one again for a folder
     /// already watched, whatever path reached it).
     pub fn watch_dir(&mut self, dir: &Path) -> io::Result<i32> {
-        let c = CString::new(dir.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-        // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(wd)
+        Ok(sys::add_watch(&self.fd, dir, MASK)?)
     }
 
     /// Reads every event queued now (none when there are none: the descriptor does not block).
     pub fn read_events(&mut self, out: &mut Vec<Event>) -> io::Result<()> {
+        let mut events = sys::Reader::new(&self.fd, &mut self.buf);
         loop {
-            // SAFETY: reads at most `buf.len()` bytes into our own buffer.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
+            match events.next() {
+                Ok(e) => out.push(Event {
+                    wd: e.wd(),
+                    mask: e.events().bits(),
+                    name: e.file_name().map_or(Vec::new(), |n| n.to_bytes().to_vec()),
+                }),
+                Err(Errno::WOULDBLOCK) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            if n == 0 {
-                return Ok(());
-            }
-            parse_events(&self.buf[..n as usize], out);
         }
     }
 }
@@ -116,57 +101,9 @@ impl AsRawFd for Inotify {
     }
 }
 
-/// Splits what one `read` returned into events: each is a `struct inotify_event` (wd, mask,
-/// cookie, len) followed by `len` bytes of NUL-padded name. The kernel only returns whole events.
-fn parse_events(mut data: &[u8], out: &mut Vec<Event>) {
-    const HEAD: usize = 16;
-    while data.len() >= HEAD {
-        let word = |i: usize| {
-            let mut w = [0u8; 4];
-            w.copy_from_slice(&data[i..i + 4]);
-            u32::from_ne_bytes(w)
-        };
-        let (wd, mask, len) = (word(0) as i32, word(4), word(12) as usize);
-        let end = (HEAD + len).min(data.len());
-        let name = &data[HEAD..end];
-        let name = &name[..memchr::memchr(0, name).unwrap_or(name.len())];
-        out.push(Event {
-            wd,
-            mask,
-            name: name.to_vec(),
-        });
-        data = &data[end..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(wd: i32, mask: u32, name: &[u8], len: u32) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&wd.to_ne_bytes());
-        v.extend_from_slice(&mask.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
-        v.extend_from_slice(&len.to_ne_bytes());
-        let mut n = name.to_vec();
-        n.resize(len as usize, 0);
-        v.extend_from_slice(&n);
-        v
-    }
-
-    #[test]
-    fn events_are_split_and_names_lose_their_padding() {
-        let mut data = raw(1, MODIFY, b"access_log", 16);
-        data.extend(raw(2, libc::IN_DELETE_SELF, b"", 0));
-        let mut out = Vec::new();
-        parse_events(&data, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].name(), "access_log");
-        assert_eq!((out[0].wd, out[0].mask), (1, MODIFY));
-        assert!(out[1].name.is_empty());
-        assert_eq!(out[1].mask & GONE, libc::IN_DELETE_SELF);
-    }
 
     #[test]
     fn a_folder_watch_reports_writes_and_creations_inside_it() {
@@ -182,6 +119,23 @@ mod tests {
             .iter()
             .any(|e| e.wd == wd && e.mask & APPEARED != 0 && e.name() == "access_log"));
         assert!(out.iter().any(|e| e.mask & MODIFY != 0));
+    }
+
+    #[test]
+    fn a_removed_folder_says_it_is_gone_with_no_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs");
+        std::fs::create_dir(&sub).unwrap();
+        let mut ino = Inotify::new().unwrap();
+        let wd = ino.watch_dir(&sub).unwrap();
+        std::fs::remove_dir(&sub).unwrap();
+        let mut out = Vec::new();
+        ino.read_events(&mut out).unwrap();
+        assert!(
+            out.iter()
+                .any(|e| e.wd == wd && e.mask & GONE != 0 && e.name.is_empty()),
+            "{out:?}"
+        );
     }
 
     #[test]

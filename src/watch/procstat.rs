@@ -38,8 +38,7 @@ fn cpu_seconds() -> Option<f64> {
     let mut fields = after.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a constant of the system.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = rustix::param::clock_ticks_per_second();
     (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
@@ -47,9 +46,8 @@ fn cpu_seconds() -> Option<f64> {
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a constant of the system.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(page).ok().map(|p| pages * p)
+    let page = rustix::param::page_size() as u64;
+    Some(pages * page)
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
-//! SIGTERM, SIGINT and SIGHUP as readable events on a descriptor (Linux `signalfd`), so that the
-//! watch loop handles them between two steps of its own, with no handler running at an arbitrary
-//! moment and no new dependency (this is what a self-pipe or signal-hook would give, in one call).
+//! SIGTERM, SIGINT and SIGHUP as readable events on a descriptor (Linux `signalfd`, through nix),
+//! so that the watch loop handles them between two steps of its own, with no handler running at
+//! an arbitrary moment (this is what a self-pipe or signal-hook would give, in one call).
 //!
 //! The signals must be blocked in every thread for `signalfd` to receive them: [`Signals::new`]
 //! blocks them in the calling thread, so it must run before any other thread is started (threads
-//! inherit the mask). Child processes (the exec sink) get a clear mask from `std::process`.
+//! inherit the mask). Blocked, they never interrupt another thread's system call (a Redis read,
+//! a webhook's), as a handler would. Child processes (the exec sink) get a clear mask from
+//! `std::process`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{self as sig, SigSet};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// A signal the loop acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,62 +25,34 @@ pub enum Signal {
 }
 
 pub struct Signals {
-    fd: OwnedFd,
+    fd: SignalFd,
 }
 
 impl Signals {
     /// Blocks SIGTERM, SIGINT and SIGHUP in this thread and opens a descriptor that reports them.
     pub fn new() -> io::Result<Signals> {
-        // SAFETY: the set is initialised by sigemptyset before use; the calls only read it.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-                libc::sigaddset(&mut set, s);
-            }
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Signals {
-                fd: OwnedFd::from_raw_fd(fd),
-            })
+        let mut set = SigSet::empty();
+        for s in [sig::SIGTERM, sig::SIGINT, sig::SIGHUP] {
+            set.add(s);
         }
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Signals { fd })
     }
 
     /// The next pending signal, `None` when there is none.
     pub fn read_signal(&mut self) -> io::Result<Option<Signal>> {
         loop {
-            // SAFETY: an all-zero siginfo is a valid value; read fills at most its size.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reads at most `size` bytes into `info`.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
+            return match self.fd.read_signal() {
+                Ok(None) => Ok(None),
+                Ok(Some(info)) => Ok(Some(if info.ssi_signo == sig::SIGHUP as u32 {
+                    Signal::Reload
+                } else {
+                    Signal::Stop
+                })),
+                Err(Errno::EINTR) => continue,
+                Err(e) => Err(e.into()),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(None),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
-            }
-            if n as usize != size {
-                return Ok(None);
-            }
-            return Ok(Some(match info.ssi_signo as i32 {
-                libc::SIGHUP => Signal::Reload,
-                _ => Signal::Stop,
-            }));
         }
     }
 }
@@ -93,12 +71,12 @@ mod tests {
     fn a_signal_sent_to_this_thread_is_read_not_delivered() {
         // Its own thread: the mask change must not leak into the test harness's threads.
         std::thread::spawn(|| {
-            let mut sig = Signals::new().unwrap();
-            assert_eq!(sig.read_signal().unwrap(), None);
-            // SAFETY: signals this thread only; SIGHUP is blocked here, so it stays pending.
-            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGHUP) };
-            assert_eq!(sig.read_signal().unwrap(), Some(Signal::Reload));
-            assert_eq!(sig.read_signal().unwrap(), None);
+            let mut signals = Signals::new().unwrap();
+            assert_eq!(signals.read_signal().unwrap(), None);
+            // `raise` signals this thread only; SIGHUP is blocked here, so it stays pending.
+            sig::raise(sig::SIGHUP).unwrap();
+            assert_eq!(signals.read_signal().unwrap(), Some(Signal::Reload));
+            assert_eq!(signals.read_signal().unwrap(), None);
         })
         .join()
         .unwrap();
