@@ -154,8 +154,8 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
         }
     }
     if let Some(fleet) = &config.fleet {
-        if let Err(m) = crate::fleet::probe(fleet) {
-            warning("fleet.url", m);
+        if let Err(e) = crate::fleet::probe(fleet) {
+            warning("fleet.url", e.to_string());
         }
     }
     if let Some(addr) = config.metrics.listen {

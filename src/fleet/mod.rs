@@ -57,9 +57,11 @@ const STOP_WAIT: Duration = Duration::from_millis(300);
 
 /// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
 /// reached or does not answer, with the URL's password hidden.
-pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
-    let url = cfg.redacted_url();
-    let fail = |e: redis::RedisError| format!("{url}: cannot reach Redis: {e}");
+pub fn probe(cfg: &config::Fleet) -> Result<(), ProbeError> {
+    let fail = |source| ProbeError {
+        url: cfg.redacted_url(),
+        source,
+    };
     let client = redis::Client::open(cfg.url.as_str()).map_err(fail)?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_secs(2))
@@ -70,6 +72,14 @@ pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
         .query::<String>(&mut conn)
         .map_err(fail)?;
     Ok(())
+}
+
+/// Why [`probe`] found the fleet's Redis unreachable; `url` with its password hidden.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: cannot reach Redis: {source}")]
+pub struct ProbeError {
+    pub url: String,
+    pub source: redis::RedisError,
 }
 
 /// Why the fleet cannot start.
