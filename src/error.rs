@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ValueError};
 use crate::fleet::FleetError;
 use crate::proxy::ProxyError;
 use crate::sink::SinkError;
@@ -37,6 +37,12 @@ pub enum Error {
     /// The fleet cannot start (exit code 1).
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    /// A command-line flag's rate or duration (exit code 2): `--for: "3x" is not a duration…`.
+    #[error("{flag}: {source}")]
+    Flag {
+        flag: &'static str,
+        source: ValueError,
+    },
     /// Other bad arguments or config: exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -61,7 +67,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Proxy(_) | Error::Pattern(_) => 2,
-            Error::Usage(_) => 2,
+            Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,

@@ -163,7 +163,10 @@ fn compile_rules(specs: &[crate::engine::RuleSpec]) -> Result<CompiledRules, Err
 /// Replays the base plan's files with rule `r` at `rate`/`burst` and collects the keys it bans:
 /// the same files, config and (no) sinks as the base, only that rule's threshold changed.
 fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<WhatIf, Error> {
-    let parsed = parse_rate(rate).map_err(|m| Error::Usage(format!("--rates: {m}")))?;
+    let parsed = parse_rate(rate).map_err(|source| Error::Flag {
+        flag: "--rates",
+        source,
+    })?;
     let mut config = base.config.clone();
     let rule = &mut config.rules[r];
     rule.rate = parsed;
@@ -351,7 +354,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         generate("background", 20, 4, dir.path()).unwrap();
         let mut o = options(dir.path(), &["fast"]);
-        assert!(matches!(analyze(&o), Err(Error::Usage(_))));
+        let e = analyze(&o).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().starts_with("--rates: \"fast\" is not a rate"), "{e}");
         o.rates.clear();
         o.rule = Some("nope".into());
         assert!(matches!(analyze(&o), Err(Error::Usage(_))));
