@@ -356,7 +356,10 @@ mod tests {
         let mut o = options(dir.path(), &["fast"]);
         let e = analyze(&o).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{e}");
-        assert!(e.to_string().starts_with("--rates: \"fast\" is not a rate"), "{e}");
+        assert!(
+            e.to_string().starts_with("--rates: \"fast\" is not a rate"),
+            "{e}"
+        );
         o.rates.clear();
         o.rule = Some("nope".into());
         assert!(matches!(analyze(&o), Err(Error::Usage(_))));

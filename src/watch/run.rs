@@ -488,7 +488,7 @@ impl<'o> WatchLoop<'o> {
         let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
         self.systemd
             .ready(&format!("watching {n_files} files in {folders} folders"));
-        applied == Ok(true)
+        matches!(applied, Ok(true))
     }
 
     /// A metrics request or connection event.
