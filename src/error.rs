@@ -43,6 +43,12 @@ pub enum Error {
         flag: &'static str,
         source: ValueError,
     },
+    /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: io::Error,
+    },
     /// Other bad arguments or config: exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -69,6 +75,7 @@ impl Error {
             Error::Config(_) | Error::Proxy(_) | Error::Pattern(_) => 2,
             Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
+            Error::Thread { .. } => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
         }
