@@ -4,7 +4,9 @@
 use std::io;
 
 use crate::config::{ConfigError, ValueError};
+use crate::engine::rule::RuleError;
 use crate::fleet::FleetError;
+use crate::parse::FormatError;
 use crate::proxy::ProxyError;
 use crate::sink::SinkError;
 use crate::source::discover::PatternError;
@@ -43,6 +45,15 @@ pub enum Error {
         flag: &'static str,
         source: ValueError,
     },
+    /// `input.format` of the config at `origin` (exit code 2).
+    #[error("{origin}: input.format: {why}")]
+    Format { origin: String, why: FormatUnusable },
+    /// The rules of the config at `origin` (exit code 2).
+    #[error("{origin}: rule: {source}")]
+    Rules { origin: String, source: RuleError },
+    /// No log file named on the command line or in the config (exit code 2).
+    #[error("no log files: give PATH|GLOB arguments or [input] paths in the config")]
+    NoLogFiles,
     /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
     #[error("cannot start the {what}: {source}")]
     Thread {
@@ -60,6 +71,19 @@ pub enum Error {
     BrokenPipe,
 }
 
+/// Why a log format cannot be used: it does not parse, or it lacks what counting needs (without
+/// a client or a time every line would fall into one key at one instant).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatUnusable {
+    #[error(transparent)]
+    Spec(#[from] FormatError),
+    #[error("the format logs no client address (%h, %a or $remote_addr)")]
+    NoClient,
+    #[error("the format logs no time (%t, $time_local, $msec...)")]
+    NoTime,
+}
+
 impl Error {
     /// A failed write of our output (`what`: "events", "to stdout"): a closed pipe is the reader
     /// having seen enough, anything else a runtime error.
@@ -73,6 +97,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Proxy(_) | Error::Pattern(_) => 2,
+            Error::Format { .. } | Error::Rules { .. } | Error::NoLogFiles => 2,
             Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
             Error::Thread { .. } => 1,
