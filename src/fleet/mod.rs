@@ -148,12 +148,10 @@ impl Publish {
     }
 }
 
-/// The fleet's counters, for metrics and `status`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FleetStats {
-    pub node: String,
-    /// Both threads have a connection now.
-    pub connected: bool,
+/// The fleet's counts since start, as metrics and `status` (whose JSON has them in this
+/// order) both show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FleetCounts {
     pub published: u64,
     /// Waiting in the outbox.
     pub queued: u64,
@@ -167,6 +165,15 @@ pub struct FleetStats {
     pub duplicates: u64,
     /// Refused: allowlisted keys, entries that are not valid messages.
     pub refused: u64,
+}
+
+/// The fleet's counters, for metrics and `status`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetStats {
+    pub node: String,
+    /// Both threads have a connection now.
+    pub connected: bool,
+    pub counts: FleetCounts,
     /// From a message's publication to its application here, milliseconds: the last one, and
     /// the 50th and 99th percentiles since start.
     pub lag_last_ms: u64,
@@ -452,13 +459,15 @@ impl Fleet {
             node: self.node.to_string(),
             connected: s.publisher_up.load(Ordering::Relaxed)
                 && s.follower_up.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            queued: self.outbox.len() as u64,
-            dropped: self.outbox.dropped(),
-            reconnects: s.reconnects.load(Ordering::Relaxed),
-            applied: self.applied,
-            duplicates: self.duplicates,
-            refused: self.refused + s.malformed.load(Ordering::Relaxed),
+            counts: FleetCounts {
+                published: s.published.load(Ordering::Relaxed),
+                queued: self.outbox.len() as u64,
+                dropped: self.outbox.dropped(),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+                applied: self.applied,
+                duplicates: self.duplicates,
+                refused: self.refused + s.malformed.load(Ordering::Relaxed),
+            },
             lag_last_ms: self.lag_last_ms,
             lag_p50_ms: self.lag.value_at_quantile(0.5),
             lag_p99_ms: self.lag.value_at_quantile(0.99),
