@@ -73,7 +73,7 @@ pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), Error> {
     let req = Request::Unban { key: a.key.clone() };
     let answer = ask(&a.reach, &req)?;
     let unbanned: Unbanned = part(&answer, "unbanned")?;
-    let text = render::unban(&a.key, &unbanned).map_err(Error::Runtime)?;
+    let text = render::unban(&a.key, &unbanned).map_err(|e| Error::Runtime(e.to_string()))?;
     print(out, &text)
 }
 
