@@ -2,6 +2,7 @@
 //! the binary, which prints them and picks the exit code ([`Error::exit_code`]).
 
 use std::io;
+use std::path::PathBuf;
 
 use crate::config::{ConfigError, ValueError};
 use crate::engine::rule::RuleError;
@@ -12,6 +13,7 @@ use crate::sink::SinkError;
 use crate::source::discover::PatternError;
 use crate::source::paths::PathsError;
 use crate::state_file::StateFileError;
+use crate::state_lock::LockError;
 
 /// Why a command failed, split by exit code. The library's own errors are kept as they are
 /// (their sources included) up to here, where `main` prints them and picks the exit code.
@@ -54,6 +56,12 @@ pub enum Error {
     /// No log file named on the command line or in the config (exit code 2).
     #[error("no log files: give PATH|GLOB arguments or [input] paths in the config")]
     NoLogFiles,
+    /// The state folder's lock (exit code 1): another process holds it, or it cannot be taken.
+    #[error("{}", StateLocked(dir, source))]
+    StateLock { dir: PathBuf, source: LockError },
+    /// The state saved at the end of a run (exit code 1).
+    #[error("saving state: {0}")]
+    SavingState(#[source] StateFileError),
     /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
     #[error("cannot start the {what}: {source}")]
     Thread {
@@ -69,6 +77,23 @@ pub enum Error {
     /// The reader of our output went away (`| head`): not an error.
     #[error("broken pipe")]
     BrokenPipe,
+}
+
+/// The message of [`Error::StateLock`]: who holds the folder, and why that is refused.
+struct StateLocked<'a>(&'a PathBuf, &'a LockError);
+
+impl std::fmt::Display for StateLocked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            LockError::Held { holder, .. } => write!(
+                f,
+                "[state] dir = \"{}\" is in use by {holder}: two processes acting on one state \
+                 folder would overwrite each other's state and sinks",
+                self.0.display()
+            ),
+            e => write!(f, "[state] dir: locking {e}"),
+        }
+    }
 }
 
 /// Why a log format cannot be used: it does not parse, or it lacks what counting needs (without
@@ -100,7 +125,7 @@ impl Error {
             Error::Format { .. } | Error::Rules { .. } | Error::NoLogFiles => 2,
             Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
-            Error::Thread { .. } => 1,
+            Error::Thread { .. } | Error::StateLock { .. } | Error::SavingState(_) => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
         }

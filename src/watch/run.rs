@@ -54,7 +54,7 @@ use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
 use crate::source::stats::IngestStats;
 use crate::state_file::StateFileError;
-use crate::state_lock::{self, LockError, StateLock};
+use crate::state_lock::{self, StateLock};
 use crate::vhost::Vhosts;
 
 const INOTIFY: Token = Token(0);
@@ -621,9 +621,9 @@ impl<'o> WatchLoop<'o> {
             }
         }
         let saved = match &state_dir {
-            Some(dir) => state::save(dir, &detector.table().snapshot())
-                .map_err(|e| e.to_string())
-                .and_then(|()| checkpoints.save(dir).map_err(|e| e.to_string())),
+            Some(dir) => {
+                state::save(dir, &detector.table().snapshot()).and_then(|()| checkpoints.save(dir))
+            }
             None => Ok(()),
         };
         let after = detector.table().stats();
@@ -647,20 +647,16 @@ impl<'o> WatchLoop<'o> {
             Err(e) => return Err(Error::writing("events", e)),
             Ok(None) => {}
         }
-        saved.map_err(|e| Error::Runtime(format!("saving state: {e}")))?;
+        saved.map_err(Error::SavingState)?;
         Ok(report)
     }
 }
 
 /// Takes the state folder's lock (see [`crate::state_lock`]), or says who holds it.
 fn lock_state(dir: &Path) -> Result<StateLock, Error> {
-    state_lock::acquire(dir, "watch").map_err(|e| match e {
-        LockError::Held { holder, .. } => Error::Runtime(format!(
-            "[state] dir = \"{}\" is in use by {holder}: two processes acting on one state \
-             folder would overwrite each other's state and sinks",
-            dir.display()
-        )),
-        e => Error::Runtime(format!("[state] dir: locking {e}")),
+    state_lock::acquire(dir, "watch").map_err(|source| Error::StateLock {
+        dir: dir.to_path_buf(),
+        source,
     })
 }
 
