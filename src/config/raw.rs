@@ -296,7 +296,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
 }
 
 /// A node name: what other nodes show in ORIGIN and events, so letters, digits, '-', '_', '.'.
-pub(crate) fn check_fleet_name(name: &str) -> Result<(), String> {
+fn check_fleet_name(name: &str) -> Result<(), String> {
     if super::fleet::is_node_name(name) {
         Ok(())
     } else {
