@@ -62,6 +62,15 @@ pub enum Error {
     /// The state saved at the end of a run (exit code 1).
     #[error("saving state: {0}")]
     SavingState(#[source] StateFileError),
+    /// A file or folder that cannot be read or written (exit code 1): the path and why.
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+    /// Our output cannot be written (exit code 1; a closed pipe is [`Error::BrokenPipe`]).
+    #[error("writing {what}: {source}")]
+    Writing {
+        what: &'static str,
+        source: io::Error,
+    },
     /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
     #[error("cannot start the {what}: {source}")]
     Thread {
@@ -112,10 +121,18 @@ pub enum FormatUnusable {
 impl Error {
     /// A failed write of our output (`what`: "events", "to stdout"): a closed pipe is the reader
     /// having seen enough, anything else a runtime error.
-    pub fn writing(what: &str, e: io::Error) -> Error {
+    pub fn writing(what: &'static str, e: io::Error) -> Error {
         match e.kind() {
             io::ErrorKind::BrokenPipe => Error::BrokenPipe,
-            _ => Error::Runtime(format!("writing {what}: {e}")),
+            _ => Error::Writing { what, source: e },
+        }
+    }
+
+    /// A failed read or write of the file or folder at `path`.
+    pub fn file(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::File {
+            path: path.into(),
+            source,
         }
     }
 
@@ -126,8 +143,76 @@ impl Error {
             Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
             Error::Thread { .. } | Error::StateLock { .. } | Error::SavingState(_) => 1,
+            Error::File { .. } | Error::Writing { .. } => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed failures print what their strings used to, with the exit codes they had.
+    #[test]
+    fn typed_failures_keep_their_text_and_exit_code() {
+        let gone = || io::Error::new(io::ErrorKind::NotFound, "gone");
+        let cases = [
+            (
+                Error::file("/var/log/x.log")(gone()),
+                "/var/log/x.log: gone",
+                1,
+            ),
+            (Error::writing("events", gone()), "writing events: gone", 1),
+            (
+                Error::writing("events", io::ErrorKind::BrokenPipe.into()),
+                "broken pipe",
+                0,
+            ),
+            (
+                Error::Thread {
+                    what: "shard threads",
+                    source: gone(),
+                },
+                "cannot start the shard threads: gone",
+                1,
+            ),
+            (
+                Error::StateLock {
+                    dir: "/s".into(),
+                    source: LockError::Io {
+                        path: "/s/lock".into(),
+                        source: gone(),
+                    },
+                },
+                "[state] dir: locking /s/lock: gone",
+                1,
+            ),
+            (
+                Error::NoLogFiles,
+                "no log files: give PATH|GLOB arguments or [input] paths in the config",
+                2,
+            ),
+            (
+                Error::Flag {
+                    flag: "--for",
+                    source: crate::config::parse_duration("3x").unwrap_err(),
+                },
+                "--for: \"3x\" is not a duration (expected e.g. \"90s\", \"10m\", \"1h\", \"1d\")",
+                2,
+            ),
+            (
+                Error::Format {
+                    origin: "f.toml".into(),
+                    why: FormatUnusable::NoTime,
+                },
+                "f.toml: input.format: the format logs no time (%t, $time_local, $msec...)",
+                2,
+            ),
+        ];
+        for (e, text, code) in cases {
+            assert_eq!((e.to_string(), e.exit_code()), (text.to_string(), code));
         }
     }
 }

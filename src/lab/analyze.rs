@@ -132,7 +132,7 @@ fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats)
             .vhost
             .as_deref()
             .map_or(NO_VHOST, |v| vhosts.intern(v.as_bytes()));
-        let runtime = |e: std::io::Error| Error::Runtime(format!("{}: {e}", f.path.display()));
+        let runtime = |e: std::io::Error| Error::file(&f.path)(e);
         let mut chunks = Chunks::open(&f.path, CHUNK, read_bytes.clone()).map_err(runtime)?;
         while let Some(chunk) = chunks.next_chunk().map_err(runtime)? {
             ingest.stats.bytes += chunk.len() as u64;
