@@ -71,6 +71,13 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
+    /// A facility of the system the loop runs on (`epoll`, `inotify`, `signalfd`) refused
+    /// (exit code 1).
+    #[error("{what}: {source}")]
+    System {
+        what: &'static str,
+        source: io::Error,
+    },
     /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
     #[error("cannot start the {what}: {source}")]
     Thread {
@@ -128,6 +135,11 @@ impl Error {
         }
     }
 
+    /// A system facility (`what`: "epoll") that refused.
+    pub fn system(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::System { what, source }
+    }
+
     /// A failed read or write of the file or folder at `path`.
     pub fn file(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::File {
@@ -143,7 +155,7 @@ impl Error {
             Error::Flag { .. } | Error::Usage(_) => 2,
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
             Error::Thread { .. } | Error::StateLock { .. } | Error::SavingState(_) => 1,
-            Error::File { .. } | Error::Writing { .. } => 1,
+            Error::File { .. } | Error::Writing { .. } | Error::System { .. } => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
         }
@@ -165,6 +177,7 @@ mod tests {
                 1,
             ),
             (Error::writing("events", gone()), "writing events: gone", 1),
+            (Error::system("epoll")(gone()), "epoll: gone", 1),
             (
                 Error::writing("events", io::ErrorKind::BrokenPipe.into()),
                 "broken pipe",

@@ -47,9 +47,7 @@ impl Endpoint {
     /// Registers the listener as `base`: every token from `base` on is then the endpoint's.
     pub(crate) fn register(&mut self, registry: &Registry, base: Token) -> Result<(), Error> {
         match &mut self.server {
-            Some(s) => s
-                .register(registry, base)
-                .map_err(|e| Error::Runtime(format!("epoll: {e}"))),
+            Some(s) => s.register(registry, base).map_err(Error::system("epoll")),
             None => Ok(()),
         }
     }

@@ -109,10 +109,6 @@ impl std::fmt::Display for WatchReport {
     }
 }
 
-fn runtime(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Runtime(format!("{what}: {e}"))
-}
-
 /// Runs `watch` until SIGTERM or SIGINT (or stdout closing), writing events to `out` when no sink
 /// is configured.
 pub fn run(plan: WatchPlan, out: &mut (dyn Write + Send)) -> Result<WatchReport, Error> {
@@ -165,7 +161,7 @@ impl<'o> WatchLoop<'o> {
     /// files the globs name and reads what was written while stopped.
     fn start(plan: WatchPlan, out: &'o mut (dyn Write + Send)) -> Result<WatchLoop<'o>, Error> {
         // Before any thread starts: threads inherit the blocked signals signalfd needs.
-        let signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
+        let signals = Signals::new().map_err(Error::system("signalfd"))?;
         crate::sys::raise_fd_limit();
         let WatchPlan {
             config,
@@ -182,7 +178,7 @@ impl<'o> WatchLoop<'o> {
         } = plan;
 
         if let Some(dir) = &state_dir {
-            std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
+            std::fs::create_dir_all(dir).map_err(Error::file(dir))?;
         }
         let state_lock = match &state_dir {
             Some(dir) => Some(lock_state(dir)?),
@@ -219,8 +215,8 @@ impl<'o> WatchLoop<'o> {
             resend_pending(s, dir, &vhosts);
         }
 
-        let poll = Poll::new().map_err(|e| runtime("epoll", e))?;
-        let inotify = Inotify::new().map_err(|e| runtime("inotify", e))?;
+        let poll = Poll::new().map_err(Error::system("epoll"))?;
+        let inotify = Inotify::new().map_err(Error::system("inotify"))?;
         let fd = |f: &dyn std::os::fd::AsRawFd| f.as_raw_fd();
         let registry = poll.registry();
         registry
@@ -228,8 +224,8 @@ impl<'o> WatchLoop<'o> {
             .and_then(|()| {
                 registry.register(&mut SourceFd(&fd(&signals)), SIGNALS, Interest::READABLE)
             })
-            .map_err(|e| runtime("epoll", e))?;
-        let waker = Arc::new(Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?);
+            .map_err(Error::system("epoll"))?;
+        let waker = Arc::new(Waker::new(registry, WAKER).map_err(Error::system("epoll"))?);
         detector.wake_on_output(waker.clone());
         let fleet = match &config.fleet {
             Some(f) => {
@@ -246,7 +242,7 @@ impl<'o> WatchLoop<'o> {
         endpoint.register(registry, HTTP)?;
         if let Some(c) = &mut control {
             c.register(registry, CONTROL)
-                .map_err(|e| runtime("epoll", e))?;
+                .map_err(Error::system("epoll"))?;
         }
 
         let ingest = Ingest::new(Arc::new(format), rules, vhosts.clone())
@@ -423,7 +419,7 @@ impl<'o> WatchLoop<'o> {
         }
         let timeout = wake.saturating_duration_since(now);
         match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(runtime("epoll", e)),
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(Error::system("epoll")(e)),
             _ => Ok(()),
         }
     }
