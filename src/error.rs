@@ -2,6 +2,7 @@
 //! the binary, which prints them and picks the exit code ([`Error::exit_code`]).
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::{ConfigError, ValueError};
@@ -76,6 +77,14 @@ pub enum Error {
     #[error("{what}: {source}")]
     System {
         what: &'static str,
+        source: io::Error,
+    },
+    /// An address the config names that cannot be listened on (exit code 1): `key` is the
+    /// setting (`[metrics] listen`).
+    #[error("{key} = \"{addr}\": {source}")]
+    Listen {
+        key: &'static str,
+        addr: SocketAddr,
         source: io::Error,
     },
     /// A thread the OS refused to start (exit code 1): `what` names them ("shard threads").
@@ -156,6 +165,7 @@ impl Error {
             Error::Paths(_) | Error::State(_) | Error::Sink(_) | Error::Fleet(_) => 1,
             Error::Thread { .. } | Error::StateLock { .. } | Error::SavingState(_) => 1,
             Error::File { .. } | Error::Writing { .. } | Error::System { .. } => 1,
+            Error::Listen { .. } => 1,
             Error::Runtime(_) => 1,
             Error::BrokenPipe => 0,
         }
@@ -178,6 +188,15 @@ mod tests {
             ),
             (Error::writing("events", gone()), "writing events: gone", 1),
             (Error::system("epoll")(gone()), "epoll: gone", 1),
+            (
+                Error::Listen {
+                    key: "[metrics] listen",
+                    addr: ([127, 0, 0, 1], 9100).into(),
+                    source: gone(),
+                },
+                "[metrics] listen = \"127.0.0.1:9100\": gone",
+                1,
+            ),
             (
                 Error::writing("events", io::ErrorKind::BrokenPipe.into()),
                 "broken pipe",

@@ -30,8 +30,11 @@ impl Endpoint {
     pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, Error> {
         let server = match listen {
             Some(addr) => {
-                let s = Server::bind(addr)
-                    .map_err(|e| Error::Runtime(format!("[metrics] listen = \"{addr}\": {e}")))?;
+                let s = Server::bind(addr).map_err(|source| Error::Listen {
+                    key: "[metrics] listen",
+                    addr,
+                    source,
+                })?;
                 log::info!("metrics on http://{}/metrics", s.local_addr());
                 Some(s)
             }
