@@ -21,8 +21,7 @@ pub fn completions_cmd(a: &CompletionsArgs) -> Result<(), Error> {
 pub fn man_cmd(a: &ManArgs) -> Result<(), Error> {
     match &a.dir {
         Some(dir) => {
-            let written =
-                man_pages(dir).map_err(|e| Error::Runtime(format!("{}: {e}", dir.display())))?;
+            let written = man_pages(dir).map_err(Error::file(dir))?;
             log::info!("{} man pages in {}", written.len(), dir.display());
             Ok(())
         }

@@ -52,7 +52,7 @@ pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested,
     let mut chunks = match source {
         "-" => Chunks::from_reader(Box::new(io::stdin()) as Box<dyn Read + Send>, CHUNK),
         path => Chunks::open(Path::new(path), CHUNK, Arc::new(AtomicU64::new(0)))
-            .map_err(|e| Error::Runtime(format!("{path}: {e}")))?,
+            .map_err(Error::file(path))?,
     };
     let file_vhost = match source {
         "-" => None,
@@ -76,7 +76,7 @@ pub fn run(config: &Config, source: &str, out: &mut dyn Write) -> Result<Tested,
         let chunk = match chunks.next_chunk() {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(e) => return Err(Error::Runtime(format!("{source}: {e}"))),
+            Err(e) => return Err(Error::file(source)(e)),
         };
         for line in lines(chunk) {
             t.line(line);

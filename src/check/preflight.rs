@@ -120,8 +120,8 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
                 }
             }
             SinkKind::Cloudflare(c) => {
-                if let Err(m) = crate::sink::cloudflare::check_token(&c.token) {
-                    error(&key("api_token_file"), m);
+                if let Err(e) = crate::sink::cloudflare::check_token(&c.token) {
+                    error(&key("api_token_file"), e.to_string());
                 }
             }
             SinkKind::Jsonl(c) => {
@@ -154,8 +154,8 @@ pub fn check(config: &Config, sinks: &[SinkSpec], format: &Format) -> Vec<Findin
         }
     }
     if let Some(fleet) = &config.fleet {
-        if let Err(m) = crate::fleet::probe(fleet) {
-            warning("fleet.url", m);
+        if let Err(e) = crate::fleet::probe(fleet) {
+            warning("fleet.url", e.to_string());
         }
     }
     if let Some(addr) = config.metrics.listen {

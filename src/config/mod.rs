@@ -27,7 +27,7 @@ use crate::addr::Cidr;
 use crate::engine::{Rate, RuleSpec, StatusMatch};
 
 pub use error::{ConfigError, ConfigErrorKind};
-pub use values::{fmt_ms, parse_duration, parse_rate};
+pub use values::{fmt_ms, parse_duration, parse_rate, ValueError};
 
 use error::Cx;
 use values::{at_least, DAY, MINUTE, SECOND};
@@ -393,7 +393,8 @@ impl Config {
             return Ok(());
         };
         if let Some(rate) = &o.rate {
-            rule.rate = parse_rate(rate).map_err(|m| err(ConfigErrorKind::Invalid, "--rate", m))?;
+            rule.rate = parse_rate(rate)
+                .map_err(|e| err(ConfigErrorKind::Invalid, "--rate", e.to_string()))?;
         }
         if let Some(burst) = o.burst {
             rule.burst = burst;
@@ -401,7 +402,7 @@ impl Config {
         if let Some(ban) = &o.ban {
             let ms = parse_duration(ban)
                 .and_then(|ms| at_least(ms, SECOND, "a ban"))
-                .map_err(|m| err(ConfigErrorKind::Invalid, "--ban", m))?;
+                .map_err(|e| err(ConfigErrorKind::Invalid, "--ban", e.to_string()))?;
             rule.ban_ms = ms;
             rule.max_ban_ms = rule.max_ban_ms.max(ms);
         }

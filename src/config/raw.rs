@@ -296,7 +296,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
 }
 
 /// A node name: what other nodes show in ORIGIN and events, so letters, digits, '-', '_', '.'.
-pub(crate) fn check_fleet_name(name: &str) -> Result<(), String> {
+fn check_fleet_name(name: &str) -> Result<(), String> {
     if super::fleet::is_node_name(name) {
         Ok(())
     } else {
@@ -523,7 +523,8 @@ fn check_rule(
 fn check_limits(cx: &Cx, i: usize, raw: &RawRule, r: &mut RuleSpec) -> Result<(), ConfigError> {
     let key = |k: &str| format!("rule[{i}].{k}");
     if let Some(rate) = &raw.rate {
-        r.rate = parse_rate(rate.get_ref()).map_err(|m| cx.invalid(rate, key("rate"), m))?;
+        r.rate =
+            parse_rate(rate.get_ref()).map_err(|e| cx.invalid(rate, key("rate"), e.to_string()))?;
     }
     if let Some(b) = &raw.burst {
         r.burst = u32::try_from(*b.get_ref()).map_err(|_| {
@@ -536,7 +537,8 @@ fn check_limits(cx: &Cx, i: usize, raw: &RawRule, r: &mut RuleSpec) -> Result<()
     }
     if let Some(b) = &raw.ban {
         r.ban_ms = duration(cx, b, &key("ban"))?;
-        at_least(r.ban_ms, SECOND, "a ban").map_err(|m| cx.invalid(b, key("ban"), m))?;
+        at_least(r.ban_ms, SECOND, "a ban")
+            .map_err(|e| cx.invalid(b, key("ban"), e.to_string()))?;
     }
     r.max_ban_ms = r.max_ban_ms.max(r.ban_ms);
     if let Some(f) = &raw.ban_factor {
@@ -733,7 +735,7 @@ impl RawProxy {
 }
 
 fn duration(cx: &Cx, s: &Spanned<String>, key: &str) -> Result<u64, ConfigError> {
-    parse_duration(s.get_ref()).map_err(|m| cx.invalid(s, key, m))
+    parse_duration(s.get_ref()).map_err(|e| cx.invalid(s, key, e.to_string()))
 }
 
 fn non_empty(cx: &Cx, s: &Spanned<String>, key: &str) -> Result<String, ConfigError> {

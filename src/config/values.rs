@@ -12,8 +12,8 @@ const MAX_DURATION_MS: u64 = 3653 * DAY;
 
 /// `20r/s`, `600r/m`, `0.5r/s` (nginx's units; up to 9 decimals) → milli-requests per second,
 /// rounded down as nginx does.
-pub fn parse_rate(text: &str) -> Result<Rate, String> {
-    let bad = || format!("{text:?} is not a rate (expected e.g. \"20r/s\" or \"600r/m\")");
+pub fn parse_rate(text: &str) -> Result<Rate, ValueError> {
+    let bad = || ValueError::NotARate(text.to_string());
     let (num, per_minute) = match (text.strip_suffix("r/s"), text.strip_suffix("r/m")) {
         (Some(n), _) => (n, false),
         (_, Some(n)) => (n, true),
@@ -27,12 +27,10 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
         nanos / 1_000_000
     };
     if milli == 0 {
-        return Err(format!(
-            "{text:?} is too slow (the least is 0.001r/s or 0.06r/m)"
-        ));
+        return Err(ValueError::TooSlow(text.to_string()));
     }
     if milli > 1_000_000_000 {
-        return Err(format!("{text:?} is too fast (the most is 1000000r/s)"));
+        return Err(ValueError::TooFast(text.to_string()));
     }
     Ok(Rate {
         milli_per_sec: milli as u64,
@@ -60,25 +58,40 @@ fn decimal_nanos(s: &str) -> Option<u128> {
 }
 
 /// A duration such as `90s`, `10m`, `1h`, `1d`, `1w`, `1h 30m` → milliseconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|_| {
-        format!("{text:?} is not a duration (expected e.g. \"90s\", \"10m\", \"1h\", \"1d\")")
-    })?;
+pub fn parse_duration(text: &str) -> Result<u64, ValueError> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| ValueError::NotADuration(text.to_string()))?;
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if ms > MAX_DURATION_MS {
-        return Err(format!(
-            "{text:?} is too long (at most {})",
-            fmt_ms(MAX_DURATION_MS)
-        ));
+        return Err(ValueError::TooLong(text.to_string()));
     }
     Ok(ms)
 }
 
-pub(super) fn at_least(ms: u64, min: u64, what: &str) -> Result<u64, String> {
+pub(super) fn at_least(ms: u64, min: u64, what: &'static str) -> Result<u64, ValueError> {
     if ms < min {
-        return Err(format!("{what} lasts at least {}", fmt_ms(min)));
+        return Err(ValueError::TooShort { what, min_ms: min });
     }
     Ok(ms)
+}
+
+/// Why a rate or a duration is refused; each carries the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    #[error("{0:?} is not a rate (expected e.g. \"20r/s\" or \"600r/m\")")]
+    NotARate(String),
+    #[error("{0:?} is too slow (the least is 0.001r/s or 0.06r/m)")]
+    TooSlow(String),
+    #[error("{0:?} is too fast (the most is 1000000r/s)")]
+    TooFast(String),
+    #[error("{0:?} is not a duration (expected e.g. \"90s\", \"10m\", \"1h\", \"1d\")")]
+    NotADuration(String),
+    #[error("{0:?} is too long (at most {max})", max = fmt_ms(MAX_DURATION_MS))]
+    TooLong(String),
+    /// `what` ("a ban") is shorter than `min_ms`.
+    #[error("{what} lasts at least {min}", min = fmt_ms(*min_ms))]
+    TooShort { what: &'static str, min_ms: u64 },
 }
 
 /// `404` / `"404"` → a code, `"4xx"` → a class.
@@ -165,14 +178,26 @@ mod tests {
             "1.0000000001r/s",
         ] {
             assert!(
-                parse_rate(text).unwrap_err().contains("is not a rate"),
+                parse_rate(text)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("is not a rate"),
                 "{text}"
             );
         }
         for text in ["0r/s", "0.0009r/s", "0.05r/m"] {
-            assert!(parse_rate(text).unwrap_err().contains("too slow"), "{text}");
+            assert!(
+                parse_rate(text)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("too slow"),
+                "{text}"
+            );
         }
-        assert!(parse_rate("1000001r/s").unwrap_err().contains("too fast"));
+        assert!(parse_rate("1000001r/s")
+            .unwrap_err()
+            .to_string()
+            .contains("too fast"));
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), Error> {
 }
 
 pub fn ban(a: &BanArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let ms = parse_duration(&a.duration).map_err(|e| Error::Usage(format!("--for: {e}")))?;
+    let ms = parse_duration(&a.duration).map_err(|source| Error::Flag {
+        flag: "--for",
+        source,
+    })?;
     if ms < 1000 {
         return Err(Error::Usage(format!(
             "--for: {:?} is shorter than a second",
@@ -70,7 +73,7 @@ pub fn unban(a: &UnbanArgs, out: &mut dyn Write) -> Result<(), Error> {
     let req = Request::Unban { key: a.key.clone() };
     let answer = ask(&a.reach, &req)?;
     let unbanned: Unbanned = part(&answer, "unbanned")?;
-    let text = render::unban(&a.key, &unbanned).map_err(Error::Runtime)?;
+    let text = render::unban(&a.key, &unbanned).map_err(|e| Error::Runtime(e.to_string()))?;
     print(out, &text)
 }
 

@@ -15,6 +15,7 @@ pub mod reach;
 pub mod render;
 pub mod server;
 
+use crate::fleet::FleetCounts;
 use serde::{Deserialize, Serialize};
 
 /// The longest request watch reads (a request is a few dozen bytes).
@@ -164,13 +165,9 @@ pub struct FileHealth {
 pub struct FleetStatus {
     pub node: String,
     pub connected: bool,
-    pub published: u64,
-    pub queued: u64,
-    pub dropped: u64,
-    pub reconnects: u64,
-    pub applied: u64,
-    pub duplicates: u64,
-    pub refused: u64,
+    /// Written in line with the other fields, as they were before they were shared.
+    #[serde(flatten)]
+    pub counts: FleetCounts,
     /// Other servers' bans in force here.
     pub active: u64,
     /// From publication there to application here, milliseconds.
@@ -226,4 +223,54 @@ pub struct SinkStatus {
     pub failing_since: Option<String>,
     /// The last failure and when it happened, even if the sink has worked since.
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status --json`'s fleet object keeps its fields in line and in order, as scripts read it.
+    #[test]
+    fn the_fleet_status_is_written_with_its_counts_in_line() {
+        let f = FleetStatus {
+            node: "web-01".into(),
+            connected: false,
+            counts: FleetCounts {
+                published: 7,
+                queued: 2,
+                dropped: 3,
+                reconnects: 1,
+                applied: 5,
+                duplicates: 4,
+                refused: 6,
+            },
+            active: 8,
+            lag_last_ms: 1250,
+            lag_p50_ms: 900,
+            lag_p99_ms: 2000,
+            unreachable_since: Some("2026-11-25T10:00:00Z".into()),
+            last_error: Some("connection refused".into()),
+        };
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(
+            json,
+            "{\"node\":\"web-01\",\"connected\":false,\"published\":7,\"queued\":2,\
+             \"dropped\":3,\"reconnects\":1,\"applied\":5,\"duplicates\":4,\"refused\":6,\
+             \"active\":8,\"lag_last_ms\":1250,\"lag_p50_ms\":900,\"lag_p99_ms\":2000,\
+             \"unreachable_since\":\"2026-11-25T10:00:00Z\",\"last_error\":\"connection refused\"}"
+        );
+        assert_eq!(serde_json::from_str::<FleetStatus>(&json).unwrap(), f);
+        let connected = FleetStatus {
+            connected: true,
+            unreachable_since: None,
+            last_error: None,
+            ..f
+        };
+        let json = serde_json::to_string(&connected).unwrap();
+        assert!(json.ends_with("\"lag_p99_ms\":2000}"), "{json}");
+        assert_eq!(
+            serde_json::from_str::<FleetStatus>(&json).unwrap(),
+            connected
+        );
+    }
 }

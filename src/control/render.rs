@@ -137,8 +137,18 @@ pub fn ban(answer: &Value) -> String {
     )
 }
 
-/// An unban's answer; `Err` with the message when nothing was lifted.
-pub fn unban(key: &str, u: &Unbanned) -> Result<String, String> {
+/// Why an unban lifted nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotLifted {
+    #[error("{0} is not banned")]
+    NotBanned(String),
+    /// Only wider ranges hold the key: what they are, one line each.
+    #[error("{0}")]
+    OnlyWider(String),
+}
+
+/// An unban's answer; `Err` saying why when nothing was lifted.
+pub fn unban(key: &str, u: &Unbanned) -> Result<String, NotLifted> {
     let mut out = String::new();
     for b in &u.lifted {
         let _ = writeln!(
@@ -168,8 +178,8 @@ pub fn unban(key: &str, u: &Unbanned) -> Result<String, String> {
         );
     }
     match (u.lifted.is_empty(), u.wider.is_empty()) {
-        (true, true) => Err(format!("{key} is not banned")),
-        (true, false) => Err(out.trim_end().to_string()),
+        (true, true) => Err(NotLifted::NotBanned(key.to_string())),
+        (true, false) => Err(NotLifted::OnlyWider(out.trim_end().to_string())),
         _ => Ok(out),
     }
 }
@@ -341,14 +351,14 @@ fn status_page(s: &Status) -> String {
                 }
                 (false, ..) => "REDIS UNREACHABLE".to_string(),
             },
-            f.published,
-            f.queued,
-            f.dropped,
-            f.reconnects,
-            f.applied,
+            f.counts.published,
+            f.counts.queued,
+            f.counts.dropped,
+            f.counts.reconnects,
+            f.counts.applied,
             f.active,
-            f.duplicates,
-            f.refused,
+            f.counts.duplicates,
+            f.counts.refused,
             f.lag_last_ms,
             f.lag_p50_ms,
             f.lag_p99_ms
@@ -448,10 +458,12 @@ mod tests {
             lifted: vec![],
             wider: vec![lifted("203.0.113.0/24", false)],
         };
-        let e = unban("203.0.113.9", &u).unwrap_err();
+        let e = unban("203.0.113.9", &u).unwrap_err().to_string();
         assert!(e.starts_with("not lifted: 203.0.113.0/24 (rule default, until 2026-11-25T10:10:05Z) contains 203.0.113.9; `floodwatch unban 203.0.113.0/24`"), "{e}");
         assert_eq!(
-            unban("192.0.2.1", &Unbanned::default()).unwrap_err(),
+            unban("192.0.2.1", &Unbanned::default())
+                .unwrap_err()
+                .to_string(),
             "192.0.2.1 is not banned"
         );
     }

@@ -26,7 +26,17 @@ use crate::control::{Request, MAX_REQUEST};
 pub const MAX_PATH: usize = 107;
 
 /// What a connection asked, as far as it could be read.
-pub type Asked = Result<Request, String>;
+pub type Asked = Result<Request, Unreadable>;
+
+/// Why a request line was not read (the client is told, and the connection closed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    #[error("not a request this watch understands: {0}")]
+    NotARequest(serde_json::Error),
+    #[error("a request is at most {MAX_REQUEST} bytes")]
+    TooLong,
+}
 
 /// Who connected: their user id (none when the kernel would not say).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,13 +65,9 @@ impl Framer for Line {
         let room = MAX_REQUEST + 1 - self.buf.len();
         self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if let Some(end) = memchr::memchr(b'\n', &self.buf) {
-            return Some(
-                serde_json::from_slice(&self.buf[..end])
-                    .map_err(|e| format!("not a request this watch understands: {e}")),
-            );
+            return Some(serde_json::from_slice(&self.buf[..end]).map_err(Unreadable::NotARequest));
         }
-        (self.buf.len() > MAX_REQUEST)
-            .then(|| Err(format!("a request is at most {MAX_REQUEST} bytes")))
+        (self.buf.len() > MAX_REQUEST).then_some(Err(Unreadable::TooLong))
     }
 }
 
@@ -168,7 +174,7 @@ impl ControlSocket {
                     log::warn!("control socket: refused {who} (only root and watch's own user)");
                     refuse(&format!("permission denied for {who}: only root and the user watch runs as may ask"), out);
                 }
-                (true, Err(why)) => refuse(&why, out),
+                (true, Err(why)) => refuse(&why.to_string(), out),
                 (true, Ok(req)) => answer(req, out),
             }
         });

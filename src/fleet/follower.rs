@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 use redis::{Connection, RedisResult, Value};
 
 use super::link::{Link, IO_TIMEOUT};
-use super::message::{Kind, Message};
+use super::message::{DecodeError, Kind, Message};
 use super::{Inbound, Names, Shared};
 use crate::clock::wall_ms;
 
@@ -129,7 +129,7 @@ impl Follower {
         let decoded = match v {
             Some(Value::BulkString(b)) => Message::decode(b),
             Some(Value::SimpleString(s)) => Message::decode(s.as_bytes()),
-            _ => Err("no event field".to_string()),
+            _ => Err(DecodeError::NoEventField),
         };
         match decoded {
             Ok(m) if *m.node == *self.names.node => None,

@@ -124,29 +124,32 @@ impl Message {
     }
 
     /// Reads and checks a message written by [`Message::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Message, String> {
-        let w: Wire = serde_json::from_slice(bytes).map_err(|e| format!("not a message: {e}"))?;
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let w: Wire = serde_json::from_slice(bytes).map_err(DecodeError::NotAMessage)?;
         if !is_node_name(&w.node) {
-            return Err(format!("bad node name {:?}", w.node));
+            return Err(DecodeError::NodeName(w.node.into_owned()));
         }
         if !is_node_name(&w.rule) {
-            return Err(format!("bad rule name {:?}", w.rule));
+            return Err(DecodeError::RuleName(w.rule.into_owned()));
         }
-        let key: Cidr = w.key.parse().map_err(|e| format!("{e}"))?;
+        let key: Cidr = w.key.parse()?;
         let too_wide = match key.addr.is_v4() {
             true => key.prefix < MIN_PREFIX_V4,
             false => u16::from(key.prefix) < MIN_PREFIX_V6,
         };
         if too_wide {
-            return Err(format!("{key} is wider than any key may be"));
+            return Err(DecodeError::TooWide(key));
         }
         let in_range = |t: i64| (MIN_TIME_MS..=MAX_TIME_MS).contains(&t);
         let ban = w.kind != Kind::Unban;
         if !in_range(w.time) || (ban && !in_range(w.until)) {
-            return Err(format!("times out of range ({}, {})", w.time, w.until));
+            return Err(DecodeError::Times {
+                time: w.time,
+                until: w.until,
+            });
         }
         if ban && w.until < w.time {
-            return Err("ends before it starts".into());
+            return Err(DecodeError::EndsBeforeStart);
         }
         Ok(Message {
             kind: w.kind,
@@ -158,6 +161,29 @@ impl Message {
             sent_ms: w.sent,
         })
     }
+}
+
+/// Why bytes read from the fleet are not a message [`Message::decode`] takes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("not a message: {0}")]
+    NotAMessage(serde_json::Error),
+    #[error("bad node name {0:?}")]
+    NodeName(String),
+    #[error("bad rule name {0:?}")]
+    RuleName(String),
+    #[error(transparent)]
+    Key(#[from] crate::addr::CidrError),
+    #[error("{0} is wider than any key may be")]
+    TooWide(Cidr),
+    #[error("times out of range ({time}, {until})")]
+    Times { time: i64, until: i64 },
+    #[error("ends before it starts")]
+    EndsBeforeStart,
+    /// A stream entry without the message's field.
+    #[error("no event field")]
+    NoEventField,
 }
 
 #[cfg(test)]
@@ -267,7 +293,7 @@ mod tests {
             (&ok.replace("1764065405000", "1764064804000"), "ends before"),
             (&ok.replace(",\"until\":1764065405000", ""), "out of range"),
         ] {
-            let e = Message::decode(bad.as_bytes()).unwrap_err();
+            let e = Message::decode(bad.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

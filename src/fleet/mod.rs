@@ -57,9 +57,11 @@ const STOP_WAIT: Duration = Duration::from_millis(300);
 
 /// Connects to the fleet's Redis and asks it `PING` (for `check-config`): why it cannot be
 /// reached or does not answer, with the URL's password hidden.
-pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
-    let url = cfg.redacted_url();
-    let fail = |e: redis::RedisError| format!("{url}: cannot reach Redis: {e}");
+pub fn probe(cfg: &config::Fleet) -> Result<(), ProbeError> {
+    let fail = |source| ProbeError {
+        url: cfg.redacted_url(),
+        source,
+    };
     let client = redis::Client::open(cfg.url.as_str()).map_err(fail)?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_secs(2))
@@ -70,6 +72,14 @@ pub fn probe(cfg: &config::Fleet) -> Result<(), String> {
         .query::<String>(&mut conn)
         .map_err(fail)?;
     Ok(())
+}
+
+/// Why [`probe`] found the fleet's Redis unreachable; `url` with its password hidden.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: cannot reach Redis: {source}")]
+pub struct ProbeError {
+    pub url: String,
+    pub source: redis::RedisError,
 }
 
 /// Why the fleet cannot start.
@@ -138,12 +148,10 @@ impl Publish {
     }
 }
 
-/// The fleet's counters, for metrics and `status`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FleetStats {
-    pub node: String,
-    /// Both threads have a connection now.
-    pub connected: bool,
+/// The fleet's counts since start, as metrics and `status` (whose JSON has them in this
+/// order) both show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FleetCounts {
     pub published: u64,
     /// Waiting in the outbox.
     pub queued: u64,
@@ -157,6 +165,15 @@ pub struct FleetStats {
     pub duplicates: u64,
     /// Refused: allowlisted keys, entries that are not valid messages.
     pub refused: u64,
+}
+
+/// The fleet's counters, for metrics and `status`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FleetStats {
+    pub node: String,
+    /// Both threads have a connection now.
+    pub connected: bool,
+    pub counts: FleetCounts,
     /// From a message's publication to its application here, milliseconds: the last one, and
     /// the 50th and 99th percentiles since start.
     pub lag_last_ms: u64,
@@ -442,13 +459,15 @@ impl Fleet {
             node: self.node.to_string(),
             connected: s.publisher_up.load(Ordering::Relaxed)
                 && s.follower_up.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            queued: self.outbox.len() as u64,
-            dropped: self.outbox.dropped(),
-            reconnects: s.reconnects.load(Ordering::Relaxed),
-            applied: self.applied,
-            duplicates: self.duplicates,
-            refused: self.refused + s.malformed.load(Ordering::Relaxed),
+            counts: FleetCounts {
+                published: s.published.load(Ordering::Relaxed),
+                queued: self.outbox.len() as u64,
+                dropped: self.outbox.dropped(),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+                applied: self.applied,
+                duplicates: self.duplicates,
+                refused: self.refused + s.malformed.load(Ordering::Relaxed),
+            },
             lag_last_ms: self.lag_last_ms,
             lag_p50_ms: self.lag.value_at_quantile(0.5),
             lag_p99_ms: self.lag.value_at_quantile(0.99),

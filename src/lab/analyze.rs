@@ -132,7 +132,7 @@ fn count_peaks(plan: &ReplayPlan, r: usize) -> Result<(PeakCounter, IngestStats)
             .vhost
             .as_deref()
             .map_or(NO_VHOST, |v| vhosts.intern(v.as_bytes()));
-        let runtime = |e: std::io::Error| Error::Runtime(format!("{}: {e}", f.path.display()));
+        let runtime = |e: std::io::Error| Error::file(&f.path)(e);
         let mut chunks = Chunks::open(&f.path, CHUNK, read_bytes.clone()).map_err(runtime)?;
         while let Some(chunk) = chunks.next_chunk().map_err(runtime)? {
             ingest.stats.bytes += chunk.len() as u64;
@@ -163,7 +163,10 @@ fn compile_rules(specs: &[crate::engine::RuleSpec]) -> Result<CompiledRules, Err
 /// Replays the base plan's files with rule `r` at `rate`/`burst` and collects the keys it bans:
 /// the same files, config and (no) sinks as the base, only that rule's threshold changed.
 fn what_if_one(base: &ReplayPlan, r: usize, rate: &str, burst: u32) -> Result<WhatIf, Error> {
-    let parsed = parse_rate(rate).map_err(|m| Error::Usage(format!("--rates: {m}")))?;
+    let parsed = parse_rate(rate).map_err(|source| Error::Flag {
+        flag: "--rates",
+        source,
+    })?;
     let mut config = base.config.clone();
     let rule = &mut config.rules[r];
     rule.rate = parsed;
@@ -351,7 +354,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         generate("background", 20, 4, dir.path()).unwrap();
         let mut o = options(dir.path(), &["fast"]);
-        assert!(matches!(analyze(&o), Err(Error::Usage(_))));
+        let e = analyze(&o).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(
+            e.to_string().starts_with("--rates: \"fast\" is not a rate"),
+            "{e}"
+        );
         o.rates.clear();
         o.rule = Some("nope".into());
         assert!(matches!(analyze(&o), Err(Error::Usage(_))));

@@ -125,7 +125,7 @@ impl Scratch {
             .map_or(0, |d| d.subsec_nanos());
         let p =
             std::env::temp_dir().join(format!("floodwatch-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|e| Error::Runtime(format!("{}: {e}", p.display())))?;
+        std::fs::create_dir_all(&p).map_err(Error::file(&p))?;
         Ok(Scratch(p))
     }
 }

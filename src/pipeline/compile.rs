@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::engine::rule::CompiledRules;
-use crate::error::Error;
+use crate::error::{Error, FormatUnusable};
 use crate::parse::Format;
 use crate::proxy::{self, Proxies};
 use crate::sink::{self, SinkSpec};
@@ -42,9 +42,7 @@ pub(crate) fn compile_without_sinks(config: &Config, paths: &[String]) -> Result
         paths.to_vec()
     };
     if args.is_empty() {
-        return Err(Error::Usage(
-            "no log files: give PATH|GLOB arguments or [input] paths in the config".into(),
-        ));
+        return Err(Error::NoLogFiles);
     }
     Ok(Compiled {
         format,
@@ -58,22 +56,23 @@ pub(crate) fn compile_without_sinks(config: &Config, paths: &[String]) -> Result
 /// The configured log format, which must log a client and a time: without them nothing can be
 /// counted, and every line would silently fall into one key at one instant.
 pub(crate) fn compile_format(config: &Config) -> Result<Format, Error> {
-    let err = |what: String| Error::Usage(format!("{}: input.format: {what}", config.origin));
-    let format = Format::from_spec(&config.input.format).map_err(|e| err(e.to_string()))?;
+    let err = |why: FormatUnusable| Error::Format {
+        origin: config.origin.clone(),
+        why,
+    };
+    let format = Format::from_spec(&config.input.format).map_err(|e| err(e.into()))?;
     if !format.has_client() {
-        return Err(err(
-            "the format logs no client address (%h, %a or $remote_addr)".into(),
-        ));
+        return Err(err(FormatUnusable::NoClient));
     }
     if !format.has_time() {
-        return Err(err(
-            "the format logs no time (%t, $time_local, $msec...)".into()
-        ));
+        return Err(err(FormatUnusable::NoTime));
     }
     Ok(format)
 }
 
 pub(crate) fn compile_rules(config: &Config) -> Result<CompiledRules, Error> {
-    CompiledRules::new(&config.rules)
-        .map_err(|e| Error::Usage(format!("{}: rule: {e}", config.origin)))
+    CompiledRules::new(&config.rules).map_err(|source| Error::Rules {
+        origin: config.origin.clone(),
+        source,
+    })
 }

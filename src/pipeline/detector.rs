@@ -99,8 +99,10 @@ pub struct Detector {
 impl Detector {
     /// Starts the shard threads. Fails when the OS refuses a thread.
     pub fn start(spec: DetectorSpec) -> Result<Detector, Error> {
-        Detector::spawn(spec)
-            .map_err(|e| Error::Runtime(format!("cannot start the shard threads: {e}")))
+        Detector::spawn(spec).map_err(|source| Error::Thread {
+            what: "shard threads",
+            source,
+        })
     }
 
     fn spawn(spec: DetectorSpec) -> io::Result<Detector> {

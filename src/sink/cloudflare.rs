@@ -166,8 +166,8 @@ impl CloudflareConfig {
 }
 
 /// Whether the token can be read as the sink will read it (for `check-config`).
-pub fn check_token(t: &Token) -> Result<(), String> {
-    read_token(t).map(|_| ()).map_err(|e| e.message)
+pub fn check_token(t: &Token) -> Result<(), SinkError> {
+    read_token(t).map(|_| ())
 }
 
 /// Reads the token; a file others can read is refused (the token can block or unblock a site).

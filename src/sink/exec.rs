@@ -51,7 +51,7 @@ impl ExecConfig {
     pub fn check(raw: RawExec, at: &At) -> Result<ExecConfig, ConfigError> {
         let template = |key: &str, argv: &[String]| {
             check_argv(at, key, argv)?;
-            Template::compile(argv).map_err(|m| at.error(key, m))
+            Template::compile(argv).map_err(|e| at.error(key, e.to_string()))
         };
         Ok(ExecConfig {
             ban: template("ban", &raw.ban)?,
@@ -113,12 +113,12 @@ impl Template {
 
     /// `{name}` with a known name is a placeholder; any other brace is literal (nft's `{ }`).
     /// An unknown `{name}` is refused rather than passed on, since it is surely a typo.
-    pub fn compile(argv: &[String]) -> Result<Template, String> {
+    pub fn compile(argv: &[String]) -> Result<Template, TemplateError> {
         let Some((program, args)) = argv.split_first() else {
-            return Err("empty command".into());
+            return Err(TemplateError::Empty);
         };
         if split(program)?.iter().any(|p| matches!(p, Piece::Var(_))) {
-            return Err("the program (first element) cannot contain a placeholder".into());
+            return Err(TemplateError::PlaceholderProgram);
         }
         Ok(Template {
             program: program.clone(),
@@ -145,7 +145,23 @@ impl Template {
     }
 }
 
-fn split(arg: &str) -> Result<Vec<Piece>, String> {
+/// Why an argv is not a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    #[error("empty command")]
+    Empty,
+    #[error("the program (first element) cannot contain a placeholder")]
+    PlaceholderProgram,
+    /// `{name}` with a name no placeholder has, in `arg`.
+    #[error(
+        "unknown placeholder {{{name}}} in {arg:?} (known: {known})",
+        known = VARS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownPlaceholder { name: String, arg: String },
+}
+
+fn split(arg: &str) -> Result<Vec<Piece>, TemplateError> {
     let mut out = Vec::new();
     let mut text = String::new();
     let mut rest = arg;
@@ -157,11 +173,10 @@ fn split(arg: &str) -> Result<Vec<Piece>, String> {
         if name_len > 0 && after[name_len..].starts_with('}') {
             let name = &after[..name_len];
             let Some(&(_, var)) = VARS.iter().find(|(n, _)| *n == name) else {
-                let known: Vec<&str> = VARS.iter().map(|(n, _)| *n).collect();
-                return Err(format!(
-                    "unknown placeholder {{{name}}} in {arg:?} (known: {})",
-                    known.join(", ")
-                ));
+                return Err(TemplateError::UnknownPlaceholder {
+                    name: name.to_string(),
+                    arg: arg.to_string(),
+                });
             };
             text.push_str(&rest[..open]);
             if !text.is_empty() {
@@ -470,6 +485,7 @@ mod tests {
     fn unknown_placeholders_and_program_placeholders_are_refused() {
         assert!(Template::compile(&argv(&["x", "{adress}"]))
             .unwrap_err()
+            .to_string()
             .contains("unknown placeholder {adress}"));
         assert!(Template::compile(&argv(&["{ip}", "x"])).is_err());
         assert!(Template::compile(&[]).is_err());

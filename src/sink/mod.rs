@@ -333,7 +333,7 @@ impl At<'_> {
     pub fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
         parse_duration(text)
             .map(Duration::from_millis)
-            .map_err(|m| self.error(key, m))
+            .map_err(|e| self.error(key, e.to_string()))
     }
 }
 

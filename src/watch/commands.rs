@@ -13,11 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::clock::wall_ms;
+use crate::control::key::KeyError;
 use crate::control::{
     self, BanCounts, FleetStatus, LiftedBan, Pardon, ReadLag, RefusedReload, Request, RuleBans,
     SinkStatus, Status, Unbanned,
 };
-use crate::decide::ban_table::{TableStats, MANUAL_RULE_NAME};
+use crate::decide::ban_table::{ManualBanError, TableStats, MANUAL_RULE_NAME};
 use crate::decide::event::{write_ban_json, Rfc3339};
 use crate::decide::{Ban, Event, Origin};
 use crate::pipeline::detector::Detector;
@@ -105,11 +106,11 @@ pub(super) fn answer(req: Request, cx: Ctx, out: &mut Vec<u8>) {
                 write_ban_json(&b, out);
                 out.extend_from_slice(b"}\n");
             }
-            Err(e) => refuse(&e, out),
+            Err(e) => refuse(&e.to_string(), out),
         },
         Request::Unban { key } => match unban(cx, &key) {
             Ok(u) => ok(out, "unbanned", &u),
-            Err(e) => refuse(&e, out),
+            Err(e) => refuse(&e.to_string(), out),
         },
     }
 }
@@ -142,25 +143,33 @@ fn bans(cx: &Ctx, all: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>, force: bool) -> Result<Ban, String> {
+/// Why a manual ban or unban is refused (the client is told, the loop goes on).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("a ban lasts from 1 second to 10 years, not {0} s")]
+    Duration(u64),
+    #[error(transparent)]
+    Table(#[from] ManualBanError),
+}
+
+fn ban(cx: Ctx, key: &str, seconds: u64, rule: Option<&str>, force: bool) -> Result<Ban, Refused> {
     let net = control::key::exact(key)?;
     control::key::not_too_wide(&net, force)?;
     let ms = seconds.saturating_mul(1000);
     if ms == 0 || ms > MAX_MANUAL_MS {
-        return Err(format!(
-            "a ban lasts from 1 second to 10 years, not {seconds} s"
-        ));
+        return Err(Refused::Duration(seconds));
     }
     let b = cx
         .detector
         .table_mut()
-        .ban_manually(net, rule, wall_ms(), ms)
-        .map_err(|e| e.to_string())?;
+        .ban_manually(net, rule, wall_ms(), ms)?;
     cx.output.emit(&Event::Ban(b.clone()));
     Ok(b)
 }
 
-fn unban(cx: Ctx, key: &str) -> Result<Unbanned, String> {
+fn unban(cx: Ctx, key: &str) -> Result<Unbanned, KeyError> {
     let net = control::key::exact(key)?;
     let lifted = cx.detector.table_mut().lift(&net, wall_ms());
     let named = |b: &Ban| LiftedBan {
@@ -267,13 +276,7 @@ fn fleet_status(
     FleetStatus {
         node: f.node,
         connected: f.connected,
-        published: f.published,
-        queued: f.queued,
-        dropped: f.dropped,
-        reconnects: f.reconnects,
-        applied: f.applied,
-        duplicates: f.duplicates,
-        refused: f.refused,
+        counts: f.counts,
         active: table.active().filter(|b| b.origin.node().is_some()).count() as u64,
         lag_last_ms: f.lag_last_ms,
         lag_p50_ms: f.lag_p50_ms,

@@ -30,8 +30,11 @@ impl Endpoint {
     pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, Error> {
         let server = match listen {
             Some(addr) => {
-                let s = Server::bind(addr)
-                    .map_err(|e| Error::Runtime(format!("[metrics] listen = \"{addr}\": {e}")))?;
+                let s = Server::bind(addr).map_err(|source| Error::Listen {
+                    key: "[metrics] listen",
+                    addr,
+                    source,
+                })?;
                 log::info!("metrics on http://{}/metrics", s.local_addr());
                 Some(s)
             }
@@ -47,9 +50,7 @@ impl Endpoint {
     /// Registers the listener as `base`: every token from `base` on is then the endpoint's.
     pub(crate) fn register(&mut self, registry: &Registry, base: Token) -> Result<(), Error> {
         match &mut self.server {
-            Some(s) => s
-                .register(registry, base)
-                .map_err(|e| Error::Runtime(format!("epoll: {e}"))),
+            Some(s) => s.register(registry, base).map_err(Error::system("epoll")),
             None => Ok(()),
         }
     }

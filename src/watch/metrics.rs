@@ -360,32 +360,32 @@ fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
         (
             "fleet_published_total",
             "This server's bans and unbans published to the fleet.",
-            f.published,
+            f.counts.published,
         ),
         (
             "fleet_dropped_total",
             "Messages not published because the fleet's queue was full (Redis away too long).",
-            f.dropped,
+            f.counts.dropped,
         ),
         (
             "fleet_reconnects_total",
             "Connections to Redis made again after a loss.",
-            f.reconnects,
+            f.counts.reconnects,
         ),
         (
             "fleet_applied_total",
             "Other servers' bans and unbans applied here.",
-            f.applied,
+            f.counts.applied,
         ),
         (
             "fleet_duplicates_total",
             "Other servers' messages with nothing to do here: already enforced, or already over.",
-            f.duplicates,
+            f.counts.duplicates,
         ),
         (
             "fleet_refused_total",
             "Fleet messages refused: allowlisted keys, and entries that are not valid messages.",
-            f.refused,
+            f.counts.refused,
         ),
     ];
     for (name, help, n) in counters {
@@ -397,7 +397,7 @@ fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
         "gauge",
         "Messages waiting to be published (Redis away or slow).",
     );
-    t.value("fleet_queued", &[], f.queued);
+    t.value("fleet_queued", &[], f.counts.queued);
     t.family(
         "fleet_connected",
         "gauge",
@@ -797,10 +797,13 @@ process_start_time_seconds 1800000000.25
         let fleet = crate::fleet::FleetStats {
             node: "web-01".into(),
             connected: true,
-            published: 7,
-            queued: 2,
-            applied: 5,
-            reconnects: 1,
+            counts: crate::fleet::FleetCounts {
+                published: 7,
+                queued: 2,
+                applied: 5,
+                reconnects: 1,
+                ..Default::default()
+            },
             lag_last_ms: 1250,
             ..Default::default()
         };

@@ -13,15 +13,17 @@ use std::sync::Arc;
 
 use super::files::Files;
 use crate::clock::wall_ms;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::decide::allowlist::Allowlist;
 use crate::decide::ban_table::BanTable;
 use crate::decide::Event;
 use crate::engine::rule_ids::RuleIds;
+use crate::error::Error;
 use crate::pipeline::compile::{compile, Compiled};
 use crate::pipeline::detector::never_banned;
 use crate::pipeline::output::Output;
-use crate::source::discover::Patterns;
+use crate::sink::SinkError;
+use crate::source::discover::{PatternError, Patterns};
 
 /// A config that loaded and compiled.
 pub(crate) struct Reloaded {
@@ -48,16 +50,37 @@ impl ConfigState {
     }
 
     /// Records what became of a SIGHUP at `now_ms`.
-    pub(crate) fn reloaded(&mut self, outcome: &Result<bool, String>, now_ms: i64) {
+    pub(crate) fn reloaded(&mut self, outcome: &Result<bool, ReloadError>, now_ms: i64) {
         match outcome {
             Ok(_) => *self = ConfigState::new(now_ms),
-            Err(e) => self.refused = Some((now_ms, e.clone())),
+            Err(e) => self.refused = Some((now_ms, e.to_string())),
         }
     }
 }
 
+/// Why a SIGHUP's config was refused (the running one is kept).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ReloadError {
+    #[error("no config file to reload (watch runs on the built-in defaults)")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config read, but does not compile (format, proxies, rules, sinks, paths).
+    #[error(transparent)]
+    Compile(#[from] Error),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("too many rule names since start; restart to apply this config")]
+    TooManyRules,
+    /// A changed sink that cannot be built.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
 /// Logs why a SIGHUP's config was refused, and returns it.
-fn refused(why: String) -> String {
+fn refused(why: impl Into<ReloadError>) -> ReloadError {
+    let why = why.into();
     log::error!("SIGHUP: {why}; keeping the running config");
     why
 }
@@ -68,14 +91,14 @@ pub(crate) fn load(
     path: Option<&Path>,
     cli_paths: &[String],
     running: &Config,
-) -> Result<Reloaded, String> {
+) -> Result<Reloaded, ReloadError> {
     let Some(path) = path else {
-        let why = "no config file to reload (watch runs on the built-in defaults)".to_string();
+        let why = ReloadError::NoConfigFile;
         log::warn!("SIGHUP: {why}");
         return Err(why);
     };
-    let config = Config::load(path).map_err(|e| refused(e.to_string()))?;
-    let compiled = compile(&config, cli_paths).map_err(|e| refused(e.to_string()))?;
+    let config = Config::load(path).map_err(refused)?;
+    let compiled = compile(&config, cli_paths).map_err(refused)?;
     let later = changes(running, &config, false);
     if !later.is_empty() {
         log::warn!(
@@ -92,7 +115,7 @@ pub(crate) fn load(
             log::warn!("SIGHUP: [input] paths changed, but the command line's paths win");
             None
         }
-        (false, true) => Some(Patterns::new(&compiled.args).map_err(|e| refused(e.to_string()))?),
+        (false, true) => Some(Patterns::new(&compiled.args).map_err(refused)?),
     };
     Ok(Reloaded {
         config,
@@ -139,7 +162,7 @@ impl Live<'_, '_> {
     /// Applies a config that [`load`] returned; returns whether the globs changed, `Err` (why)
     /// when it was refused (nothing changed). Rules keep their ids, buckets and bans by name; hits
     /// already read meet the new rules in their shard, so no line is counted twice or missed.
-    pub(crate) fn apply(&mut self, r: Reloaded) -> Result<bool, String> {
+    pub(crate) fn apply(&mut self, r: Reloaded) -> Result<bool, ReloadError> {
         let Reloaded {
             config: new,
             compiled,
@@ -147,16 +170,14 @@ impl Live<'_, '_> {
         } = r;
         let mut ids = self.rule_ids.clone();
         let Some(rule_ids) = ids.assign(&new.rules) else {
-            return Err(refused(
-                "too many rule names since start; restart to apply this config".into(),
-            ));
+            return Err(refused(ReloadError::TooManyRules));
         };
         // Sinks first: the one step that can fail (a sink that cannot be built), and then
         // nothing has changed.
         if new.sinks != self.config.sinks {
             let active: Vec<_> = self.table.active().cloned().collect();
             if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
-                return Err(refused(e.to_string()));
+                return Err(refused(e));
             }
         }
         let rules = Arc::new(compiled.rules.with_ids(rule_ids.clone()));

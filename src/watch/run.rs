@@ -54,7 +54,7 @@ use crate::source::checkpoint::Checkpoints;
 use crate::source::ingest::Ingest;
 use crate::source::stats::IngestStats;
 use crate::state_file::StateFileError;
-use crate::state_lock::{self, LockError, StateLock};
+use crate::state_lock::{self, StateLock};
 use crate::vhost::Vhosts;
 
 const INOTIFY: Token = Token(0);
@@ -109,10 +109,6 @@ impl std::fmt::Display for WatchReport {
     }
 }
 
-fn runtime(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Runtime(format!("{what}: {e}"))
-}
-
 /// Runs `watch` until SIGTERM or SIGINT (or stdout closing), writing events to `out` when no sink
 /// is configured.
 pub fn run(plan: WatchPlan, out: &mut (dyn Write + Send)) -> Result<WatchReport, Error> {
@@ -165,7 +161,7 @@ impl<'o> WatchLoop<'o> {
     /// files the globs name and reads what was written while stopped.
     fn start(plan: WatchPlan, out: &'o mut (dyn Write + Send)) -> Result<WatchLoop<'o>, Error> {
         // Before any thread starts: threads inherit the blocked signals signalfd needs.
-        let signals = Signals::new().map_err(|e| runtime("signalfd", e))?;
+        let signals = Signals::new().map_err(Error::system("signalfd"))?;
         crate::sys::raise_fd_limit();
         let WatchPlan {
             config,
@@ -182,7 +178,7 @@ impl<'o> WatchLoop<'o> {
         } = plan;
 
         if let Some(dir) = &state_dir {
-            std::fs::create_dir_all(dir).map_err(|e| runtime(&dir.display().to_string(), e))?;
+            std::fs::create_dir_all(dir).map_err(Error::file(dir))?;
         }
         let state_lock = match &state_dir {
             Some(dir) => Some(lock_state(dir)?),
@@ -219,8 +215,8 @@ impl<'o> WatchLoop<'o> {
             resend_pending(s, dir, &vhosts);
         }
 
-        let poll = Poll::new().map_err(|e| runtime("epoll", e))?;
-        let inotify = Inotify::new().map_err(|e| runtime("inotify", e))?;
+        let poll = Poll::new().map_err(Error::system("epoll"))?;
+        let inotify = Inotify::new().map_err(Error::system("inotify"))?;
         let fd = |f: &dyn std::os::fd::AsRawFd| f.as_raw_fd();
         let registry = poll.registry();
         registry
@@ -228,8 +224,8 @@ impl<'o> WatchLoop<'o> {
             .and_then(|()| {
                 registry.register(&mut SourceFd(&fd(&signals)), SIGNALS, Interest::READABLE)
             })
-            .map_err(|e| runtime("epoll", e))?;
-        let waker = Arc::new(Waker::new(registry, WAKER).map_err(|e| runtime("epoll", e))?);
+            .map_err(Error::system("epoll"))?;
+        let waker = Arc::new(Waker::new(registry, WAKER).map_err(Error::system("epoll"))?);
         detector.wake_on_output(waker.clone());
         let fleet = match &config.fleet {
             Some(f) => {
@@ -246,7 +242,7 @@ impl<'o> WatchLoop<'o> {
         endpoint.register(registry, HTTP)?;
         if let Some(c) = &mut control {
             c.register(registry, CONTROL)
-                .map_err(|e| runtime("epoll", e))?;
+                .map_err(Error::system("epoll"))?;
         }
 
         let ingest = Ingest::new(Arc::new(format), rules, vhosts.clone())
@@ -423,7 +419,7 @@ impl<'o> WatchLoop<'o> {
         }
         let timeout = wake.saturating_duration_since(now);
         match self.poll.poll(&mut self.events, Some(timeout)) {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(runtime("epoll", e)),
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(Error::system("epoll")(e)),
             _ => Ok(()),
         }
     }
@@ -488,7 +484,7 @@ impl<'o> WatchLoop<'o> {
         let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
         self.systemd
             .ready(&format!("watching {n_files} files in {folders} folders"));
-        applied == Ok(true)
+        matches!(applied, Ok(true))
     }
 
     /// A metrics request or connection event.
@@ -621,9 +617,9 @@ impl<'o> WatchLoop<'o> {
             }
         }
         let saved = match &state_dir {
-            Some(dir) => state::save(dir, &detector.table().snapshot())
-                .map_err(|e| e.to_string())
-                .and_then(|()| checkpoints.save(dir).map_err(|e| e.to_string())),
+            Some(dir) => {
+                state::save(dir, &detector.table().snapshot()).and_then(|()| checkpoints.save(dir))
+            }
             None => Ok(()),
         };
         let after = detector.table().stats();
@@ -647,20 +643,16 @@ impl<'o> WatchLoop<'o> {
             Err(e) => return Err(Error::writing("events", e)),
             Ok(None) => {}
         }
-        saved.map_err(|e| Error::Runtime(format!("saving state: {e}")))?;
+        saved.map_err(Error::SavingState)?;
         Ok(report)
     }
 }
 
 /// Takes the state folder's lock (see [`crate::state_lock`]), or says who holds it.
 fn lock_state(dir: &Path) -> Result<StateLock, Error> {
-    state_lock::acquire(dir, "watch").map_err(|e| match e {
-        LockError::Held { holder, .. } => Error::Runtime(format!(
-            "[state] dir = \"{}\" is in use by {holder}: two processes acting on one state \
-             folder would overwrite each other's state and sinks",
-            dir.display()
-        )),
-        e => Error::Runtime(format!("[state] dir: locking {e}")),
+    state_lock::acquire(dir, "watch").map_err(|source| Error::StateLock {
+        dir: dir.to_path_buf(),
+        source,
     })
 }
 
