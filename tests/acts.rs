@@ -4,13 +4,12 @@
 //! nginx deny file holding a live ban and a reload command that leaves a trace.
 
 mod util;
-use util::{demo_glob, events, floodwatch, ok, stderr};
+use util::{demo_glob, events, floodwatch, lines, ok, stderr};
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// What the deny file holds before anything runs: a ban of the running watch.
@@ -183,19 +182,6 @@ impl Drop for Watch {
             let _ = self.child.wait();
         }
     }
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn jsonl_only(dir: &Path, state: &Path, events: &Path, socket: Option<&Path>) -> String {

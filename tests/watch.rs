@@ -6,6 +6,8 @@
 
 mod util;
 
+use util::lines;
+
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -118,19 +120,6 @@ impl Drop for Watch {
             let _ = self.child.wait();
         }
     }
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// A Plesk-like tree: `root/vhosts/<vhost>/logs/`, a config with one strict rule and a state

@@ -167,3 +167,19 @@ pub fn skip_unless_ci(missing: Option<&str>) -> bool {
     eprintln!("SKIPPED: this machine has no {missing}");
     true
 }
+
+/// The lines a child writes to `r` (its stdout or stderr), as they come, read on a thread of
+/// their own so that a test can wait for one with a deadline.
+pub fn lines(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
