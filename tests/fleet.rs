@@ -237,6 +237,12 @@ impl Node {
 
     /// A node whose `[fleet]` has `tls` for its TLS lines.
     fn configured(root: &Path, name: &str, redis: &TestRedis, tls: &str) -> Node {
+        let rule = "name = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n";
+        Node::with_rule(root, name, &redis.url(), rule, tls)
+    }
+
+    /// A node whose rule has the lines `rule`, on the Redis at `url`.
+    fn with_rule(root: &Path, name: &str, url: &str, rule: &str, tls: &str) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let n = Node {
@@ -250,7 +256,7 @@ impl Node {
         std::fs::write(&n.access_log, "").unwrap();
         let text = format!(
             "[input]\npaths = [{:?}]\n\n\
-             [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
+             [[rule]]\n{rule}\n\
              [state]\ndir = {:?}\n\n\
              [fleet]\nurl = {:?}\nnode = {name:?}\nstream = \"test:events\"\n{}\n\
              [[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\n\
@@ -258,7 +264,7 @@ impl Node {
              [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
             n.access_log.display().to_string(),
             dir.join("state").display().to_string(),
-            redis.url(),
+            url,
             tls,
             n.deny.display().to_string(),
             n.events.display().to_string(),
@@ -637,6 +643,219 @@ fn a_fleet_over_tls_with_a_private_ca_and_client_certificates() {
     );
 
     for n in [&mut a, &mut b, &mut c, &mut d] {
+        n.stop();
+    }
+}
+
+/// The rule of the fleet-counting tests: 30 r/s across the fleet. The logs stamp whole seconds,
+/// so a second's requests count together: burst 35 lets 27 of them through and not 45.
+const SPREAD_RULE: &str =
+    "name = \"spread\"\nrate = \"30r/s\"\nburst = 35\nban = \"10m\"\nscope = \"fleet\"\n";
+
+/// Three nodes counting rule `spread` with the whole fleet through the Redis at `url`, started
+/// and counting with the fleet.
+fn counting_trio(root: &Path, url: &str) -> [Node; 3] {
+    let mut nodes = ["a", "b", "c"].map(|n| Node::with_rule(root, n, url, SPREAD_RULE, ""));
+    for n in &mut nodes {
+        n.start();
+    }
+    for n in &nodes {
+        eventually("counting with the fleet", || {
+            n.status()["fleet"]["counting"]["mode"] == "fleet"
+        });
+    }
+    nodes
+}
+
+/// Writes requests stamped now: each flow `(client, rate per second, start, end)` (seconds
+/// from now) round-robin over `logs`, as a load balancer spreads a client. Returns when the
+/// last flow ends; `crossed` gets the moment a second of `watch_client` first held
+/// `threshold` requests.
+fn spread(
+    logs: Vec<PathBuf>,
+    flows: Vec<(&'static str, u32, f64, f64)>,
+    watch_client: &'static str,
+    threshold: u32,
+    crossed: std::sync::mpsc::Sender<Instant>,
+) {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut files: Vec<std::fs::File> = logs
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().append(true).open(p).unwrap())
+        .collect();
+    let mut next: Vec<(f64, usize)> = flows.iter().map(|f| (f.2, 0)).collect();
+    let end = flows.iter().map(|f| f.3).fold(0.0, f64::max);
+    let (mut second, mut in_second, mut told) = (0i64, 0u32, false);
+    loop {
+        let now = start.elapsed().as_secs_f64();
+        if now >= end {
+            return;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (i, (client, rate, _, stop)) in flows.iter().enumerate() {
+            while next[i].0 <= now && next[i].0 < *stop {
+                let line = format!(
+                    "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"spread\"\n",
+                    floodwatch::lab::scenario::httpdate(secs)
+                );
+                let f = &mut files[next[i].1 % logs.len()];
+                f.write_all(line.as_bytes()).unwrap();
+                next[i].0 += 1.0 / f64::from(*rate);
+                next[i].1 += 1;
+                if *client == watch_client {
+                    if secs != second {
+                        (second, in_second) = (secs, 0);
+                    }
+                    in_second += 1;
+                    if in_second >= threshold && !told {
+                        told = true;
+                        let _ = crossed.send(Instant::now());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs [`spread`] on a thread; the handle and the receiver of the crossing.
+fn spread_in_background(
+    nodes: &[Node],
+    flows: Vec<(&'static str, u32, f64, f64)>,
+    watch_client: &'static str,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<Instant>,
+) {
+    let logs: Vec<PathBuf> = nodes.iter().map(|n| n.access_log.clone()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A replay of the merged logs bans at the 37th request of one second (the first is free).
+    let h = std::thread::spawn(move || spread(logs, flows, watch_client, 37, tx));
+    (h, rx)
+}
+
+/// Waits until every node denies `key`; how long after `since` each did.
+fn denied_everywhere(nodes: &[Node], key: &str, since: Instant) -> Vec<Duration> {
+    let mut at: Vec<Option<Duration>> = vec![None; nodes.len()];
+    let until = Instant::now() + Duration::from_secs(20);
+    while at.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < until,
+            "{key} not denied on every node: {at:?}"
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            if at[i].is_none() && n.denies(key) == 1 {
+                at[i] = Some(since.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    at.into_iter().flatten().collect()
+}
+
+/// A flood of 45 r/s spread evenly over three servers (15 r/s each, a third of the rule's
+/// 30 r/s) is banned on all three within 2 s of the merged traffic crossing the limit; a client
+/// at 9 r/s on each (27 r/s in all) is never banned.
+#[test]
+fn a_flood_spread_over_three_servers_is_banned_on_all_three_and_27_rs_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(dir.path());
+    let mut nodes = counting_trio(dir.path(), &redis.url());
+    // The flood starts on a second's boundary, so that its first second is a whole one.
+    let frac = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    let to_boundary = f64::from(1000 - frac) / 1000.0;
+    let flows = vec![
+        ("198.51.100.27", 27, 0.0, 7.0),
+        ("203.0.113.45", 45, 2.0 + to_boundary, 5.0 + to_boundary),
+    ];
+    let (writer, crossed) = spread_in_background(&nodes, flows, "203.0.113.45");
+    let crossed = crossed.recv_timeout(Duration::from_secs(10)).unwrap();
+    let after = denied_everywhere(&nodes, "203.0.113.45", crossed);
+    for (n, d) in nodes.iter().zip(&after) {
+        assert!(
+            *d <= Duration::from_secs(2),
+            "denied {d:?} after crossing the limit:\n{}",
+            n.log_text()
+        );
+    }
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    for n in &nodes {
+        assert_eq!(n.denies("198.51.100.27"), 0, "{}", n.log_text());
+        assert_eq!(n.denies("203.0.113.45"), 1);
+        let c = &n.status()["fleet"]["counting"];
+        assert!(c["commands"].as_u64() > Some(0), "{c}");
+    }
+    let logs: String = nodes.iter().map(Node::log_text).collect();
+    assert!(logs.contains("across the fleet"), "{logs}");
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+/// Redis killed in the middle of a run: fleet rules count locally (said in the log and
+/// `status`), a spread flood goes unbanned (each server sees a third of it) while a flood on one
+/// server is banned there as before; with Redis back, counting resumes and the next spread
+/// flood is banned everywhere.
+#[test]
+fn fleet_counting_falls_back_to_local_while_redis_is_away_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = TestRedis::start(dir.path());
+    let mut nodes = counting_trio(dir.path(), &redis.url());
+    redis.stop();
+    for n in &nodes {
+        eventually("counting locally", || {
+            n.status()["fleet"]["counting"]["mode"] == "local"
+        });
+    }
+    let text = String::from_utf8_lossy(&nodes[0].admin(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("LOCAL COUNTING ONLY, Redis unreachable"),
+        "{text}"
+    );
+    let (writer, _) = spread_in_background(&nodes, vec![("192.0.2.45", 45, 0.0, 3.0)], "");
+    // One server alone sees a flood of its own: 60 requests in a second.
+    for _ in 0..3 {
+        util::append_flood(&nodes[0].access_log, "192.0.2.60");
+    }
+    writer.join().unwrap();
+    eventually("a local flood is banned locally", || {
+        nodes[0].denies("192.0.2.60") == 1
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    for n in &nodes {
+        assert_eq!(n.denies("192.0.2.45"), 0, "counted locally: a third each");
+    }
+
+    redis.resume();
+    for n in &nodes {
+        eventually("counting with the fleet again", || {
+            n.status()["fleet"]["counting"]["mode"] == "fleet"
+        });
+    }
+    let (writer, crossed) =
+        spread_in_background(&nodes, vec![("192.0.2.46", 45, 0.0, 3.0)], "192.0.2.46");
+    let crossed = crossed.recv_timeout(Duration::from_secs(10)).unwrap();
+    denied_everywhere(&nodes, "192.0.2.46", crossed);
+    writer.join().unwrap();
+    for n in &nodes {
+        let c = &n.status()["fleet"]["counting"];
+        assert_eq!(c["fallbacks"], 1, "{c}");
+        let log = n.log_text();
+        assert!(
+            log.contains("fleet rules count this server's requests only"),
+            "{log}"
+        );
+        assert!(log.contains("count with the fleet again"), "{log}");
+    }
+    for n in &mut nodes {
         n.stop();
     }
 }

@@ -98,6 +98,8 @@ pub fn client(url: &str, tls: &FleetTls) -> Result<Client, (&'static str, String
     })
 }
 
+/// `[fleet] count_interval` when not given.
+pub const DEFAULT_COUNT_INTERVAL_MS: u64 = 200;
 /// The stream when `[fleet] stream` is not given.
 pub const DEFAULT_STREAM: &str = "floodwatch:events";
 /// Whether `name` may name a node (or travel as a rule name): letters, digits, '-', '_', '.',

@@ -137,6 +137,8 @@ pub const SECTIONS: &[Section] = &[
                 "IPv6 clients are counted and banned by this prefix."),
             key("key", "string", "`client`", r#""client+vhost""#,
                 "`client`, or `client+vhost` to count each vhost separately."),
+            key("scope", "string", "`local`", r#""local""#,
+                "`local`: the requests this server sees; `fleet` (needs `[fleet]`): the requests of every server of the fleet, counted together through Redis every `count_interval`, so that a flood a load balancer spreads over the servers is banned as if one server saw it all. Every server must have the rule, under the same name and limits."),
         ],
     },
     Section {
@@ -219,6 +221,8 @@ pub const SECTIONS: &[Section] = &[
                 "PEM client certificate, for a Redis with `tls-auth-clients yes`; with `tls_key`.")),
             with_files(key("tls_key", "path", "none", r#""/etc/floodwatch/node.key""#,
                 "PEM key of `tls_cert`.")),
+            key("count_interval", DURATION, "`200ms`", r#""500ms""#,
+                "How often the counts of `scope = \"fleet\"` rules are exchanged through Redis (50ms to 5s): the fleet's decisions are those of a replay of every server's logs merged, within about this long."),
         ],
     },
     Section {

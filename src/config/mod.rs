@@ -208,6 +208,10 @@ pub struct Fleet {
     /// sink.
     pub apply_to: Option<Vec<String>>,
     pub tls: FleetTls,
+    /// `count_interval`: how often the counts of fleet-scoped rules are exchanged.
+    pub count_interval_ms: u64,
+    /// The names of the rules with `scope = "fleet"`, in config order.
+    pub counted_rules: Vec<String>,
 }
 
 /// `[fleet]`'s TLS files (PEM), read when a connection is set up; all `None`: the system's
@@ -520,6 +524,14 @@ impl Config {
                     };
                     writeln!(s, "fleet TLS: server checked against {roots}; {client}")?;
                 }
+                if !f.counted_rules.is_empty() {
+                    writeln!(
+                        s,
+                        "fleet counting: {} counted with every server, every {} ms",
+                        f.counted_rules.join(", "),
+                        f.count_interval_ms
+                    )?;
+                }
             }
             None => writeln!(s, "fleet: none (bans stay on this server)")?,
         }
@@ -697,6 +709,46 @@ mod tests {
         assert!(e.contains("channel"), "{e}");
         let e = err("[[rule]]\nname = \"fleet\"\n");
         assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn fleet_scope_is_checked_with_errors_naming_the_key() {
+        let c = parse(
+            "[[rule]]\nname = \"a\"\n\n[[rule]]\nname = \"b\"\nscope = \"fleet\"\n\n\
+             [fleet]\nurl = \"redis://h/0\"\nnode = \"n\"\ncount_interval = \"500ms\"\n",
+        )
+        .unwrap();
+        let f = c.fleet.clone().unwrap();
+        assert_eq!(
+            (f.counted_rules, f.count_interval_ms),
+            (vec!["b".to_string()], 500)
+        );
+        assert!(c
+            .describe()
+            .contains("fleet counting: b counted with every server, every 500 ms"));
+        let f = parse("[fleet]\nurl = \"redis://h/0\"\nnode = \"n\"\n")
+            .unwrap()
+            .fleet;
+        assert_eq!(f.map(|f| f.count_interval_ms), Some(200));
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("[[rule]]\nscope = \"fleet\"\n");
+        assert!(
+            e.starts_with("floodwatch.toml:2:9: rule[0].scope:") && e.contains("[fleet]"),
+            "{e}"
+        );
+        let e = err("[[rule]]\nscope = \"global\"\n");
+        assert!(
+            e.contains("rule[0].scope") && e.contains("\"local\" or \"fleet\""),
+            "{e}"
+        );
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"n\"\ncount_interval = \"10ms\"\n");
+        assert!(
+            e.contains("fleet.count_interval") && e.contains("between 50ms and 5s"),
+            "{e}"
+        );
+        let e = err("[fleet]\nurl = \"redis://h/0\"\nnode = \"n\"\ncount_interval = \"soon\"\n");
+        assert!(e.contains("fleet.count_interval"), "{e}");
     }
 
     /// `[fleet]` TLS files: each checked at load, errors naming the key and the file.

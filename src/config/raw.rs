@@ -23,6 +23,10 @@ use crate::hit::MAX_RULES;
 
 /// Longest lateness: lines are held this long before their time is decided.
 const MAX_LATENESS_MS: u64 = HOUR;
+/// `[fleet] count_interval`'s bounds: a pipeline more often than every 50 ms costs Redis more
+/// than it buys; counts exchanged less often than every 5 s come too late to stop a flood.
+const MIN_COUNT_INTERVAL_MS: u64 = 50;
+const MAX_COUNT_INTERVAL_MS: u64 = 5 * SECOND;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +109,9 @@ struct RawRule {
     ipv6_prefix: Option<Spanned<i64>>,
     /// `client` (default) or `client+vhost`.
     key: Option<Spanned<String>>,
+    /// `local` (default): this server's requests; `fleet`: the requests of every server of
+    /// the `[fleet]`.
+    scope: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +176,8 @@ struct RawFleet {
     /// (`tls-auth-clients yes`).
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
+    /// How often the counts of `scope = "fleet"` rules are exchanged (default `200ms`).
+    count_interval: Option<Spanned<String>>,
 }
 
 impl RawFleet {
@@ -225,12 +234,33 @@ impl RawFleet {
             None => None,
         };
         let tls = check_fleet_tls(cx, &url, [&self.tls_ca, &self.tls_cert, &self.tls_key])?;
+        let count_interval_ms = match &self.count_interval {
+            Some(d) => {
+                let ms = duration(cx, d, "fleet.count_interval")?;
+                if !(MIN_COUNT_INTERVAL_MS..=MAX_COUNT_INTERVAL_MS).contains(&ms) {
+                    return Err(cx.invalid(
+                        d,
+                        "fleet.count_interval",
+                        format!(
+                            "{} is not between {} and {}",
+                            fmt_ms(ms),
+                            fmt_ms(MIN_COUNT_INTERVAL_MS),
+                            fmt_ms(MAX_COUNT_INTERVAL_MS)
+                        ),
+                    ));
+                }
+                ms
+            }
+            None => super::fleet::DEFAULT_COUNT_INTERVAL_MS,
+        };
         Ok(Fleet {
             url: url.into_inner(),
             node,
             stream,
             apply_to,
             tls,
+            count_interval_ms,
+            counted_rules: Vec::new(),
         })
     }
 }
@@ -313,6 +343,11 @@ impl RawConfig {
             ..Config::default()
         };
         c.input = self.input.check(cx)?;
+        let scopes: Vec<_> = self
+            .rule
+            .iter()
+            .map(|r| r.get_ref().scope.clone())
+            .collect();
         if !self.rule.is_empty() {
             c.rules = check_rules(cx, self.rule)?;
             c.rules_configured = true;
@@ -354,6 +389,7 @@ impl RawConfig {
             let whole = Spanned::new(span, ());
             c.fleet = Some(fleet.into_inner().check(cx, &whole)?);
         }
+        check_scopes(cx, &scopes, &mut c)?;
         for (i, sink) in self.sink.into_iter().enumerate() {
             let key = format!("sink[{i}].type");
             let kind = match sink.get_ref().get("type") {
@@ -633,6 +669,43 @@ fn check_matchers(cx: &Cx, i: usize, raw: &RawRule, r: &mut RuleSpec) -> Result<
         for (j, v) in vhosts.iter().enumerate() {
             let t = non_empty(cx, v, &format!("{}[{j}]", key("vhosts")))?;
             r.vhosts.push(t.to_ascii_lowercase());
+        }
+    }
+    Ok(())
+}
+
+/// `[[rule]] scope`: the rules counted fleet-wide, which need a `[fleet]` to count with.
+fn check_scopes(
+    cx: &Cx,
+    scopes: &[Option<Spanned<String>>],
+    c: &mut Config,
+) -> Result<(), ConfigError> {
+    for (i, scope) in scopes.iter().enumerate() {
+        let Some(scope) = scope else {
+            continue;
+        };
+        let key = format!("rule[{i}].scope");
+        match scope.get_ref().as_str() {
+            "local" => {}
+            "fleet" => match &mut c.fleet {
+                Some(f) => f.counted_rules.push(c.rules[i].name.clone()),
+                None => {
+                    return Err(cx.invalid(
+                        scope,
+                        key,
+                        "\"fleet\" counts with the other servers through Redis: it needs a \
+                         [fleet] section (url = \"redis://...\")"
+                            .into(),
+                    ))
+                }
+            },
+            other => {
+                return Err(cx.invalid(
+                    scope,
+                    key,
+                    format!("{other:?}: expected \"local\" or \"fleet\""),
+                ))
+            }
         }
     }
     Ok(())

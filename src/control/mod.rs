@@ -179,6 +179,9 @@ pub struct FleetStatus {
     pub unreachable_since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Fleet-wide counting, when a rule has `scope = "fleet"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counting: Option<crate::fleet::counting::CountingStats>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +253,7 @@ mod tests {
             lag_p99_ms: 2000,
             unreachable_since: Some("2026-11-25T10:00:00Z".into()),
             last_error: Some("connection refused".into()),
+            counting: None,
         };
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(

@@ -363,6 +363,9 @@ fn status_page(s: &Status) -> String {
             f.lag_p50_ms,
             f.lag_p99_ms
         );
+        if let Some(c) = &f.counting {
+            fleet_counting(&mut out, c);
+        }
     }
     if s.sinks.is_empty() {
         out.push_str("sinks:     none (events go to stdout)\n");
@@ -394,6 +397,33 @@ fn status_page(s: &Status) -> String {
         );
     }
     out
+}
+
+/// The `status` line of fleet-wide counting: which rules, and whether they count with the
+/// fleet now or, Redis away, with this server's requests only.
+fn fleet_counting(out: &mut String, c: &crate::fleet::counting::CountingStats) {
+    let mode = match (c.mode.as_str(), &c.last_error) {
+        ("fleet", _) => format!(
+            "counting with the fleet{}",
+            if c.cluster { " (Redis Cluster)" } else { "" }
+        ),
+        (_, Some(e)) => format!("LOCAL COUNTING ONLY, Redis unreachable ({e})"),
+        _ => "LOCAL COUNTING ONLY, Redis not reached yet".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "counting:  {} every {} ms: {mode}; {} exchanges, {} offenses, {} fallbacks to local, \
+         {} keys; {} commands, {} bytes out, {} bytes in",
+        c.rules.join(", "),
+        c.interval_ms,
+        c.exchanges,
+        c.offenses,
+        c.fallbacks,
+        c.keys,
+        c.commands,
+        c.bytes_out,
+        c.bytes_in
+    );
 }
 
 #[cfg(test)]

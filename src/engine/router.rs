@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use crate::addr::Addr;
 use crate::engine::rule::CompiledRules;
 use crate::engine::ShardMsg;
-use crate::hit::Hit;
+use crate::hit::{Hit, RuleMask};
 
 /// Hits per batch: large enough that the channel costs nothing per hit, small enough that a
 /// batch (4096 × 48 bytes) stays in L2.
@@ -76,6 +76,9 @@ pub struct Router {
     low: i64,
     /// The settled mark so far, when the producer keeps one apart from the low mark (watch).
     settled: Option<i64>,
+    /// Rules whose hits are also copied aside (watch's fleet-wide counting), and the copies.
+    tap_mask: RuleMask,
+    tapped: Vec<Hit>,
 }
 
 impl Router {
@@ -89,7 +92,19 @@ impl Router {
             batch: BATCH,
             low: i64::MIN,
             settled: None,
+            tap_mask: 0,
+            tapped: Vec::new(),
         }
+    }
+
+    /// From now on, copies aside the hits of the rules in `mask` (see [`Router::take_tapped`]).
+    pub fn tap(&mut self, mask: RuleMask) {
+        self.tap_mask = mask;
+    }
+
+    /// The hits copied aside since the last call.
+    pub fn take_tapped(&mut self) -> Vec<Hit> {
+        std::mem::take(&mut self.tapped)
     }
 
     /// Sends batches of `n` hits instead of [`BATCH`] (tests use small ones).
@@ -103,6 +118,9 @@ impl Router {
     pub fn push(&mut self, hit: Hit) {
         if hit.rules == 0 || self.senders.is_empty() {
             return;
+        }
+        if hit.rules & self.tap_mask != 0 {
+            self.tapped.push(hit);
         }
         let s = self.shard_of.shard(hit.addr);
         let batch = &mut self.batches[s];

@@ -20,6 +20,7 @@
 //! `fleet.json`, module `state`) and go out when it is back; the follower catches up from its
 //! last entry.
 
+pub mod counting;
 mod follower;
 pub mod link;
 pub mod message;
@@ -183,6 +184,8 @@ pub struct FleetStats {
     /// While a thread has no connection: since when, and the last error (the longer-running
     /// outage of the two threads).
     pub trouble: Option<link::LinkTrouble>,
+    /// Fleet-wide counting, when a rule has `scope = "fleet"`.
+    pub counting: Option<counting::CountingStats>,
 }
 
 /// The oldest of the threads' troubles.
@@ -209,6 +212,8 @@ pub struct Fleet {
     refused: u64,
     lag: Histogram<u64>,
     lag_last_ms: u64,
+    /// Fleet-wide counting, with the rules it was started for (config order).
+    counting: Option<(counting::Counting, Vec<crate::engine::RuleSpec>)>,
 }
 
 impl Fleet {
@@ -295,7 +300,79 @@ impl Fleet {
             lag: Histogram::new_with_bounds(1, 3_600_000, 3)
                 .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
             lag_last_ms: 0,
+            counting: None,
         })
+    }
+
+    /// Starts counting the rules `cfg` counts fleet-wide (of `specs`, in config order, whose
+    /// offenses carry `ids`); returns the rule bits whose hits to hand over ([`Fleet::count`]),
+    /// 0 when no rule is counted fleet-wide.
+    pub fn start_counting(
+        &mut self,
+        cfg: &config::Fleet,
+        specs: &[crate::engine::RuleSpec],
+        ids: &[u16],
+        vhosts: crate::vhost::Vhosts,
+        waker: Arc<mio::Waker>,
+    ) -> Result<crate::hit::RuleMask, FleetError> {
+        let Some(c) = counting::Counting::start(cfg, specs, ids, vhosts, waker)? else {
+            return Ok(0);
+        };
+        let mask = c.mask();
+        self.counting = Some((c, specs.to_vec()));
+        Ok(mask)
+    }
+
+    /// After a reload: the rule bits to keep handing over. Counting goes on only while the
+    /// rules are those it started with (a rule's bit, limits and scope decide its counts, and
+    /// every server must count alike); otherwise it stops, loudly, until a restart.
+    pub fn rules_reloaded(
+        &mut self,
+        cfg: Option<&config::Fleet>,
+        specs: &[crate::engine::RuleSpec],
+    ) -> crate::hit::RuleMask {
+        let Some((c, started)) = &self.counting else {
+            return 0;
+        };
+        let same_scope = cfg.is_some_and(|f| {
+            c.stats().rules.iter().all(|r| f.counted_rules.contains(r))
+                && f.counted_rules.len() == c.stats().rules.len()
+        });
+        if started.as_slice() == specs && same_scope {
+            return c.mask();
+        }
+        log::error!(
+            "fleet: the reloaded rules differ from those fleet counting started with: fleet \
+             counting stops (local counting goes on); restart watch to count with the new rules"
+        );
+        c.stop();
+        self.counting = None;
+        0
+    }
+
+    /// Hands hits of fleet-counted rules to the counting thread.
+    pub fn count(&mut self, hits: Vec<crate::hit::Hit>) {
+        if let Some((c, _)) = &mut self.counting {
+            c.count(hits);
+        }
+    }
+
+    /// Decides the offenses fleet counting found, as this server's own (they are published).
+    pub fn counted_ready(&mut self, table: &mut BanTable, emit: &mut dyn FnMut(&Event)) {
+        let Some((c, _)) = &self.counting else {
+            return;
+        };
+        for o in c.offenses() {
+            if let Some(ban) = table.offense(&o) {
+                log::info!(
+                    "fleet: {} over rule {} with {} requests across the fleet",
+                    ban.key.net,
+                    ban.rule,
+                    o.requests
+                );
+                emit(&Event::Ban(ban));
+            }
+        }
     }
 
     /// The handle the output publishes through.
@@ -473,6 +550,7 @@ impl Fleet {
             lag_p99_ms: self.lag.value_at_quantile(0.99),
             lag_count: self.lag.len(),
             trouble: trouble_of(&[&s.publisher_trouble, &s.follower_trouble]),
+            counting: self.counting.as_ref().map(|(c, _)| c.stats()),
         }
     }
 
@@ -496,6 +574,9 @@ impl Fleet {
     /// not send stays in the outbox, for [`Fleet::save`].
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some((c, _)) = &self.counting {
+            c.stop();
+        }
         self.outbox.close();
         let deadline = Instant::now() + STOP_WAIT;
         if let Some(h) = self.publisher.take() {

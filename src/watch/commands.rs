@@ -283,6 +283,7 @@ fn fleet_status(
         lag_p99_ms: f.lag_p99_ms,
         unreachable_since: f.trouble.as_ref().map(|t| Rfc3339(t.since_ms).to_string()),
         last_error: f.trouble.map(|t| t.error),
+        counting: f.counting,
     }
 }
 

@@ -254,6 +254,16 @@ impl Files {
     }
 
     /// Takes a reload's `[input] lateness` (how far behind a file's newest line state is kept).
+    /// Has the router copy aside the hits of the rules in `mask` (fleet-wide counting).
+    pub(super) fn tap(&mut self, mask: crate::hit::RuleMask) {
+        self.router.tap(mask);
+    }
+
+    /// The hits copied aside since the last call.
+    pub(super) fn take_tapped(&mut self) -> Vec<crate::hit::Hit> {
+        self.router.take_tapped()
+    }
+
     pub(super) fn set_lateness(&mut self, lateness_ms: i64) {
         self.lateness_ms = lateness_ms;
     }

@@ -413,6 +413,60 @@ fn fleet(t: &mut Text, f: &crate::fleet::FleetStats) {
         "floodwatch_fleet_lag_seconds {}",
         Seconds(f.lag_last_ms)
     ));
+    if let Some(c) = &f.counting {
+        fleet_counting(t, c);
+    }
+}
+
+/// Fleet-wide counting (`scope = "fleet"` rules).
+fn fleet_counting(t: &mut Text, c: &crate::fleet::counting::CountingStats) {
+    t.family(
+        "fleet_counting_up",
+        "gauge",
+        "1 while fleet rules count with the whole fleet, 0 while Redis is away and they count this server's requests only.",
+    );
+    t.value("fleet_counting_up", &[], u64::from(c.mode == "fleet"));
+    let counters: [(&str, &str, u64); 7] = [
+        (
+            "fleet_counting_exchanges_total",
+            "Exchanges of counts with Redis.",
+            c.exchanges,
+        ),
+        (
+            "fleet_counting_offenses_total",
+            "Offenses found in the fleet's counts.",
+            c.offenses,
+        ),
+        (
+            "fleet_counting_fallbacks_total",
+            "Times fleet rules fell back to local counting (Redis unreachable).",
+            c.fallbacks,
+        ),
+        (
+            "fleet_counting_requests_total",
+            "Requests counted towards fleet rules.",
+            c.counted,
+        ),
+        (
+            "fleet_counting_commands_total",
+            "Redis commands sent by fleet counting.",
+            c.commands,
+        ),
+        (
+            "fleet_counting_sent_bytes_total",
+            "Bytes sent to Redis by fleet counting.",
+            c.bytes_out,
+        ),
+        (
+            "fleet_counting_received_bytes_total",
+            "Bytes of Redis's replies to fleet counting.",
+            c.bytes_in,
+        ),
+    ];
+    for (name, help, n) in counters {
+        t.family(name, "counter", help);
+        t.value(name, &[], n);
+    }
 }
 
 /// The process figures, under Prometheus' standard names (no `floodwatch_` prefix).

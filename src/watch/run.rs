@@ -227,14 +227,18 @@ impl<'o> WatchLoop<'o> {
             .map_err(Error::system("epoll"))?;
         let waker = Arc::new(Waker::new(registry, WAKER).map_err(Error::system("epoll"))?);
         detector.wake_on_output(waker.clone());
+        // The rules counted with the whole fleet: their hits are handed to `fleet` each round.
+        let mut count_mask = 0;
         let fleet = match &config.fleet {
             Some(f) => {
                 let saved = match &state_dir {
                     Some(dir) => fleet::state::load(dir)?,
                     None => Default::default(),
                 };
-                let fleet = Fleet::start(f, saved, waker)?;
+                let mut fleet = Fleet::start(f, saved, waker.clone())?;
                 output.publish_to(fleet.publish_handle());
+                let ids: Vec<u16> = (0..config.rules.len() as u16).collect();
+                count_mask = fleet.start_counting(f, &config.rules, &ids, vhosts.clone(), waker)?;
                 Some(fleet)
             }
             None => None,
@@ -256,6 +260,7 @@ impl<'o> WatchLoop<'o> {
             vhosts: vhosts.clone(),
             lateness_ms: i64::try_from(config.input.lateness_ms).unwrap_or(i64::MAX),
         });
+        files.tap(count_mask);
         let started = Instant::now();
         files.rescan(Some(&checkpoints), StartAt::Beginning);
         files.report_unmatched();
@@ -348,6 +353,11 @@ impl<'o> WatchLoop<'o> {
         if let Some(f) = &mut self.fleet {
             let table = detector.table_mut();
             f.apply_ready(table, wall_ms(), &mut |ev| output.emit_remote(ev));
+            f.count(self.files.take_tapped());
+            f.counted_ready(table, &mut |ev| {
+                endpoint.on_event(ev);
+                output.emit(ev)
+            });
         }
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         self.line_rate.sample(now, self.files.ingest_stats().lines);
@@ -480,6 +490,10 @@ impl<'o> WatchLoop<'o> {
             .apply(r)
         });
         self.reloads.count(applied.is_ok());
+        if let (Ok(_), Some(f)) = (&applied, &mut self.fleet) {
+            let mask = f.rules_reloaded(self.config.fleet.as_ref(), &self.config.rules);
+            self.files.tap(mask);
+        }
         self.config_state.reloaded(&applied, wall_ms());
         let (n_files, folders) = (self.files.open_files(), self.files.counts().1);
         self.systemd
