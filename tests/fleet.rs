@@ -19,6 +19,8 @@ struct TestRedis {
     child: Option<Child>,
     /// Serving TLS only, checking its clients' certificates against the PKI's CA.
     tls: Option<Pki>,
+    /// A node of a Redis Cluster (`--cluster-enabled yes`), until joined by [`TestCluster`].
+    cluster: bool,
 }
 
 /// A private PKI in PEM files: a CA, the server's certificate for 127.0.0.1 and a client's,
@@ -87,12 +89,22 @@ impl TestRedis {
     /// Started on a port found free a moment before: another program may take it in between,
     /// and then redis-server exits at once and is started again on another port.
     fn start_with(dir: &Path, tls: Option<Pki>) -> TestRedis {
+        TestRedis::start_kind(dir, tls, false)
+    }
+
+    /// A node for a Redis Cluster, not joined yet (see [`TestCluster`]).
+    fn start_cluster_node(dir: &Path) -> TestRedis {
+        TestRedis::start_kind(dir, None, true)
+    }
+
+    fn start_kind(dir: &Path, tls: Option<Pki>, cluster: bool) -> TestRedis {
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = TestRedis {
             port: 0,
             dir,
             child: None,
+            cluster,
             tls,
         };
         for _ in 0..5 {
@@ -177,6 +189,14 @@ impl TestRedis {
                 .arg(&pki.ca)
                 .args(["--tls-auth-clients", "yes"]),
         };
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
         let child = cmd
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
@@ -238,11 +258,13 @@ impl Node {
     /// A node whose `[fleet]` has `tls` for its TLS lines.
     fn configured(root: &Path, name: &str, redis: &TestRedis, tls: &str) -> Node {
         let rule = "name = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n";
-        Node::with_rule(root, name, &redis.url(), rule, tls)
+        let fleet = format!("stream = \"test:events\"\n{tls}");
+        Node::with_rule(root, name, &redis.url(), rule, &fleet)
     }
 
-    /// A node whose rule has the lines `rule`, on the Redis at `url`.
-    fn with_rule(root: &Path, name: &str, url: &str, rule: &str, tls: &str) -> Node {
+    /// A node whose rule has the lines `rule`, on the Redis at `url`, with the `[fleet]` lines
+    /// `fleet` after its url and node.
+    fn with_rule(root: &Path, name: &str, url: &str, rule: &str, fleet: &str) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let n = Node {
@@ -258,14 +280,14 @@ impl Node {
             "[input]\npaths = [{:?}]\n\n\
              [[rule]]\n{rule}\n\
              [state]\ndir = {:?}\n\n\
-             [fleet]\nurl = {:?}\nnode = {name:?}\nstream = \"test:events\"\n{}\n\
+             [fleet]\nurl = {:?}\nnode = {name:?}\n{}\n\
              [[sink]]\nname = \"deny\"\ntype = \"nginx\"\npath = {:?}\n\
              test_command = [\"true\"]\nreload_command = [\"true\"]\nmin_reload_interval = \"0s\"\n\n\
              [[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
             n.access_log.display().to_string(),
             dir.join("state").display().to_string(),
             url,
-            tls,
+            fleet,
             n.deny.display().to_string(),
             n.events.display().to_string(),
         );
@@ -655,7 +677,12 @@ const SPREAD_RULE: &str =
 /// Three nodes counting rule `spread` with the whole fleet through the Redis at `url`, started
 /// and counting with the fleet.
 fn counting_trio(root: &Path, url: &str) -> [Node; 3] {
-    let mut nodes = ["a", "b", "c"].map(|n| Node::with_rule(root, n, url, SPREAD_RULE, ""));
+    counting_trio_on(root, url, "stream = \"test:events\"\n")
+}
+
+/// [`counting_trio`] with the `[fleet]` lines `fleet` (its stream).
+fn counting_trio_on(root: &Path, url: &str, fleet: &str) -> [Node; 3] {
+    let mut nodes = ["a", "b", "c"].map(|n| Node::with_rule(root, n, url, SPREAD_RULE, fleet));
     for n in &mut nodes {
         n.start();
     }
@@ -855,6 +882,211 @@ fn fleet_counting_falls_back_to_local_while_redis_is_away_and_resumes() {
         );
         assert!(log.contains("count with the fleet again"), "{log}");
     }
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+/// A Redis Cluster of three masters on loopback, each its own redis-server, joined with
+/// `redis-cli --cluster create` (no replicas).
+struct TestCluster {
+    nodes: Vec<TestRedis>,
+}
+
+impl TestCluster {
+    fn start(dir: &Path) -> TestCluster {
+        let nodes: Vec<TestRedis> = (0..3)
+            .map(|i| TestRedis::start_cluster_node(&dir.join(format!("node{i}"))))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian's redis-tools)");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for n in &nodes {
+            let client = n.client();
+            eventually("the cluster is up on every node", || {
+                let info = client
+                    .get_connection_with_timeout(Duration::from_millis(200))
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c));
+                info.is_ok_and(|i| i.contains("cluster_state:ok"))
+            });
+        }
+        TestCluster { nodes }
+    }
+
+    /// The node that serves `key`'s slot.
+    fn owner_of(&self, key: &str) -> &TestRedis {
+        let slot = floodwatch::fleet::counting::slot::slot(key.as_bytes());
+        let mut c = self.nodes[0].client().get_connection().unwrap();
+        let ranges: Vec<(u16, u16, (String, u16))> = {
+            let v: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+            let redis::Value::Array(ranges) = v else {
+                panic!("CLUSTER SLOTS: {v:?}")
+            };
+            ranges
+                .into_iter()
+                .map(|r| {
+                    let redis::Value::Array(p) = r else { panic!() };
+                    let int = |v: &redis::Value| match v {
+                        redis::Value::Int(n) => *n as u16,
+                        _ => panic!("{v:?}"),
+                    };
+                    let redis::Value::Array(m) = &p[2] else {
+                        panic!()
+                    };
+                    (int(&p[0]), int(&p[1]), (String::new(), int(&m[1])))
+                })
+                .collect()
+        };
+        let port = ranges
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+            .map(|r| r.2 .1)
+            .unwrap();
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    /// Keys held by each node.
+    fn sizes(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let mut c = n.client().get_connection().unwrap();
+                redis::cmd("DBSIZE").query(&mut c).unwrap()
+            })
+            .collect()
+    }
+}
+
+/// The fleet's counting of three servers exchanging through `stores` (one each): 300 clients
+/// at 5 r/s and one at 45 r/s, each spread evenly, window by window from `first`, under 30 r/s
+/// burst 10; the keys banned.
+fn count_through(
+    stores: &mut [floodwatch::fleet::counting::redis_store::RedisStore],
+    first: i64,
+) -> std::collections::BTreeSet<String> {
+    use floodwatch::fleet::counting::counter::{CountRule, Counter, Settings};
+    let spec = floodwatch::engine::RuleSpec {
+        name: "spread".into(),
+        rate: floodwatch::engine::Rate {
+            milli_per_sec: 30_000,
+            text: "30r/s".into(),
+        },
+        burst: 10,
+        ..floodwatch::config::default_rule()
+    };
+    let mut counters: Vec<Counter> = (0..stores.len())
+        .map(|_| {
+            let settings = Settings {
+                interval_ms: 200,
+                lookback: 10,
+                groups: 16,
+                prefix: "{fw}:events".into(),
+            };
+            let mut c = Counter::new(vec![CountRule::new(0, 0, &spec, 200)], settings);
+            c.restart_at(first);
+            c
+        })
+        .collect();
+    let hit = |v4: u32, w: i64| floodwatch::hit::Hit {
+        addr: floodwatch::addr::Addr::from_v4(v4),
+        time_ms: w * 200,
+        vhost: floodwatch::hit::NO_VHOST,
+        rules: 1,
+        flags: 0,
+    };
+    let flood = u32::from(std::net::Ipv4Addr::new(203, 0, 113, 45));
+    let mut banned = std::collections::BTreeSet::new();
+    for w in first..first + 30 {
+        for (s, (counter, store)) in counters.iter_mut().zip(stores.iter_mut()).enumerate() {
+            for k in 0..300u32 {
+                if (w as usize + k as usize) % 3 == s {
+                    counter.hit(&hit(0x0a00_0000 + k, w), w, w, &|_| None);
+                }
+            }
+            for _ in 0..3 {
+                counter.hit(&hit(flood, w), w, w, &|_| None);
+            }
+            for o in counter.exchange(w + 1, store).unwrap() {
+                banned.insert(o.key.net.to_string());
+            }
+        }
+    }
+    banned
+}
+
+fn counting_store(url: &str) -> floodwatch::fleet::counting::redis_store::RedisStore {
+    let cfg = floodwatch::config::Fleet {
+        url: url.into(),
+        node: "t".into(),
+        stream: "{fw}:events".into(),
+        apply_to: None,
+        tls: Default::default(),
+        count_interval_ms: 200,
+        counted_rules: vec!["spread".into()],
+    };
+    floodwatch::fleet::counting::redis_store::RedisStore::new(&cfg).unwrap()
+}
+
+/// The same exchanges against one redis-server and against a Redis Cluster of three masters
+/// (each server connected to a different node): the flood alone is banned, and on the cluster
+/// the counts spread over every node.
+#[test]
+fn fleet_counting_works_against_one_redis_and_a_three_master_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = TestRedis::start(&dir.path().join("single"));
+    let mut stores: Vec<_> = (0..3).map(|_| counting_store(&single.url())).collect();
+    let want = std::collections::BTreeSet::from(["203.0.113.45".to_string()]);
+    assert_eq!(count_through(&mut stores, 1_000_000), want);
+    assert!(!stores[0].is_cluster());
+
+    let cluster = TestCluster::start(&dir.path().join("cluster"));
+    let mut stores: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| counting_store(&n.url()))
+        .collect();
+    assert_eq!(count_through(&mut stores, 1_000_000), want);
+    assert!(stores.iter().all(|s| s.is_cluster()));
+    let sizes = cluster.sizes();
+    assert!(
+        sizes.iter().all(|&n| n > 0),
+        "counts on every node: {sizes:?}"
+    );
+    // One pipeline per node and exchange, not one per command.
+    let t = stores[0].traffic;
+    assert!(
+        t.pipelines <= 3 * 30 && t.commands > t.pipelines * 10,
+        "{t:?}"
+    );
+}
+
+/// Three watch processes on a Redis Cluster: the bans' stream and table under one hash tag,
+/// on the node `url` names; the counts spread over the three. A flood spread over the three
+/// servers is banned on all three.
+#[test]
+fn a_spread_flood_is_banned_everywhere_through_a_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(dir.path());
+    let url = cluster.owner_of("{fw}:events").url();
+    let mut nodes = counting_trio_on(dir.path(), &url, "stream = \"{fw}:events\"\n");
+    for n in &nodes {
+        assert_eq!(n.status()["fleet"]["counting"]["cluster"], true);
+    }
+    let (writer, crossed) =
+        spread_in_background(&nodes, vec![("203.0.113.46", 45, 0.0, 3.0)], "203.0.113.46");
+    let crossed = crossed.recv_timeout(Duration::from_secs(10)).unwrap();
+    denied_everywhere(&nodes, "203.0.113.46", crossed);
+    writer.join().unwrap();
     for n in &mut nodes {
         n.stop();
     }

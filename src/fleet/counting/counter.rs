@@ -24,13 +24,23 @@ use crate::addr::Cidr;
 use crate::engine::{Key, Offense, RuleSpec};
 use crate::hit::{Hit, RuleMask, VhostId, NO_VHOST};
 
-/// Fixed seeds: every server must put a key in the same group.
-const GROUP_SEEDS: [u64; 4] = [
-    0x4528_21e6_38d0_1377,
-    0xbe54_66cf_34e9_0c6c,
-    0xc0ac_29b7_c97c_50dd,
-    0x3f84_d5b5_b547_0917,
-];
+/// The group of a key's field: FNV-1a, then a final mix, then multiply-shift onto
+/// `0..groups`. Spelled out rather than taken from a hashing crate: every server of the fleet,
+/// whatever its version, must put a key in the same group.
+pub fn group_of(field: &str, groups: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in field.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser: FNV's high bits alone are weak for short keys.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    ((u128::from(h) * u128::from(groups.max(1))) >> 64) as u32
+}
 
 /// A rule counted fleet-wide.
 #[derive(Clone, Debug)]
@@ -89,7 +99,7 @@ pub struct Settings {
     pub lookback: i64,
     /// Hash-tag groups the keys are spread over.
     pub groups: u32,
-    /// The names' common part: `[fleet] stream`.
+    /// The names' common part: `[fleet] stream` (without braces).
     pub prefix: String,
 }
 
@@ -143,14 +153,15 @@ pub struct Counter {
     tracked: HashMap<(u8, Key), Tracked>,
     /// Keys with requests not shipped yet.
     dirty: Vec<(u8, Key)>,
-    hasher: ahash::RandomState,
     stats: CounterStats,
 }
 
 impl Counter {
-    pub fn new(rules: Vec<CountRule>, settings: Settings) -> Counter {
+    pub fn new(rules: Vec<CountRule>, mut settings: Settings) -> Counter {
+        // The group's braces must be the first in a name: a stream named with a hash tag of
+        // its own (`{fw}:events`, for the bans' commands) would put every group in one slot.
+        settings.prefix.retain(|c| c != '{' && c != '}');
         let mask = rules.iter().fold(0, |m, r| m | (1 << r.bit));
-        let [a, b, c, d] = GROUP_SEEDS;
         Counter {
             rules,
             mask,
@@ -158,7 +169,6 @@ impl Counter {
             start: i64::MIN,
             tracked: HashMap::new(),
             dirty: Vec::new(),
-            hasher: ahash::RandomState::with_seeds(a, b, c, d),
             stats: CounterStats::default(),
         }
     }
@@ -216,9 +226,7 @@ impl Counter {
                             None => continue,
                         },
                     };
-                    let group = (self.hasher.hash_one(&field)
-                        % u64::from(self.settings.groups.max(1)))
-                        as u32;
+                    let group = group_of(&field, self.settings.groups);
                     self.tracked.entry(id).or_insert(Tracked {
                         windows: KeyWindows::new(window - 1),
                         field,

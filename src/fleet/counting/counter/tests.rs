@@ -193,3 +193,14 @@ fn a_late_joiner_counts_from_the_current_window() {
     assert_eq!(c.stats().too_old, 200);
     assert_eq!(store.commands, 0);
 }
+
+#[test]
+fn keys_spread_over_the_groups_the_same_on_every_server() {
+    // Fixed values: a change would split a fleet running two versions.
+    assert_eq!(group_of("203.0.113.7", 16), 1);
+    let mut seen = [0u32; 16];
+    for k in 0..1600 {
+        seen[group_of(&format!("10.0.{}.{}", k / 256, k % 256), 16) as usize] += 1;
+    }
+    assert!(seen.iter().all(|&n| (50..150).contains(&n)), "{seen:?}");
+}
