@@ -8,7 +8,7 @@
 //!   back at no extra cost;
 //! - `PEXPIRE` of each hash written: a window's hash lives as long as it can still be read;
 //! - `HMGET` of the windows still read (`lookback`) for the keys *near their limit* (excess at
-//!   least a quarter of the burst, or a window with an eighth of the rate's requests): their
+//!   least a quarter of the burst, or a window with half the rate's requests): their
 //!   totals then include what other servers shipped after this one. A key far from its limit is
 //!   known only by what its `HINCRBY` answered, a lower bound: the error is towards not banning.
 //!
@@ -368,8 +368,8 @@ impl Counter {
             };
             t.windows.settle(oldest - 1, rule.lim);
             let e = t.windows.evaluate(now, rule.lim, rule.quiet_windows);
-            t.near = e.excess.saturating_mul(4) >= rule.lim.burst
-                || e.peak.saturating_mul(8000) >= rule.lim.drain;
+            t.near = e.excess > 0 && e.excess.saturating_mul(4) >= rule.lim.burst
+                || e.peak.saturating_mul(2000) >= rule.lim.drain;
             if e.overflow.is_some() {
                 offenses.push(Offense {
                     key: id.1,
