@@ -17,6 +17,7 @@
 //! window: it neither reads nor ships anything older.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::store::{Op, Reply, Store};
 use super::window::{KeyWindows, WindowLimits};
@@ -115,7 +116,7 @@ impl Settings {
 /// A key this server counts.
 struct Tracked {
     windows: KeyWindows,
-    field: String,
+    field: Arc<str>,
     group: u32,
     /// This server's requests not shipped yet, by window.
     pending: Vec<(i64, u64)>,
@@ -229,7 +230,7 @@ impl Counter {
                     let group = group_of(&field, self.settings.groups);
                     self.tracked.entry(id).or_insert(Tracked {
                         windows: KeyWindows::new(window - 1),
-                        field,
+                        field: Arc::from(field),
                         group,
                         pending: Vec::new(),
                         last_local: window,
@@ -257,9 +258,24 @@ impl Counter {
         }
     }
 
-    fn hash(&self, rule: u8, group: u32, window: i64) -> String {
-        let name = &self.rules[usize::from(rule)].name;
-        format!("{{{}:count:{group}}}:{name}:{window}", self.settings.prefix)
+    /// The name of the hash of `rule`'s `group` in `window`, made once per exchange.
+    fn hash(
+        &self,
+        names: &mut HashMap<(u8, u32, i64), Arc<str>>,
+        rule: u8,
+        group: u32,
+        window: i64,
+    ) -> Arc<str> {
+        names
+            .entry((rule, group, window))
+            .or_insert_with(|| {
+                let name = &self.rules[usize::from(rule)].name;
+                Arc::from(format!(
+                    "{{{}:count:{group}}}:{name}:{window}",
+                    self.settings.prefix
+                ))
+            })
+            .clone()
     }
 
     /// One exchange at `now` (the current window on the store's clock): ships what was counted,
@@ -274,7 +290,7 @@ impl Counter {
         // What each reply is for: (key, window) per Incr; keys and window per Get.
         let mut incr_for: Vec<((u8, Key), i64)> = Vec::new();
         let mut gets: HashMap<(u8, u32, i64), Vec<(u8, Key)>> = HashMap::new();
-        let mut written: Vec<String> = Vec::new();
+        let mut names: HashMap<(u8, u32, i64), Arc<str>> = HashMap::new();
         let dirty = std::mem::take(&mut self.dirty);
         for id in &dirty {
             let Some(t) = self.tracked.get_mut(id) else {
@@ -288,10 +304,7 @@ impl Counter {
                     self.stats.too_old += n;
                     continue;
                 }
-                let hash = self.hash(id.0, group, w);
-                if !written.contains(&hash) {
-                    written.push(hash.clone());
-                }
+                let hash = self.hash(&mut names, id.0, group, w);
                 ops.push(Op::Incr {
                     hash,
                     field: field.clone(),
@@ -308,6 +321,8 @@ impl Counter {
             }
         }
         let ms = self.settings.ttl_ms();
+        let mut written: Vec<Arc<str>> = names.values().cloned().collect();
+        written.sort_unstable();
         for hash in written {
             ops.push(Op::Expire { hash, ms });
         }
@@ -318,7 +333,7 @@ impl Counter {
                 .filter_map(|id| self.tracked.get(id).map(|t| t.field.clone()))
                 .collect();
             ops.push(Op::Get {
-                hash: self.hash(rule, group, w),
+                hash: self.hash(&mut names, rule, group, w),
                 fields,
             });
             get_for.push((w, ids));

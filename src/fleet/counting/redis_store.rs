@@ -195,21 +195,10 @@ impl RedisStore {
         }
         let mut replies: Vec<Option<Reply>> = vec![None; ops.len()];
         for (node, idx) in by_node {
-            let mut pipe = redis::pipe();
+            let mut packed = Vec::with_capacity(idx.len() * 64);
             for &i in &idx {
-                match &ops[i] {
-                    Op::Incr { hash, field, by } => {
-                        pipe.cmd("HINCRBY").arg(hash).arg(field).arg(*by);
-                    }
-                    Op::Expire { hash, ms } => {
-                        pipe.cmd("PEXPIRE").arg(hash).arg(*ms);
-                    }
-                    Op::Get { hash, fields } => {
-                        pipe.cmd("HMGET").arg(hash).arg(fields);
-                    }
-                }
+                encode(&mut packed, &ops[i]);
             }
-            let packed = pipe.get_packed_pipeline();
             let info = self.info_for(&node);
             let nodes = self.nodes.as_mut().ok_or("not connected")?;
             let conn = match nodes.conns.entry(node.clone()) {
@@ -332,4 +321,36 @@ fn parse_slots(v: &Value, asked: &str) -> Result<Vec<(u16, u16, Node)>, String> 
         out.push((to_u16(*lo)?, to_u16(*hi)?, (host, to_u16(*port)?)));
     }
     Ok(out)
+}
+
+/// Appends `op` to `buf` in RESP, as a client sends commands (written here rather than through
+/// the client's command builder: an exchange holds a command per active key, and building each
+/// as the client's own value cost more than the rest of the exchange).
+fn encode(buf: &mut Vec<u8>, op: &Op) {
+    use std::io::Write;
+    let bulk = |buf: &mut Vec<u8>, b: &[u8]| {
+        let _ = write!(buf, "${}\r\n", b.len());
+        buf.extend_from_slice(b);
+        buf.extend_from_slice(b"\r\n");
+    };
+    match op {
+        Op::Incr { hash, field, by } => {
+            buf.extend_from_slice(b"*4\r\n$7\r\nHINCRBY\r\n");
+            bulk(buf, hash.as_bytes());
+            bulk(buf, field.as_bytes());
+            bulk(buf, by.to_string().as_bytes());
+        }
+        Op::Expire { hash, ms } => {
+            buf.extend_from_slice(b"*3\r\n$7\r\nPEXPIRE\r\n");
+            bulk(buf, hash.as_bytes());
+            bulk(buf, ms.to_string().as_bytes());
+        }
+        Op::Get { hash, fields } => {
+            let _ = write!(buf, "*{}\r\n$5\r\nHMGET\r\n", fields.len() + 2);
+            bulk(buf, hash.as_bytes());
+            for f in fields {
+                bulk(buf, f.as_bytes());
+            }
+        }
+    }
 }

@@ -7,20 +7,24 @@
 //! of one group go to one node, and the groups spread the keys over the cluster's nodes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One command of an exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// `HINCRBY hash field by`: answers the new total.
     Incr {
-        hash: String,
-        field: String,
+        hash: Arc<str>,
+        field: Arc<str>,
         by: u64,
     },
     /// `PEXPIRE hash ms`: the window's hash goes when no server reads it any more.
-    Expire { hash: String, ms: u64 },
+    Expire { hash: Arc<str>, ms: u64 },
     /// `HMGET hash fields…`: answers a total per field (absent = 0).
-    Get { hash: String, fields: Vec<String> },
+    Get {
+        hash: Arc<str>,
+        fields: Vec<Arc<str>>,
+    },
 }
 
 impl Op {
@@ -63,20 +67,20 @@ impl Store for MemoryStore {
                 Op::Incr { hash, field, by } => {
                     let v = self
                         .hashes
-                        .entry(hash.clone())
+                        .entry(hash.to_string())
                         .or_default()
-                        .entry(field.clone())
+                        .entry(field.to_string())
                         .or_default();
                     *v += by;
                     Reply::Total(*v)
                 }
                 Op::Expire { .. } => Reply::Done,
                 Op::Get { hash, fields } => {
-                    let h = self.hashes.get(hash);
+                    let h = self.hashes.get(&**hash);
                     Reply::Totals(
                         fields
                             .iter()
-                            .map(|f| h.and_then(|h| h.get(f)).copied().unwrap_or(0))
+                            .map(|f| h.and_then(|h| h.get(&**f)).copied().unwrap_or(0))
                             .collect(),
                     )
                 }
