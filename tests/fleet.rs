@@ -248,6 +248,8 @@ struct Node {
     events: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Environment for its watch (libfaketime's, for a server whose clock is off).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Node {
@@ -274,6 +276,7 @@ impl Node {
             events: dir.join("events.jsonl"),
             log: dir.join("watch.log"),
             child: None,
+            env: Vec::new(),
         };
         std::fs::write(&n.access_log, "").unwrap();
         let text = format!(
@@ -302,6 +305,7 @@ impl Node {
             .open(&self.log)
             .unwrap();
         let child = util::command()
+            .envs(self.env.iter().cloned())
             .args(["watch", "--config"])
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -682,7 +686,20 @@ fn counting_trio(root: &Path, url: &str) -> [Node; 3] {
 
 /// [`counting_trio`] with the `[fleet]` lines `fleet` (its stream).
 fn counting_trio_on(root: &Path, url: &str, fleet: &str) -> [Node; 3] {
+    counting_trio_skewed(root, url, fleet, [0, 0, 0])
+}
+
+/// [`counting_trio_on`] with each node's clock `skews[i]` seconds off (libfaketime).
+fn counting_trio_skewed(root: &Path, url: &str, fleet: &str, skews: [i64; 3]) -> [Node; 3] {
     let mut nodes = ["a", "b", "c"].map(|n| Node::with_rule(root, n, url, SPREAD_RULE, fleet));
+    for (n, skew) in nodes.iter_mut().zip(skews) {
+        if skew != 0 {
+            n.env = vec![
+                ("LD_PRELOAD", FAKETIME_LIB.to_string()),
+                ("FAKETIME", format!("{skew:+}s")),
+            ];
+        }
+    }
     for n in &mut nodes {
         n.start();
     }
@@ -699,7 +716,7 @@ fn counting_trio_on(root: &Path, url: &str, fleet: &str) -> [Node; 3] {
 /// last flow ends; `crossed` gets the moment a second of `watch_client` first held
 /// `threshold` requests.
 fn spread(
-    logs: Vec<PathBuf>,
+    logs: Vec<(PathBuf, i64)>,
     flows: Vec<(&'static str, u32, f64, f64)>,
     watch_client: &'static str,
     threshold: u32,
@@ -709,7 +726,7 @@ fn spread(
     let start = Instant::now();
     let mut files: Vec<std::fs::File> = logs
         .iter()
-        .map(|p| std::fs::OpenOptions::new().append(true).open(p).unwrap())
+        .map(|(p, _)| std::fs::OpenOptions::new().append(true).open(p).unwrap())
         .collect();
     let mut next: Vec<(f64, usize)> = flows.iter().map(|f| (f.2, 0)).collect();
     let end = flows.iter().map(|f| f.3).fold(0.0, f64::max);
@@ -725,11 +742,12 @@ fn spread(
             .as_secs() as i64;
         for (i, (client, rate, _, stop)) in flows.iter().enumerate() {
             while next[i].0 <= now && next[i].0 < *stop {
+                let to = next[i].1 % logs.len();
                 let line = format!(
                     "{client} - - [{}] \"GET / HTTP/1.1\" 200 5 \"-\" \"spread\"\n",
-                    floodwatch::lab::scenario::httpdate(secs)
+                    floodwatch::lab::scenario::httpdate(secs + logs[to].1)
                 );
-                let f = &mut files[next[i].1 % logs.len()];
+                let f = &mut files[to];
                 f.write_all(line.as_bytes()).unwrap();
                 next[i].0 += 1.0 / f64::from(*rate);
                 next[i].1 += 1;
@@ -758,7 +776,24 @@ fn spread_in_background(
     std::thread::JoinHandle<()>,
     std::sync::mpsc::Receiver<Instant>,
 ) {
-    let logs: Vec<PathBuf> = nodes.iter().map(|n| n.access_log.clone()).collect();
+    spread_skewed(nodes, &[0, 0, 0], flows, watch_client)
+}
+
+/// [`spread_in_background`] with each node's log stamped `skews[i]` seconds off the clock.
+fn spread_skewed(
+    nodes: &[Node],
+    skews: &[i64],
+    flows: Vec<(&'static str, u32, f64, f64)>,
+    watch_client: &'static str,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<Instant>,
+) {
+    let logs: Vec<(PathBuf, i64)> = nodes
+        .iter()
+        .zip(skews)
+        .map(|(n, s)| (n.access_log.clone(), *s))
+        .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     // A replay of the merged logs bans at the 37th request of one second (the first is free).
     let h = std::thread::spawn(move || spread(logs, flows, watch_client, 37, tx));
@@ -1086,6 +1121,57 @@ fn a_spread_flood_is_banned_everywhere_through_a_redis_cluster() {
         spread_in_background(&nodes, vec![("203.0.113.46", 45, 0.0, 3.0)], "203.0.113.46");
     let crossed = crossed.recv_timeout(Duration::from_secs(10)).unwrap();
     denied_everywhere(&nodes, "203.0.113.46", crossed);
+    writer.join().unwrap();
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+/// libfaketime (Debian's faketime), for servers whose clocks are off.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Three servers whose clocks differ by up to 2 s each way from Redis's (and so 4 s between
+/// the first and the last), each stamping its log with its own clock: 27 r/s spread over them
+/// is never banned, 45 r/s is banned on all three (windows follow Redis's clock, each server
+/// correcting its own offset).
+#[test]
+fn clocks_2s_apart_ban_no_one_at_27_rs_and_every_server_at_45_rs() {
+    if util::skip_unless_ci(
+        (!Path::new(FAKETIME_LIB).exists()).then_some("libfaketime (Debian's faketime)"),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(dir.path());
+    let skews = [2, 0, -2];
+    let mut nodes = counting_trio_skewed(
+        dir.path(),
+        &redis.url(),
+        "stream = \"test:events\"\n",
+        skews,
+    );
+    for (n, skew) in nodes.iter().zip(skews) {
+        // Each measured its clock against Redis's (within a loaded machine's round trip).
+        let offset = n.status()["fleet"]["counting"]["clock_offset_ms"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            (offset + skew * 1000).abs() < 300,
+            "offset {offset} for a clock {skew} s off"
+        );
+    }
+    let flows = vec![("198.51.100.27", 27, 0.0, 6.0)];
+    let (writer, _) = spread_skewed(&nodes, &skews, flows, "");
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    for n in &nodes {
+        assert_eq!(n.denies("198.51.100.27"), 0, "{}", n.log_text());
+        assert_eq!(n.status()["fleet"]["counting"]["mode"], "fleet");
+    }
+    let flows = vec![("203.0.113.45", 45, 0.0, 4.0)];
+    let (writer, crossed) = spread_skewed(&nodes, &skews, flows, "203.0.113.45");
+    let crossed = crossed.recv_timeout(Duration::from_secs(10)).unwrap();
+    denied_everywhere(&nodes, "203.0.113.45", crossed);
     writer.join().unwrap();
     for n in &mut nodes {
         n.stop();

@@ -413,7 +413,7 @@ fn fleet_counting(out: &mut String, c: &crate::fleet::counting::CountingStats) {
     let _ = writeln!(
         out,
         "counting:  {} every {} ms: {mode}; {} exchanges, {} offenses, {} fallbacks to local, \
-         {} keys; {} commands, {} bytes out, {} bytes in",
+         {} keys; {} commands, {} bytes out, {} bytes in; clock {:+} ms from Redis's",
         c.rules.join(", "),
         c.interval_ms,
         c.exchanges,
@@ -422,7 +422,8 @@ fn fleet_counting(out: &mut String, c: &crate::fleet::counting::CountingStats) {
         c.keys,
         c.commands,
         c.bytes_out,
-        c.bytes_in
+        c.bytes_in,
+        -c.clock_offset_ms
     );
 }
 

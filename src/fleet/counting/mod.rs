@@ -48,6 +48,8 @@ pub struct Shared {
     /// Exchanging with Redis now.
     pub up: AtomicBool,
     pub cluster: AtomicBool,
+    /// Redis's clock minus this server's, milliseconds, as last measured.
+    pub offset_ms: std::sync::atomic::AtomicI64,
     pub trouble: Mutex<Option<LinkTrouble>>,
     pub exchanges: AtomicU64,
     pub offenses: AtomicU64,
@@ -65,6 +67,8 @@ pub struct CountingStats {
     /// this server's requests only).
     pub mode: String,
     pub cluster: bool,
+    /// Redis's clock minus this server's, milliseconds (windows are numbered on Redis's).
+    pub clock_offset_ms: i64,
     pub interval_ms: u64,
     pub exchanges: u64,
     pub offenses: u64,
@@ -199,6 +203,7 @@ impl Counting {
             rules: self.rules.clone(),
             mode: if up { "fleet" } else { "local" }.into(),
             cluster: s.cluster.load(Ordering::Relaxed),
+            clock_offset_ms: s.offset_ms.load(Ordering::Relaxed),
             interval_ms: self.interval_ms,
             exchanges: s.exchanges.load(Ordering::Relaxed),
             offenses: s.offenses.load(Ordering::Relaxed),

@@ -165,6 +165,9 @@ impl Worker {
         self.shared
             .cluster
             .store(self.store.is_cluster(), Ordering::Relaxed);
+        self.shared
+            .offset_ms
+            .store(self.store.offset_ms(), Ordering::Relaxed);
         if let Ok(mut t) = self.shared.trouble.lock() {
             *t = None;
         }
@@ -191,6 +194,9 @@ impl Worker {
     }
 
     fn publish_stats(&self) {
+        self.shared
+            .offset_ms
+            .store(self.store.offset_ms(), Ordering::Relaxed);
         if let Ok(mut s) = self.shared.counters.lock() {
             *s = (self.counter.stats(), self.store.traffic);
         }
