@@ -51,7 +51,9 @@
 //! - Sinks: one thread each (`sink-N`), fed through bounded queues by whoever decides.
 //! - Fleet (watch with `[fleet]`): a publisher thread (`fleet-publish`) sending what the loop
 //!   queues, and a follower thread (`fleet-follow`) reading the stream and waking the loop, which
-//!   applies what it read; neither ever makes the loop wait.
+//!   applies what it read; neither ever makes the loop wait. With a `scope = "fleet"` rule, a
+//!   counting thread (`fleet-count`) takes the hits of fleet rules the loop hands over and
+//!   exchanges the counts with Redis once per window, handing offenses back the same way.
 
 // System calls go through rustix and nix; the one `unsafe` left is the parser's SIMD quote scan,
 // allowed where it stands with its safety proof.

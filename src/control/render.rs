@@ -434,6 +434,35 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn fleet_counting_says_whether_it_counts_with_the_fleet() {
+        let mut c = crate::fleet::counting::CountingStats {
+            rules: vec!["spread".into()],
+            mode: "fleet".into(),
+            cluster: true,
+            clock_offset_ms: -2000,
+            interval_ms: 200,
+            ..Default::default()
+        };
+        let mut out = String::new();
+        fleet_counting(&mut out, &c);
+        assert!(
+            out.starts_with(
+                "counting:  spread every 200 ms: counting with the fleet (Redis Cluster);"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("clock +2000 ms from Redis's"), "{out}");
+        c.mode = "local".into();
+        c.last_error = Some("Connection refused".into());
+        let mut out = String::new();
+        fleet_counting(&mut out, &c);
+        assert!(
+            out.contains("LOCAL COUNTING ONLY, Redis unreachable (Connection refused)"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn spans_keep_two_units() {
         let s = |n| span(Duration::from_secs(n));
         assert_eq!(

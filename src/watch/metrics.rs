@@ -884,7 +884,50 @@ process_start_time_seconds 1800000000.25
         ] {
             assert!(t.contains(want), "{want} in {t}");
         }
+        assert!(!t.contains("fleet_counting"), "only with a fleet rule: {t}");
         assert!(!text(&v(None), &Recorder::new()).contains("fleet"));
+    }
+
+    #[test]
+    fn fleet_counting_is_shown_with_a_fleet_rule() {
+        let table = BanTable::new(&[], Allowlist::default(), Vhosts::new());
+        let ingest = IngestStats::default();
+        let counting = |mode: &str| crate::fleet::FleetStats {
+            counting: Some(crate::fleet::counting::CountingStats {
+                rules: vec!["spread".into()],
+                mode: mode.into(),
+                exchanges: 40,
+                fallbacks: 1,
+                commands: 9000,
+                bytes_out: 70_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = |mode: &str| {
+            let view = View {
+                ingest: &ingest,
+                shards: ShardStats::default(),
+                table: &table,
+                sinks: vec![],
+                files: 0,
+                reloads: Reloads::default(),
+                lag: ReadLag::default(),
+                fleet: Some(counting(mode)),
+            };
+            text(&view, &Recorder::new())
+        };
+        let t = v("fleet");
+        for want in [
+            "floodwatch_fleet_counting_up 1\n",
+            "floodwatch_fleet_counting_exchanges_total 40\n",
+            "floodwatch_fleet_counting_fallbacks_total 1\n",
+            "floodwatch_fleet_counting_commands_total 9000\n",
+            "floodwatch_fleet_counting_sent_bytes_total 70000\n",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
+        assert!(v("local").contains("floodwatch_fleet_counting_up 0\n"));
     }
 
     #[test]
