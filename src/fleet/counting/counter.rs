@@ -43,6 +43,11 @@ pub fn group_of(field: &str, groups: u32) -> u32 {
     ((u128::from(h) * u128::from(groups.max(1))) >> 64) as u32
 }
 
+/// The most keys a counter tracks: each costs a command per window, so a flood of distinct
+/// sources (millions of addresses) would otherwise turn into pipelines Redis cannot take. Keys
+/// beyond it are counted locally only (towards not banning), and counted in `refused`.
+pub const MAX_KEYS: usize = 500_000;
+
 /// A rule counted fleet-wide.
 #[derive(Clone, Debug)]
 pub struct CountRule {
@@ -141,6 +146,9 @@ pub struct CounterStats {
     pub too_old: u64,
     /// Keys tracked now.
     pub keys: u64,
+    /// Requests of new keys not counted fleet-wide because [`MAX_KEYS`] were tracked (left to
+    /// local counting).
+    pub refused: u64,
     /// Commands sent.
     pub commands: u64,
 }
@@ -217,8 +225,13 @@ impl Counter {
             }
             let key = rule.key(hit);
             let id = (r as u8, key);
+            let full = self.tracked.len() >= MAX_KEYS;
             let t = match self.tracked.get_mut(&id) {
                 Some(t) => t,
+                None if full => {
+                    self.stats.refused += 1;
+                    continue;
+                }
                 None => {
                     let field = match key.vhost {
                         NO_VHOST => key.net.to_string(),

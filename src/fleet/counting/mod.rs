@@ -80,6 +80,8 @@ pub struct CountingStats {
     pub too_old: u64,
     pub dropped_batches: u64,
     pub keys: u64,
+    /// Requests of new keys beyond the counter's key cap, left to local counting.
+    pub refused_keys: u64,
     pub commands: u64,
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -212,6 +214,7 @@ impl Counting {
             too_old: c.too_old,
             dropped_batches: self.dropped_batches,
             keys: c.keys,
+            refused_keys: c.refused,
             commands: t.commands,
             bytes_out: t.bytes_out,
             bytes_in: t.bytes_in,

@@ -204,3 +204,15 @@ fn keys_spread_over_the_groups_the_same_on_every_server() {
     }
     assert!(seen.iter().all(|&n| (50..150).contains(&n)), "{seen:?}");
 }
+
+#[test]
+fn keys_beyond_the_cap_are_left_to_local_counting() {
+    let rule = spec("r", 30_000, 10);
+    let mut c = Counter::new(vec![CountRule::new(0, 0, &rule, 200)], settings(200));
+    c.restart_at(0);
+    for k in 0..(MAX_KEYS as u32 + 10) {
+        c.hit(&hit(k, 0), 0, 0, &|_| None);
+    }
+    let s = c.stats();
+    assert_eq!((s.counted, s.refused), (MAX_KEYS as u64, 10));
+}
