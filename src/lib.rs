@@ -53,8 +53,8 @@
 //!   queues, and a follower thread (`fleet-follow`) reading the stream and waking the loop, which
 //!   applies what it read; neither ever makes the loop wait.
 
-// System calls go through rustix and nix; the one `unsafe` left is the parser's SIMD quote scan,
-// allowed where it stands with its safety proof.
+// System calls go through rustix and nix; the `unsafe` left is the parser's SIMD quote scan and
+// replay's mapped reading (`source::mapped`), each allowed where it stands with its safety proof.
 #![deny(unsafe_code)]
 
 pub mod addr;
