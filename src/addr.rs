@@ -92,39 +92,40 @@ impl fmt::Debug for Addr {
 }
 
 /// Dotted-quad IPv4 without leading-zero ambiguity (`01.2.3.4` is refused, as std does).
+///
+/// Without a branch per digit: octets of one, two and three digits come in random order in a
+/// log, and a digit-by-digit loop mispredicted about one branch per octet (8 % of replay's CPU
+/// time went here). Each octet's length is taken from whether its next three bytes are digits,
+/// and its value computed for every length at once; the checks are gathered into one flag.
 #[inline]
 fn parse_ipv4(b: &[u8]) -> Option<u32> {
-    if b.len() < 7 || b.len() > 15 {
+    let n = b.len();
+    if !(7..=15).contains(&n) {
         return None;
     }
-    let mut out: u32 = 0;
-    let mut octets = 0;
+    // Zero past the end: neither a digit nor a dot, so an octet never runs past it.
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
     let mut i = 0;
-    while i < b.len() {
-        let start = i;
-        let mut v: u32 = 0;
-        while i < b.len() && b[i].is_ascii_digit() {
-            v = v * 10 + (b[i] - b'0') as u32;
+    let mut out = 0u32;
+    let mut ok = true;
+    for k in 0..4 {
+        let digit = |b: u8| u32::from(b.wrapping_sub(b'0'));
+        let (a, t, u) = (digit(at(i)), digit(at(i + 1)), digit(at(i + 2)));
+        let one = a < 10;
+        let two = one & (t < 10);
+        let three = two & (u < 10);
+        // Digits appended by arithmetic, not by a branch on the length.
+        let (x, y) = (u32::from(two), u32::from(three));
+        let v = (a * (1 + 9 * x) + t * x) * (1 + 9 * y) + u * y;
+        ok &= one & !(two & (a == 0)) & (v <= 255);
+        out = out << 8 | (v & 0xff);
+        i += usize::from(one) + usize::from(two) + usize::from(three);
+        if k < 3 {
+            ok &= at(i) == b'.';
             i += 1;
         }
-        let len = i - start;
-        if len == 0 || len > 3 || v > 255 || (len > 1 && b[start] == b'0') {
-            return None;
-        }
-        out = (out << 8) | v;
-        octets += 1;
-        if i == b.len() {
-            break;
-        }
-        if b[i] != b'.' || octets == 4 {
-            return None;
-        }
-        i += 1;
-        if i == b.len() {
-            return None;
-        }
     }
-    (octets == 4).then_some(out)
+    (ok && i == n).then_some(out)
 }
 
 /// An address range: the unit of allowlists, trusted proxies and aggregated keys.

@@ -128,6 +128,8 @@ pub fn plan_replay(
         false => compile_without_sinks(&config, paths)?,
     };
     let files = paths::expand(&args)?;
+    // The default rule counts every request: its parts need not be split out of every line.
+    let format = format.split_request(rules.reads_request_line());
     let shards = match shards {
         Some(n) if n > 0 => n,
         _ => config.engine.shard_count(),
