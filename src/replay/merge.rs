@@ -1,8 +1,8 @@
 //! Reads many log files as one stream in log-time order, parsed by several producer threads.
 //!
 //! Work is handed out in chunks. A plain file is cut into byte ranges that any producer can read
-//! with `pread` and parse on its own (each range owns the lines that *start* in it), so even one
-//! big file keeps every producer busy. A compressed file is decompressed in order, one chunk at a
+//! (mapped when big, see [`Mapped`]; with `pread` otherwise) and parse on its own (each range
+//! owns the lines that *start* in it), so even one big file keeps every producer busy. A compressed file is decompressed in order, one chunk at a
 //! time, by whichever producer holds it, and parsed after it has been handed back.
 //!
 //! The file whose finished lines are oldest is always read next, so every file advances through
