@@ -128,8 +128,6 @@ pub fn plan_replay(
         false => compile_without_sinks(&config, paths)?,
     };
     let files = paths::expand(&args)?;
-    // The default rule counts every request: its parts need not be split out of every line.
-    let format = format.split_request(rules.reads_request_line());
     let shards = match shards {
         Some(n) if n > 0 => n,
         _ => config.engine.shard_count(),
@@ -199,6 +197,9 @@ pub fn replay(
         if progress {
             s.spawn(|| draw_progress(total_bytes, &disk_bytes, &done));
         }
+        // The default rule counts every request: the request line need not be split on every
+        // line unless a rule reads its method or path (decided here, from the rules run).
+        let format = format.split_request(rules.reads_request_line());
         let pipeline = Pipeline {
             format: Arc::new(format),
             rules: rules.clone(),
