@@ -2,16 +2,23 @@
 """Writes the replay benchmark's input: one combined log of N lines (default 2,000,000, about
 400 MB), one hour of log time, 20,000 clients browsing plus a few flooders.
 
-    python3 benches/make-bench-log.py /tmp/bench/access_log [LINES]
+    python3 benches/make-bench-log.py /tmp/bench/access_log [LINES] [--mixed]
 
 Deterministic (fixed seed). The flooders (10.66.0.1 .. 10.66.0.5) each send 200 r/s for
 60 s at staggered times; everything else stays far below 20r/s burst 100.
+
+--mixed writes the other kind of log the replay benchmark measures: 20,000 clients of which
+10 % IPv6 (written in their usual shortened forms), each line's client, path, status, size,
+referer and agent drawn at random (shorter lines, ~200 bytes), and the flooders' lines
+scattered through their seconds rather than in blocks; one flooder is IPv6.
 """
 import random
 import sys
 
-out_path = sys.argv[1]
-lines = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
+args = [a for a in sys.argv[1:] if a != "--mixed"]
+mixed = "--mixed" in sys.argv[1:]
+out_path = args[0]
+lines = int(args[1]) if len(args) > 1 else 2_000_000
 rnd = random.Random(7)
 START = 1795600800
 SECONDS = 3600
@@ -44,6 +51,24 @@ def stamp(t):
 
 
 clients = ["%d.%d.%d.%d" % (rnd.randint(11, 223), rnd.randint(0, 255), rnd.randint(0, 255), rnd.randint(1, 254)) for _ in range(20000)]
+
+
+def v6():
+    """A random address in one of a few /32s, in the shortened form servers log."""
+    net = rnd.choice(["2001:db8", "2a01:4f8", "2600:1f18", "2a02:2f0e"])
+    groups = [rnd.randint(0, 0xffff) for _ in range(6)]
+    if rnd.random() < 0.5:  # the typical SLAAC-less host: a /64 and a small host part
+        return "%s:%x:%x::%x" % (net, groups[0], groups[1], groups[5])
+    return "%s:%s" % (net, ":".join("%x" % g for g in groups))
+
+
+if mixed:
+    clients = [v6() if i % 10 == 0 else c for i, c in enumerate(clients)]
+    rnd.shuffle(clients)
+    MIXED_PATHS = ["/", "/a", "/login", "/api/v1/items?id=%d", "/img/%d.png", "/robots.txt", "/search?q=%d"]
+    MIXED_AGENTS = ["curl/8.5.0", "Googlebot/2.1 (+http://www.google.com/bot.html)", "-"] + AGENTS
+    REFERERS = ["-", "https://shop.example/", "https://www.google.com/"]
+    FLOODERS = ["10.66.0.1", "10.66.0.2", "2001:db8:66::3", "10.66.0.4", "10.66.0.5"]
 flood_total = 5 * 200 * 60
 per_second = (lines - flood_total) / SECONDS
 written = 0
@@ -53,6 +78,23 @@ with open(out_path, "w", encoding="ascii", newline="\n") as f:
         ts = stamp(t)
         n = int(per_second * (s + 1)) - int(per_second * s)
         chunk = []
+        if mixed:
+            for _ in range(n):
+                path = rnd.choice(MIXED_PATHS)
+                if "%d" in path:
+                    path = path % rnd.randint(0, 99999)
+                chunk.append('%s - - [%s] "%s %s HTTP/1.1" %d %d "%s" "%s"\n' % (
+                    rnd.choice(clients), ts, rnd.choice(["GET", "GET", "GET", "POST", "HEAD"]), path,
+                    rnd.choice([200, 200, 200, 304, 404, 301, 500]), rnd.randint(0, 90000),
+                    rnd.choice(REFERERS), rnd.choice(MIXED_AGENTS)))
+            for k in range(5):
+                if START + 600 * (k + 1) <= t < START + 600 * (k + 1) + 60:
+                    for _ in range(200):
+                        chunk.insert(rnd.randint(0, len(chunk)), '%s - - [%s] "GET /?s=%d HTTP/1.1" 200 5120 "-" "%s"\n' % (
+                            FLOODERS[k], ts, rnd.randint(0, 10**9), MIXED_AGENTS[0]))
+            f.write("".join(chunk))
+            written += len(chunk)
+            continue
         for _ in range(n):
             chunk.append('%s - - [%s] "GET %s HTTP/1.1" 200 %d "https://shop.example/" "%s"\n' % (
                 rnd.choice(clients), ts, rnd.choice(PATHS), rnd.randint(200, 90000), rnd.choice(AGENTS)))

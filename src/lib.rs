@@ -55,8 +55,8 @@
 //!   counting thread (`fleet-count`) takes the hits of fleet rules the loop hands over and
 //!   exchanges the counts with Redis once per window, handing offenses back the same way.
 
-// System calls go through rustix and nix; the one `unsafe` left is the parser's SIMD quote scan,
-// allowed where it stands with its safety proof.
+// System calls go through rustix and nix; the `unsafe` left is the parser's SIMD quote scan and
+// replay's mapped reading (`source::mapped`), each allowed where it stands with its safety proof.
 #![deny(unsafe_code)]
 
 pub mod addr;

@@ -647,3 +647,45 @@ fn shards_and_producers_default_to_one_per_cpu_as_the_help_says() {
     assert!(!help.contains("less one"), "{help}");
     assert!(help.contains("else one per CPU"), "{help}");
 }
+
+/// A big log is read through mappings (see `source::mapped`): one truncated under the replay
+/// (logrotate's `copytruncate`) must end it with exit code 1 and a message naming the file, or
+/// (truncated between two ranges) end early as a read one does, never kill it with SIGBUS.
+#[test]
+fn a_log_truncated_while_replayed_is_named_never_a_crash() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let line = "203.0.113.7 - - [25/Nov/2026:10:00:00 +0000] \"GET /a/fairly/long/path HTTP/1.1\" 200 512 \"-\" \"agent\"\n";
+    let data = line.repeat(16 << 20 >> 7);
+    let mut named = 0;
+    for delay_ms in [20, 60, 120, 200, 300] {
+        std::fs::write(&path, &data).unwrap();
+        let child = util::command()
+            .args(["replay", "--no-progress"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), None, "killed by a signal: {err}");
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                assert!(err.contains("access.log: the file shrank while it was being read"));
+                named += 1;
+            }
+            other => panic!("exit {other:?}: {err}"),
+        }
+    }
+    eprintln!("{named} of 5 runs caught the truncation mid-range");
+}

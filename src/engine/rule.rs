@@ -285,6 +285,20 @@ impl CompiledRules {
         self.specs.len()
     }
 
+    /// Whether any rule looks at the request line's parts (method, path, extension): when none
+    /// does, the parser may leave the request unsplit (see [`Format::split_request`]).
+    ///
+    /// [`Format::split_request`]: crate::parse::Format::split_request
+    pub fn reads_request_line(&self) -> bool {
+        self.matchers.iter().any(|m| {
+            !(m.methods.is_empty()
+                && m.prefixes.is_empty()
+                && m.suffixes.is_empty()
+                && m.contains.is_empty()
+                && m.exclude.is_empty())
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
     }
@@ -393,6 +407,42 @@ pub(crate) mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_rules_on_the_method_or_the_path_read_the_request_line() {
+        let compiled = |s: RuleSpec| CompiledRules::new(&[spec("all", 1000, 5), s]).unwrap();
+        let all = CompiledRules::new(&[spec("all", 1000, 5)]).unwrap();
+        assert!(!all.reads_request_line());
+        let by_status = RuleSpec {
+            statuses: vec![StatusMatch::Class(4)],
+            ..spec("s", 1000, 5)
+        };
+        assert!(!compiled(by_status).reads_request_line());
+        for s in [
+            RuleSpec {
+                methods: strings(&["POST"]),
+                ..spec("m", 1000, 5)
+            },
+            RuleSpec {
+                path_prefix: strings(&["/wp-"]),
+                ..spec("p", 1000, 5)
+            },
+            RuleSpec {
+                path_suffix: strings(&[".php"]),
+                ..spec("p", 1000, 5)
+            },
+            RuleSpec {
+                path_contains: strings(&["login"]),
+                ..spec("p", 1000, 5)
+            },
+            RuleSpec {
+                exclude_extensions: strings(&["png"]),
+                ..spec("e", 1000, 5)
+            },
+        ] {
+            assert!(compiled(s).reads_request_line());
+        }
     }
 
     #[test]

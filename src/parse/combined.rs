@@ -39,6 +39,7 @@ pub fn parse<'a>(
     line: &'a [u8],
     times: &mut TimeCache,
     tail: Tail,
+    split: bool,
 ) -> Result<Record<'a>, Malformed> {
     let mut pre = Prefix::default();
     let lb = match fast_prefix(line, &mut pre) {
@@ -57,7 +58,10 @@ pub fn parse<'a>(
     })
     .ok_or(Malformed::Shape)?;
     let request = &line[pos + 1..close];
-    let (method, target, protocol) = split_request(request);
+    let (method, target, protocol): (&[u8], &[u8], &[u8]) = match split {
+        true => split_request(request),
+        false => (b"", b"", b""),
+    };
 
     pos = skip_spaces(line, close + 1);
     let (status, end) = status_at(line, pos)?;
@@ -131,13 +135,17 @@ fn bytes_at(line: &[u8], pos: usize) -> Result<(Option<u64>, usize), Malformed> 
 }
 
 /// `vhost:port` then a `combined` line (Apache's `vhost_combined`).
-pub fn parse_vhost<'a>(line: &'a [u8], times: &mut TimeCache) -> Result<Record<'a>, Malformed> {
+pub fn parse_vhost<'a>(
+    line: &'a [u8],
+    times: &mut TimeCache,
+    split: bool,
+) -> Result<Record<'a>, Malformed> {
     let sp = memchr(b' ', line).ok_or(Malformed::Shape)?;
     if sp == 0 {
         return Err(Malformed::Shape);
     }
     let rest = skip_spaces(line, sp);
-    let mut rec = parse(&line[rest..], times, Tail::Combined)?;
+    let mut rec = parse(&line[rest..], times, Tail::Combined, split)?;
     rec.vhost = strip_port(&line[..sp]);
     Ok(rec)
 }
@@ -320,7 +328,7 @@ mod tests {
     use super::*;
 
     fn p(line: &str) -> Result<Record<'_>, Malformed> {
-        parse(line.as_bytes(), &mut TimeCache::new(), Tail::Combined)
+        parse(line.as_bytes(), &mut TimeCache::new(), Tail::Combined, true)
     }
 
     /// Found by the reference-model property test: a doubled bracket was taken for a time.

@@ -22,6 +22,9 @@ enum Kind {
 #[derive(Clone, Debug)]
 pub struct Format {
     kind: Kind,
+    /// Whether the request line is split into method, target and protocol (see
+    /// [`Format::split_request`]).
+    split: bool,
 }
 
 /// Custom spellings of the built-in formats, after unquoting; they get the fast parser.
@@ -59,7 +62,17 @@ impl Format {
                 }
             }
         };
-        Ok(Format { kind })
+        Ok(Format { kind, split: true })
+    }
+
+    /// `false`: the request line is left whole, and the method, target and protocol stay empty
+    /// unless the format logs them in fields of their own; for a consumer that reads none of
+    /// them (rules that count every request: see
+    /// [`CompiledRules::reads_request_line`](crate::engine::rule::CompiledRules::reads_request_line)).
+    /// Which lines parse, and every other field, stay the same: splitting never refuses a line.
+    pub fn split_request(mut self, split: bool) -> Format {
+        self.split = split;
+        self
     }
 
     /// Sends the raw value of field `name` (an nginx variable name without `$`, or
@@ -126,10 +139,10 @@ impl Format {
             return Err(Malformed::Empty);
         }
         match &self.kind {
-            Kind::Combined => combined::parse(line, times, Tail::Combined),
-            Kind::Common => combined::parse(line, times, Tail::Common),
-            Kind::VhostCombined => combined::parse_vhost(line, times),
-            Kind::Plan(p) => p.parse(line, times),
+            Kind::Combined => combined::parse(line, times, Tail::Combined, self.split),
+            Kind::Common => combined::parse(line, times, Tail::Common, self.split),
+            Kind::VhostCombined => combined::parse_vhost(line, times, self.split),
+            Kind::Plan(p) => p.parse(line, times, self.split),
         }
     }
 }

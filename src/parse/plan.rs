@@ -128,10 +128,12 @@ impl Plan {
         })
     }
 
+    /// `split`: see [`Format::split_request`](super::Format::split_request).
     pub fn parse<'a>(
         &self,
         line: &'a [u8],
         times: &mut TimeCache,
+        split: bool,
     ) -> Result<Record<'a>, Malformed> {
         let mut rec = Record::default();
         let mut parts = TimeParts::default();
@@ -150,7 +152,7 @@ impl Plan {
             }
         }
         rec.time_ms = parts.resolve()?.unwrap_or(0);
-        if !rec.request.is_empty() {
+        if split && !rec.request.is_empty() {
             let (m, t, p) = split_request(rec.request);
             if !self.own_method {
                 rec.method = m;

@@ -508,8 +508,47 @@ fn all_formats() -> Vec<Format> {
     .collect()
 }
 
+/// The request left whole ([`Format::split_request`] `false`): the same verdict and the same
+/// fields as the full parse, but for the request line's parts, which are empty unless the format
+/// logs them in fields of their own (then as the full parse has them); always empty for the
+/// built-in formats (the first three of `all_formats`).
+fn check_unsplit(formats: &[Format], line: &[u8]) -> Result<(), TestCaseError> {
+    let mut times = TimeCache::new();
+    for (i, f) in formats.iter().enumerate() {
+        let lean = f.clone().split_request(false);
+        match (f.parse(line, &mut times), lean.parse(line, &mut times)) {
+            (Ok(full), Ok(got)) => {
+                for (part, whole) in [
+                    (got.method, full.method),
+                    (got.target, full.target),
+                    (got.protocol, full.protocol),
+                ] {
+                    prop_assert!(part.is_empty() || part == whole);
+                    prop_assert!(i >= 3 || part.is_empty(), "format {}: {:?}", i, got);
+                }
+                let expect = Record {
+                    method: got.method,
+                    target: got.target,
+                    protocol: got.protocol,
+                    ..full
+                };
+                prop_assert_eq!(got, expect);
+            }
+            (full, got) => prop_assert_eq!(full.map(|_| ()), got.map(|_| ())),
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(crate::proptest_config(2000))]
+
+    #[test]
+    fn unsplit_requests_parse_as_split_ones_but_the_parts(l in mutated(), g in line()) {
+        let formats = all_formats();
+        check_unsplit(&formats, &l)?;
+        check_unsplit(&formats, &g)?;
+    }
 
     #[test]
     fn generated_lines_match_reference(l in line()) {

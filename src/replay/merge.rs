@@ -1,8 +1,8 @@
 //! Reads many log files as one stream in log-time order, parsed by several producer threads.
 //!
 //! Work is handed out in chunks. A plain file is cut into byte ranges that any producer can read
-//! with `pread` and parse on its own (each range owns the lines that *start* in it), so even one
-//! big file keeps every producer busy. A compressed file is decompressed in order, one chunk at a
+//! (mapped when big, see [`Mapped`]; with `pread` otherwise) and parse on its own (each range
+//! owns the lines that *start* in it), so even one big file keeps every producer busy. A compressed file is decompressed in order, one chunk at a
 //! time, by whichever producer holds it, and parsed after it has been handed back.
 //!
 //! The file whose finished lines are oldest is always read next, so every file advances through
@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -54,6 +54,7 @@ use crate::hit::{VhostId, NO_VHOST};
 use crate::parse::{Format, MAX_LINE};
 use crate::proxy::ClientIp;
 use crate::source::ingest::Ingest;
+use crate::source::mapped::Mapped;
 use crate::source::paths::LogFile;
 use crate::source::reader::{Chunks, CHUNK};
 use crate::source::stats::IngestStats;
@@ -101,6 +102,7 @@ enum Reader {
     /// Byte ranges read at an offset, by any producer.
     Plain {
         file: Arc<File>,
+        path: Arc<Path>,
         len: u64,
         next: u64,
     },
@@ -155,6 +157,7 @@ enum Task {
         vhost: VhostId,
         seq: u64,
         file: Arc<File>,
+        path: Arc<Path>,
         off: u64,
         len: u64,
     },
@@ -371,10 +374,20 @@ fn produce(
                 vhost,
                 seq,
                 file,
+                path,
                 off,
                 len,
             } => {
-                let (newest, oversized) = match read_range(&file, off, len, &mut buf) {
+                // A file that cannot be mapped (or a full table of mappings) is read instead.
+                let mapped = match len >= MAP_MIN {
+                    true => map_range(&file, &path, off, len).ok().flatten(),
+                    false => None,
+                };
+                let read = match &mapped {
+                    Some(m) => Ok(owned_by_mapped(m, off, len)),
+                    None => read_range(&file, off, len, &mut buf),
+                };
+                let (newest, oversized) = match read {
                     Ok((lines, oversized)) => {
                         progress.fetch_add(len, Ordering::Relaxed);
                         (ingest.chunk(lines, vhost, &mut router), oversized)
@@ -505,7 +518,12 @@ fn next_task(shared: &Shared) -> Option<Task> {
         }
         let seq = src.next_seq;
         match &mut src.reader {
-            Reader::Plain { file, len, next } => {
+            Reader::Plain {
+                file,
+                path,
+                len,
+                next,
+            } => {
                 if *next >= *len {
                     src.exhausted = true;
                     if src.finished() {
@@ -513,7 +531,7 @@ fn next_task(shared: &Shared) -> Option<Task> {
                     }
                     continue;
                 }
-                let (file, off) = (file.clone(), *next);
+                let (file, path, off) = (file.clone(), path.clone(), *next);
                 let take = src.range.min(*len - off);
                 *next += take;
                 src.next_seq += 1;
@@ -530,6 +548,7 @@ fn next_task(shared: &Shared) -> Option<Task> {
                     vhost: src.vhost,
                     seq,
                     file,
+                    path,
                     off,
                     len: take,
                 });
@@ -563,6 +582,7 @@ fn open(path: &std::path::Path, chunk: usize, progress: &Arc<AtomicU64>) -> io::
     let len = file.metadata()?.len();
     Ok(Reader::Plain {
         file: Arc::new(file),
+        path: Arc::from(path),
         len,
         next: 0,
     })
@@ -608,6 +628,33 @@ fn low_mark(shared: &Shared) -> i64 {
     low.unwrap_or(i64::MIN)
 }
 
+/// Ranges from this size on are mapped rather than read (see `source::mapped`): the kernel's
+/// copy into a buffer the size of a range cost replay a quarter of its CPU time. A smaller range
+/// (one of many small files) is read: mapping and unmapping it would cost about as much.
+const MAP_MIN: u64 = 128 << 10;
+
+/// The window a range's lines are found in: from one byte before the range (which tells whether
+/// a line starts exactly at `off`), to the end of the longest line that may start in it.
+/// (base, index of the range's end in the window, the window's length).
+fn window(off: u64, len: u64) -> (u64, usize, usize) {
+    let base = off.saturating_sub(1);
+    let past = (off - base + len) as usize; // First index past the range.
+    (base, past, past + MAX_LINE + 1)
+}
+
+/// Maps the window of `[off, off + len)`; `None` when it cannot be (read it instead).
+fn map_range(file: &File, path: &Path, off: u64, len: u64) -> io::Result<Option<Mapped>> {
+    let (base, _, want) = window(off, len);
+    Mapped::map(file, path, base, want)
+}
+
+/// The lines that start in `[off, off + len)` of a mapped window, as [`read_range`] gives them.
+fn owned_by_mapped(m: &Mapped, off: u64, len: u64) -> (&[u8], u64) {
+    let (_, past, want) = window(off, len);
+    let data = m.bytes();
+    owned_lines(data, off == 0, past, data.len() < want)
+}
+
 /// Reads the lines that start in `[off, off + len)` of `file` into `buf`; a line may run past
 /// the range by up to [`MAX_LINE`] bytes. Returns those lines and the number of lines dropped for
 /// running further (counted as malformed).
@@ -617,10 +664,7 @@ fn read_range<'b>(
     len: u64,
     buf: &'b mut Vec<u8>,
 ) -> io::Result<(&'b [u8], u64)> {
-    // One byte before the range tells whether a line starts exactly at `off`.
-    let base = off.saturating_sub(1);
-    let past = (off - base + len) as usize; // First index past the range.
-    let want = past + MAX_LINE + 1;
+    let (base, past, want) = window(off, len);
     // The range's last line usually ends within a few bytes of it: read the rest of the longest
     // line only when it does not. (The buffer never shrinks: regrowing it would zero it again.)
     let mut limit = (past + TAIL).min(want);
@@ -635,27 +679,32 @@ fn read_range<'b>(
         }
         got = fill(file, base, &mut buf[..limit], got)?;
     }
-    let data = &buf[..got];
-    let end = past.min(got);
-    let start = if off == 0 {
+    Ok(owned_lines(&buf[..got], off == 0, past, got < limit))
+}
+
+/// The lines of `data` (a window read from one byte before a range) that start in the range,
+/// which ends at `past`; `at_eof`: `data` ends at the file's end, not at the window's.
+fn owned_lines(data: &[u8], first: bool, past: usize, at_eof: bool) -> (&[u8], u64) {
+    let end = past.min(data.len());
+    let start = if first {
         0
     } else {
         match memchr::memchr(b'\n', &data[..end]) {
             Some(nl) => nl + 1,
-            None => return Ok((&[], 0)), // A line from an earlier range covers this one.
+            None => return (&[], 0), // A line from an earlier range covers this one.
         }
     };
     if start >= end {
-        return Ok((&[], 0));
+        return (&[], 0);
     }
     // The owned lines end at the first newline at or after the range's last byte.
     match memchr::memchr(b'\n', &data[end - 1..]) {
-        Some(nl) => Ok((&data[start..end + nl], 0)),
-        None if got < limit => Ok((&data[start..], 0)), // The file's last line, unterminated.
+        Some(nl) => (&data[start..end + nl], 0),
+        None if at_eof => (&data[start..], 0), // The file's last line, unterminated.
         None => {
             // The last line started here runs past MAX_LINE: drop it.
             let last = memchr::memrchr(b'\n', &data[start..end]).map_or(start, |nl| start + nl + 1);
-            Ok((&data[start..last], 1))
+            (&data[start..last], 1)
         }
     }
 }

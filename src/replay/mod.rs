@@ -197,6 +197,9 @@ pub fn replay(
         if progress {
             s.spawn(|| draw_progress(total_bytes, &disk_bytes, &done));
         }
+        // The default rule counts every request: the request line need not be split on every
+        // line unless a rule reads its method or path (decided here, from the rules run).
+        let format = format.split_request(rules.reads_request_line());
         let pipeline = Pipeline {
             format: Arc::new(format),
             rules: rules.clone(),
