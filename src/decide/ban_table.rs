@@ -19,12 +19,16 @@ use std::sync::Arc;
 use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Serialize};
 
+pub use slots::{SavedPast, SavedSlot};
+
 use super::allowlist::Allowlist;
 use super::{Ban, Origin, Unban, UnbanReason};
 use crate::addr::Cidr;
 use crate::engine::{Key, Offense, RuleSpec};
 use crate::hit::{HIT_VIA_PROXY, NO_VHOST};
 use crate::vhost::Vhosts;
+
+mod slots;
 
 /// A (key, rule index) pair: the unit of banning.
 type Slot = (Key, u16);
@@ -116,6 +120,9 @@ pub struct BanTable {
     bans_by_rule: Vec<u64>,
     /// Manual bans made (`floodwatch ban`), under any rule.
     manual_bans: u64,
+    /// The slots whose ban or history changed since [`BanTable::drain_changed`] last took them,
+    /// while someone keeps the table on disk ([`BanTable::track_changes`]).
+    changed: Option<AHashSet<Slot>>,
 }
 
 impl BanTable {
@@ -137,6 +144,7 @@ impl BanTable {
             offenses_by_rule,
             bans_by_rule,
             manual_bans: 0,
+            changed: None,
         }
     }
 
@@ -177,6 +185,7 @@ impl BanTable {
             .map(|(until, slot)| {
                 self.expiry.remove(&(until, slot));
                 self.active.remove(&slot);
+                self.mark(slot);
                 self.stats.unbans += 1;
                 Unban {
                     time_ms: now_ms,
@@ -241,6 +250,7 @@ impl BanTable {
         self.end_pardons(&net, now_ms);
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
+        self.mark(slot);
         self.stats.bans += 1;
         self.manual_bans += 1;
         Ok(ban)
@@ -275,6 +285,7 @@ impl BanTable {
             b.until_ms = r.until_ms;
             b.ban_ms = u64::try_from(r.until_ms.saturating_sub(b.time_ms)).unwrap_or(0);
             self.expiry.insert((r.until_ms, slot));
+            self.mark(slot);
             self.stats.fleet_bans += 1;
             return RemoteOutcome::Extended;
         }
@@ -295,6 +306,7 @@ impl BanTable {
         };
         self.expiry.insert((r.until_ms, slot));
         self.active.insert(slot, ban.clone());
+        self.mark(slot);
         self.stats.fleet_bans += 1;
         RemoteOutcome::Banned(ban)
     }
@@ -311,6 +323,7 @@ impl BanTable {
         );
         let ban = self.active.remove(&slot)?;
         self.expiry.remove(&(ban.until_ms, slot));
+        self.mark(slot);
         self.stats.unbans += 1;
         Some(Unban {
             time_ms: now_ms,
@@ -349,6 +362,7 @@ impl BanTable {
                     p.lifted = true;
                 }
             }
+            self.mark(slot);
             self.stats.unbans += 1;
             let unban = Unban {
                 time_ms: now_ms,
@@ -389,6 +403,9 @@ impl BanTable {
             }
             for p in past.iter_mut().filter(|p| p.lifted && p.until > now_ms) {
                 p.until = now_ms.max(p.time);
+                if let Some(changed) = &mut self.changed {
+                    changed.insert(*slot);
+                }
             }
         }
     }
@@ -456,6 +473,7 @@ impl BanTable {
         self.remember(slot, past, window);
         self.expiry.insert((until_ms, slot));
         self.active.insert(slot, ban.clone());
+        self.mark(slot);
         self.stats.bans += 1;
         if let Some(n) = self.bans_by_rule.get_mut(usize::from(o.rule)) {
             *n += 1;
@@ -474,6 +492,7 @@ impl BanTable {
             }
             self.expiry.pop_first();
             if self.active.remove(&slot).is_some() {
+                self.mark(slot);
                 self.stats.unbans += 1;
                 out.push(Unban {
                     time_ms: until,
@@ -557,6 +576,13 @@ impl BanTable {
         self.rules
             .get(usize::from(rule))
             .map_or_else(|| Arc::from("?"), |r| r.name.clone())
+    }
+
+    /// Notes that `slot` changed, for [`BanTable::drain_changed`].
+    fn mark(&mut self, slot: Slot) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(slot);
+        }
     }
 
     fn remember(&mut self, slot: Slot, past: Past, window: i64) {

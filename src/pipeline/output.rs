@@ -251,7 +251,7 @@ pub fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
 /// Keeps `pending.json` up to date with what the sinks have not delivered yet. Saved before the
 /// bans: after a crash between the two writes, an event in `pending.json` is at worst given
 /// again to a sink that had it (delivery is at least once), while the other order could leave
-/// a ban in `bans.json`, never announced again, that a sink never got.
+/// a ban in `bans.journal`, never announced again, that a sink never got.
 pub fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
     if let Some(dir) = dir {
         if let Err(e) = output.save_pending(dir, vhosts) {
