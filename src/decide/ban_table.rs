@@ -25,13 +25,15 @@ use super::allowlist::Allowlist;
 use super::{Ban, Origin, Unban, UnbanReason};
 use crate::addr::Cidr;
 use crate::engine::{Key, Offense, RuleSpec};
-use crate::hit::{HIT_VIA_PROXY, NO_VHOST};
+use crate::hit::{VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::vhost::Vhosts;
 
+mod held;
+mod slot;
 mod slots;
 
-/// A (key, rule index) pair: the unit of banning.
-type Slot = (Key, u16);
+use held::Held;
+use slot::Slot;
 
 /// The rule index of manual bans given no rule (`floodwatch ban KEY --for DUR`): a rule of its
 /// own, so that such a ban neither suppresses nor is suppressed by what the rules detect.
@@ -103,7 +105,7 @@ pub struct BanTable {
     rules: Vec<RuleInfo>,
     allow: Allowlist,
     vhosts: Vhosts,
-    active: AHashMap<Slot, Ban>,
+    active: AHashMap<Slot, Held>,
     /// Active bans ordered by end, then key and rule: expiry pops from the front, and ties come
     /// out in the same order whatever order the bans were made in.
     expiry: BTreeSet<(i64, Slot)>,
@@ -176,7 +178,7 @@ impl BanTable {
         let mut ended: Vec<(i64, Slot)> = self
             .active
             .iter()
-            .filter(|(slot, _)| self.allow.covers(&slot.0.net))
+            .filter(|(slot, _)| self.allow.covers(&slot.key().net))
             .map(|(&slot, b)| (b.until_ms, slot))
             .collect();
         ended.sort_unstable();
@@ -189,8 +191,8 @@ impl BanTable {
                 self.stats.unbans += 1;
                 Unban {
                     time_ms: now_ms,
-                    key: slot.0,
-                    rule: self.rule_name(slot.1),
+                    key: slot.key(),
+                    rule: self.rule_name(slot.rule()),
                     reason: UnbanReason::Allowlisted,
                 }
             })
@@ -221,7 +223,7 @@ impl BanTable {
         if self.allow.covers(&net) {
             return Err(ManualBanError::Allowlisted(net));
         }
-        let slot = (
+        let slot = Slot::new(
             Key {
                 net,
                 vhost: NO_VHOST,
@@ -229,12 +231,14 @@ impl BanTable {
             rule_idx,
         );
         if let Some(b) = self.active.get(&slot) {
-            return Err(ManualBanError::AlreadyBanned(Box::new(b.clone())));
+            return Err(ManualBanError::AlreadyBanned(Box::new(
+                self.ban_of(slot, b),
+            )));
         }
         let until_ms = now_ms.saturating_add(i64::try_from(length_ms).unwrap_or(i64::MAX));
         let ban = Ban {
             time_ms: now_ms,
-            key: slot.0,
+            key: slot.key(),
             rule: self.rule_name(rule_idx),
             vhost: None,
             rate: Arc::from(""),
@@ -249,7 +253,7 @@ impl BanTable {
         };
         self.end_pardons(&net, now_ms);
         self.expiry.insert((until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold(slot, &ban);
         self.mark(slot);
         self.stats.bans += 1;
         self.manual_bans += 1;
@@ -273,13 +277,13 @@ impl BanTable {
         let rules = (0..self.rules.len()).filter_map(|i| u16::try_from(i).ok());
         let lasts = rules
             .chain([MANUAL_RULE, FLEET_RULE])
-            .filter_map(|rule| self.active.get(&(key, rule)))
+            .filter_map(|rule| self.active.get(&Slot::new(key, rule)))
             .map(|b| b.until_ms)
             .max();
         if lasts.is_some_and(|until| until >= r.until_ms) {
             return RemoteOutcome::Covered;
         }
-        let slot = (key, FLEET_RULE);
+        let slot = Slot::new(key, FLEET_RULE);
         if let Some(b) = self.active.get_mut(&slot) {
             self.expiry.remove(&(b.until_ms, slot));
             b.until_ms = r.until_ms;
@@ -305,7 +309,7 @@ impl BanTable {
             origin: Origin::Fleet(r.node),
         };
         self.expiry.insert((r.until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold(slot, &ban);
         self.mark(slot);
         self.stats.fleet_bans += 1;
         RemoteOutcome::Banned(ban)
@@ -314,7 +318,7 @@ impl BanTable {
     /// Ends the fleet's ban of `net` here at `now_ms` (see [`crate::fleet`]: the fleet no longer
     /// holds it, and its unban was lost); bans of the key under this server's own rules stay.
     pub fn end_remote(&mut self, net: &Cidr, now_ms: i64) -> Option<Unban> {
-        let slot = (
+        let slot = Slot::new(
             Key {
                 net: *net,
                 vhost: NO_VHOST,
@@ -327,7 +331,7 @@ impl BanTable {
         self.stats.unbans += 1;
         Some(Unban {
             time_ms: now_ms,
-            key: slot.0,
+            key: slot.key(),
             rule: Arc::from(FLEET_RULE_NAME),
             reason: UnbanReason::Withdrawn,
         })
@@ -343,10 +347,10 @@ impl BanTable {
         let mut slots: Vec<(i64, Slot)> = Vec::new();
         let mut wider = Vec::new();
         for (&slot, b) in &self.active {
-            if slot.0.net.within(net) {
+            if slot.key().net.within(net) {
                 slots.push((b.until_ms, slot));
-            } else if net.within(&slot.0.net) {
-                wider.push(b.clone());
+            } else if net.within(&slot.key().net) {
+                wider.push(self.ban_of(slot, b));
             }
         }
         slots.sort_unstable();
@@ -366,11 +370,11 @@ impl BanTable {
             self.stats.unbans += 1;
             let unban = Unban {
                 time_ms: now_ms,
-                key: slot.0,
-                rule: self.rule_name(slot.1),
+                key: slot.key(),
+                rule: self.rule_name(slot.rule()),
                 reason: UnbanReason::Manual,
             };
-            lifted.push((ban, unban));
+            lifted.push((self.ban_of(slot, &ban), unban));
         }
         Lifted { lifted, wider }
     }
@@ -379,7 +383,8 @@ impl BanTable {
     /// ban's term): each with its rule and the pardon's end, soonest end first.
     pub fn pardons(&self, now_ms: i64) -> Vec<PardonedKey> {
         let mut out: Vec<PardonedKey> = (self.history.iter())
-            .flat_map(|(&(key, rule), past)| {
+            .flat_map(|(&slot, past)| {
+                let (key, rule) = (slot.key(), slot.rule());
                 let running = past.iter().filter(|p| p.lifted && p.until > now_ms);
                 running.map(move |p| (key, rule, p.until))
             })
@@ -398,7 +403,7 @@ impl BanTable {
     /// rules judge them again from now on; offenses timed before stay forgiven).
     fn end_pardons(&mut self, net: &Cidr, now_ms: i64) {
         for (slot, past) in self.history.iter_mut() {
-            if !slot.0.net.within(net) {
+            if !slot.key().net.within(net) {
                 continue;
             }
             for p in past.iter_mut().filter(|p| p.lifted && p.until > now_ms) {
@@ -430,7 +435,7 @@ impl BanTable {
             self.stats.allowlisted += 1;
             return None;
         }
-        let slot = (o.key, o.rule);
+        let slot = Slot::new(o.key, o.rule);
         let past = self.history.get(&slot).map_or(&[][..], |h| &h[..]);
         let covered = past
             .iter()
@@ -472,7 +477,7 @@ impl BanTable {
         };
         self.remember(slot, past, window);
         self.expiry.insert((until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold_seen_on(slot, &ban, o.vhost);
         self.mark(slot);
         self.stats.bans += 1;
         if let Some(n) = self.bans_by_rule.get_mut(usize::from(o.rule)) {
@@ -496,8 +501,8 @@ impl BanTable {
                 self.stats.unbans += 1;
                 out.push(Unban {
                     time_ms: until,
-                    key: slot.0,
-                    rule: self.rule_name(slot.1),
+                    key: slot.key(),
+                    rule: self.rule_name(slot.rule()),
                     reason: UnbanReason::Expired,
                 });
             }
@@ -511,10 +516,27 @@ impl BanTable {
     }
 
     /// Active bans, soonest end first.
-    pub fn active(&self) -> impl Iterator<Item = &Ban> + '_ {
-        self.expiry
-            .iter()
-            .filter_map(|(_, slot)| self.active.get(slot))
+    pub fn active(&self) -> impl Iterator<Item = Ban> + '_ {
+        (self.expiry.iter())
+            .filter_map(|&(_, slot)| Some(self.ban_of(slot, self.active.get(&slot)?)))
+    }
+
+    /// Holds `ban` as the active ban of `slot`.
+    fn hold(&mut self, slot: Slot, ban: &Ban) {
+        let vhost = (ban.vhost.as_deref()).map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
+        self.hold_seen_on(slot, ban, vhost);
+    }
+
+    /// As [`BanTable::hold`], its vhost's id known.
+    fn hold_seen_on(&mut self, slot: Slot, ban: &Ban, vhost: VhostId) {
+        let rate = self.rules.get(usize::from(slot.rule())).map(|r| &r.rate);
+        let held = Held::of(ban, rate, vhost);
+        self.active.insert(slot, held);
+    }
+
+    /// The active ban `held` of `slot`, whole.
+    fn ban_of(&self, slot: Slot, held: &Held) -> Ban {
+        held.ban(slot.key(), self.rule_name(slot.rule()), &self.vhosts)
     }
 
     pub fn active_len(&self) -> usize {
@@ -522,7 +544,7 @@ impl BanTable {
     }
 
     pub fn is_banned(&self, key: &Key, rule: u16) -> bool {
-        self.active.contains_key(&(*key, rule))
+        self.active.contains_key(&Slot::new(*key, rule))
     }
 
     pub fn stats(&self) -> TableStats {
@@ -553,8 +575,8 @@ impl BanTable {
     /// Active bans per rule.
     pub fn active_by_rule(&self) -> Vec<u64> {
         let mut n = vec![0; self.rules.len()];
-        for &(_, rule) in self.active.keys() {
-            if let Some(c) = n.get_mut(usize::from(rule)) {
+        for slot in self.active.keys() {
+            if let Some(c) = n.get_mut(usize::from(slot.rule())) {
                 *c += 1;
             }
         }
@@ -603,7 +625,7 @@ impl BanTable {
             self.forget.pop_first();
             let window = self
                 .rules
-                .get(usize::from(slot.1))
+                .get(usize::from(slot.rule()))
                 .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
             if let Some(past) = self.history.get_mut(&slot) {
                 past.retain(|p| counts_until(p.time, p.until, window) >= settled_ms);
@@ -619,12 +641,13 @@ impl BanTable {
     pub fn snapshot(&self) -> Snapshot {
         let bans = self
             .active()
-            .map(|b| SavedBan::of(b, &self.vhosts))
+            .map(|b| SavedBan::of(&b, &self.vhosts))
             .collect();
         let mut history: Vec<SavedHistory> = self
             .history
             .iter()
-            .map(|(&(key, rule), past)| {
+            .map(|(&slot, past)| {
+                let (key, rule) = (slot.key(), slot.rule());
                 let mut past = past.clone();
                 past.sort_unstable();
                 let lifted: Vec<bool> = past.iter().map(|p| p.lifted).collect();
@@ -661,9 +684,9 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             }
-            let ban = b.to_ban(slot.0, rule);
+            let ban = b.to_ban(slot.key(), rule);
             self.expiry.insert((b.until_ms, slot));
-            self.active.insert(slot, ban);
+            self.hold(slot, &ban);
             st.bans += 1;
         }
         for h in &snap.history {
@@ -671,7 +694,7 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             };
-            let Some(rule) = self.rules.get(usize::from(slot.1)) else {
+            let Some(rule) = self.rules.get(usize::from(slot.rule())) else {
                 st.skipped += 1;
                 continue;
             };
@@ -713,14 +736,14 @@ impl BanTable {
         let vhost = key_vhost.map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
         let key = Key { net, vhost };
         if rule == MANUAL_RULE_NAME {
-            return Some(((key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
+            return Some((Slot::new(key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
         }
         if rule == FLEET_RULE_NAME {
-            return Some(((key, FLEET_RULE), Arc::from(FLEET_RULE_NAME)));
+            return Some((Slot::new(key, FLEET_RULE), Arc::from(FLEET_RULE_NAME)));
         }
         let idx = self.rules.iter().position(|r| &*r.name == rule)?;
         let rule_idx = u16::try_from(idx).ok()?;
-        Some(((key, rule_idx), self.rules[idx].name.clone()))
+        Some((Slot::new(key, rule_idx), self.rules[idx].name.clone()))
     }
 }
 

@@ -214,7 +214,7 @@ impl<'o> WatchLoop<'o> {
         let started_stats = detector.table().stats();
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
-        let active: Vec<_> = detector.table().active().cloned().collect();
+        let active: Vec<_> = detector.table().active().collect();
         let mut output = Output::start(out, &sinks, &active)?.log_events(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);

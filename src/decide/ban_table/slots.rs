@@ -84,13 +84,11 @@ impl BanTable {
             .collect();
         past.sort_unstable_by_key(|p| (p.time_ms, p.until_ms, p.lifted));
         SavedSlot {
-            key: slot.0.net.to_string(),
-            key_vhost: self.vhost_text(slot.0.vhost),
-            rule: self.rule_name(slot.1).to_string(),
-            ban: self
-                .active
-                .get(&slot)
-                .map(|b| SavedBan::of(b, &self.vhosts)),
+            key: slot.key().net.to_string(),
+            key_vhost: self.vhost_text(slot.key().vhost),
+            rule: self.rule_name(slot.rule()).to_string(),
+            ban: (self.active.get(&slot))
+                .map(|b| SavedBan::of(&self.ban_of(slot, b), &self.vhosts)),
             past,
         }
     }
@@ -106,21 +104,11 @@ impl BanTable {
         }
         self.history.remove(&slot);
         if let Some(b) = &s.ban {
-            let mut ban = b.to_ban(slot.0, rule_name);
-            // Shared with the rule and the vhost registry, not one copy per ban.
-            if let Some(rule) = self.rules.get(usize::from(slot.1)) {
-                if rule.rate == ban.rate {
-                    ban.rate = rule.rate.clone();
-                }
-            }
-            if let Some(v) = &b.vhost {
-                ban.vhost = self.vhosts.name(self.vhosts.intern(v.as_bytes()));
-            }
-            self.expiry.insert((ban.until_ms, slot));
-            self.active.insert(slot, ban);
+            self.expiry.insert((b.until_ms, slot));
+            self.hold(slot, &b.to_ban(slot.key(), rule_name));
         }
         // Manual and fleet bans keep no history: a past ban of theirs is not restored either.
-        if let Some(rule) = self.rules.get(usize::from(slot.1)) {
+        if let Some(rule) = self.rules.get(usize::from(slot.rule())) {
             let window = i64::try_from(rule.window_ms).unwrap_or(i64::MAX);
             for p in &s.past {
                 let past = Past {
