@@ -215,7 +215,9 @@ impl<'o> WatchLoop<'o> {
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
         let active: Vec<_> = detector.table().active().collect();
-        let mut output = Output::start(out, &sinks, &active)?.log_events(true);
+        let mut output = Output::start(out, &sinks, &active)?
+            .log_events(true)
+            .batch_stream(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);
         }
@@ -356,6 +358,7 @@ impl<'o> WatchLoop<'o> {
             f.apply_ready(table, wall_ms(), &mut |ev| output.emit_remote(ev));
         }
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
+        output.flush();
         self.line_rate.sample(now, self.files.ingest_stats().lines);
         self.systemd.tick(now);
         if now >= self.next_save {
