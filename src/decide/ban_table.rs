@@ -48,6 +48,9 @@ pub const FLEET_RULE: u16 = u16::MAX - 1;
 /// Its name in events and in the state folder (no configured rule may take it).
 pub const FLEET_RULE_NAME: &str = "fleet";
 
+/// Log time between two passes of [`BanTable::forget_before`] over the history, at most.
+const FORGET_EVERY_MS: i64 = 60_000;
+
 /// A past ban, while it still counts (see [`BanTable::forget_before`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Past {
@@ -113,8 +116,10 @@ pub struct BanTable {
     /// recidive window, or not yet ended (a late offense inside a ban that already ended by the
     /// clock is suppressed as it would have been in time).
     history: AHashMap<Slot, Vec<Past>>,
-    /// One entry per remembered ban: (time it stops counting, slot).
-    forget: BTreeSet<(i64, Slot)>,
+    /// No remembered ban stops counting before this log time (`i64::MAX`: none is
+    /// remembered): [`BanTable::forget_before`] sweeps `history` once the settled time passes
+    /// it.
+    next_forget: i64,
     stats: TableStats,
     /// Offenses handed to [`BanTable::offense`], per rule index (watch's metrics).
     offenses_by_rule: Vec<u64>,
@@ -141,7 +146,7 @@ impl BanTable {
             active: AHashMap::new(),
             expiry: BTreeSet::new(),
             history: AHashMap::new(),
-            forget: BTreeSet::new(),
+            next_forget: i64::MAX,
             stats: TableStats::default(),
             offenses_by_rule,
             bans_by_rule,
@@ -609,31 +614,42 @@ impl BanTable {
 
     fn remember(&mut self, slot: Slot, past: Past, window: i64) {
         self.history.entry(slot).or_default().push(past);
-        self.forget
-            .insert((counts_until(past.time, past.until, window), slot));
+        let until = counts_until(past.time, past.until, window);
+        self.next_forget = self.next_forget.min(until);
     }
 
     /// Forgets past bans that no offense at or after `settled_ms` can meet: out of their
     /// recidive window and ended by then. `settled_ms` is the oldest log time an offense may
     /// still come at (the shards' settled time), not the clock: a late offense must find the
     /// history it would have found in time order.
+    ///
+    /// Forgetting is a pass over the whole history, made once the settled time passes the
+    /// earliest end, then at most once per [`FORGET_EVERY_MS`] of log time: a flood's stream of
+    /// ending bans would otherwise ask for one at every round. (An index by end, one entry per
+    /// past ban, cost more memory than the history itself.)
     pub fn forget_before(&mut self, settled_ms: i64) {
-        while let Some(&(drop_at, slot)) = self.forget.first() {
-            if drop_at >= settled_ms {
-                break;
-            }
-            self.forget.pop_first();
-            let window = self
-                .rules
-                .get(usize::from(slot.rule()))
-                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
-            if let Some(past) = self.history.get_mut(&slot) {
-                past.retain(|p| counts_until(p.time, p.until, window) >= settled_ms);
-                if past.is_empty() {
-                    self.history.remove(&slot);
-                }
-            }
+        if settled_ms <= self.next_forget {
+            return;
         }
+        let rules = &self.rules;
+        let mut next = i64::MAX;
+        self.history.retain(|slot, past| {
+            let window = (rules.get(usize::from(slot.rule())))
+                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
+            past.retain(|p| {
+                let until = counts_until(p.time, p.until, window);
+                let kept = until >= settled_ms;
+                if kept {
+                    next = next.min(until);
+                }
+                kept
+            });
+            !past.is_empty()
+        });
+        self.next_forget = match next {
+            i64::MAX => i64::MAX,
+            next => next.max(settled_ms.saturating_add(FORGET_EVERY_MS)),
+        };
     }
 
     /// The active bans and the recidive history, in a form that survives a restart (rules by
@@ -1225,9 +1241,12 @@ pub(crate) mod tests {
         assert_eq!(t.history_len(), 1000, "the clock alone forgets nothing");
         t.forget_before((999 + 3600) * 1000);
         assert_eq!(t.history_len(), 1);
+        // The next pass comes a minute of log time after that one.
         t.forget_before((1000 + 3600) * 1000);
+        assert_eq!(t.history_len(), 1);
+        t.forget_before((999 + 3600) * 1000 + FORGET_EVERY_MS + 1);
         assert_eq!(t.history_len(), 0);
-        assert!(t.forget.is_empty());
+        assert_eq!(t.next_forget, i64::MAX);
     }
 
     #[test]

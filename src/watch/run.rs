@@ -214,7 +214,10 @@ impl<'o> WatchLoop<'o> {
         let started_stats = detector.table().stats();
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
-        let active: Vec<_> = detector.table().active().collect();
+        let active: Vec<_> = match sinks.is_empty() {
+            true => Vec::new(),
+            false => detector.table().active().collect(),
+        };
         let mut output = Output::start(out, &sinks, &active)?
             .log_events(true)
             .batch_stream(true);
