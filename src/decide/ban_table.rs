@@ -613,7 +613,9 @@ impl BanTable {
     }
 
     fn remember(&mut self, slot: Slot, past: Past, window: i64) {
-        self.history.entry(slot).or_default().push(past);
+        // Most slots are banned once: room for one past ban, where a first push makes four.
+        let pasts = self.history.entry(slot);
+        pasts.or_insert_with(|| Vec::with_capacity(1)).push(past);
         let until = counts_until(past.time, past.until, window);
         self.next_forget = self.next_forget.min(until);
     }
