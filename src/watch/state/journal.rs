@@ -27,8 +27,12 @@ const HEADER: &str = "floodwatch bans journal ";
 const VERSION: u32 = 1;
 /// No slot's record comes near this; a longer one is damage.
 const MAX_RECORD: u64 = 1 << 24;
-/// A journal is not compacted below this size: rewriting a small file saves nothing.
-const COMPACT_MIN: u64 = 1 << 20;
+/// A journal is not compacted below this many records: rewriting a small file saves nothing.
+/// (Tests compact small files, to go through compactions at all.)
+#[cfg(not(test))]
+const COMPACT_MIN: u64 = 1 << 14;
+#[cfg(test)]
+const COMPACT_MIN: u64 = 64;
 
 /// What reading a journal found.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,8 +167,8 @@ pub struct Journal {
     file: File,
     /// Bytes in the file.
     len: u64,
-    /// Its size after its last compaction (or when opened).
-    compacted: u64,
+    /// Records in the file.
+    records: u64,
     /// A record being framed (kept: its capacity serves every save).
     buf: Vec<u8>,
 }
@@ -180,6 +184,7 @@ impl Journal {
             source,
         };
         let mut len = 0u64;
+        let mut records = 0u64;
         let mut buf = Vec::new();
         crate::atomic_file::replace_with(path, |w| {
             let header = format!("{HEADER}{VERSION}\n");
@@ -191,6 +196,7 @@ impl Journal {
                     buf.clear();
                     frame(s, &mut buf);
                     len += buf.len() as u64;
+                    records += 1;
                     failed = w.write_all(&buf);
                 }
             });
@@ -202,14 +208,14 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             len,
-            compacted: len,
+            records,
             buf,
         })
     }
 
-    /// Opens the journal at `path` to append after its first `len` bytes (what [`replay`] read
-    /// whole); a torn tail after them is cut off.
-    pub fn open(path: &Path, len: u64) -> Result<Journal, StateFileError> {
+    /// Opens the journal at `path` to append after its first `len` bytes, `records` records
+    /// (what [`replay`] read whole); a torn tail after them is cut off.
+    pub fn open(path: &Path, len: u64, records: u64) -> Result<Journal, StateFileError> {
         let io_err = |source| StateFileError::Io {
             path: path.to_path_buf(),
             source,
@@ -224,7 +230,7 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             len,
-            compacted: len,
+            records,
             buf: Vec::new(),
         })
     }
@@ -236,8 +242,11 @@ impl Journal {
         each: impl FnOnce(&mut dyn FnMut(&SavedSlot)),
     ) -> Result<(), StateFileError> {
         self.buf.clear();
-        let buf = &mut self.buf;
-        each(&mut |s| frame(s, buf));
+        let (buf, mut n) = (&mut self.buf, 0);
+        each(&mut |s| {
+            frame(s, buf);
+            n += 1;
+        });
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -247,6 +256,7 @@ impl Journal {
             source,
         })?;
         self.len += self.buf.len() as u64;
+        self.records += n;
         // One attack's worth of records need not stay allocated between saves.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
@@ -254,10 +264,11 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether the file has grown to twice its compacted size (amortised: each byte written is
-    /// rewritten at most about once more).
-    pub fn wants_compaction(&self) -> bool {
-        self.len > COMPACT_MIN.max(2 * self.compacted)
+    /// Whether the file holds more than twice the records of a fresh copy, `live` (amortised:
+    /// each record written is rewritten at most about once more). A flood's new bans are all
+    /// live: they grow the file without a rewrite.
+    pub fn wants_compaction(&self, live: u64) -> bool {
+        self.records > COMPACT_MIN.max(live.saturating_mul(2))
     }
 
     pub fn bytes(&self) -> u64 {
@@ -327,7 +338,7 @@ mod tests {
         assert!(text.starts_with(b"floodwatch bans journal 1\n"));
 
         // A reopened journal appends after what was read.
-        let mut j = Journal::open(&path, rep.len).unwrap();
+        let mut j = Journal::open(&path, rep.len, rep.records).unwrap();
         j.append(|f| f(&all[1])).unwrap();
         assert_eq!(read(&path).unwrap().0.len(), 5);
         // A compaction replaces it whole, leaving nothing else in the folder.
@@ -423,17 +434,22 @@ mod tests {
     }
 
     #[test]
-    fn compaction_is_wanted_once_the_file_doubled() {
+    fn compaction_is_wanted_once_the_records_outnumber_the_live_slots_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let all = slots(200);
         let mut j = create(&path, &all);
-        let start = j.bytes();
-        while j.bytes() <= COMPACT_MIN {
-            assert!(!j.wants_compaction());
+        // The same 200 slots again and again: superseded records pile up.
+        let mut appended = 200;
+        while appended <= COMPACT_MIN.max(400) {
+            assert!(!j.wants_compaction(200));
             j.append(|f| all.iter().for_each(f)).unwrap();
+            appended += 200;
         }
-        assert!(j.bytes() > 2 * start);
-        assert!(j.wants_compaction());
+        assert!(j.wants_compaction(200));
+        // As many live slots as records: nothing to gain.
+        assert!(!j.wants_compaction(appended));
+        let reopened = Journal::open(&path, j.bytes(), appended).unwrap();
+        assert!(reopened.wants_compaction(200));
     }
 }
