@@ -6,7 +6,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::client::{call, call_raw, ClientError};
-use super::render::BansAnswer;
+use super::render::{BansAnswer, BansTable};
 use super::{render, Request, Status, Unbanned};
 use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, UnbanArgs};
 use crate::config::parse_duration;
@@ -47,16 +47,23 @@ fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T,
 
 pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), Error> {
     let raw = ask_raw(&a.reach, &Request::Bans { all: a.all })?;
-    let answer: BansAnswer = serde_json::from_slice(&raw).map_err(|e| {
+    let unusable = |e: serde_json::Error| {
         Error::Runtime(format!(
             "the running watch's answer has no usable list of bans ({e}); is it the same version?"
         ))
-    })?;
-    let text = match (a.json, a.all) {
-        (true, false) => render::bans_json(&answer),
-        (true, true) => render::bans_and_pardons_json(&answer),
-        (false, false) => render::bans(&answer),
-        (false, true) => render::bans(&answer) + &render::pardons(&answer.pardons_answer()),
+    };
+    let text = if a.json {
+        let answer: BansAnswer = serde_json::from_slice(&raw).map_err(unusable)?;
+        match a.all {
+            false => render::bans_json(&answer),
+            true => render::bans_and_pardons_json(&answer),
+        }
+    } else {
+        let answer: BansTable = serde_json::from_slice(&raw).map_err(unusable)?;
+        match a.all {
+            false => render::bans(&answer),
+            true => render::bans(&answer) + &render::pardons(&answer.pardons_answer()),
+        }
     };
     print(out, &text)
 }

@@ -41,7 +41,19 @@ pub struct BansAnswer<'a> {
     pub pardons: Option<&'a RawValue>,
 }
 
-impl BansAnswer<'_> {
+/// A `bans` answer read for the table: what it shows of each ban, read in the same pass as the
+/// answer (the `--json` output keeps each ban whole instead: [`BansAnswer`]).
+#[derive(Debug, Deserialize)]
+pub struct BansTable<'a> {
+    #[serde(borrow, default)]
+    pub now: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub bans: Vec<BanRow<'a>>,
+    #[serde(borrow, default)]
+    pub pardons: Option<&'a RawValue>,
+}
+
+impl BansTable<'_> {
     /// The pardons with the answer's time, as [`pardons`] reads them.
     pub fn pardons_answer(&self) -> Value {
         let pardons = (self.pardons)
@@ -54,7 +66,7 @@ impl BansAnswer<'_> {
 /// What the table shows of a ban (its event's fields; any missing is shown as `-`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct BanRow<'a> {
+pub struct BanRow<'a> {
     #[serde(borrow)]
     key: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -72,7 +84,7 @@ struct BanRow<'a> {
 }
 
 /// The active bans of a `bans` answer as a table, soonest end first (the order watch gives).
-pub fn bans(answer: &BansAnswer) -> String {
+pub fn bans(answer: &BansTable) -> String {
     let list = &answer.bans;
     if list.is_empty() {
         return "no active bans\n".into();
@@ -82,8 +94,7 @@ pub fn bans(answer: &BansAnswer) -> String {
     let mut rows = Vec::with_capacity(list.len() + 1);
     rows.push(["KEY", "RULE", "VHOST", "SINCE", "UNTIL", "LEFT", "ORIGIN"].map(String::from));
     let (mut manual, mut fleet) = (0, 0);
-    for raw in list {
-        let b: BanRow = serde_json::from_str(raw.get()).unwrap_or_default();
+    for b in list {
         let until = text(&b.until);
         let left = match (now, time(&until)) {
             (Some(now), Some(end)) => span(end.duration_since(now).unwrap_or_default()),
@@ -471,15 +482,19 @@ mod tests {
              "until":"2026-11-26T09:00:00Z","ban_seconds":86400,"reason":"manual"}
         ]});
         let text = answer.to_string();
+        let t = bans(&serde_json::from_str(&text).unwrap());
         let answer: BansAnswer = serde_json::from_str(&text).unwrap();
-        let t = bans(&answer);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "KEY              RULE     VHOST        SINCE                 UNTIL                 LEFT    ORIGIN");
         assert_eq!(lines[1], "203.0.113.7      default  example.com  2026-11-25T09:59:00Z  2026-11-25T10:09:00Z  9m 0s   detected");
         assert_eq!(lines[2], "198.51.100.0/24  manual   -            2026-11-25T09:00:00Z  2026-11-26T09:00:00Z  23h 0m  manual");
         assert_eq!(lines[3], "2 active bans (1 detected, 1 manual)");
-        let none: BansAnswer = serde_json::from_str(r#"{"ok": true, "bans": []}"#).unwrap();
-        assert_eq!(bans(&none), "no active bans\n");
+        let empty = r#"{"ok": true, "bans": []}"#;
+        assert_eq!(
+            bans(&serde_json::from_str(empty).unwrap()),
+            "no active bans\n"
+        );
+        let none: BansAnswer = serde_json::from_str(empty).unwrap();
         assert_eq!(bans_json(&none), "[]\n");
         let j = bans_json(&answer);
         let back: Value = serde_json::from_str(&j).unwrap();
