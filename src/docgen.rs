@@ -67,7 +67,7 @@ reads it says which on standard error. \fBfloodwatch check\-config\fR validates 
 .TP
 \fI/var/lib/floodwatch/\fR
 The \fB[state] dir\fR of the shipped configuration, kept by \fBwatch\fR:
-\fIcheckpoints.json\fR (read offsets), \fIbans.json\fR (active bans), \fIpending.json\fR
+\fIcheckpoints.json\fR (read offsets), \fIbans.journal\fR (active bans), \fIpending.json\fR
 (events a sink has not taken yet), \fIfleet.json\fR (with \fB[fleet]\fR), \fIcontrol.sock\fR
 (the socket \fBbans\fR, \fBban\fR, \fBunban\fR and \fBstatus\fR talk to, unless
 \fB[state] socket\fR names another) and \fIwatch.lock\fR, locked by the running \fBwatch\fR

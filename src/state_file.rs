@@ -1,6 +1,7 @@
-//! The one versioned load and save of the files `watch` keeps under `[state] dir`: the read
-//! offsets (`checkpoints.json`, [`crate::source::checkpoint`]), the active bans (`bans.json`,
-//! [`crate::watch::state`]) and the sinks' undelivered events (`pending.json`,
+//! The one versioned load and save of the JSON files `watch` keeps under `[state] dir`: the read
+//! offsets (`checkpoints.json`, [`crate::source::checkpoint`]), the active bans of earlier
+//! versions (`bans.json`, [`crate::watch::state`]; now a journal) and the sinks' undelivered
+//! events (`pending.json`,
 //! [`crate::sink::runtime::pending`]). Those modules say what is stored; this one how.
 //!
 //! A file is one JSON object, `{"version": N, ...}`: the format's version beside the fields of
@@ -35,6 +36,13 @@ pub enum StateFileError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    /// A binary state file (the bans' journal) damaged at `offset`.
+    #[error("{path}: corrupt state file (move it aside to start afresh): at byte {offset}, {why}")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        why: String,
     },
     #[error("{path}: state file version {found}, this floodwatch reads version {expected}")]
     Version {

@@ -658,7 +658,10 @@ fn wait_file(path: &Path, what: &str) -> String {
 fn wait_text(path: &Path, what: &str, ready: impl Fn(&str) -> bool) -> String {
     let until = Instant::now() + DEADLINE;
     loop {
-        let text = fs::read_to_string(path).unwrap_or_default();
+        // Lossy: the bans' journal is binary, its keys text.
+        let text = fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         if ready(&text) {
             return text;
         }
@@ -849,7 +852,7 @@ fn a_hanging_webhook_does_not_hold_up_a_stop() {
     );
     let w = site.start();
     append(&log, &flood("203.0.113.7", 20));
-    wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
+    wait_file(&site.root.path().join("state/bans.journal"), "203.0.113.7");
     // A stop that waited for the webhook's answer would take its whole timeout: `stop` gives
     // up long before (its deadline is against hangs, far from what a stop normally takes).
     let (status, _, _, took) = w.stop();
@@ -1005,7 +1008,7 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     // Saved within about a second, while the webhook is still retrying (pending.json first,
     // then the bans: a crash between the two would only decide the ban again)...
     wait_file(&pending, "203.0.113.7");
-    wait_file(&site.root.path().join("state/bans.json"), "203.0.113.7");
+    wait_file(&site.root.path().join("state/bans.journal"), "203.0.113.7");
     // ...so a crash loses nothing.
     w.kill();
 
@@ -1049,6 +1052,103 @@ fn undelivered_events_survive_a_crash_and_are_delivered_once() {
     let (status, _, _, _) = w.stop();
     assert!(status.success(), "{status}");
     assert!(got.try_recv().is_err(), "nothing delivered again");
+}
+
+/// The keys `floodwatch bans --json` lists for the watch of `site`.
+fn listed_bans(site: &Site) -> Vec<String> {
+    let out = util::command()
+        .args(["bans", "--json", "--config"])
+        .arg(site.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut keys: Vec<String> = (list.iter())
+        .map(|b| b["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_watch_killed_with_sigkill_keeps_its_bans_after_a_restart() {
+    let site = Site::new(&["a.example"]);
+    let log = site.logs("a.example").join("access_log");
+    let journal = site.root.path().join("state/bans.journal");
+    let mut w = site.start();
+    let keys = ["198.51.100.1", "2001:db8:1::/64", "203.0.113.7"];
+    append(&log, &flood("203.0.113.7", 20));
+    append(&log, &flood("198.51.100.1", 20));
+    append(&log, &flood("2001:db8:1::5", 20));
+    for _ in keys {
+        assert_eq!(w.event()["type"], "ban");
+    }
+    // The journal holds what the last save appended (about a second after the bans)...
+    for key in keys {
+        wait_file(&journal, key);
+    }
+    // ...and SIGKILL, between saves, loses none of it.
+    w.kill();
+    let w = site.start();
+    assert!(
+        w.log.iter().any(|l| l.contains("3 bans restored")),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(listed_bans(&site), keys);
+    // Killed again at once (no save since the start): the journal still holds them all.
+    w.kill();
+    let w = site.start();
+    assert_eq!(listed_bans(&site), keys);
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        rest.is_empty(),
+        "restored bans are not announced again: {rest:?}"
+    );
+}
+
+#[test]
+fn the_bans_of_a_state_folder_written_before_the_journal_survive_the_upgrade() {
+    let site = Site::new(&["a.example"]);
+    let state = site.root.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/state-before-journal/bans.json");
+    fs::copy(old, state.join("bans.json")).unwrap();
+    let keys = ["198.51.100.0/24", "2001:db8:1::/64", "203.0.113.7"];
+    let w = site.start();
+    assert!(
+        w.log.iter().any(|l| l.contains("3 bans restored")),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(listed_bans(&site), keys);
+    assert!(!state.join("bans.json").exists(), "moved to the journal");
+    let (status, rest, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+    assert!(rest.is_empty(), "{rest:?}");
+    let w = site.start();
+    assert_eq!(listed_bans(&site), keys);
+    let (status, _, _, _) = w.stop();
+    assert!(status.success(), "{status}");
+
+    // A journal damaged in its middle: a loud error naming it, and no watch.
+    let mut bytes = fs::read(state.join("bans.journal")).unwrap();
+    let at = "floodwatch bans journal 1\n".len() + 10;
+    bytes[at] ^= 0x55;
+    fs::write(state.join("bans.journal"), bytes).unwrap();
+    let out = util::command()
+        .args(["watch", "--config"])
+        .arg(site.config())
+        .arg(site.glob())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bans.journal") && err.contains("corrupt state file"),
+        "{err}"
+    );
 }
 
 /// `GET path` with a plain socket: the status line and the body.

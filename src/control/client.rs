@@ -43,6 +43,14 @@ pub enum ClientError {
 /// Sends `req` to the watch listening on `socket` and returns its answer (an object whose `ok`
 /// was true).
 pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
+    let answer = call_raw(socket, req)?;
+    serde_json::from_slice(&answer)
+        .map_err(|e| ClientError::BadAnswer(socket.to_path_buf(), e.to_string()))
+}
+
+/// As [`call`], the answer's bytes, checked to say `"ok": true`: for an answer too long to
+/// hold as a tree of values (200,000 bans).
+pub fn call_raw(socket: &Path, req: &Request) -> Result<Vec<u8>, ClientError> {
     let io_err = |e: io::Error| ClientError::Io(socket.to_path_buf(), e);
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
@@ -59,15 +67,19 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(io_err)?;
     let bad = |why: String| ClientError::BadAnswer(socket.to_path_buf(), why);
-    let value: Value = serde_json::from_slice(&answer).map_err(|e| bad(e.to_string()))?;
-    match value.get("ok").and_then(Value::as_bool) {
-        Some(true) => Ok(value),
+    /// The part of every answer that says how it went (the rest is skipped over).
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        ok: Option<bool>,
+        #[serde(borrow)]
+        error: Option<std::borrow::Cow<'a, str>>,
+    }
+    let head: Head = serde_json::from_slice(&answer).map_err(|e| bad(e.to_string()))?;
+    match head.ok {
+        Some(true) => Ok(answer),
         Some(false) => Err(ClientError::Refused(
-            value
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("refused, without saying why")
-                .to_string(),
+            head.error
+                .map_or_else(|| "refused, without saying why".into(), |e| e.into_owned()),
         )),
         None => Err(bad("no \"ok\"".into())),
     }

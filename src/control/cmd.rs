@@ -5,7 +5,8 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::client::{call, ClientError};
+use super::client::{call, call_raw, ClientError};
+use super::render::{BansAnswer, BansTable};
 use super::{render, Request, Status, Unbanned};
 use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, UnbanArgs};
 use crate::config::parse_duration;
@@ -13,10 +14,20 @@ use crate::error::Error;
 
 fn ask(reach: &ReachArgs, req: &Request) -> Result<Value, Error> {
     let socket = super::reach::socket(reach)?;
-    call(&socket, req).map_err(|e| match e {
+    call(&socket, req).map_err(said)
+}
+
+/// As [`ask`], the answer's bytes (see [`call_raw`]).
+fn ask_raw(reach: &ReachArgs, req: &Request) -> Result<Vec<u8>, Error> {
+    let socket = super::reach::socket(reach)?;
+    call_raw(&socket, req).map_err(said)
+}
+
+fn said(e: ClientError) -> Error {
+    match e {
         ClientError::Refused(why) => Error::Runtime(why),
         e => Error::Runtime(e.to_string()),
-    })
+    }
 }
 
 fn print(out: &mut dyn Write, text: &str) -> Result<(), Error> {
@@ -35,15 +46,24 @@ fn part<T: serde::de::DeserializeOwned>(answer: &Value, name: &str) -> Result<T,
 }
 
 pub fn bans(a: &BansArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let answer = ask(&a.reach, &Request::Bans { all: a.all })?;
-    let text = match (a.json, a.all) {
-        (true, false) => render::bans_json(&answer),
-        (true, true) => {
-            let both = serde_json::json!({"bans": answer["bans"], "pardons": answer["pardons"]});
-            both.to_string() + "\n"
+    let raw = ask_raw(&a.reach, &Request::Bans { all: a.all })?;
+    let unusable = |e: serde_json::Error| {
+        Error::Runtime(format!(
+            "the running watch's answer has no usable list of bans ({e}); is it the same version?"
+        ))
+    };
+    let text = if a.json {
+        let answer: BansAnswer = serde_json::from_slice(&raw).map_err(unusable)?;
+        match a.all {
+            false => render::bans_json(&answer),
+            true => render::bans_and_pardons_json(&answer),
         }
-        (false, false) => render::bans(&answer),
-        (false, true) => render::bans(&answer) + &render::pardons(&answer),
+    } else {
+        let answer: BansTable = serde_json::from_slice(&raw).map_err(unusable)?;
+        match a.all {
+            false => render::bans(&answer),
+            true => render::bans(&answer) + &render::pardons(&answer.pardons_answer()),
+        }
     };
     print(out, &text)
 }

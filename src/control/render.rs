@@ -4,6 +4,10 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{FileHealth, Status, Unbanned};
@@ -25,45 +29,93 @@ pub fn span(d: Duration) -> String {
     }
 }
 
+/// A `bans` answer as the client reads it: each ban's JSON left where it lies in the answer
+/// (a tree of values for 200,000 bans would take seconds and hundreds of megabytes).
+#[derive(Debug, Deserialize)]
+pub struct BansAnswer<'a> {
+    #[serde(borrow, default)]
+    pub now: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub bans: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub pardons: Option<&'a RawValue>,
+}
+
+/// A `bans` answer read for the table: what it shows of each ban, read in the same pass as the
+/// answer (the `--json` output keeps each ban whole instead: [`BansAnswer`]).
+#[derive(Debug, Deserialize)]
+pub struct BansTable<'a> {
+    #[serde(borrow, default)]
+    pub now: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub bans: Vec<BanRow<'a>>,
+    #[serde(borrow, default)]
+    pub pardons: Option<&'a RawValue>,
+}
+
+impl BansTable<'_> {
+    /// The pardons with the answer's time, as [`pardons`] reads them.
+    pub fn pardons_answer(&self) -> Value {
+        let pardons = (self.pardons)
+            .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+            .unwrap_or(Value::Null);
+        serde_json::json!({"now": self.now, "pardons": pardons})
+    }
+}
+
+/// What the table shows of a ban (its event's fields; any missing is shown as `-`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BanRow<'a> {
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    rule: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    vhost: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    until: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    origin: Option<Cow<'a, str>>,
+}
+
 /// The active bans of a `bans` answer as a table, soonest end first (the order watch gives).
-pub fn bans(answer: &Value) -> String {
-    let empty = Vec::new();
-    let list = answer
-        .get("bans")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
+pub fn bans(answer: &BansTable) -> String {
+    let list = &answer.bans;
     if list.is_empty() {
         return "no active bans\n".into();
     }
-    let now = answer.get("now").and_then(Value::as_str).and_then(time);
-    let text = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    let mut rows =
-        vec![["KEY", "RULE", "VHOST", "SINCE", "UNTIL", "LEFT", "ORIGIN"].map(String::from)];
+    let now = answer.now.as_deref().and_then(time);
+    let text = |t: &Option<Cow<str>>| t.as_deref().unwrap_or("-").to_string();
+    let mut rows = Vec::with_capacity(list.len() + 1);
+    rows.push(["KEY", "RULE", "VHOST", "SINCE", "UNTIL", "LEFT", "ORIGIN"].map(String::from));
     let (mut manual, mut fleet) = (0, 0);
     for b in list {
-        let until = text(b, "until");
+        let until = text(&b.until);
         let left = match (now, time(&until)) {
             (Some(now), Some(end)) => span(end.duration_since(now).unwrap_or_default()),
             _ => "-".into(),
         };
-        let origin = match b.get("reason").and_then(Value::as_str) {
-            Some("manual") => {
+        let origin = match (b.reason.as_deref(), b.origin.as_deref()) {
+            (Some("manual"), _) => {
                 manual += 1;
                 "manual".to_string()
             }
-            _ => match b.get("origin").and_then(Value::as_str) {
-                Some(node) => {
-                    fleet += 1;
-                    node.to_string()
-                }
-                None => "detected".to_string(),
-            },
+            (_, Some(node)) => {
+                fleet += 1;
+                node.to_string()
+            }
+            _ => "detected".to_string(),
         };
         rows.push([
-            text(b, "key"),
-            text(b, "rule"),
-            text(b, "vhost"),
-            text(b, "time"),
+            text(&b.key),
+            text(&b.rule),
+            text(&b.vhost),
+            text(&b.time),
             until,
             left,
             origin,
@@ -109,17 +161,27 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// The `bans` answer's list as `--json` prints it: the array `/bans` serves, one ban per line.
-pub fn bans_json(answer: &Value) -> String {
-    let empty = Vec::new();
-    let list = answer
-        .get("bans")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    let lines: Vec<String> = list.iter().map(Value::to_string).collect();
-    match lines.is_empty() {
-        true => "[]\n".into(),
-        false => format!("[\n{}\n]\n", lines.join(",\n")),
+pub fn bans_json(answer: &BansAnswer) -> String {
+    if answer.bans.is_empty() {
+        return "[]\n".into();
     }
+    let mut out = String::with_capacity(answer.bans.iter().map(|b| b.get().len() + 2).sum());
+    out.push_str("[\n");
+    for (i, b) in answer.bans.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str(b.get());
+    }
+    out.push_str("\n]\n");
+    out
+}
+
+/// `bans --all --json`: the bans and the pardons, one object on one line.
+pub fn bans_and_pardons_json(answer: &BansAnswer) -> String {
+    let bans: Vec<&str> = answer.bans.iter().map(|b| b.get()).collect();
+    let pardons = answer.pardons.map_or("null", |p| p.get());
+    format!("{{\"bans\":[{}],\"pardons\":{pardons}}}\n", bans.join(","))
 }
 
 /// A manual ban's answer: what was banned, for how long.
@@ -479,16 +541,25 @@ mod tests {
             {"type":"ban","time":"2026-11-25T09:00:00Z","key":"198.51.100.0/24","rule":"manual",
              "until":"2026-11-26T09:00:00Z","ban_seconds":86400,"reason":"manual"}
         ]});
-        let t = bans(&answer);
+        let text = answer.to_string();
+        let t = bans(&serde_json::from_str(&text).unwrap());
+        let answer: BansAnswer = serde_json::from_str(&text).unwrap();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "KEY              RULE     VHOST        SINCE                 UNTIL                 LEFT    ORIGIN");
         assert_eq!(lines[1], "203.0.113.7      default  example.com  2026-11-25T09:59:00Z  2026-11-25T10:09:00Z  9m 0s   detected");
         assert_eq!(lines[2], "198.51.100.0/24  manual   -            2026-11-25T09:00:00Z  2026-11-26T09:00:00Z  23h 0m  manual");
         assert_eq!(lines[3], "2 active bans (1 detected, 1 manual)");
-        assert_eq!(bans(&json!({"ok": true, "bans": []})), "no active bans\n");
+        let empty = r#"{"ok": true, "bans": []}"#;
+        assert_eq!(
+            bans(&serde_json::from_str(empty).unwrap()),
+            "no active bans\n"
+        );
+        let none: BansAnswer = serde_json::from_str(empty).unwrap();
+        assert_eq!(bans_json(&none), "[]\n");
         let j = bans_json(&answer);
         let back: Value = serde_json::from_str(&j).unwrap();
-        assert_eq!(back, answer["bans"]);
+        let whole: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, whole["bans"]);
         assert_eq!(j.lines().count(), 4, "one ban per line: {j}");
     }
 

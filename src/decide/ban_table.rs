@@ -19,15 +19,21 @@ use std::sync::Arc;
 use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Serialize};
 
+pub use slots::{SavedPast, SavedSlot};
+
 use super::allowlist::Allowlist;
 use super::{Ban, Origin, Unban, UnbanReason};
 use crate::addr::Cidr;
 use crate::engine::{Key, Offense, RuleSpec};
-use crate::hit::{HIT_VIA_PROXY, NO_VHOST};
+use crate::hit::{VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::vhost::Vhosts;
 
-/// A (key, rule index) pair: the unit of banning.
-type Slot = (Key, u16);
+mod held;
+mod slot;
+mod slots;
+
+use held::Held;
+use slot::Slot;
 
 /// The rule index of manual bans given no rule (`floodwatch ban KEY --for DUR`): a rule of its
 /// own, so that such a ban neither suppresses nor is suppressed by what the rules detect.
@@ -41,6 +47,9 @@ pub const MANUAL_RULE_NAME: &str = "manual";
 pub const FLEET_RULE: u16 = u16::MAX - 1;
 /// Its name in events and in the state folder (no configured rule may take it).
 pub const FLEET_RULE_NAME: &str = "fleet";
+
+/// Log time between two passes of [`BanTable::forget_before`] over the history, at most.
+const FORGET_EVERY_MS: i64 = 60_000;
 
 /// A past ban, while it still counts (see [`BanTable::forget_before`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,7 +108,7 @@ pub struct BanTable {
     rules: Vec<RuleInfo>,
     allow: Allowlist,
     vhosts: Vhosts,
-    active: AHashMap<Slot, Ban>,
+    active: AHashMap<Slot, Held>,
     /// Active bans ordered by end, then key and rule: expiry pops from the front, and ties come
     /// out in the same order whatever order the bans were made in.
     expiry: BTreeSet<(i64, Slot)>,
@@ -107,8 +116,10 @@ pub struct BanTable {
     /// recidive window, or not yet ended (a late offense inside a ban that already ended by the
     /// clock is suppressed as it would have been in time).
     history: AHashMap<Slot, Vec<Past>>,
-    /// One entry per remembered ban: (time it stops counting, slot).
-    forget: BTreeSet<(i64, Slot)>,
+    /// No remembered ban stops counting before this log time (`i64::MAX`: none is
+    /// remembered): [`BanTable::forget_before`] sweeps `history` once the settled time passes
+    /// it.
+    next_forget: i64,
     stats: TableStats,
     /// Offenses handed to [`BanTable::offense`], per rule index (watch's metrics).
     offenses_by_rule: Vec<u64>,
@@ -116,6 +127,9 @@ pub struct BanTable {
     bans_by_rule: Vec<u64>,
     /// Manual bans made (`floodwatch ban`), under any rule.
     manual_bans: u64,
+    /// The slots whose ban or history changed since [`BanTable::drain_changed`] last took them,
+    /// while someone keeps the table on disk ([`BanTable::track_changes`]).
+    changed: Option<AHashSet<Slot>>,
 }
 
 impl BanTable {
@@ -132,11 +146,12 @@ impl BanTable {
             active: AHashMap::new(),
             expiry: BTreeSet::new(),
             history: AHashMap::new(),
-            forget: BTreeSet::new(),
+            next_forget: i64::MAX,
             stats: TableStats::default(),
             offenses_by_rule,
             bans_by_rule,
             manual_bans: 0,
+            changed: None,
         }
     }
 
@@ -168,7 +183,7 @@ impl BanTable {
         let mut ended: Vec<(i64, Slot)> = self
             .active
             .iter()
-            .filter(|(slot, _)| self.allow.covers(&slot.0.net))
+            .filter(|(slot, _)| self.allow.covers(&slot.key().net))
             .map(|(&slot, b)| (b.until_ms, slot))
             .collect();
         ended.sort_unstable();
@@ -177,11 +192,12 @@ impl BanTable {
             .map(|(until, slot)| {
                 self.expiry.remove(&(until, slot));
                 self.active.remove(&slot);
+                self.mark(slot);
                 self.stats.unbans += 1;
                 Unban {
                     time_ms: now_ms,
-                    key: slot.0,
-                    rule: self.rule_name(slot.1),
+                    key: slot.key(),
+                    rule: self.rule_name(slot.rule()),
                     reason: UnbanReason::Allowlisted,
                 }
             })
@@ -212,7 +228,7 @@ impl BanTable {
         if self.allow.covers(&net) {
             return Err(ManualBanError::Allowlisted(net));
         }
-        let slot = (
+        let slot = Slot::new(
             Key {
                 net,
                 vhost: NO_VHOST,
@@ -220,12 +236,14 @@ impl BanTable {
             rule_idx,
         );
         if let Some(b) = self.active.get(&slot) {
-            return Err(ManualBanError::AlreadyBanned(Box::new(b.clone())));
+            return Err(ManualBanError::AlreadyBanned(Box::new(
+                self.ban_of(slot, b),
+            )));
         }
         let until_ms = now_ms.saturating_add(i64::try_from(length_ms).unwrap_or(i64::MAX));
         let ban = Ban {
             time_ms: now_ms,
-            key: slot.0,
+            key: slot.key(),
             rule: self.rule_name(rule_idx),
             vhost: None,
             rate: Arc::from(""),
@@ -240,7 +258,8 @@ impl BanTable {
         };
         self.end_pardons(&net, now_ms);
         self.expiry.insert((until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold(slot, &ban);
+        self.mark(slot);
         self.stats.bans += 1;
         self.manual_bans += 1;
         Ok(ban)
@@ -263,18 +282,19 @@ impl BanTable {
         let rules = (0..self.rules.len()).filter_map(|i| u16::try_from(i).ok());
         let lasts = rules
             .chain([MANUAL_RULE, FLEET_RULE])
-            .filter_map(|rule| self.active.get(&(key, rule)))
+            .filter_map(|rule| self.active.get(&Slot::new(key, rule)))
             .map(|b| b.until_ms)
             .max();
         if lasts.is_some_and(|until| until >= r.until_ms) {
             return RemoteOutcome::Covered;
         }
-        let slot = (key, FLEET_RULE);
+        let slot = Slot::new(key, FLEET_RULE);
         if let Some(b) = self.active.get_mut(&slot) {
             self.expiry.remove(&(b.until_ms, slot));
             b.until_ms = r.until_ms;
             b.ban_ms = u64::try_from(r.until_ms.saturating_sub(b.time_ms)).unwrap_or(0);
             self.expiry.insert((r.until_ms, slot));
+            self.mark(slot);
             self.stats.fleet_bans += 1;
             return RemoteOutcome::Extended;
         }
@@ -294,7 +314,8 @@ impl BanTable {
             origin: Origin::Fleet(r.node),
         };
         self.expiry.insert((r.until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold(slot, &ban);
+        self.mark(slot);
         self.stats.fleet_bans += 1;
         RemoteOutcome::Banned(ban)
     }
@@ -302,7 +323,7 @@ impl BanTable {
     /// Ends the fleet's ban of `net` here at `now_ms` (see [`crate::fleet`]: the fleet no longer
     /// holds it, and its unban was lost); bans of the key under this server's own rules stay.
     pub fn end_remote(&mut self, net: &Cidr, now_ms: i64) -> Option<Unban> {
-        let slot = (
+        let slot = Slot::new(
             Key {
                 net: *net,
                 vhost: NO_VHOST,
@@ -311,10 +332,11 @@ impl BanTable {
         );
         let ban = self.active.remove(&slot)?;
         self.expiry.remove(&(ban.until_ms, slot));
+        self.mark(slot);
         self.stats.unbans += 1;
         Some(Unban {
             time_ms: now_ms,
-            key: slot.0,
+            key: slot.key(),
             rule: Arc::from(FLEET_RULE_NAME),
             reason: UnbanReason::Withdrawn,
         })
@@ -330,10 +352,10 @@ impl BanTable {
         let mut slots: Vec<(i64, Slot)> = Vec::new();
         let mut wider = Vec::new();
         for (&slot, b) in &self.active {
-            if slot.0.net.within(net) {
+            if slot.key().net.within(net) {
                 slots.push((b.until_ms, slot));
-            } else if net.within(&slot.0.net) {
-                wider.push(b.clone());
+            } else if net.within(&slot.key().net) {
+                wider.push(self.ban_of(slot, b));
             }
         }
         slots.sort_unstable();
@@ -349,14 +371,15 @@ impl BanTable {
                     p.lifted = true;
                 }
             }
+            self.mark(slot);
             self.stats.unbans += 1;
             let unban = Unban {
                 time_ms: now_ms,
-                key: slot.0,
-                rule: self.rule_name(slot.1),
+                key: slot.key(),
+                rule: self.rule_name(slot.rule()),
                 reason: UnbanReason::Manual,
             };
-            lifted.push((ban, unban));
+            lifted.push((self.ban_of(slot, &ban), unban));
         }
         Lifted { lifted, wider }
     }
@@ -365,7 +388,8 @@ impl BanTable {
     /// ban's term): each with its rule and the pardon's end, soonest end first.
     pub fn pardons(&self, now_ms: i64) -> Vec<PardonedKey> {
         let mut out: Vec<PardonedKey> = (self.history.iter())
-            .flat_map(|(&(key, rule), past)| {
+            .flat_map(|(&slot, past)| {
+                let (key, rule) = (slot.key(), slot.rule());
                 let running = past.iter().filter(|p| p.lifted && p.until > now_ms);
                 running.map(move |p| (key, rule, p.until))
             })
@@ -384,11 +408,14 @@ impl BanTable {
     /// rules judge them again from now on; offenses timed before stay forgiven).
     fn end_pardons(&mut self, net: &Cidr, now_ms: i64) {
         for (slot, past) in self.history.iter_mut() {
-            if !slot.0.net.within(net) {
+            if !slot.key().net.within(net) {
                 continue;
             }
             for p in past.iter_mut().filter(|p| p.lifted && p.until > now_ms) {
                 p.until = now_ms.max(p.time);
+                if let Some(changed) = &mut self.changed {
+                    changed.insert(*slot);
+                }
             }
         }
     }
@@ -413,7 +440,7 @@ impl BanTable {
             self.stats.allowlisted += 1;
             return None;
         }
-        let slot = (o.key, o.rule);
+        let slot = Slot::new(o.key, o.rule);
         let past = self.history.get(&slot).map_or(&[][..], |h| &h[..]);
         let covered = past
             .iter()
@@ -455,7 +482,8 @@ impl BanTable {
         };
         self.remember(slot, past, window);
         self.expiry.insert((until_ms, slot));
-        self.active.insert(slot, ban.clone());
+        self.hold_seen_on(slot, &ban, o.vhost);
+        self.mark(slot);
         self.stats.bans += 1;
         if let Some(n) = self.bans_by_rule.get_mut(usize::from(o.rule)) {
             *n += 1;
@@ -474,11 +502,12 @@ impl BanTable {
             }
             self.expiry.pop_first();
             if self.active.remove(&slot).is_some() {
+                self.mark(slot);
                 self.stats.unbans += 1;
                 out.push(Unban {
                     time_ms: until,
-                    key: slot.0,
-                    rule: self.rule_name(slot.1),
+                    key: slot.key(),
+                    rule: self.rule_name(slot.rule()),
                     reason: UnbanReason::Expired,
                 });
             }
@@ -492,10 +521,27 @@ impl BanTable {
     }
 
     /// Active bans, soonest end first.
-    pub fn active(&self) -> impl Iterator<Item = &Ban> + '_ {
-        self.expiry
-            .iter()
-            .filter_map(|(_, slot)| self.active.get(slot))
+    pub fn active(&self) -> impl Iterator<Item = Ban> + '_ {
+        (self.expiry.iter())
+            .filter_map(|&(_, slot)| Some(self.ban_of(slot, self.active.get(&slot)?)))
+    }
+
+    /// Holds `ban` as the active ban of `slot`.
+    fn hold(&mut self, slot: Slot, ban: &Ban) {
+        let vhost = (ban.vhost.as_deref()).map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
+        self.hold_seen_on(slot, ban, vhost);
+    }
+
+    /// As [`BanTable::hold`], its vhost's id known.
+    fn hold_seen_on(&mut self, slot: Slot, ban: &Ban, vhost: VhostId) {
+        let rate = self.rules.get(usize::from(slot.rule())).map(|r| &r.rate);
+        let held = Held::of(ban, rate, vhost);
+        self.active.insert(slot, held);
+    }
+
+    /// The active ban `held` of `slot`, whole.
+    fn ban_of(&self, slot: Slot, held: &Held) -> Ban {
+        held.ban(slot.key(), self.rule_name(slot.rule()), &self.vhosts)
     }
 
     pub fn active_len(&self) -> usize {
@@ -503,7 +549,7 @@ impl BanTable {
     }
 
     pub fn is_banned(&self, key: &Key, rule: u16) -> bool {
-        self.active.contains_key(&(*key, rule))
+        self.active.contains_key(&Slot::new(*key, rule))
     }
 
     pub fn stats(&self) -> TableStats {
@@ -534,8 +580,8 @@ impl BanTable {
     /// Active bans per rule.
     pub fn active_by_rule(&self) -> Vec<u64> {
         let mut n = vec![0; self.rules.len()];
-        for &(_, rule) in self.active.keys() {
-            if let Some(c) = n.get_mut(usize::from(rule)) {
+        for slot in self.active.keys() {
+            if let Some(c) = n.get_mut(usize::from(slot.rule())) {
                 *c += 1;
             }
         }
@@ -559,33 +605,53 @@ impl BanTable {
             .map_or_else(|| Arc::from("?"), |r| r.name.clone())
     }
 
+    /// Notes that `slot` changed, for [`BanTable::drain_changed`].
+    fn mark(&mut self, slot: Slot) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(slot);
+        }
+    }
+
     fn remember(&mut self, slot: Slot, past: Past, window: i64) {
-        self.history.entry(slot).or_default().push(past);
-        self.forget
-            .insert((counts_until(past.time, past.until, window), slot));
+        // Most slots are banned once: room for one past ban, where a first push makes four.
+        let pasts = self.history.entry(slot);
+        pasts.or_insert_with(|| Vec::with_capacity(1)).push(past);
+        let until = counts_until(past.time, past.until, window);
+        self.next_forget = self.next_forget.min(until);
     }
 
     /// Forgets past bans that no offense at or after `settled_ms` can meet: out of their
     /// recidive window and ended by then. `settled_ms` is the oldest log time an offense may
     /// still come at (the shards' settled time), not the clock: a late offense must find the
     /// history it would have found in time order.
+    ///
+    /// Forgetting is a pass over the whole history, made once the settled time passes the
+    /// earliest end, then at most once per [`FORGET_EVERY_MS`] of log time: a flood's stream of
+    /// ending bans would otherwise ask for one at every round. (An index by end, one entry per
+    /// past ban, cost more memory than the history itself.)
     pub fn forget_before(&mut self, settled_ms: i64) {
-        while let Some(&(drop_at, slot)) = self.forget.first() {
-            if drop_at >= settled_ms {
-                break;
-            }
-            self.forget.pop_first();
-            let window = self
-                .rules
-                .get(usize::from(slot.1))
-                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
-            if let Some(past) = self.history.get_mut(&slot) {
-                past.retain(|p| counts_until(p.time, p.until, window) >= settled_ms);
-                if past.is_empty() {
-                    self.history.remove(&slot);
-                }
-            }
+        if settled_ms <= self.next_forget {
+            return;
         }
+        let rules = &self.rules;
+        let mut next = i64::MAX;
+        self.history.retain(|slot, past| {
+            let window = (rules.get(usize::from(slot.rule())))
+                .map_or(0, |r| i64::try_from(r.window_ms).unwrap_or(i64::MAX));
+            past.retain(|p| {
+                let until = counts_until(p.time, p.until, window);
+                let kept = until >= settled_ms;
+                if kept {
+                    next = next.min(until);
+                }
+                kept
+            });
+            !past.is_empty()
+        });
+        self.next_forget = match next {
+            i64::MAX => i64::MAX,
+            next => next.max(settled_ms.saturating_add(FORGET_EVERY_MS)),
+        };
     }
 
     /// The active bans and the recidive history, in a form that survives a restart (rules by
@@ -593,12 +659,13 @@ impl BanTable {
     pub fn snapshot(&self) -> Snapshot {
         let bans = self
             .active()
-            .map(|b| SavedBan::of(b, &self.vhosts))
+            .map(|b| SavedBan::of(&b, &self.vhosts))
             .collect();
         let mut history: Vec<SavedHistory> = self
             .history
             .iter()
-            .map(|(&(key, rule), past)| {
+            .map(|(&slot, past)| {
+                let (key, rule) = (slot.key(), slot.rule());
                 let mut past = past.clone();
                 past.sort_unstable();
                 let lifted: Vec<bool> = past.iter().map(|p| p.lifted).collect();
@@ -635,9 +702,9 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             }
-            let ban = b.to_ban(slot.0, rule);
+            let ban = b.to_ban(slot.key(), rule);
             self.expiry.insert((b.until_ms, slot));
-            self.active.insert(slot, ban);
+            self.hold(slot, &ban);
             st.bans += 1;
         }
         for h in &snap.history {
@@ -645,7 +712,7 @@ impl BanTable {
                 st.skipped += 1;
                 continue;
             };
-            let Some(rule) = self.rules.get(usize::from(slot.1)) else {
+            let Some(rule) = self.rules.get(usize::from(slot.rule())) else {
                 st.skipped += 1;
                 continue;
             };
@@ -687,14 +754,14 @@ impl BanTable {
         let vhost = key_vhost.map_or(NO_VHOST, |v| self.vhosts.intern(v.as_bytes()));
         let key = Key { net, vhost };
         if rule == MANUAL_RULE_NAME {
-            return Some(((key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
+            return Some((Slot::new(key, MANUAL_RULE), Arc::from(MANUAL_RULE_NAME)));
         }
         if rule == FLEET_RULE_NAME {
-            return Some(((key, FLEET_RULE), Arc::from(FLEET_RULE_NAME)));
+            return Some((Slot::new(key, FLEET_RULE), Arc::from(FLEET_RULE_NAME)));
         }
         let idx = self.rules.iter().position(|r| &*r.name == rule)?;
         let rule_idx = u16::try_from(idx).ok()?;
-        Some(((key, rule_idx), self.rules[idx].name.clone()))
+        Some((Slot::new(key, rule_idx), self.rules[idx].name.clone()))
     }
 }
 
@@ -1176,9 +1243,12 @@ pub(crate) mod tests {
         assert_eq!(t.history_len(), 1000, "the clock alone forgets nothing");
         t.forget_before((999 + 3600) * 1000);
         assert_eq!(t.history_len(), 1);
+        // The next pass comes a minute of log time after that one.
         t.forget_before((1000 + 3600) * 1000);
+        assert_eq!(t.history_len(), 1);
+        t.forget_before((999 + 3600) * 1000 + FORGET_EVERY_MS + 1);
         assert_eq!(t.history_len(), 0);
-        assert!(t.forget.is_empty());
+        assert_eq!(t.next_forget, i64::MAX);
     }
 
     #[test]

@@ -4,4 +4,5 @@
 
 pub mod compile;
 pub mod detector;
+pub mod log_budget;
 pub mod output;

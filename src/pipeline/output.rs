@@ -1,5 +1,5 @@
 //! Where events go, in replay and in watch: the configured sinks, or a stream (stdout) as JSON
-//! lines flushed one by one when there is none. In watch a SIGHUP may switch between the two
+//! lines flushed one by one when there is none (in watch, once per round of its loop). In watch a SIGHUP may switch between the two
 //! ([`Output::reconfigure`]).
 //!
 //! For watch it also keeps `[state] dir/pending.json` (what the sinks have not delivered yet)
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decide::event::{write_json_line, LogLine};
 use crate::decide::{Ban, Event};
+use crate::pipeline::log_budget::LogBudget;
 use crate::sink::runtime::pending;
 use crate::sink::{SinkError, SinkHealth, SinkMetrics, SinkReport, SinkSpec, Sinks};
 use crate::state_file::StateFileError;
@@ -25,8 +26,12 @@ pub struct Output<'a> {
     /// The sinks' pending stamp when `pending.json` was last written; `None`: write it at the
     /// next save (at start, to drop what the last run left for sinks no longer configured).
     saved: Option<u64>,
-    /// Whether each event also goes to the log (see [`Output::log_events`]).
+    /// Whether each event also goes to the log (see [`Output::log_events`]), and how many
+    /// more this second may.
     log_events: bool,
+    log_budget: LogBudget,
+    /// Stream lines wait in `line` for [`Output::flush`] (see [`Output::batch_stream`]).
+    batch: bool,
     /// `[fleet]`: this server's own events are also queued for the other servers.
     fleet: Option<crate::fleet::Publish>,
 }
@@ -63,6 +68,8 @@ impl<'a> Output<'a> {
             error: None,
             saved: None,
             log_events: false,
+            log_budget: LogBudget::default(),
+            batch: false,
             fleet: None,
         })
     }
@@ -73,6 +80,36 @@ impl<'a> Output<'a> {
     pub fn log_events(mut self, on: bool) -> Self {
         self.log_events = on;
         self
+    }
+
+    /// Stream lines are written at [`Output::flush`] (and when 64 KiB wait), not one by one:
+    /// watch flushes after each round of its loop, so that a flood's thousands of bans a
+    /// second cost a write each round, not one each.
+    pub fn batch_stream(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
+    /// Writes the stream lines waiting (see [`Output::batch_stream`]), and says how many
+    /// events the log was spared (see [`LogBudget`]).
+    pub fn flush(&mut self) {
+        if let Some(n) = self.log_budget.report(crate::clock::wall_ms()) {
+            log::info!(
+                "{n} more ban and unban events in the last second not logged one by one (past {} a second; the events and `floodwatch bans` have them all)",
+                crate::pipeline::log_budget::PER_SECOND
+            );
+        }
+        if self.line.is_empty() || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self
+            .out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush())
+        {
+            self.error = Some(e);
+        }
+        self.line.clear();
     }
 
     /// Publishes this server's own events to the fleet from now on (see
@@ -92,7 +129,7 @@ impl<'a> Output<'a> {
     /// An event the fleet caused (another server's ban or unban applied here): as
     /// [`Output::emit`], but never published again.
     pub fn emit_remote(&mut self, ev: &Event) {
-        if self.log_events {
+        if self.log_events && self.log_budget.allow(crate::clock::wall_ms()) {
             log::info!("{}", LogLine(ev));
         }
         if let Some(s) = &mut self.sinks {
@@ -101,14 +138,12 @@ impl<'a> Output<'a> {
         if self.error.is_some() {
             return;
         }
-        self.line.clear();
+        if !self.batch {
+            self.line.clear();
+        }
         write_json_line(ev, &mut self.line);
-        if let Err(e) = self
-            .out
-            .write_all(&self.line)
-            .and_then(|()| self.out.flush())
-        {
-            self.error = Some(e);
+        if !self.batch || self.line.len() >= 1 << 16 {
+            self.flush();
         }
     }
 
@@ -139,6 +174,7 @@ impl<'a> Output<'a> {
     /// from stdout, to the first sinks configured, which take the `active` bans over). When a
     /// new sink cannot be built, nothing changes and the error is returned.
     pub fn reconfigure(&mut self, specs: &[SinkSpec], active: &[Ban]) -> Result<(), SinkError> {
+        self.flush();
         let stopped = match (&mut self.sinks, specs.is_empty()) {
             (None, true) => return Ok(()),
             (None, false) => {
@@ -201,7 +237,8 @@ impl<'a> Output<'a> {
 
     /// Ends watch's output: the sinks' reports and what they could not deliver (`None` without
     /// sinks), or the error that stopped writing to stdout.
-    pub fn stop(self) -> Result<Option<Stopped>, io::Error> {
+    pub fn stop(mut self) -> Result<Option<Stopped>, io::Error> {
+        self.flush();
         match (self.sinks, self.error) {
             (Some(s), _) => {
                 let tables = s.tables();
@@ -251,7 +288,7 @@ pub fn keep_pending(dir: &Option<PathBuf>, vhosts: &Vhosts, stopped: &Stopped) {
 /// Keeps `pending.json` up to date with what the sinks have not delivered yet. Saved before the
 /// bans: after a crash between the two writes, an event in `pending.json` is at worst given
 /// again to a sink that had it (delivery is at least once), while the other order could leave
-/// a ban in `bans.json`, never announced again, that a sink never got.
+/// a ban in `bans.journal`, never announced again, that a sink never got.
 pub fn save_pending(output: &mut Output, dir: &Option<PathBuf>, vhosts: &Vhosts) {
     if let Some(dir) = dir {
         if let Err(e) = output.save_pending(dir, vhosts) {

@@ -509,7 +509,7 @@ pub fn render_bans(table: &BanTable, out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, b) in table.active().enumerate() {
         out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-        write_ban_json(b, out);
+        write_ban_json(&b, out);
     }
     if table.active_len() > 0 {
         out.push(b'\n');

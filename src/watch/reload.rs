@@ -175,7 +175,7 @@ impl Live<'_, '_> {
         // Sinks first: the one step that can fail (a sink that cannot be built), and then
         // nothing has changed.
         if new.sinks != self.config.sinks {
-            let active: Vec<_> = self.table.active().cloned().collect();
+            let active: Vec<_> = self.table.active().collect();
             if let Err(e) = self.output.reconfigure(&compiled.sinks, &active) {
                 return Err(refused(e));
             }

@@ -40,7 +40,8 @@ use super::inotify::{self, Inotify};
 use super::notify::Systemd;
 use super::reload::{self, Live};
 use super::signals::{Signal, Signals};
-use super::{state, WatchPlan};
+use super::state::BanStore;
+use super::WatchPlan;
 use crate::clock::wall_ms;
 use crate::config::{Config, StartAt};
 use crate::control::server::ControlSocket;
@@ -121,6 +122,8 @@ struct WatchLoop<'o> {
     config_path: Option<PathBuf>,
     cli_paths: Vec<String>,
     state_dir: Option<PathBuf>,
+    /// The bans kept in the state folder (with `[state] dir`).
+    bans: Option<BanStore>,
     /// Held for the watch's whole life: no other watch, nor `replay --sinks`, uses the folder.
     state_lock: Option<StateLock>,
     signals: Signals,
@@ -188,10 +191,6 @@ impl<'o> WatchLoop<'o> {
             Some(dir) => Checkpoints::load(dir)?,
             None => Checkpoints::new(),
         };
-        let snapshot = match &state_dir {
-            Some(dir) => state::load(dir)?,
-            None => Default::default(),
-        };
         let mut endpoint = Endpoint::bind(config.metrics.listen)?;
         let mut control = bind_control(&config)?;
 
@@ -205,12 +204,23 @@ impl<'o> WatchLoop<'o> {
             eager: true,
             ..DetectorSpec::from_config(&config, rules.clone(), &proxies, vhosts.clone())
         })?;
-        let restored = detector.table_mut().restore(&snapshot);
+        let (bans, restored) = match &state_dir {
+            Some(dir) => {
+                let (store, restored) = BanStore::open(dir, detector.table_mut())?;
+                (Some(store), restored)
+            }
+            None => (None, RestoreStats::default()),
+        };
         let started_stats = detector.table().stats();
 
         // Restored bans are not announced again, but sinks that keep a set of bans get them.
-        let active: Vec<_> = detector.table().active().cloned().collect();
-        let mut output = Output::start(out, &sinks, &active)?.log_events(true);
+        let active: Vec<_> = match sinks.is_empty() {
+            true => Vec::new(),
+            false => detector.table().active().collect(),
+        };
+        let mut output = Output::start(out, &sinks, &active)?
+            .log_events(true)
+            .batch_stream(true);
         if let (Some(s), Some(dir)) = (output.sinks_mut(), &state_dir) {
             resend_pending(s, dir, &vhosts);
         }
@@ -282,6 +292,7 @@ impl<'o> WatchLoop<'o> {
             config_path,
             cli_paths,
             state_dir,
+            bans,
             state_lock,
             signals,
             poll,
@@ -360,6 +371,7 @@ impl<'o> WatchLoop<'o> {
             });
         }
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
+        output.flush();
         self.line_rate.sample(now, self.files.ingest_stats().lines);
         self.systemd.tick(now);
         if now >= self.next_save {
@@ -379,7 +391,8 @@ impl<'o> WatchLoop<'o> {
         }
         let stats = self.detector.table().stats();
         if self.files.unsaved() || stats != self.saved_stats {
-            if let Err(e) = self.save_state(&self.files.checkpoints()) {
+            let checkpoints = self.files.checkpoints();
+            if let Err(e) = self.save_state(&checkpoints) {
                 log::error!("saving state: {e}");
             }
             self.files.saved();
@@ -388,11 +401,11 @@ impl<'o> WatchLoop<'o> {
     }
 
     /// Saves bans, then offsets (see `state`).
-    fn save_state(&self, cps: &Checkpoints) -> Result<(), StateFileError> {
-        let Some(dir) = &self.state_dir else {
+    fn save_state(&mut self, cps: &Checkpoints) -> Result<(), StateFileError> {
+        let (Some(dir), Some(bans)) = (&self.state_dir, &mut self.bans) else {
             return Ok(());
         };
-        state::save(dir, &self.detector.table().snapshot())?;
+        bans.save(self.detector.table_mut())?;
         cps.save(dir)
     }
 
@@ -601,6 +614,7 @@ impl<'o> WatchLoop<'o> {
             mut detector,
             mut output,
             state_dir,
+            mut bans,
             vhosts,
             started_stats,
             restored,
@@ -630,11 +644,11 @@ impl<'o> WatchLoop<'o> {
                 }
             }
         }
-        let saved = match &state_dir {
-            Some(dir) => {
-                state::save(dir, &detector.table().snapshot()).and_then(|()| checkpoints.save(dir))
-            }
-            None => Ok(()),
+        let saved = match (&state_dir, &mut bans) {
+            (Some(dir), Some(bans)) => bans
+                .save(detector.table_mut())
+                .and_then(|()| checkpoints.save(dir)),
+            _ => Ok(()),
         };
         let after = detector.table().stats();
         let shards = detector.shard_stats();

@@ -1,9 +1,6 @@
-//! The active bans (and recidive history) saved under `[state] dir` next to the read offsets,
-//! so that a restarted `watch` keeps its bans without announcing them again.
-//!
-//! Loaded and saved through [`crate::state_file`] like the checkpoints, and saved *before* them:
-//! after a crash between the two writes the bans are newer than the offsets, so the lines read
-//! again only repeat offenses of keys already banned, which are suppressed.
+//! `bans.json`: the whole ban table as one JSON file, rewritten at every save, as floodwatch kept
+//! it before the journal ([`super::journal`]). Still read, so that a state folder of an earlier
+//! version keeps its bans after an upgrade ([`super::BanStore::open`] moves them to the journal).
 
 use std::path::Path;
 
@@ -31,7 +28,8 @@ pub fn load(dir: &Path) -> Result<Snapshot, StateFileError> {
     Ok(stored.map(|s| s.snapshot).unwrap_or_default())
 }
 
-/// Replaces `dir/bans.json` atomically; `dir` must exist.
+/// Replaces `dir/bans.json` atomically, as earlier versions did; `dir` must exist.
+#[cfg(test)]
 pub fn save(dir: &Path, snapshot: &Snapshot) -> Result<(), StateFileError> {
     let stored = Stored {
         snapshot: snapshot.clone(),
