@@ -309,15 +309,31 @@ pub struct AnalyzeArgs {
     /// Log format (as for replay).
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
-    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: the rule's own.
+    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: a 1-2-5 ladder from a tenth
+    /// to ten times each rule's rate.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub rates: Vec<String>,
-    /// Burst for every tried rate; default: the rule's own.
-    #[arg(long, value_name = "B")]
-    pub burst: Option<u32>,
-    /// The rule to analyse and vary (default: the first).
+    /// Bursts to try, comma-separated ("20,50,100"); default: a 1-2-5 ladder from a tenth to
+    /// five times each rule's burst.
+    #[arg(long, alias = "burst", value_name = "LIST", value_delimiter = ',')]
+    pub bursts: Vec<u32>,
+    /// The rule whose top talkers are listed and the only one varied (default: the first for
+    /// the talkers, every rule for the grids).
     #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
+    /// A grid per vhost too (the busiest twenty).
+    #[arg(long)]
+    pub by_vhost: bool,
+    /// Suggest, per grid, the tightest threshold that bans only keys standing clearly apart
+    /// from the rest of the traffic, as a ready [[rule]] table with its evidence.
+    #[arg(long)]
+    pub suggest: bool,
+    /// Only requests logged at or after this time (RFC 3339: 2026-11-20T10:05:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only requests logged before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// How many top talkers to list.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,

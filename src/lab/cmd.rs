@@ -5,6 +5,7 @@ use std::io::Write;
 use super::analyze;
 use super::bench;
 use super::generate;
+use super::scan;
 use super::scenario;
 use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
 use crate::error::Error;
@@ -54,13 +55,28 @@ pub fn generate(a: &GenerateArgs) -> Result<(), Error> {
 
 /// `floodwatch analyze`.
 pub fn analyze(a: AnalyzeArgs) -> Result<(), Error> {
+    let window = scan::Window {
+        since_ms: a
+            .since
+            .as_deref()
+            .map(|t| analyze::parse_time("--since", t))
+            .transpose()?,
+        until_ms: a
+            .until
+            .as_deref()
+            .map(|t| analyze::parse_time("--until", t))
+            .transpose()?,
+    };
     let o = analyze::Options {
         config: a.config,
         format: a.format,
         rates: a.rates,
-        burst: a.burst,
+        bursts: a.bursts,
         rule: a.rule,
         top: a.top,
+        by_vhost: a.by_vhost,
+        suggest: a.suggest,
+        window,
         paths: a.paths,
     };
     let report = analyze::analyze(&o)?;

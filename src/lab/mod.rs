@@ -4,7 +4,11 @@
 pub mod analyze;
 pub mod bench;
 pub mod cmd;
+pub mod crawler;
 pub mod generate;
+pub mod grid;
 pub mod peaks;
 pub mod rng;
+pub mod scan;
 pub mod scenario;
+pub mod suggest;

@@ -1,0 +1,501 @@
+//! One pass over an archive for `analyze` and `report`: every line parsed once, and from it the
+//! per-file line quality, requests per second per vhost, and per rule each key's request times
+//! with the vhosts, user agents and paths it sent.
+//!
+//! A line becomes a rule's hit exactly as replay's ingest decides it (same parser, future limit,
+//! client address, trusted proxies, vhost and request matchers), so that the what-if grid built on
+//! these hits is what replay would ban; the tests compare the two. The full record is read:
+//! beside what the rules need, the user agent and the request target (for the top talkers).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use super::crawler;
+use crate::addr::{Addr, Cidr};
+use crate::engine::rule::CompiledRules;
+use crate::engine::{Key, RuleSpec};
+use crate::hit::{RuleMask, VhostId, NO_VHOST};
+use crate::parse::{Format, TimeCache};
+use crate::proxy::{Client, ClientIp};
+use crate::source::paths::LogFile;
+use crate::source::reader::{lines, Chunks, CHUNK};
+use crate::source::stats::IngestStats;
+use crate::vhost::{VhostCache, Vhosts};
+
+/// Which log times count: `since <= t < until` (UTC ms); `None` = unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl Window {
+    pub fn contains(&self, t: i64) -> bool {
+        self.since_ms.is_none_or(|s| t >= s) && self.until_ms.is_none_or(|u| t < u)
+    }
+
+    pub fn is_bounded(&self) -> bool {
+        self.since_ms.is_some() || self.until_ms.is_some()
+    }
+}
+
+/// What one file held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileScan {
+    pub path: PathBuf,
+    pub lines: u64,
+    /// Not lines of the format (too long included).
+    pub malformed: u64,
+    /// Well-formed, but no usable client address or a time more than a day ahead.
+    pub unusable: u64,
+    /// Well-formed lines outside the time window.
+    pub outside: u64,
+    /// Lines inside the window with a client: the requests counted in the charts.
+    pub requests: u64,
+}
+
+impl FileScan {
+    /// Share of the file's lines that could not be used at all (malformed or unusable).
+    pub fn bad_share(&self) -> f64 {
+        if self.lines == 0 {
+            0.0
+        } else {
+            (self.malformed + self.unusable) as f64 / self.lines as f64
+        }
+    }
+}
+
+/// Counts of byte strings, capped at [`Tally::CAP`] distinct values (later new values are counted
+/// in `other`): enough for a key's user agents and paths, bounded whatever it sends.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    entries: Vec<(Box<[u8]>, u64)>,
+    pub other: u64,
+}
+
+impl Tally {
+    pub const CAP: usize = 32;
+
+    pub fn add(&mut self, v: &[u8]) {
+        self.add_n(v, 1);
+    }
+
+    fn add_n(&mut self, v: &[u8], n: u64) {
+        if let Some(e) = self.entries.iter_mut().find(|e| &*e.0 == v) {
+            e.1 += n;
+        } else if self.entries.len() < Tally::CAP {
+            self.entries.push((v.into(), n));
+        } else {
+            self.other += n;
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        for (v, n) in o.entries {
+            self.add_n(&v, n);
+        }
+        self.other += o.other;
+    }
+
+    /// The `n` most frequent values, most first (ties by value), as text (invalid
+    /// UTF-8 replaced; escaping is the writer's job).
+    pub fn top(&self, n: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<&(Box<[u8]>, u64)> = self.entries.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(n)
+            .map(|(s, c)| (String::from_utf8_lossy(s).into_owned(), *c))
+            .collect()
+    }
+
+    fn raw(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|e| &*e.0)
+    }
+}
+
+/// One key's hits under one rule while reading.
+#[derive(Debug, Default)]
+struct KeyAcc {
+    /// (log time, vhost), in reading order.
+    hits: Vec<(i64, VhostId)>,
+    agents: Tally,
+    paths: Tally,
+}
+
+/// One key's hits under one rule, sorted by time.
+#[derive(Clone, Debug)]
+pub struct KeyHits {
+    pub key: Key,
+    /// (log time, vhost), sorted.
+    pub hits: Vec<(i64, VhostId)>,
+    pub agents: Tally,
+    pub paths: Tally,
+    /// The well-known crawler one of its user agents names.
+    pub crawler: Option<&'static str>,
+}
+
+impl KeyHits {
+    /// The vhost this key sent most of its requests to.
+    pub fn main_vhost(&self) -> VhostId {
+        let mut counts: AHashMap<VhostId, u64> = AHashMap::new();
+        for &(_, v) in &self.hits {
+            *counts.entry(v).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map_or(NO_VHOST, |e| e.0)
+    }
+}
+
+/// Requests per time bin per vhost; bins start at one second and widen (doubling) when the
+/// table grows past [`Series::MAX_CELLS`], so a long archive of many vhosts stays bounded.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub bin_s: i64,
+    pub counts: AHashMap<(VhostId, i64), u64>,
+}
+
+impl Default for Series {
+    fn default() -> Series {
+        Series {
+            bin_s: 1,
+            counts: AHashMap::new(),
+        }
+    }
+}
+
+impl Series {
+    pub const MAX_CELLS: usize = 1 << 20;
+
+    fn add(&mut self, vhost: VhostId, time_ms: i64, n: u64) {
+        let bin = time_ms.div_euclid(1000).div_euclid(self.bin_s);
+        *self.counts.entry((vhost, bin)).or_default() += n;
+        if self.counts.len() > Series::MAX_CELLS {
+            self.widen();
+        }
+    }
+
+    fn widen(&mut self) {
+        self.bin_s *= 2;
+        let old = std::mem::take(&mut self.counts);
+        for ((v, bin), n) in old {
+            *self.counts.entry((v, bin.div_euclid(2))).or_default() += n;
+        }
+    }
+
+    fn merge(&mut self, other: Series) {
+        while self.bin_s < other.bin_s {
+            self.widen();
+        }
+        let ratio = self.bin_s / other.bin_s.max(1);
+        for ((v, bin), n) in other.counts {
+            *self.counts.entry((v, bin.div_euclid(ratio))).or_default() += n;
+        }
+        while self.counts.len() > Series::MAX_CELLS {
+            self.widen();
+        }
+    }
+}
+
+/// Everything one pass gathered.
+pub struct Scan {
+    pub files: Vec<FileScan>,
+    /// Totals over the files, as replay counts them (the window's outside lines are `unmatched`).
+    pub stats: IngestStats,
+    pub vhosts: Vhosts,
+    pub series: Series,
+    /// Per rule (config order), its keys, most requests first (ties by key).
+    pub rules: Vec<Vec<KeyHits>>,
+    /// First and last log time of the requests in the window (0 when none).
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// Lines older than their file's newest line by more than the config's lateness: replay
+    /// counts them late, at their own time, which the grid's time-sorted buckets may not match.
+    pub late: u64,
+}
+
+/// What the pass needs: the replay plan's parts.
+pub struct ScanSpec<'a> {
+    pub format: &'a Format,
+    pub rules: &'a CompiledRules,
+    pub specs: &'a [RuleSpec],
+    pub client_ip: Option<Arc<ClientIp>>,
+    pub files: &'a [LogFile],
+    pub window: Window,
+    pub lateness_ms: i64,
+}
+
+/// An unreadable file, named.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct ScanError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// How far ahead of the clock a log time may be (as ingest allows).
+const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
+
+/// One reader's state (one per thread).
+struct Reader<'a> {
+    spec: &'a ScanSpec<'a>,
+    times: TimeCache,
+    vhosts: VhostCache,
+    shared: Vhosts,
+    vhost_masks: AHashMap<VhostId, RuleMask>,
+    future_limit_ms: i64,
+    stats: IngestStats,
+    series: Series,
+    keys: Vec<AHashMap<Key, KeyAcc>>,
+    first_ms: i64,
+    last_ms: i64,
+    late: u64,
+}
+
+impl<'a> Reader<'a> {
+    fn new(spec: &'a ScanSpec<'a>, vhosts: Vhosts) -> Reader<'a> {
+        Reader {
+            spec,
+            times: TimeCache::default(),
+            vhosts: VhostCache::new(vhosts.clone()),
+            shared: vhosts,
+            vhost_masks: AHashMap::new(),
+            future_limit_ms: crate::clock::wall_ms().saturating_add(FUTURE_SLACK_MS),
+            stats: IngestStats::default(),
+            series: Series::default(),
+            keys: (0..spec.specs.len()).map(|_| AHashMap::new()).collect(),
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            late: 0,
+        }
+    }
+
+    fn file(&mut self, f: &LogFile) -> Result<FileScan, ScanError> {
+        let err = |source| ScanError {
+            path: f.path.clone(),
+            source,
+        };
+        let file_vhost = f
+            .vhost
+            .as_deref()
+            .map_or(NO_VHOST, |v| self.shared.intern(v.as_bytes()));
+        let mut fs = FileScan {
+            path: f.path.clone(),
+            ..FileScan::default()
+        };
+        let mut chunks = Chunks::open(&f.path, CHUNK, Arc::new(AtomicU64::new(0))).map_err(err)?;
+        let mut newest = i64::MIN;
+        while let Some(chunk) = chunks.next_chunk().map_err(err)? {
+            self.stats.bytes += chunk.len() as u64;
+            for line in lines(chunk) {
+                self.line(line, file_vhost, &mut fs, &mut newest);
+            }
+        }
+        fs.malformed += chunks.oversized();
+        fs.lines += chunks.oversized();
+        self.stats.malformed.too_long += chunks.oversized();
+        Ok(fs)
+    }
+
+    /// One line; mirrors `Ingest::line` for what becomes a hit.
+    fn line(&mut self, line: &[u8], file_vhost: VhostId, fs: &mut FileScan, newest: &mut i64) {
+        self.stats.lines += 1;
+        fs.lines += 1;
+        let rec = match self.spec.format.parse(line, &mut self.times) {
+            Ok(rec) => rec,
+            Err(kind) => {
+                self.stats.malformed.count(kind);
+                fs.malformed += 1;
+                return;
+            }
+        };
+        if rec.time_ms > self.future_limit_ms {
+            self.stats.future += 1;
+            fs.unusable += 1;
+            return;
+        }
+        let Some(mut addr) = Addr::parse(rec.client) else {
+            self.stats.no_client += 1;
+            fs.unusable += 1;
+            return;
+        };
+        if let Some(ip) = &self.spec.client_ip {
+            match ip.resolve(addr, rec.real_client) {
+                Client::Direct => {}
+                Client::Proxied(real) => {
+                    addr = real;
+                    self.stats.via_proxy += 1;
+                }
+                Client::Unusable => self.stats.proxy_fallback += 1,
+            }
+        }
+        let t = rec.time_ms;
+        if t < newest.saturating_sub(self.spec.lateness_ms) {
+            self.late += 1;
+        }
+        *newest = (*newest).max(t);
+        if !self.spec.window.contains(t) {
+            fs.outside += 1;
+            self.stats.unmatched += 1;
+            return;
+        }
+        fs.requests += 1;
+        self.first_ms = self.first_ms.min(t);
+        self.last_ms = self.last_ms.max(t);
+        let vhost = if self.spec.format.has_vhost() {
+            self.vhosts.id(rec.vhost)
+        } else {
+            file_vhost
+        };
+        self.series.add(vhost, t, 1);
+        let mask = self.vhost_mask(vhost) & self.spec.rules.request_mask(&rec);
+        if mask == 0 {
+            self.stats.unmatched += 1;
+            return;
+        }
+        self.stats.hits += 1;
+        let path = match memchr::memchr(b'?', rec.target) {
+            Some(q) => &rec.target[..q],
+            None => rec.target,
+        };
+        let mut bits = mask;
+        while bits != 0 {
+            let r = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(spec) = self.spec.specs.get(r) else {
+                continue;
+            };
+            let prefix = if addr.is_v4() {
+                spec.ipv4_prefix
+            } else {
+                spec.ipv6_prefix
+            };
+            let key = Key {
+                net: Cidr::new(addr, prefix),
+                vhost: if spec.key_by_vhost { vhost } else { NO_VHOST },
+            };
+            let acc = self.keys[r].entry(key).or_default();
+            acc.hits.push((t, vhost));
+            acc.agents.add(rec.user_agent);
+            acc.paths.add(path);
+        }
+    }
+
+    fn vhost_mask(&mut self, vhost: VhostId) -> RuleMask {
+        if let Some(m) = self.vhost_masks.get(&vhost) {
+            return *m;
+        }
+        let name = if vhost == NO_VHOST {
+            Default::default()
+        } else {
+            self.shared.name(vhost).unwrap_or_default()
+        };
+        let m = self.spec.rules.vhost_mask(name.as_bytes());
+        self.vhost_masks.insert(vhost, m);
+        m
+    }
+}
+
+/// A reader thread's state at its end, with the files it read (by index).
+type ReaderDone<'a> = (Reader<'a>, Vec<(usize, FileScan)>);
+
+/// Reads every file (several at once when there are several) and gathers the [`Scan`].
+pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
+    let vhosts = Vhosts::new();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(spec.files.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<ReaderDone<'_>, ScanError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let vhosts = vhosts.clone();
+                let next = &next;
+                s.spawn(move || {
+                    let mut r = Reader::new(spec, vhosts);
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = spec.files.get(i) else { break };
+                        done.push((i, r.file(f)?));
+                    }
+                    Ok((r, done))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(_) => Err(ScanError {
+                    path: PathBuf::from("(reader thread)"),
+                    source: std::io::Error::other("a reader thread panicked"),
+                }),
+            })
+            .collect()
+    });
+    let mut files: Vec<Option<FileScan>> = vec![None; spec.files.len()];
+    let mut stats = IngestStats::default();
+    let mut series = Series::default();
+    let mut keys: Vec<AHashMap<Key, KeyAcc>> =
+        (0..spec.specs.len()).map(|_| AHashMap::new()).collect();
+    let (mut first_ms, mut last_ms, mut late) = (i64::MAX, i64::MIN, 0);
+    for res in results {
+        let (r, done) = res?;
+        for (i, f) in done {
+            files[i] = Some(f);
+        }
+        stats.add(&r.stats);
+        series.merge(r.series);
+        first_ms = first_ms.min(r.first_ms);
+        last_ms = last_ms.max(r.last_ms);
+        late += r.late;
+        for (all, part) in keys.iter_mut().zip(r.keys) {
+            for (k, acc) in part {
+                let e = all.entry(k).or_default();
+                e.hits.extend(acc.hits);
+                e.agents.merge(acc.agents);
+                e.paths.merge(acc.paths);
+            }
+        }
+    }
+    let rules = keys.into_iter().map(finish_keys).collect();
+    if first_ms > last_ms {
+        (first_ms, last_ms) = (0, 0);
+    }
+    Ok(Scan {
+        files: files.into_iter().flatten().collect(),
+        stats,
+        vhosts,
+        series,
+        rules,
+        first_ms,
+        last_ms,
+        late,
+    })
+}
+
+fn finish_keys(keys: AHashMap<Key, KeyAcc>) -> Vec<KeyHits> {
+    let mut out: Vec<KeyHits> = keys
+        .into_iter()
+        .map(|(key, mut acc)| {
+            acc.hits.sort_unstable();
+            let crawler = acc.agents.raw().find_map(crawler::named_in);
+            KeyHits {
+                key,
+                hits: acc.hits,
+                agents: acc.agents,
+                paths: acc.paths,
+                crawler,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.hits.len().cmp(&a.hits.len()).then(a.key.cmp(&b.key)));
+    out
+}
