@@ -221,7 +221,7 @@ fn read(base: &ReplayPlan, window: Window) -> Result<Scan, Error> {
     }
     if requests == 0 {
         return Err(Error::Runtime(format!(
-            "nothing to report: none of the {} lines of {} is a request of the log format              with a client address",
+            "nothing to report: none of the {} lines of {} is a request of the log format with a client address",
             scan.stats.lines,
             names()
         )));
@@ -592,7 +592,7 @@ pub fn to_text(a: &Analysis) -> String {
     if a.late > 0 {
         let _ = writeln!(
             s,
-            "note: {} lines come later than [input] lateness allows; replay counts them late,              so the grid may differ from it for their keys",
+            "note: {} lines come later than [input] lateness allows; replay counts them late, so the grid may differ from it for their keys",
             a.late
         );
     }
