@@ -281,7 +281,8 @@ pub fn analyze(o: &Options) -> Result<Analysis, Error> {
             if vhost.is_some() && g.requests == 0 {
                 continue;
             }
-            grids.push(grid_out(&g, &scan, spec, &allow, o.suggest));
+            let whole = (vhost.is_none() && i == r).then_some(&all_peaks[..]);
+            grids.push(grid_out(&g, &scan, spec, &allow, o.suggest, whole));
         }
     }
     let keys_n = keys.len();
@@ -323,7 +324,15 @@ fn vhost_name(vhosts: &Vhosts, v: VhostId) -> Option<String> {
     vhosts.name(v).map(|n| n.to_string())
 }
 
-fn grid_out(g: &Grid, scan: &Scan, spec: &RuleSpec, allow: &Allowlist, want: bool) -> GridOut {
+/// `whole`: the keys' peaks over all their requests when already computed (the analysed rule).
+fn grid_out(
+    g: &Grid,
+    scan: &Scan,
+    spec: &RuleSpec,
+    allow: &Allowlist,
+    want: bool,
+    whole: Option<&[KeyPeaks]>,
+) -> GridOut {
     let keys = &scan.rules[g.rule];
     let key_names = |idx: &[usize]| {
         let mut v: Vec<String> = idx.iter().map(|&i| keys[i].key.net.to_string()).collect();
@@ -349,18 +358,24 @@ fn grid_out(g: &Grid, scan: &Scan, spec: &RuleSpec, allow: &Allowlist, want: boo
         .collect();
     let vhost = g.vhost.and_then(|v| vhost_name(&scan.vhosts, v));
     let suggestion = want.then(|| {
-        let peaks: Vec<Option<KeyPeaks>> = keys
-            .iter()
-            .map(|k| {
-                let times: Vec<i64> = k
-                    .hits
-                    .iter()
-                    .filter(|h| g.vhost.is_none_or(|v| h.1 == v))
-                    .map(|h| h.0)
-                    .collect();
-                (!times.is_empty()).then(|| KeyPeaks::of_sorted(k.key.net, times.into_iter()))
-            })
-            .collect();
+        let peaks: Vec<Option<KeyPeaks>> = match whole {
+            Some(all) => all.iter().cloned().map(Some).collect(),
+            None => keys
+                .iter()
+                .map(|k| {
+                    if g.vhost.is_none() {
+                        return Some(KeyPeaks::of_sorted(k.key.net, k.hits.iter().map(|h| h.0)));
+                    }
+                    let times: Vec<i64> = k
+                        .hits
+                        .iter()
+                        .filter(|h| g.vhost.is_none_or(|v| h.1 == v))
+                        .map(|h| h.0)
+                        .collect();
+                    (!times.is_empty()).then(|| KeyPeaks::of_sorted(k.key.net, times.into_iter()))
+                })
+                .collect(),
+        };
         match suggest::suggest(g, keys, &peaks, spec, allow) {
             Suggestion::Cell {
                 rate,

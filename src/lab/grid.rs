@@ -5,8 +5,8 @@
 //! its own requests' times, stepped through its `limit_req` bucket in time order (bans are per
 //! key and rule, the first overflow always reports, and only the allowlist stops that report from
 //! becoming a ban). So the scan's per-key times are stepped through [`Bucket`], the engine's own
-//! step, once per cell; a key with no more requests than the burst plus one cannot overflow and
-//! is skipped. The timeline runs every overflow of the configured rules through the engine's
+//! step, for each cell; a key with no more requests than the burst plus one cannot overflow and
+//! is skipped, and a cell steps only the keys its tighter neighbours ban (see [`evaluate`]). The timeline runs every overflow of the configured rules through the engine's
 //! [`BanTable`] in the decider's order (time, key, rule), with its escalation and expiry.
 
 use crate::decide::allowlist::Allowlist;
@@ -175,20 +175,52 @@ pub fn banned_at(
     vhost: Option<VhostId>,
     allow: &Allowlist,
 ) -> Vec<usize> {
+    let all: Vec<usize> = (0..keys.len()).collect();
+    banned_among(keys, &all, lim, vhost, allow)
+}
+
+/// Those of `candidates` (sorted indices) that a rule at `lim` bans, checked on as many threads
+/// as there are CPUs when there are many.
+fn banned_among(
+    keys: &[KeyHits],
+    candidates: &[usize],
+    lim: &Limits,
+    vhost: Option<VhostId>,
+    allow: &Allowlist,
+) -> Vec<usize> {
     let min_hits = (lim.burst / 1000 + 2) as usize;
-    keys.iter()
-        .enumerate()
-        .filter(|(_, k)| k.hits.len() >= min_hits && !allow.covers(&k.key.net))
-        .filter(|(_, k)| {
-            let times = k
-                .hits
-                .iter()
-                .filter(|h| vhost.is_none_or(|v| h.1 == v))
-                .map(|h| h.0);
-            overflows(times, lim)
-        })
-        .map(|(i, _)| i)
-        .collect()
+    let check = |part: &[usize]| -> Vec<usize> {
+        part.iter()
+            .copied()
+            .filter(|&i| {
+                let k = &keys[i];
+                if k.hits.len() < min_hits || allow.covers(&k.key.net) {
+                    return false;
+                }
+                let times = k
+                    .hits
+                    .iter()
+                    .filter(|h| vhost.is_none_or(|v| h.1 == v))
+                    .map(|h| h.0);
+                overflows(times, lim)
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || candidates.len() < 2048 {
+        return check(candidates);
+    }
+    let per = candidates.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = candidates
+            .chunks(per)
+            .map(|part| s.spawn(move || check(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Requests of `keys[i]` within the scope.
@@ -199,7 +231,29 @@ pub fn requests_in(k: &KeyHits, vhost: Option<VhostId>) -> u64 {
     }
 }
 
-/// Evaluates every cell (on as many threads as there are CPUs).
+/// The indices in both sorted lists.
+fn intersect(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Evaluates every cell.
+///
+/// Bans only shrink as the rate or the burst grows: at a higher rate a bucket drains at least as
+/// much, so its excess is never higher before its first overflow, and a larger burst only
+/// overflows later. So the cells are evaluated from the tightest, and a cell only steps the keys
+/// that both its tighter neighbours (the next lower rate, the next lower burst) ban.
 pub fn evaluate(
     keys: &[KeyHits],
     rule: usize,
@@ -209,41 +263,45 @@ pub fn evaluate(
     bursts: &[u32],
     allow: &Allowlist,
 ) -> Grid {
-    let pairs: Vec<(&Rate, u32)> = rates
-        .iter()
-        .flat_map(|r| bursts.iter().map(move |&b| (r, b)))
+    let mut r_order: Vec<usize> = (0..rates.len()).collect();
+    r_order.sort_by_key(|&r| rates[r].milli_per_sec);
+    let mut b_order: Vec<usize> = (0..bursts.len()).collect();
+    b_order.sort_by_key(|&b| bursts[b]);
+    let all: Vec<usize> = (0..keys.len()).collect();
+    let mut banned: Vec<Option<Vec<usize>>> = vec![None; rates.len() * bursts.len()];
+    let at = |r: usize, b: usize| r * bursts.len() + b;
+    for (ri, &r) in r_order.iter().enumerate() {
+        for (bi, &b) in b_order.iter().enumerate() {
+            let lower_rate = ri
+                .checked_sub(1)
+                .and_then(|p| banned[at(r_order[p], b)].as_deref());
+            let lower_burst = bi
+                .checked_sub(1)
+                .and_then(|p| banned[at(r, b_order[p])].as_deref());
+            let candidates = match (lower_rate, lower_burst) {
+                (Some(x), Some(y)) => intersect(x, y),
+                (Some(x), None) | (None, Some(x)) => x.to_vec(),
+                (None, None) => all.clone(),
+            };
+            let lim = limits(spec, rates[r].milli_per_sec, bursts[b]);
+            banned[at(r, b)] = Some(banned_among(keys, &candidates, &lim, vhost, allow));
+        }
+    }
+    let cells = banned
+        .into_iter()
+        .enumerate()
+        .map(|(i, found)| {
+            let (r, b) = (i / bursts.len(), i % bursts.len());
+            let banned = found.unwrap_or_default();
+            let requests = banned.iter().map(|&k| requests_in(&keys[k], vhost)).sum();
+            Cell {
+                rate: rates[r].clone(),
+                burst: bursts[b],
+                banned,
+                requests,
+            }
+        })
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, pairs.len().max(1));
-    let per = pairs.len().div_ceil(threads).max(1);
-    let cells: Vec<Cell> = std::thread::scope(|s| {
-        let handles: Vec<_> = pairs
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&(rate, burst)| {
-                            let lim = limits(spec, rate.milli_per_sec, burst);
-                            let banned = banned_at(keys, &lim, vhost, allow);
-                            let requests =
-                                banned.iter().map(|&i| requests_in(&keys[i], vhost)).sum();
-                            Cell {
-                                rate: rate.clone(),
-                                burst,
-                                banned,
-                                requests,
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
     let in_scope = |k: &KeyHits| vhost.is_none_or(|v| k.hits.iter().any(|h| h.1 == v));
     Grid {
         rule,
@@ -327,6 +385,58 @@ mod tests {
             for t in &l {
                 assert!(parse_rate(t).is_ok(), "{t}");
             }
+        }
+    }
+
+    /// The pruned evaluation (tighter neighbours first) equals stepping every key in every cell.
+    #[test]
+    fn pruned_cells_equal_full_cells() {
+        use crate::addr::{Addr, Cidr};
+        use crate::engine::Key;
+        use crate::hit::NO_VHOST;
+        let mut rng = crate::lab::rng::Rng::new(5);
+        let keys: Vec<KeyHits> = (0..300u32)
+            .map(|i| {
+                let rate = rng.range(1, 40);
+                let mut hits: Vec<(i64, VhostId)> = (0..rng.range(1, 400))
+                    .map(|_| (rng.range(0, 1000 * 400 / rate) as i64, (i % 3) as VhostId))
+                    .collect();
+                hits.sort_unstable();
+                KeyHits {
+                    key: Key {
+                        net: Cidr::new(
+                            Addr::parse(format!("10.0.{}.{}", i / 200, i % 200).as_bytes())
+                                .unwrap(),
+                            32,
+                        ),
+                        vhost: NO_VHOST,
+                    },
+                    hits,
+                    agents: Default::default(),
+                    paths: Default::default(),
+                    crawler: None,
+                }
+            })
+            .collect();
+        let spec = crate::engine::rule::tests::spec("t", 1000, 2);
+        let rates: Vec<Rate> = ["20r/s", "2r/s", "5r/s", "1r/s"]
+            .iter()
+            .map(|r| parse_rate(r).unwrap())
+            .collect();
+        let bursts = [50, 0, 5, 20];
+        let allow = Allowlist::new(Vec::new());
+        for vhost in [None, Some(1)] {
+            let g = evaluate(&keys, 0, &spec, vhost, &rates, &bursts, &allow);
+            let mut distinct = std::collections::BTreeSet::new();
+            for (r, rate) in rates.iter().enumerate() {
+                for (b, &burst) in bursts.iter().enumerate() {
+                    let lim = limits(&spec, rate.milli_per_sec, burst);
+                    let full = banned_at(&keys, &lim, vhost, &allow);
+                    assert_eq!(g.cell(r, b).banned, full, "{} burst {burst}", rate.text);
+                    distinct.insert(full.len());
+                }
+            }
+            assert!(distinct.len() > 5, "{distinct:?}");
         }
     }
 

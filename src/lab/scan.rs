@@ -7,6 +7,8 @@
 //! these hits is what replay would ban; the tests compare the two. The full record is read:
 //! beside what the rules need, the user agent and the request target (for the top talkers).
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -73,6 +75,8 @@ impl FileScan {
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     entries: Vec<(Box<[u8]>, u64)>,
+    /// The entry matched last: a key mostly repeats its user agent, so it is compared first.
+    last: usize,
     pub other: u64,
 }
 
@@ -84,10 +88,22 @@ impl Tally {
     }
 
     fn add_n(&mut self, v: &[u8], n: u64) {
-        if let Some(e) = self.entries.iter_mut().find(|e| &*e.0 == v) {
-            e.1 += n;
+        if let Some(e) = self.entries.get_mut(self.last) {
+            if *e.0 == *v {
+                e.1 += n;
+                return;
+            }
+        }
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.0.len() == v.len() && *e.0 == *v)
+        {
+            self.entries[i].1 += n;
+            self.last = i;
         } else if self.entries.len() < Tally::CAP {
             self.entries.push((v.into(), n));
+            self.last = self.entries.len() - 1;
         } else {
             self.other += n;
         }
@@ -100,8 +116,8 @@ impl Tally {
         self.other += o.other;
     }
 
-    /// The `n` most frequent values, most first (ties by value), as text (invalid
-    /// UTF-8 replaced; escaping is the writer's job).
+    /// The `n` most frequent values, most first (ties by value), as text (invalid UTF-8
+    /// replaced; escaping is the writer's job).
     pub fn top(&self, n: usize) -> Vec<(String, u64)> {
         let mut v: Vec<&(Box<[u8]>, u64)> = self.entries.iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -109,10 +125,6 @@ impl Tally {
             .take(n)
             .map(|(s, c)| (String::from_utf8_lossy(s).into_owned(), *c))
             .collect()
-    }
-
-    fn raw(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries.iter().map(|e| &*e.0)
     }
 }
 
@@ -215,6 +227,7 @@ pub struct Scan {
     pub last_ms: i64,
     /// Lines older than their file's newest line by more than the config's lateness: replay
     /// counts them late, at their own time, which the grid's time-sorted buckets may not match.
+    /// (A large file is read in ranges; a line is compared with the newest of its own range.)
     pub late: u64,
 }
 
@@ -255,6 +268,9 @@ struct Reader<'a> {
     first_ms: i64,
     last_ms: i64,
     late: u64,
+    /// Requests of one (vhost, second) not yet added to `series`: lines come in runs of one
+    /// second, so most lines touch no map.
+    pending: ((VhostId, i64), u64),
 }
 
 impl<'a> Reader<'a> {
@@ -272,10 +288,21 @@ impl<'a> Reader<'a> {
             first_ms: i64::MAX,
             last_ms: i64::MIN,
             late: 0,
+            pending: ((NO_VHOST, 0), 0),
         }
     }
 
-    fn file(&mut self, f: &LogFile) -> Result<FileScan, ScanError> {
+    fn flush_series(&mut self) {
+        let ((v, sec), n) = self.pending;
+        if n > 0 {
+            self.series.add(v, sec * 1000, n);
+        }
+        self.pending.1 = 0;
+    }
+
+    /// Reads one piece of a file: all of it, or the byte range `range` (whole lines, see
+    /// [`pieces`]).
+    fn piece(&mut self, f: &LogFile, range: Option<(u64, u64)>) -> Result<FileScan, ScanError> {
         let err = |source| ScanError {
             path: f.path.clone(),
             source,
@@ -288,7 +315,14 @@ impl<'a> Reader<'a> {
             path: f.path.clone(),
             ..FileScan::default()
         };
-        let mut chunks = Chunks::open(&f.path, CHUNK, Arc::new(AtomicU64::new(0))).map_err(err)?;
+        let mut chunks = match range {
+            None => Chunks::open(&f.path, CHUNK, Arc::new(AtomicU64::new(0))).map_err(err)?,
+            Some((start, end)) => {
+                let mut file = File::open(&f.path).map_err(err)?;
+                file.seek(SeekFrom::Start(start)).map_err(err)?;
+                Chunks::from_reader(Box::new(file.take(end - start)), CHUNK)
+            }
+        };
         let mut newest = i64::MIN;
         while let Some(chunk) = chunks.next_chunk().map_err(err)? {
             self.stats.bytes += chunk.len() as u64;
@@ -296,6 +330,7 @@ impl<'a> Reader<'a> {
                 self.line(line, file_vhost, &mut fs, &mut newest);
             }
         }
+        self.flush_series();
         fs.malformed += chunks.oversized();
         fs.lines += chunks.oversized();
         self.stats.malformed.too_long += chunks.oversized();
@@ -352,7 +387,13 @@ impl<'a> Reader<'a> {
         } else {
             file_vhost
         };
-        self.series.add(vhost, t, 1);
+        let second = (vhost, t.div_euclid(1000));
+        if self.pending.0 == second {
+            self.pending.1 += 1;
+        } else {
+            self.flush_series();
+            self.pending = (second, 1);
+        }
         let mask = self.vhost_mask(vhost) & self.spec.rules.request_mask(&rec);
         if mask == 0 {
             self.stats.unmatched += 1;
@@ -379,7 +420,10 @@ impl<'a> Reader<'a> {
                 net: Cidr::new(addr, prefix),
                 vhost: if spec.key_by_vhost { vhost } else { NO_VHOST },
             };
-            let acc = self.keys[r].entry(key).or_default();
+            let acc = self.keys[r].entry(key).or_insert_with(|| KeyAcc {
+                hits: Vec::with_capacity(16),
+                ..KeyAcc::default()
+            });
             acc.hits.push((t, vhost));
             acc.agents.add(rec.user_agent);
             acc.paths.add(path);
@@ -401,29 +445,92 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A file (index) and, for a large plain file, the byte range of whole lines to read.
+type Piece = (usize, Option<(u64, u64)>);
+
+/// Plain files at least this large are read in several byte ranges at once.
+const SPLIT_FROM: u64 = 16 << 20;
+
+/// The work: (file index, byte range) pieces. A large plain file is cut into one range per CPU,
+/// each cut moved to just after a newline so that every range holds whole lines; a compressed
+/// file is read whole (it can only be decompressed in order).
+fn pieces(files: &[LogFile], cpus: usize) -> Result<Vec<Piece>, ScanError> {
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let err = |source| ScanError {
+            path: f.path.clone(),
+            source,
+        };
+        let len = std::fs::metadata(&f.path).map_err(err)?.len();
+        if cpus < 2 || len < SPLIT_FROM || is_gzip(&f.path).map_err(err)? {
+            out.push((i, None));
+            continue;
+        }
+        let file = File::open(&f.path).map_err(err)?;
+        let mut cuts = vec![0];
+        for k in 1..cpus as u64 {
+            let cut = after_newline(&file, len * k / cpus as u64, len).map_err(err)?;
+            if cut > *cuts.last().unwrap_or(&0) && cut < len {
+                cuts.push(cut);
+            }
+        }
+        cuts.push(len);
+        for w in cuts.windows(2) {
+            out.push((i, Some((w[0], w[1]))));
+        }
+    }
+    Ok(out)
+}
+
+fn is_gzip(path: &std::path::Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let n = File::open(path)?.read(&mut magic)?;
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
+/// The offset just after the first newline at or after `from - 1` (so `from` itself when a line
+/// starts there), or `len`.
+fn after_newline(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = from.saturating_sub(1);
+    let mut buf = vec![0u8; 64 * 1024];
+    while pos < len {
+        let n = file.read_at(&mut buf, pos)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            return Ok(pos + i as u64 + 1);
+        }
+        pos += n as u64;
+    }
+    Ok(len)
+}
+
 /// A reader thread's state at its end, with the files it read (by index).
 type ReaderDone<'a> = (Reader<'a>, Vec<(usize, FileScan)>);
 
 /// Reads every file (several at once when there are several) and gathers the [`Scan`].
 pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
     let vhosts = Vhosts::new();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(spec.files.len())
-        .max(1);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let work = pieces(spec.files, cpus)?;
+    let threads = cpus.min(work.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<ReaderDone<'_>, ScanError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let vhosts = vhosts.clone();
-                let next = &next;
+                let (next, work) = (&next, &work);
                 s.spawn(move || {
                     let mut r = Reader::new(spec, vhosts);
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(f) = spec.files.get(i) else { break };
-                        done.push((i, r.file(f)?));
+                        let Some(&(file, range)) = work.get(i) else {
+                            break;
+                        };
+                        done.push((file, r.piece(&spec.files[file], range)?));
                     }
                     Ok((r, done))
                 })
@@ -449,7 +556,16 @@ pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
     for res in results {
         let (r, done) = res?;
         for (i, f) in done {
-            files[i] = Some(f);
+            match &mut files[i] {
+                Some(all) => {
+                    all.lines += f.lines;
+                    all.malformed += f.malformed;
+                    all.unusable += f.unusable;
+                    all.outside += f.outside;
+                    all.requests += f.requests;
+                }
+                slot => *slot = Some(f),
+            }
         }
         stats.add(&r.stats);
         series.merge(r.series);
@@ -458,10 +574,17 @@ pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
         late += r.late;
         for (all, part) in keys.iter_mut().zip(r.keys) {
             for (k, acc) in part {
-                let e = all.entry(k).or_default();
-                e.hits.extend(acc.hits);
-                e.agents.merge(acc.agents);
-                e.paths.merge(acc.paths);
+                match all.entry(k) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(acc);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let e = o.get_mut();
+                        e.hits.extend(acc.hits);
+                        e.agents.merge(acc.agents);
+                        e.paths.merge(acc.paths);
+                    }
+                }
             }
         }
     }
@@ -482,11 +605,20 @@ pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
 }
 
 fn finish_keys(keys: AHashMap<Key, KeyAcc>) -> Vec<KeyHits> {
+    // An archive has few distinct user agents and many keys sending each: each is looked at once.
+    let mut named: AHashMap<Box<[u8]>, Option<&'static str>> = AHashMap::new();
     let mut out: Vec<KeyHits> = keys
         .into_iter()
         .map(|(key, mut acc)| {
             acc.hits.sort_unstable();
-            let crawler = acc.agents.raw().find_map(crawler::named_in);
+            let crawler = acc.agents.entries.iter().find_map(|(ua, _)| {
+                if let Some(known) = named.get(ua) {
+                    return *known;
+                }
+                let found = crawler::named_in(ua);
+                named.insert(ua.clone(), found);
+                found
+            });
             KeyHits {
                 key,
                 hits: acc.hits,
