@@ -454,7 +454,7 @@ const SPLIT_FROM: u64 = 16 << 20;
 /// The work: (file index, byte range) pieces. A large plain file is cut into one range per CPU,
 /// each cut moved to just after a newline so that every range holds whole lines; a compressed
 /// file is read whole (it can only be decompressed in order).
-fn pieces(files: &[LogFile], cpus: usize) -> Result<Vec<Piece>, ScanError> {
+fn pieces(files: &[LogFile], cpus: usize, split_from: u64) -> Result<Vec<Piece>, ScanError> {
     let mut out = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let err = |source| ScanError {
@@ -462,7 +462,7 @@ fn pieces(files: &[LogFile], cpus: usize) -> Result<Vec<Piece>, ScanError> {
             source,
         };
         let len = std::fs::metadata(&f.path).map_err(err)?.len();
-        if cpus < 2 || len < SPLIT_FROM || is_gzip(&f.path).map_err(err)? {
+        if cpus < 2 || len < split_from || is_gzip(&f.path).map_err(err)? {
             out.push((i, None));
             continue;
         }
@@ -514,7 +514,7 @@ type ReaderDone<'a> = (Reader<'a>, Vec<(usize, FileScan)>);
 pub fn scan(spec: &ScanSpec<'_>) -> Result<Scan, ScanError> {
     let vhosts = Vhosts::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let work = pieces(spec.files, cpus)?;
+    let work = pieces(spec.files, cpus, SPLIT_FROM)?;
     let threads = cpus.min(work.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<ReaderDone<'_>, ScanError>> = std::thread::scope(|s| {
@@ -630,4 +630,43 @@ fn finish_keys(keys: AHashMap<Key, KeyAcc>) -> Vec<KeyHits> {
         .collect();
     out.sort_by(|a, b| b.hits.len().cmp(&a.hits.len()).then(a.key.cmp(&b.key)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges of a split file hold every line once, each cut just after a newline.
+    #[test]
+    fn ranges_cut_after_newlines_and_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut text = String::new();
+        for i in 0..500 {
+            text.push_str(&"x".repeat(i % 37));
+            text.push('\n');
+        }
+        text.push_str("last line without newline");
+        std::fs::write(&path, &text).unwrap();
+        let files = [LogFile {
+            path: path.clone(),
+            vhost: None,
+        }];
+        for cpus in [2, 3, 7] {
+            let work = pieces(&files, cpus, 1).unwrap();
+            assert_eq!(work.len(), cpus);
+            let mut joined = String::new();
+            let mut lines_seen = 0;
+            for (_, range) in &work {
+                let (a, b) = range.unwrap();
+                let part = &text[a as usize..b as usize];
+                assert!(a == 0 || text.as_bytes()[a as usize - 1] == b'\n');
+                lines_seen += lines(part.as_bytes()).count();
+                joined.push_str(part);
+            }
+            assert_eq!(joined, text);
+            assert_eq!(lines_seen, 501);
+        }
+        assert_eq!(pieces(&files, 2, u64::MAX).unwrap(), [(0, None)]);
+    }
 }
