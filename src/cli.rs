@@ -48,6 +48,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Per-key peak rates, top talkers, and which keys other thresholds would have banned.
     Analyze(AnalyzeArgs),
+    /// Write one self-contained HTML report of an archive: charts, top keys, bans, what-if grids.
+    Report(ReportArgs),
     /// Measure replay throughput, live detection latency and accuracy on generated traffic.
     Bench(BenchArgs),
     /// Follow live logs (new files, rotation, restarts) and ban as floods happen: the one command
@@ -309,21 +311,75 @@ pub struct AnalyzeArgs {
     /// Log format (as for replay).
     #[arg(long, value_name = "FMT")]
     pub format: Option<String>,
-    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: the rule's own.
+    /// Rates to try, comma-separated ("5r/s,10r/s,20r/s"); default: a 1-2-5 ladder from a tenth
+    /// to ten times each rule's rate.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub rates: Vec<String>,
-    /// Burst for every tried rate; default: the rule's own.
-    #[arg(long, value_name = "B")]
-    pub burst: Option<u32>,
-    /// The rule to analyse and vary (default: the first).
+    /// Bursts to try, comma-separated ("20,50,100"); default: a 1-2-5 ladder from a tenth to
+    /// five times each rule's burst.
+    #[arg(long, alias = "burst", value_name = "LIST", value_delimiter = ',')]
+    pub bursts: Vec<u32>,
+    /// The rule whose top talkers are listed and the only one varied (default: the first for
+    /// the talkers, every rule for the grids).
     #[arg(long, value_name = "NAME")]
     pub rule: Option<String>,
+    /// A grid per vhost too (the busiest twenty).
+    #[arg(long)]
+    pub by_vhost: bool,
+    /// Suggest, per grid, the tightest threshold that bans only keys standing clearly apart
+    /// from the rest of the traffic, as a ready [[rule]] table with its evidence.
+    #[arg(long)]
+    pub suggest: bool,
+    /// Only requests logged at or after this time (RFC 3339: 2026-11-20T10:05:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only requests logged before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// How many top talkers to list.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
     /// One JSON object instead of the readable tables.
     #[arg(long)]
     pub json: bool,
+    /// Log files or globs (default: the config's `[input] paths`).
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Config file (TOML); its rules key and filter the requests as in replay; default:
+    /// /etc/floodwatch/floodwatch.toml where it exists, else the built-in defaults.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (as for replay).
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+    /// The HTML file to write (replaced whole, never left half-written).
+    #[arg(short = 'o', long, value_name = "FILE.html")]
+    pub out: PathBuf,
+    /// Rates of the what-if grids (as for analyze).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub rates: Vec<String>,
+    /// Bursts of the what-if grids (as for analyze).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub bursts: Vec<u32>,
+    /// The rule whose top keys are listed and the only one varied (as for analyze).
+    #[arg(long, value_name = "NAME")]
+    pub rule: Option<String>,
+    /// How many top keys to list.
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub top: usize,
+    /// A what-if grid per vhost too (the busiest twenty).
+    #[arg(long)]
+    pub by_vhost: bool,
+    /// Only requests logged at or after this time (RFC 3339: 2026-11-20T10:05:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only requests logged before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// Log files or globs (default: the config's `[input] paths`).
     #[arg(value_name = "PATH|GLOB")]
     pub paths: Vec<String>,

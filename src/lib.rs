@@ -16,7 +16,7 @@
 //!   [`replay`] (finished logs, merged by log time), [`watch`] (live logs: inotify, signals,
 //!   metrics, state), [`check`] (`check-config` and `test`: checking without acting),
 //!   [`control`] (`bans`, `ban`, `unban`, `status`: the client, and the socket watch serves),
-//!   [`lab`] (`generate`, `analyze`, `bench`); [`docgen`] writes the man pages and completions.
+//!   [`lab`] (`generate`, `analyze`, `report`, `bench`); [`docgen`] writes the man pages and completions.
 //! - [`pipeline`]: the compile step, the detector and the output every front-end shares;
 //!   [`error`]: the crate's error type, the stages' errors kept whole up to the binary.
 //! - Stages: [`source`] (paths, globs, reading, tailing, lines into hits), [`parse`] (a line's

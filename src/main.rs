@@ -33,6 +33,10 @@ fn run(command: Command) -> Result<(), Error> {
             a.config = chosen_config(a.config.as_deref());
             lab::cmd::analyze(a)
         }
+        Command::Report(mut a) => {
+            a.config = chosen_config(a.config.as_deref());
+            lab::cmd::report(a)
+        }
         Command::Bench(a) => lab::cmd::bench(&a),
         Command::Bans(a) => control::cmd::bans(&a, &mut stdout),
         Command::Ban(a) => control::cmd::ban(&a, &mut stdout),

@@ -305,7 +305,15 @@ fn analyze_test_and_check_config_leave_the_sinks_alone() {
     // Its what-if is what replay with the same config bans, not "nobody" (the events went to the
     // sinks instead of the what-if).
     let replay = floodwatch(&["replay", "--config", &cfg, &demo_glob()]);
-    let mut keys: Vec<String> = report["what_if"][0]["keys"]
+    // The cell of the rule's own threshold, in the grid around it.
+    let own = &report["grids"][0]["configured"];
+    let cell = report["what_if"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rate"] == own["rate"] && c["burst"] == own["burst"])
+        .unwrap();
+    let mut keys: Vec<String> = cell["keys"]
         .as_array()
         .unwrap()
         .iter()

@@ -5,8 +5,10 @@ use std::io::Write;
 use super::analyze;
 use super::bench;
 use super::generate;
+use super::report;
+use super::scan;
 use super::scenario;
-use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs};
+use crate::cli::{AnalyzeArgs, BenchArgs, GenerateArgs, ReportArgs};
 use crate::error::Error;
 
 fn stdout_error(e: std::io::Error) -> Error {
@@ -54,13 +56,28 @@ pub fn generate(a: &GenerateArgs) -> Result<(), Error> {
 
 /// `floodwatch analyze`.
 pub fn analyze(a: AnalyzeArgs) -> Result<(), Error> {
+    let window = scan::Window {
+        since_ms: a
+            .since
+            .as_deref()
+            .map(|t| analyze::parse_time("--since", t))
+            .transpose()?,
+        until_ms: a
+            .until
+            .as_deref()
+            .map(|t| analyze::parse_time("--until", t))
+            .transpose()?,
+    };
     let o = analyze::Options {
         config: a.config,
         format: a.format,
         rates: a.rates,
-        burst: a.burst,
+        bursts: a.bursts,
         rule: a.rule,
         top: a.top,
+        by_vhost: a.by_vhost,
+        suggest: a.suggest,
+        window,
         paths: a.paths,
     };
     let report = analyze::analyze(&o)?;
@@ -71,6 +88,43 @@ pub fn analyze(a: AnalyzeArgs) -> Result<(), Error> {
         out.write_all(analyze::to_text(&report).as_bytes())
     }
     .map_err(stdout_error)
+}
+
+fn window(since: Option<&str>, until: Option<&str>) -> Result<scan::Window, Error> {
+    Ok(scan::Window {
+        since_ms: since
+            .map(|t| analyze::parse_time("--since", t))
+            .transpose()?,
+        until_ms: until
+            .map(|t| analyze::parse_time("--until", t))
+            .transpose()?,
+    })
+}
+
+/// `floodwatch report`.
+pub fn report(a: ReportArgs) -> Result<(), Error> {
+    let o = analyze::Options {
+        window: window(a.since.as_deref(), a.until.as_deref())?,
+        config: a.config,
+        format: a.format,
+        rates: a.rates,
+        bursts: a.bursts,
+        rule: a.rule,
+        top: a.top,
+        by_vhost: a.by_vhost,
+        suggest: true,
+        paths: a.paths,
+    };
+    let analysis = analyze::analyze(&o)?;
+    let bytes = report::write(&analysis, &a.out)?;
+    eprintln!(
+        "floodwatch report: {} ({:.0} KB): {} lines, {} bans by the configured rules",
+        a.out.display(),
+        bytes as f64 / 1024.0,
+        analysis.ingest.lines,
+        analysis.bans.len()
+    );
+    Ok(())
 }
 
 /// `floodwatch bench`.

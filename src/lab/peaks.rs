@@ -1,28 +1,12 @@
 //! Per-key request counts per second of log time, and from them each key's peak over sliding
 //! windows (1 s, 10 s, 60 s) and the distribution of those peaks over all keys.
 //!
-//! Log times have one-second resolution in most formats, so per-second counts lose nothing; lines
-//! may arrive out of order (several files), so counts are sorted once at the end.
-
-use ahash::AHashMap;
+//! Log times have one-second resolution in most formats, so per-second counts lose nothing.
 
 use crate::addr::Cidr;
 
 /// The windows reported, in seconds.
 pub const WINDOWS: [i64; 3] = [1, 10, 60];
-
-#[derive(Debug, Default)]
-struct Acc {
-    requests: u64,
-    /// (second, requests in it); consecutive hits of one second share an entry.
-    seconds: Vec<(i64, u32)>,
-}
-
-/// Collects hits.
-#[derive(Debug, Default)]
-pub struct PeakCounter {
-    keys: AHashMap<Cidr, Acc>,
-}
 
 /// One key's figures.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,46 +24,27 @@ impl KeyPeaks {
     pub fn peak_rps(&self, i: usize) -> f64 {
         self.peaks[i] as f64 / WINDOWS[i] as f64
     }
-}
 
-impl PeakCounter {
-    pub fn hit(&mut self, key: Cidr, time_ms: i64) {
-        let sec = time_ms.div_euclid(1000);
-        let acc = self.keys.entry(key).or_default();
-        acc.requests += 1;
-        match acc.seconds.last_mut() {
-            Some((s, n)) if *s == sec => *n += 1,
-            _ => acc.seconds.push((sec, 1)),
+    /// The figures of requests at these log times (ms, sorted).
+    pub fn of_sorted(key: Cidr, times: impl Iterator<Item = i64>) -> KeyPeaks {
+        let mut seconds: Vec<(i64, u32)> = Vec::new();
+        let mut requests = 0u64;
+        for t in times {
+            requests += 1;
+            let sec = t.div_euclid(1000);
+            match seconds.last_mut() {
+                Some((s, n)) if *s == sec => *n += 1,
+                _ => seconds.push((sec, 1)),
+            }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Every key's figures, most requests first (ties by key, so output is repeatable).
-    pub fn finish(self) -> Vec<KeyPeaks> {
-        let mut out: Vec<KeyPeaks> = self
-            .keys
-            .into_iter()
-            .map(|(key, mut acc)| {
-                acc.seconds.sort_unstable_by_key(|e| e.0);
-                let merged = merge_seconds(&acc.seconds);
-                KeyPeaks {
-                    key,
-                    requests: acc.requests,
-                    peaks: WINDOWS.map(|w| window_peak(&merged, w)),
-                    first_ms: merged.first().map_or(0, |e| e.0 * 1000),
-                    last_ms: merged.last().map_or(0, |e| e.0 * 1000),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key)));
-        out
+        let merged = merge_seconds(&seconds);
+        KeyPeaks {
+            key,
+            requests,
+            peaks: WINDOWS.map(|w| window_peak(&merged, w)),
+            first_ms: merged.first().map_or(0, |e| e.0 * 1000),
+            last_ms: merged.last().map_or(0, |e| e.0 * 1000),
+        }
     }
 }
 
@@ -183,15 +148,11 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_hits_are_counted_in_their_second() {
-        let mut pc = PeakCounter::default();
-        for t in [1000, 2000, 1500, 1999, 61_000] {
-            pc.hit(key("192.0.2.1"), t);
-        }
-        pc.hit(key("192.0.2.2"), 5000);
-        let ks = pc.finish();
-        assert_eq!(ks.len(), 2);
-        let a = &ks[0];
+    fn peaks_count_each_second_once() {
+        let a = KeyPeaks::of_sorted(
+            key("192.0.2.1"),
+            [1000, 1500, 1999, 2000, 61_000].into_iter(),
+        );
         assert_eq!(a.requests, 5);
         assert_eq!(a.peaks, [3, 4, 4]);
         assert_eq!((a.first_ms, a.last_ms), (1000, 61_000));
@@ -200,14 +161,13 @@ mod tests {
 
     #[test]
     fn distributions_report_each_window() {
-        let mut pc = PeakCounter::default();
-        for i in 0..100u32 {
-            let k = key(&format!("198.51.100.{i}"));
-            for _ in 0..=i {
-                pc.hit(k, 0);
-            }
-        }
-        let d = distributions(&pc.finish());
+        let keys: Vec<KeyPeaks> = (0..100u32)
+            .map(|i| {
+                let k = key(&format!("198.51.100.{i}"));
+                KeyPeaks::of_sorted(k, (0..=i).map(|_| 0))
+            })
+            .collect();
+        let d = distributions(&keys);
         assert_eq!(d.len(), 3);
         assert_eq!(d[0].max, 100.0);
         assert_eq!(d[0].percentiles[0], (0.5, 50.0));
