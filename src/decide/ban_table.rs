@@ -506,6 +506,16 @@ impl BanTable {
         self.active.contains_key(&(*key, rule))
     }
 
+    /// The active ban of `key` under rule id `rule` (`top` shows its end).
+    pub fn ban_of(&self, key: &Key, rule: u16) -> Option<&Ban> {
+        self.active.get(&(*key, rule))
+    }
+
+    /// Whether the allowlist (or a trusted proxy) covers `key`: never banned.
+    pub fn allowlisted(&self, key: &Cidr) -> bool {
+        self.allow.covers(key)
+    }
+
     pub fn stats(&self) -> TableStats {
         self.stats
     }

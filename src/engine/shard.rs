@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::engine::rule::CompiledRules;
 use crate::engine::table::KeyTable;
+use crate::engine::top::ShardTop;
 use crate::engine::{ShardMsg, ShardOut, ShardStats};
 use crate::hit::Hit;
 
@@ -153,6 +154,10 @@ impl Shard {
                         h.rules = remap.apply(h.rules);
                     }
                 }
+                Ok(ShardMsg::Top { k, reply }) => {
+                    // Whoever asked may have given up waiting.
+                    let _ = reply.send(self.top(k));
+                }
                 Ok(ShardMsg::Done { producer }) => {
                     if let Some(d) = self.done.get_mut(producer as usize) {
                         if !*d {
@@ -262,6 +267,16 @@ impl Shard {
             shard: self.id,
             stats: self.stats(),
         });
+    }
+
+    /// The busiest entries as of the time processed (see [`crate::engine::top`]).
+    fn top(&self, k: usize) -> ShardTop {
+        ShardTop {
+            shard: self.id,
+            at_ms: self.upto,
+            tracked: self.table.len() as u64,
+            entries: self.table.top(self.upto, k),
+        }
     }
 
     /// The counters so far; `keys_at_end` is the number of keys tracked now.

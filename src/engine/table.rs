@@ -25,6 +25,7 @@ use std::hash::{Hash, Hasher};
 use crate::addr::Cidr;
 use crate::engine::bucket::{Bucket, Limits, Ms, Step};
 use crate::engine::rule::CompiledRules;
+use crate::engine::top::{Picker, TopEntry};
 use crate::engine::RuleSpec;
 use crate::engine::{Key, Offense};
 use crate::hit::{Hit, RuleMask, VhostId, MAX_RULES, NO_VHOST};
@@ -570,6 +571,62 @@ impl KeyTable {
     /// trailing control bytes).
     pub fn heap_bytes(&self) -> usize {
         self.rules.iter().map(|rt| rt.map.heap_bytes()).sum()
+    }
+
+    /// The busiest entries at `at_ms` (the fullest buckets and the fastest keys, at most `k` of
+    /// each; see [`crate::engine::top`]): one pass over the maps, asked for, never per hit.
+    pub fn top(&self, at_ms: i64, k: usize) -> Vec<TopEntry> {
+        let Some(epoch) = self.epoch else {
+            return Vec::new();
+        };
+        let off = offset(at_ms, epoch);
+        let mut picker = Picker::new(k, at_ms);
+        for rt in &self.rules {
+            let lim = &rt.limits;
+            let prefix = (rt.v4_prefix, rt.v6_prefix);
+            let mut offer = |net: Cidr, vhost: VhostId, b: &Bucket| {
+                let level = b.level(off, lim.rate);
+                picker.offer(TopEntry {
+                    key: Key { net, vhost },
+                    rule: rt.id,
+                    fill_milli: match lim.burst {
+                        0 => 0,
+                        burst => (level.saturating_mul(1000) / burst).min(1000) as u32,
+                    },
+                    count: b.count(),
+                    first_seen_ms: epoch + i64::from(b.first_seen()),
+                    over: b.quiet(off),
+                });
+            };
+            for m in &rt.map.v4 {
+                for (s, b) in m {
+                    let addr = crate::addr::Addr::from_v4(s.addr);
+                    offer(
+                        Cidr {
+                            addr,
+                            prefix: prefix.0,
+                        },
+                        s.vhost,
+                        b,
+                    );
+                }
+            }
+            for m in &rt.map.v6 {
+                for (s, b) in m {
+                    let [a, b1, c, d] = s.addr.map(u128::from);
+                    let addr = crate::addr::Addr(a | b1 << 32 | c << 64 | d << 96);
+                    offer(
+                        Cidr {
+                            addr,
+                            prefix: prefix.1,
+                        },
+                        s.vhost,
+                        b,
+                    );
+                }
+            }
+        }
+        picker.finish()
     }
 }
 

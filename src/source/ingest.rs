@@ -15,6 +15,7 @@ use crate::proxy::{Client, ClientIp};
 use crate::source::reader::lines;
 use crate::source::stats::IngestStats;
 use crate::source::unusable::Samples;
+use crate::source::vhost_counts::VhostCounts;
 use crate::vhost::{VhostCache, Vhosts};
 
 /// One producer thread's line-to-hit converter.
@@ -34,6 +35,8 @@ pub struct Ingest {
     pub stats: IngestStats,
     /// The first unusable lines, for the warning that names them (see `unusable`).
     pub samples: Samples,
+    /// Requests per vhost and status class, when asked for ([`Ingest::counting_vhosts`]).
+    pub by_vhost: Option<VhostCounts>,
 }
 
 /// How far ahead of the clock a log time may be: time zones are already in the UTC conversion,
@@ -59,7 +62,14 @@ impl Ingest {
             client_ip: None,
             stats: IngestStats::default(),
             samples: Samples::default(),
+            by_vhost: None,
         }
+    }
+
+    /// Counts requests per vhost and status class (watch's `top` and dashboard).
+    pub fn counting_vhosts(mut self) -> Ingest {
+        self.by_vhost = Some(VhostCounts::default());
+        self
     }
 
     /// Takes the client of lines from trusted proxies from the format's real-client field.
@@ -143,6 +153,9 @@ impl Ingest {
         } else {
             file_vhost
         };
+        if let Some(counts) = &mut self.by_vhost {
+            counts.count(vhost, rec.status);
+        }
         let rules = self.vhost_mask(vhost) & self.rules.request_mask(&rec);
         if rules == 0 {
             self.stats.unmatched += 1;

@@ -11,3 +11,4 @@ pub mod reader;
 pub mod stats;
 pub mod tail;
 pub mod unusable;
+pub mod vhost_counts;

@@ -165,6 +165,16 @@ impl Files {
         &self.ingest.stats
     }
 
+    /// Requests per vhost so far (counted from start: see `Ingest::counting_vhosts`).
+    pub(super) fn vhost_counts(&self) -> Option<&crate::source::vhost_counts::VhostCounts> {
+        self.ingest.by_vhost.as_ref()
+    }
+
+    /// The router, to ask the shards for their busiest keys (`top`).
+    pub(super) fn router(&self) -> &crate::engine::router::Router {
+        &self.router
+    }
+
     /// Each followed file's health, in the order they were found (`status --files`).
     pub(super) fn health(&self, now_ms: i64) -> Vec<FileHealth> {
         (self.tailers.iter())
