@@ -80,7 +80,7 @@ impl Page {
 /// What every answer of the dashboard says to the browser: nothing but this origin's own
 /// script, style and JSON; no framing; no guessing of types.
 const DASHBOARD_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'self'; \
-    style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
 
 /// An answer other than a page.
