@@ -29,6 +29,11 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with("")
+    }
+
+    /// A site whose config ends with `extra` (sinks).
+    fn with(extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs").join("shop.example.access_log");
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
@@ -39,7 +44,7 @@ impl Site {
         let text = format!(
             "[input]\npaths = [{:?}]\n\n\
              [[rule]]\nname = \"flood\"\nrate = \"1r/s\"\nburst = 5\nban = \"10m\"\n\n\
-             [state]\ndir = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\ndashboard = true\n",
+             [state]\ndir = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\ndashboard = true\n{extra}",
             dir.path().join("logs/*.access_log").display().to_string(),
             dir.path().join("state").display().to_string(),
         );
@@ -293,4 +298,117 @@ fn the_dashboard_shows_the_flooder_in_a_real_browser() {
     });
     assert!(seen.contains("<svg"), "the charts are drawn: {seen}");
     assert!(seen.contains("shop.example"), "{seen}");
+}
+
+/// The shipped monitoring files, from the repository.
+fn monitoring(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/monitoring")
+        .join(file)
+}
+
+fn promtool() -> Option<&'static str> {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// The alert rules are valid rules for Prometheus, and name the alerts the README promises.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let tool = promtool();
+    if util::skip_unless_ci(tool.is_none().then_some("promtool (Debian's `prometheus`)")) {
+        return;
+    }
+    let rules = monitoring("floodwatch-alerts.yml");
+    let out = std::process::Command::new(tool.unwrap())
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = std::fs::read_to_string(&rules).unwrap();
+    for alert in [
+        "FloodwatchDown",
+        "FloodwatchNotScraped",
+        "FloodwatchSinkFailing",
+        "FloodwatchReadLag",
+        "FloodwatchBanStorm",
+        "FloodwatchUnusableLines",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}\n")), "{alert}");
+    }
+}
+
+/// Every metric the Grafana dashboard and the alert rules name is one a running watch (with a
+/// sink, after a ban) exports on /metrics, and promtool finds nothing wrong in that output.
+#[test]
+fn the_dashboard_and_rules_name_only_metrics_watch_exports() {
+    let tool = promtool();
+    if util::skip_unless_ci(tool.is_none().then_some("promtool (Debian's `prometheus`)")) {
+        return;
+    }
+    let events = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "\n[[sink]]\ntype = \"jsonl\"\npath = {:?}\n",
+        events.path().join("bans.jsonl").display().to_string()
+    );
+    let site = Site::with(&sink);
+    let _watch = site.start();
+    site.flood("203.0.113.10", "198.51.100.23");
+    let mut metrics = String::new();
+    eventually("the ban is counted on /metrics", || {
+        let (status, body) = site.get("/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        metrics = body;
+        metrics.contains("floodwatch_bans_total{rule=\"flood\"} 1")
+    });
+    let exported: std::collections::BTreeSet<&str> = (metrics.lines())
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut named = std::collections::BTreeSet::new();
+    for file in ["floodwatch-grafana.json", "floodwatch-alerts.yml"] {
+        let text = std::fs::read_to_string(monitoring(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(|c: char| c == 'f' || c == 'p') {
+            let word: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let before = rest[..at].chars().last();
+            let starts = before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+            if starts && (word.starts_with("floodwatch_") || word.starts_with("process_")) {
+                named.insert((file, word.clone()));
+            }
+            rest = &rest[at + word.len().max(1)..];
+        }
+    }
+    assert!(named.len() > 20, "{named:?}");
+    for (file, name) in &named {
+        assert!(
+            exported.contains(name.as_str()),
+            "{file} names {name}, which watch does not export: {exported:?}"
+        );
+    }
+    let mut check = std::process::Command::new(tool.unwrap())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
