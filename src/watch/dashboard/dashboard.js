@@ -102,7 +102,7 @@
       var r = b.rate_10s - a.rate_10s, f = b.fill - a.fill;
       return (by === "fill" ? (f || r) : (r || f)) || (a.key < b.key ? -1 : 1);
     });
-    fill($("keys").tBodies[0], keys, function (tr, k) {
+    fill($("keys").tBodies[0], keys.slice(0, 30), function (tr, k) {
       tr.className = k.state;
       cell(tr, k.key, "key");
       cell(tr, k.vhost || "-", "vhost");
@@ -174,15 +174,18 @@
     box.appendChild(legend);
   }
 
-  // One series per name found in the points' lists (field `list`), in order of first sight.
+  // One series per name found in the points' lists (field `list`): the `most` with the
+  // highest peak.
   function seriesOf(points, list, most) {
-    var by = {}, order = [];
+    var by = {}, peak = {}, order = [];
     points.forEach(function (p) {
       p[list].forEach(function (r) {
-        if (!(r.name in by)) { by[r.name] = []; order.push(r.name); }
+        if (!(r.name in by)) { by[r.name] = []; peak[r.name] = 0; order.push(r.name); }
         by[r.name].push([p.t, r.rate]);
+        peak[r.name] = Math.max(peak[r.name], r.rate);
       });
     });
+    order.sort(function (a, b) { return peak[b] - peak[a]; });
     return order.slice(0, most).map(function (name) { return { name: name, points: by[name] }; });
   }
 
