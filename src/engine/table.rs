@@ -573,17 +573,21 @@ impl KeyTable {
         self.rules.iter().map(|rt| rt.map.heap_bytes()).sum()
     }
 
-    /// The busiest entries at `at_ms` (the fullest buckets and the fastest keys, at most `k` of
-    /// each; see [`crate::engine::top`]): one pass over the maps, asked for, never per hit.
-    pub fn top(&self, at_ms: i64, k: usize) -> Vec<TopEntry> {
-        let Some(epoch) = self.epoch else {
-            return Vec::new();
-        };
+    /// Offers the entries of the next maps to `picker` (the busiest at its time: see
+    /// [`crate::engine::top`]), about [`SLICE_ENTRIES`] of them and at least one map, from map
+    /// `from` (counted over rules × [`Segmented::MAPS`], as sweeps count). Returns the map to go
+    /// on from, or `None` once every map was offered: a shard samples a slice between batches
+    /// of hits, never all its keys at once.
+    pub fn top_slice(&self, picker: &mut Picker, from: usize) -> Option<usize> {
+        let epoch = self.epoch?;
+        let at_ms = picker.at_ms();
         let off = offset(at_ms, epoch);
-        let mut picker = Picker::new(k, at_ms);
-        for rt in &self.rules {
+        let (mut n, mut done) = (from, 0);
+        while done < SLICE_ENTRIES {
+            let (rule, map) = (n / Segmented::MAPS, n % Segmented::MAPS);
+            let rt = self.rules.get(rule)?;
+            done += rt.map.len_of(map).max(1);
             let lim = &rt.limits;
-            let prefix = (rt.v4_prefix, rt.v6_prefix);
             let mut offer = |net: Cidr, vhost: VhostId, b: &Bucket| {
                 let level = b.level(off, lim.rate);
                 picker.offer(TopEntry {
@@ -598,35 +602,38 @@ impl KeyTable {
                     over: b.quiet(off),
                 });
             };
-            for m in &rt.map.v4 {
-                for (s, b) in m {
-                    let addr = crate::addr::Addr::from_v4(s.addr);
-                    offer(
-                        Cidr {
-                            addr,
-                            prefix: prefix.0,
-                        },
-                        s.vhost,
-                        b,
-                    );
+            match map.checked_sub(SEGMENTS) {
+                None => {
+                    for (s, b) in &rt.map.v4[map] {
+                        let addr = crate::addr::Addr::from_v4(s.addr);
+                        offer(
+                            Cidr {
+                                addr,
+                                prefix: rt.v4_prefix,
+                            },
+                            s.vhost,
+                            b,
+                        );
+                    }
+                }
+                Some(m) => {
+                    for (s, b) in &rt.map.v6[m] {
+                        let [a, b1, c, d] = s.addr.map(u128::from);
+                        let addr = crate::addr::Addr(a | b1 << 32 | c << 64 | d << 96);
+                        offer(
+                            Cidr {
+                                addr,
+                                prefix: rt.v6_prefix,
+                            },
+                            s.vhost,
+                            b,
+                        );
+                    }
                 }
             }
-            for m in &rt.map.v6 {
-                for (s, b) in m {
-                    let [a, b1, c, d] = s.addr.map(u128::from);
-                    let addr = crate::addr::Addr(a | b1 << 32 | c << 64 | d << 96);
-                    offer(
-                        Cidr {
-                            addr,
-                            prefix: prefix.1,
-                        },
-                        s.vhost,
-                        b,
-                    );
-                }
-            }
+            n += 1;
         }
-        picker.finish()
+        (n < self.rules.len() * Segmented::MAPS).then_some(n)
     }
 }
 
@@ -732,6 +739,47 @@ mod tests {
             rules,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn a_sample_goes_slice_by_slice_and_finds_the_busiest() {
+        let mut t = table_of(spec("r", 1000, 10));
+        let mut none = |_| {};
+        for a in 0..70_000u32 {
+            t.hit(
+                &Hit {
+                    addr: Addr::from_v4(0x0a00_0000 + a),
+                    ..hit("10.0.0.1", 1000, 1)
+                },
+                &mut none,
+            );
+        }
+        for i in 0..8 {
+            t.hit(&hit("203.0.113.7", 1000 + i, 1), &mut none);
+        }
+        t.hit(&hit("2001:db8::1", 1000, 1), &mut none);
+        let mut picker = Picker::new(3, 1010);
+        let (mut slices, mut next) = (0, Some(0));
+        while let Some(from) = next {
+            next = t.top_slice(&mut picker, from);
+            slices += 1;
+        }
+        assert!(slices > 1, "a table larger than a slice takes several");
+        let got = picker.finish();
+        let flooder = got
+            .iter()
+            .find(|e| e.key.net.to_string() == "203.0.113.7")
+            .unwrap();
+        // 8 requests within 7 ms: 7000 milli-requests over the first, less 7 ms of drain.
+        assert_eq!(
+            (flooder.count, flooder.fill_milli, flooder.over),
+            (8, 699, false)
+        );
+        assert_eq!(got[0], *flooder, "the fullest first");
+        assert!(got.len() <= 6);
+        // An empty table has nothing to offer.
+        let empty = table_of(spec("r", 1000, 10));
+        assert_eq!(empty.top_slice(&mut Picker::new(3, 0), 0), None);
     }
 
     /// A table of one rule that sweeps whenever one is due.

@@ -3,8 +3,10 @@
 //!
 //! Nothing here runs per hit. A sample is one pass over the shard's maps when watch asks
 //! ([`ShardMsg::Top`](crate::engine::ShardMsg::Top), about once a second while someone
-//! looks), keeping the best `k` in two small heaps: a few milliseconds for a million keys,
-//! between two batches of hits.
+//! looks), keeping the best `k` in two small heaps. The pass goes a slice of maps at a time
+//! (see [`KeyTable::top_slice`](crate::engine::table::KeyTable::top_slice)), between batches
+//! of hits or while the shard has nothing else to do, so that a table of millions of keys
+//! (several milliseconds for the whole pass) never holds up a batch for long.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -77,6 +79,16 @@ impl Picker {
         if self.k == 0 {
             return;
         }
+        // Most keys of a big table made one request: once both heaps hold better ones, such a
+        // key (at most 1 r/s on average) is passed over without the division below.
+        let full = self.by_fill.len() == self.k && self.by_rate.len() == self.k;
+        if full && e.count <= 1 {
+            let fill_min = self.by_fill.peek().map_or(0, |Reverse(m)| m.0);
+            let rate_min = self.by_rate.peek().map_or(0, |Reverse(m)| m.0);
+            if e.fill_milli <= fill_min && rate_min >= 1000 {
+                return;
+            }
+        }
         let rate = e.average_milli(self.at_ms);
         let fill_in = self.by_fill.len() < self.k
             || self
@@ -105,6 +117,11 @@ impl Picker {
                 self.by_rate.pop();
             }
         }
+    }
+
+    /// The time the levels and rates are taken at.
+    pub fn at_ms(&self) -> i64 {
+        self.at_ms
     }
 
     /// The entries kept, each once, best fill first.
@@ -159,6 +176,16 @@ mod tests {
         let got: Vec<u32> = p.finish().iter().map(|e| e.key.net.addr.0 as u32).collect();
         // Fullest: 3 and 2; fastest: 4 and 6.
         assert_eq!(got, [3, 2, 6, 4]);
+    }
+
+    #[test]
+    fn single_requests_do_not_push_out_busier_keys() {
+        let mut p = Picker::new(1, 10_000);
+        p.offer(entry(1, 500, 50));
+        p.offer(entry(2, 500, 1));
+        p.offer(entry(3, 0, 1));
+        let got: Vec<u32> = p.finish().iter().map(|e| e.key.net.addr.0 as u32).collect();
+        assert_eq!(got, [1]);
     }
 
     #[test]
