@@ -178,6 +178,14 @@ fn top_shows_the_flooders_key() {
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     let out = site.admin(&["top", "--once", "--vhost", "other.example"]);
     assert!(!stdout(&out).contains("203.0.113.7"), "{}", stdout(&out));
+
+    // Banned by hand (under `manual`, not the rule that counts it): shown banned too.
+    let out = site.admin(&["ban", "198.51.100.20", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.admin(&["top", "--json"]);
+    let top: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let quiet = key_of(&top, "198.51.100.20").expect("still sampled");
+    assert_eq!(quiet["state"], "banned", "{quiet}");
 }
 
 /// No watch: said plainly, exit code 1. Stdout not a terminal: `top` without --once says so.

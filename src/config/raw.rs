@@ -963,6 +963,11 @@ mod tests {
                 "metrics.listen: \"localhost\" is not an address:port",
             ),
             (
+                "[metrics]\ndashboard = true\n",
+                "metrics.dashboard: the page is served on the metrics endpoint: set metrics.listen too",
+            ),
+
+            (
                 "[proxy]\nclient_ip_field = \"http_x_real_ip\"\n",
                 "proxy.client_ip_field: needs [proxy] trusted",
             ),

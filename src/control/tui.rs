@@ -175,7 +175,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     let vhost_rows = top.vhosts.len().clamp(1, 5) as u16;
     let [head, vhosts, keys, foot] = Layout::vertical([
         Constraint::Length(3),
-        Constraint::Length(vhost_rows + 2),
+        // Borders and the heads' line.
+        Constraint::Length(vhost_rows + 3),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -206,7 +207,7 @@ fn bold() -> Style {
 
 fn draw_vhosts(f: &mut Frame, top: &Top, area: Rect) {
     let rows: Vec<Row> = (top.vhosts.iter())
-        .take(area.height.saturating_sub(2) as usize)
+        .take(area.height.saturating_sub(3) as usize)
         .map(|v| Row::new(text::vhost_row(v, 40)))
         .collect();
     let widths = [

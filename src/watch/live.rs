@@ -22,7 +22,7 @@ use crate::control::top::{
     History, KeyState, Point, Rated, Top, TopBans, TopKey, TopVhost, NEAR_PERCENT,
 };
 use crate::control::SinkStatus;
-use crate::decide::ban_table::BanTable;
+use crate::decide::ban_table::{BanTable, FLEET_RULE, MANUAL_RULE};
 use crate::decide::event::Rfc3339;
 use crate::engine::router::Router;
 use crate::engine::top::ShardTop;
@@ -396,9 +396,16 @@ impl LiveView {
         let mut out: Vec<TopKey> = rows
             .into_iter()
             .map(|(key, (mut k, _))| {
+                // A ban under another rule than the sampled ones: a manual one, the fleet's.
+                let ids = (0..rules.len() as u16).chain([MANUAL_RULE, FLEET_RULE]);
+                let other =
+                    (ids.filter_map(|id| table.ban_of(&key, id))).max_by_key(|b| b.until_ms);
                 if table.allowlisted(&key.net) {
                     k.state = KeyState::Allowlisted;
                     k.until = None;
+                } else if let (Some(b), false) = (other, k.state == KeyState::Banned) {
+                    k.state = KeyState::Banned;
+                    k.until = Some(Rfc3339(b.until_ms).to_string());
                 } else if k.state != KeyState::Banned {
                     if let Some(&until) = pardons.get(&key) {
                         k.state = KeyState::Pardoned;
