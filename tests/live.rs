@@ -379,7 +379,7 @@ fn the_dashboard_and_rules_name_only_metrics_watch_exports() {
     for file in ["floodwatch-grafana.json", "floodwatch-alerts.yml"] {
         let text = std::fs::read_to_string(monitoring(file)).unwrap();
         let mut rest = text.as_str();
-        while let Some(at) = rest.find(|c: char| c == 'f' || c == 'p') {
+        while let Some(at) = rest.find(['f', 'p']) {
             let word: String = rest[at..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

@@ -574,8 +574,8 @@ impl KeyTable {
     }
 
     /// Offers the entries of the next maps to `picker` (the busiest at its time: see
-    /// [`crate::engine::top`]), about [`SLICE_ENTRIES`] of them and at least one map, from map
-    /// `from` (counted over rules × [`Segmented::MAPS`], as sweeps count). Returns the map to go
+    /// [`crate::engine::top`]), about `SLICE_ENTRIES` (65536) of them and at least one map, from map
+    /// `from` (counted over rules × the 32 maps of each, as sweeps count). Returns the map to go
     /// on from, or `None` once every map was offered: a shard samples a slice between batches
     /// of hits, never all its keys at once.
     pub fn top_slice(&self, picker: &mut Picker, from: usize) -> Option<usize> {
