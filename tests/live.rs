@@ -179,6 +179,14 @@ fn top_shows_the_flooders_key() {
     let out = site.admin(&["top", "--once", "--vhost", "other.example"]);
     assert!(!stdout(&out).contains("203.0.113.7"), "{}", stdout(&out));
 
+    // Its vhost: the one it hits most while someone looks (its rule does not key on vhosts).
+    eventually("the quiet client's vhost is known", || {
+        site.flood("203.0.113.7", "198.51.100.20");
+        let out = site.admin(&["top", "--json"]);
+        let top: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        key_of(&top, "198.51.100.20").is_some_and(|k| k["vhost"] == "shop.example")
+    });
+
     // Banned by hand (under `manual`, not the rule that counts it): shown banned too.
     let out = site.admin(&["ban", "198.51.100.20", "--for", "1h"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -100,7 +100,8 @@ impl KeyState {
 pub struct TopKey {
     /// The address or prefix the rule keys on.
     pub key: String,
-    /// The vhost, when the rule keys on client and vhost, or the one its ban names.
+    /// The vhost: the rule's own when it keys on client and vhost, else the one the client
+    /// sent most requests to lately (counted while someone looks), else the one its ban names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost: Option<String>,
     /// The rule whose bucket is fullest (its tightest).

@@ -12,6 +12,7 @@ use crate::engine::rule::CompiledRules;
 use crate::hit::{Hit, RuleMask, VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::parse::{Format, TimeCache};
 use crate::proxy::{Client, ClientIp};
+use crate::source::key_vhosts::KeyVhosts;
 use crate::source::reader::lines;
 use crate::source::stats::IngestStats;
 use crate::source::unusable::Samples;
@@ -37,6 +38,8 @@ pub struct Ingest {
     pub samples: Samples,
     /// Requests per vhost and status class, when asked for ([`Ingest::counting_vhosts`]).
     pub by_vhost: Option<VhostCounts>,
+    /// The busiest clients' vhosts, while `top` looks at them.
+    pub key_vhosts: Option<KeyVhosts>,
 }
 
 /// How far ahead of the clock a log time may be: time zones are already in the UTC conversion,
@@ -63,6 +66,7 @@ impl Ingest {
             stats: IngestStats::default(),
             samples: Samples::default(),
             by_vhost: None,
+            key_vhosts: None,
         }
     }
 
@@ -155,6 +159,9 @@ impl Ingest {
         };
         if let Some(counts) = &mut self.by_vhost {
             counts.count(vhost, rec.status);
+        }
+        if let Some(k) = &mut self.key_vhosts {
+            k.count(addr, vhost);
         }
         let rules = self.vhost_mask(vhost) & self.rules.request_mask(&rec);
         if rules == 0 {

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod discover;
 pub mod ingest;
+pub mod key_vhosts;
 pub mod paths;
 pub mod reader;
 pub mod stats;

@@ -304,6 +304,7 @@ fn top(cx: Ctx, limit: usize) -> crate::control::top::Top {
         table,
         lines: cx.files.ingest_stats().lines,
         vhost_counts: cx.files.vhost_counts(),
+        key_vhosts: cx.files.key_vhosts(),
         files: cx.files.open_files(),
         read_lag_ms: lag.worst_ms,
         read_lag_bytes: lag.worst_bytes,

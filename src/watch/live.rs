@@ -5,7 +5,8 @@
 //! the shards reported in the last seconds, 11 per-second samples of the vhosts' counts and
 //! 90 history points.
 //!
-//! **Cost.** Nothing here runs per line but the vhost count (`source::vhost_counts`). The
+//! **Cost.** Nothing here runs per line but the vhost counts (`source::vhost_counts`, and
+//! while someone looks `source::key_vhosts`, a bit test for lines not of a shown key). The
 //! shards pass over their keys only when asked: each second while a `top` or a dashboard
 //! polls (interest lasts [`INTEREST`] after the last request), every history step with the
 //! dashboard on, never otherwise. A request that finds no fresh sample waits for one, at most
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::addr::Addr;
 use crate::clock::wall_ms;
 use crate::control::top::{
     History, KeyState, Point, Rated, Top, TopBans, TopKey, TopVhost, NEAR_PERCENT,
@@ -28,6 +30,7 @@ use crate::engine::router::Router;
 use crate::engine::top::ShardTop;
 use crate::engine::Key;
 use crate::hit::{VhostId, NO_VHOST};
+use crate::source::key_vhosts::KeyVhosts;
 use crate::source::vhost_counts::{VhostCount, VhostCounts};
 use crate::vhost::Vhosts;
 
@@ -101,6 +104,8 @@ pub(super) struct LiveView {
     next_step: Instant,
     step_base: Option<StepBase>,
     vhosts: Vhosts,
+    /// When the addresses whose vhosts are counted are next renewed.
+    next_renew: Instant,
 }
 
 /// What a frame is made from, lent by the loop.
@@ -108,6 +113,8 @@ pub(super) struct Sources<'a> {
     pub table: &'a BanTable,
     pub lines: u64,
     pub vhost_counts: Option<&'a VhostCounts>,
+    /// The vhosts the busiest clients hit (while someone looks).
+    pub key_vhosts: Option<&'a KeyVhosts>,
     pub files: usize,
     pub read_lag_ms: u64,
     pub read_lag_bytes: u64,
@@ -131,6 +138,7 @@ impl LiveView {
             next_step: Instant::now() + STEP,
             step_base: None,
             vhosts,
+            next_renew: Instant::now(),
         }
     }
 
@@ -167,6 +175,26 @@ impl LiveView {
             self.next_step = now + STEP;
             self.close_step(src);
         }
+    }
+
+    /// Once a second: the addresses whose vhosts to count (those of the sampled keys that are
+    /// single addresses) while someone looks, `Some(None)` once nobody does, `None` between.
+    pub(super) fn watched(&mut self, now: Instant) -> Option<Option<Vec<Addr>>> {
+        if now < self.next_renew {
+            return None;
+        }
+        self.next_renew = now + SAMPLE_EVERY;
+        if !self.wanted_until.is_some_and(|u| now < u) {
+            return Some(None);
+        }
+        let mut addrs: Vec<Addr> = (self.shards.iter().flatten())
+            .flat_map(|(_, s)| s.entries.iter())
+            .filter(|e| e.key.net.prefix == if e.key.net.addr.is_v4() { 32 } else { 128 })
+            .map(|e| e.key.net.addr)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        Some(Some(addrs))
     }
 
     /// Someone looks: samples keep coming for [`INTEREST`]. When the sample at hand is missing
@@ -239,7 +267,7 @@ impl LiveView {
         let (rate_1s, rate_10s) = self.line_rates();
         let mut vhosts = self.vhost_rows(table);
         vhosts.truncate(limit);
-        let mut keys = self.key_rows(table, now_ms);
+        let mut keys = self.key_rows(table, src.key_vhosts, now_ms);
         keys.truncate(limit);
         let oldest = (self.shards.iter().flatten()).map(|(at, _)| *at).min();
         Top {
@@ -344,7 +372,7 @@ impl LiveView {
     }
 
     /// The sampled keys, one row per key: its tightest rule (fullest bucket), its fastest rate.
-    fn key_rows(&self, table: &BanTable, now_ms: i64) -> Vec<TopKey> {
+    fn key_rows(&self, table: &BanTable, by: Option<&KeyVhosts>, now_ms: i64) -> Vec<TopKey> {
         let rules: Vec<&str> = table.rule_names().collect();
         let pardons: HashMap<Key, i64> = (table.pardons(now_ms).into_iter())
             .map(|p| (p.key, p.until_ms))
@@ -366,9 +394,14 @@ impl LiveView {
                     KeyState::Counting
                 };
                 let row = rows.entry(e.key).or_insert_with(|| {
+                    // The rule's own vhost, else the one the client hits most lately.
+                    let vhost = match e.key.vhost {
+                        NO_VHOST => by.and_then(|k| k.busiest(e.key.net.addr)),
+                        v => Some(v),
+                    };
                     let key = TopKey {
                         key: e.key.net.to_string(),
-                        vhost: (e.key.vhost != NO_VHOST).then(|| self.vhost_name(e.key.vhost)),
+                        vhost: vhost.map(|v| self.vhost_name(v)),
                         ..TopKey::default()
                     };
                     (key, 0)
@@ -472,7 +505,7 @@ impl LiveView {
             });
         }
         let keys = self
-            .key_rows(src.table, wall_ms())
+            .key_rows(src.table, src.key_vhosts, wall_ms())
             .into_iter()
             .filter(|k| k.rate_10s > 0.0)
             .take(POINT_KEYS)

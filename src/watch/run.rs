@@ -371,6 +371,9 @@ impl<'o> WatchLoop<'o> {
             Vec::new(),
         );
         self.live.tick(now, self.files.router(), &sources);
+        if let Some(addrs) = self.live.watched(now) {
+            self.files.watch_key_vhosts(addrs.as_deref());
+        }
         self.systemd.tick(now);
         if now >= self.next_save {
             self.save();
@@ -713,6 +716,7 @@ fn live_sources<'a>(
         table,
         lines: files.ingest_stats().lines,
         vhost_counts: files.vhost_counts(),
+        key_vhosts: files.key_vhosts(),
         files: files.open_files(),
         read_lag_ms: lag.worst_ms,
         read_lag_bytes: lag.worst_bytes,
