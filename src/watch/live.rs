@@ -184,7 +184,7 @@ impl LiveView {
             return None;
         }
         self.next_renew = now + SAMPLE_EVERY;
-        if !self.wanted_until.is_some_and(|u| now < u) {
+        if self.wanted_until.is_none_or(|u| now >= u) {
             return Some(None);
         }
         let mut addrs: Vec<Addr> = (self.shards.iter().flatten())
