@@ -9,8 +9,9 @@
 //! while someone looks `source::key_vhosts`, a bit test for lines not of a shown key). The
 //! shards pass over their keys only when asked: each second while a `top` or a dashboard
 //! polls (interest lasts [`INTEREST`] after the last request), every history step with the
-//! dashboard on, never otherwise. A request that finds no fresh sample waits for one, at most
-//! [`WAIT_FRESH`]: the loop's only wait, bounded, and only for the first frame.
+//! dashboard on, never otherwise. The first request after nobody looked, finding no fresh
+//! sample, waits for one, at most [`WAIT_FRESH`]: the loop's only wait, bounded, and never
+//! while someone keeps looking.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -197,14 +198,19 @@ impl LiveView {
         Some(Some(addrs))
     }
 
-    /// Someone looks: samples keep coming for [`INTEREST`]. When the sample at hand is missing
-    /// or stale, asks for one and waits for it, at most [`WAIT_FRESH`].
+    /// Someone looks: samples keep coming for [`INTEREST`]. When the sample at hand is missing,
+    /// or stale while nobody was looking, asks for one and waits for it, at most
+    /// [`WAIT_FRESH`]. While someone keeps looking the loop never waits: the samples asked
+    /// for every second come when the shards have made them (a pass over millions of keys on
+    /// a busy machine may take longer than a second), and the frame says how old its sample is.
     pub(super) fn want(&mut self, now: Instant, router: &Router) {
+        let looking = self.wanted_until.is_some_and(|u| now < u);
         self.wanted_until = Some(now + INTEREST);
         self.take_answers(now);
         let fresh =
             |s: &Option<(Instant, ShardTop)>| s.as_ref().is_some_and(|(at, _)| now < *at + STALE);
-        if self.shards.iter().all(fresh) {
+        let have_all = self.shards.iter().all(Option::is_some);
+        if self.shards.iter().all(fresh) || (looking && have_all) {
             return;
         }
         self.ask(now, router);
