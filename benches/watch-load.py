@@ -6,10 +6,15 @@ stdout), and watch's CPU time.
 
     python3 benches/watch-load.py target/release/floodwatch [RATE] [FILES] [SECONDS]
         [--rotate SECONDS [--rotate-mode both|rename|copytruncate] [--rotate-files N]]
-        [--restart SECONDS]
+        [--restart SECONDS] [--state] [--top SECONDS]
 
 The format logs `$msec`, so that the engine sees millisecond times: with one-second `%t` stamps a
 ban waits for the next second (see docs/design.md, "Time").
+
+`--top S` polls watch as `floodwatch top` does, one `top` request every S seconds on the
+control socket, while the load runs (and prints how long the answers took); `--state` gives
+watch the `[state] dir` (and control socket) that `--top` needs without polling, the baseline of
+a paired comparison.
 
 Soak options (without them the run and its two output lines are as they always were):
 
@@ -54,6 +59,9 @@ ap.add_argument("--late", type=float, default=0.3, metavar="SECONDS",
 ap.add_argument("--window", type=float, default=0.05, metavar="SECONDS",
                 help="copytruncate bound: how far before a copy watch may not have read yet")
 ap.add_argument("--restart", type=float, metavar="SECONDS", help="restart watch every SECONDS")
+ap.add_argument("--top", type=float, metavar="SECONDS",
+                help="poll `floodwatch top --json` every SECONDS while the load runs")
+ap.add_argument("--state", action="store_true", help="give watch a [state] dir (and control socket)")
 ap.add_argument("--pool", type=int, default=1 << 24, metavar="N",
                 help="background addresses drawn from N (default 2^24: nearly every line a new key)")
 args = ap.parse_args()
@@ -72,7 +80,7 @@ conf = os.path.join(root, "c.toml")
 with open(conf, "w") as f:
     f.write('[input]\nformat = "nginx:\'$msec $remote_addr \\"$request\\" $status\'"\n')
     f.write('[[rule]]\nname = "flood"\nrate = "20r/s"\nburst = 10\nban = "1h"\n')
-    if args.restart:
+    if args.restart or args.top or args.state:
         f.write(f'[state]\ndir = "{root}/state"\n')
 
 tick_s = os.sysconf("SC_CLK_TCK")
@@ -187,6 +195,38 @@ restarts = threading.Thread(target=restarter, daemon=True)
 if args.restart:
     restarts.start()
 
+top_ms, top_failed = [], 0
+
+
+def poller():
+    """`floodwatch top` as an admin leaves it open: the request it sends, a frame every --top
+    seconds, each on a connection of its own as the client makes them."""
+    global top_failed
+    import socket
+    while not done.wait(args.top):
+        t = time.time()
+        try:
+            c = socket.socket(socket.AF_UNIX)
+            c.settimeout(30)
+            c.connect(f"{root}/state/control.sock")
+            c.sendall(b'{"command":"top","limit":50}\n')
+            answer = b""
+            while chunk := c.recv(1 << 16):
+                answer += chunk
+            c.close()
+            ok = b'"ok":true' in answer
+        except OSError:
+            ok = False
+        if ok:
+            top_ms.append((time.time() - t) * 1000)
+        else:
+            top_failed += 1
+
+
+polls = threading.Thread(target=poller, daemon=True)
+if args.top:
+    polls.start()
+
 
 def background(n):
     """The n-th address of the background pool, in 10.0.0.0/8."""
@@ -283,6 +323,8 @@ elapsed = time.time() - start
 done.set()
 if args.restart:
     restarts.join()
+if args.top:
+    polls.join()
 for f in files:
     f.flush()
 time.sleep(1.5)
@@ -298,6 +340,10 @@ print(f"{lines} lines in {elapsed:.1f} s ({lines / elapsed:.0f}/s) over {nfiles}
       f"watch CPU {cpu:.1f} s ({100 * cpu / elapsed:.0f} % of a core)")
 print(f"{len(written)} floods, {missed} not banned; write-to-ban ms: p50 {pct(0.5):.1f} "
       f"p90 {pct(0.9):.1f} p99 {pct(0.99):.1f} max {pct(1.0):.1f}")
+if args.top:
+    top_ms.sort()
+    print(f"top: {len(top_ms)} frames, {top_failed} failed; answer ms: p50 {pct(0.5, top_ms):.1f} "
+          f"max {pct(1.0, top_ms):.1f}")
 if not soak:
     sys.exit(0)
 

@@ -5,7 +5,8 @@
 #   floodwatch.debug            its debug info, split off (gdb finds it through the debuglink)
 #   floodwatch_<v>_amd64.deb    the Debian/Ubuntu package (cargo-deb)
 #   floodwatch-<v>-1.x86_64.rpm the RHEL/Alma/CloudLinux package (cargo-generate-rpm)
-#   floodwatch-<v>-x86_64-linux.tar.gz  the binary, unit, sample config, man pages, completions
+#   floodwatch-<v>-x86_64-linux.tar.gz  the binary, unit, sample config, man pages, completions,
+#                               the Grafana dashboard and alert rules (share/)
 #   man/, completions/          generated from the program's own clap definitions
 # It checks that no symbol of the binary needs a glibc newer than 2.17 and that the binary runs.
 # Tools it needs and does not find are installed: zig (PyPI's `ziglang`), cargo-zigbuild,
@@ -128,6 +129,11 @@ else
     cp -r "$DIST/floodwatch" "$DIST/man" "$DIST/completions" packaging/floodwatch.service \
         packaging/floodwatch.toml packaging/floodwatch.logrotate README.md docs LICENSE-MIT \
         LICENSE-APACHE "$DIST/$tarball/"
+    # The Grafana dashboard and the Prometheus alert rules, as the packages install them in
+    # /usr/share/floodwatch/.
+    mkdir -p "$DIST/$tarball/share"
+    cp packaging/monitoring/floodwatch-grafana.json packaging/monitoring/floodwatch-alerts.yml \
+        "$DIST/$tarball/share/"
     tar -C "$DIST" -czf "$DIST/$tarball.tar.gz" "$tarball"
     rm -rf "${DIST:?}/$tarball"
 fi

@@ -53,6 +53,7 @@ for f in /usr/share/man/man1/floodwatch.1.gz /usr/share/man/man1/floodwatch-unba
     /usr/share/fish/vendor_completions.d/floodwatch.fish \
     /usr/share/doc/floodwatch/LICENSE-MIT /usr/share/doc/floodwatch/LICENSE-APACHE \
     /usr/share/doc/floodwatch/README.md /usr/share/doc/floodwatch/docs/design.md \
+    /usr/share/floodwatch/floodwatch-grafana.json /usr/share/floodwatch/floodwatch-alerts.yml \
     /etc/logrotate.d/floodwatch; do
     [ -s "$f" ] || fail "$f missing"
 done

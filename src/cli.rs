@@ -63,6 +63,9 @@ pub enum Command {
     Unban(UnbanArgs),
     /// How the running watch is doing: files, lines/s, read lag, bans per rule, sinks.
     Status(StatusArgs),
+    /// A live view of the running watch: the busiest keys and how close each is to its limit,
+    /// vhosts' rates, bans and sinks, refreshed every second (b/u ban and unban, q quits).
+    Top(TopArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print floodwatch(1), or write every man page into a folder.
@@ -184,6 +187,31 @@ pub struct UnbanArgs {
     /// The address or CIDR range whose bans to lift (a range lifts the bans of keys inside it).
     #[arg(value_name = "KEY")]
     pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub reach: ReachArgs,
+    /// Print one frame as plain text and exit (for scripts and logs).
+    #[arg(long, conflicts_with = "json")]
+    pub once: bool,
+    /// Print one frame as one JSON object and exit.
+    #[arg(long)]
+    pub json: bool,
+    /// Keys and vhosts asked for (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Sort the keys by `rate` (over 10 s) or `fill` (of the tightest bucket).
+    #[arg(long, value_name = "BY", default_value = "rate", value_parser = ["rate", "fill"])]
+    pub sort: String,
+    /// Only the keys of this vhost.
+    #[arg(long, value_name = "NAME")]
+    pub vhost: Option<String>,
+    /// How long a ban made with `b` lasts ("10m", "1h", "7d").
+    #[arg(long = "ban-for", value_name = "DUR", default_value = "1h")]
+    pub ban_for: String,
 }
 
 #[derive(Debug, Args)]

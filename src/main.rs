@@ -42,6 +42,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Ban(a) => control::cmd::ban(&a, &mut stdout),
         Command::Unban(a) => control::cmd::unban(&a, &mut stdout),
         Command::Status(a) => control::cmd::status(&a, &mut stdout),
+        Command::Top(a) => control::cmd::top(&a, &mut stdout),
         Command::Completions(a) => docgen::completions_cmd(&a),
         Command::Man(a) => docgen::man_cmd(&a),
     }

@@ -1225,7 +1225,7 @@ fn the_metrics_endpoint_counts_the_flood_and_lists_the_ban_while_a_slow_client_w
     assert_eq!(sample(&text, "floodwatch_keys_tracked"), 1);
     assert_eq!(sample(&text, "floodwatch_files_watched"), 1);
     assert_eq!(sample(&text, "floodwatch_read_lag_bytes"), 0, "all read");
-    assert_eq!(sample(&text, "floodwatch_read_lag_bytes_total"), 0);
+    assert_eq!(sample(&text, "floodwatch_read_lag_all_files_bytes"), 0);
     assert_eq!(
         sample(&text, "floodwatch_lines_malformed_total{kind=\"shape\"}"),
         0

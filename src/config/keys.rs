@@ -198,7 +198,10 @@ pub const SECTIONS: &[Section] = &[
         about: "The HTTP endpoint of a running watch: /metrics (Prometheus), /bans, /healthz.",
         base: &[],
         keys: &[key("listen", "address:port", "none: off", r#""127.0.0.1:9877""#,
-            "Where the endpoint listens.")],
+            "Where the endpoint listens."),
+            with(key("dashboard", "bool", "false", "true",
+                "Also serve a live page at / and its JSON at /api/top and /api/history: the busiest keys and vhosts, 15 minutes of charts. Read-only; it shows clients' addresses, so keep the endpoint on localhost or behind authentication."),
+                &[("listen", r#""127.0.0.1:9877""#)])],
     },
     Section {
         table: "fleet",

@@ -194,6 +194,8 @@ impl State {
 pub struct Metrics {
     /// Address of the metrics endpoint; `None` = off.
     pub listen: Option<SocketAddr>,
+    /// Serve the live page at `/` and its JSON (`/api/top`, `/api/history`).
+    pub dashboard: bool,
 }
 
 /// `[fleet]`, checked: the URL parses, the names are safe to show and to log.

@@ -155,6 +155,8 @@ struct RawState {
 struct RawMetrics {
     /// `address:port` of the metrics endpoint, e.g. `127.0.0.1:9877`.
     listen: Option<Spanned<String>>,
+    /// The live page at `/` and its JSON API (`/api/top`, `/api/history`).
+    dashboard: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +385,16 @@ impl RawConfig {
                 )
             })?;
             c.metrics.listen = Some(addr);
+        }
+        if let Some(dashboard) = self.metrics.dashboard {
+            if *dashboard.get_ref() && c.metrics.listen.is_none() {
+                return Err(cx.invalid(
+                    &dashboard,
+                    "metrics.dashboard",
+                    "the page is served on the metrics endpoint: set metrics.listen too".into(),
+                ));
+            }
+            c.metrics.dashboard = *dashboard.get_ref();
         }
         if let Some(fleet) = self.fleet {
             let span = fleet.span();
@@ -1023,6 +1035,11 @@ mod tests {
                 "[metrics]\nlisten = \"localhost\"\n",
                 "metrics.listen: \"localhost\" is not an address:port",
             ),
+            (
+                "[metrics]\ndashboard = true\n",
+                "metrics.dashboard: the page is served on the metrics endpoint: set metrics.listen too",
+            ),
+
             (
                 "[proxy]\nclient_ip_field = \"http_x_real_ip\"\n",
                 "proxy.client_ip_field: needs [proxy] trusted",

@@ -1,14 +1,16 @@
-//! The admin commands: `floodwatch bans`, `ban`, `unban` and `status`, each a request to the
+//! The admin commands: `floodwatch bans`, `ban`, `unban`, `status` and `top`, each a request to the
 //! running watch its config names, its answer printed for a person or, with `--json`, as is.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 
 use super::client::{call, call_raw, ClientError};
 use super::render::{BansAnswer, BansTable};
-use super::{render, Request, Status, Unbanned};
-use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, UnbanArgs};
+use super::top::Top;
+use super::top_text::{self, SortBy};
+use super::{render, tui, Request, Status, Unbanned};
+use crate::cli::{BanArgs, BansArgs, ReachArgs, StatusArgs, TopArgs, UnbanArgs};
 use crate::config::parse_duration;
 use crate::error::Error;
 
@@ -106,4 +108,65 @@ pub fn status(a: &StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
         false => render::status(&status),
     };
     print(out, &text)
+}
+
+/// `top`: one frame (`--once`, `--json`), or the live view in the terminal (see [`super::tui`]).
+pub fn top(a: &TopArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let ban_ms = parse_duration(&a.ban_for).map_err(|source| Error::Flag {
+        flag: "--ban-for",
+        source,
+    })?;
+    if ban_ms < 1000 {
+        return Err(Error::Usage(format!(
+            "--ban-for: {:?} is shorter than a second",
+            a.ban_for
+        )));
+    }
+    let sort = match a.sort.as_str() {
+        "fill" => SortBy::Fill,
+        _ => SortBy::Rate,
+    };
+    let req = Request::Top {
+        limit: Some(usize::from(a.limit)),
+    };
+    // Asked before anything else: no watch is said at once, with exit code 1.
+    let socket = super::reach::socket(&a.reach)?;
+    let first = ask(&a.reach, &req)?;
+    if a.json {
+        return print(out, &(first["top"].to_string() + "\n"));
+    }
+    let frame: Top = part(&first, "top")?;
+    if a.once {
+        let rows = usize::from(a.limit);
+        return print(
+            out,
+            &top_text::frame(&frame, sort, a.vhost.as_deref(), rows),
+        );
+    }
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "top: stdout is not a terminal; use --once or --json for one frame".into(),
+        ));
+    }
+    let mut app = tui::App::new(ban_ms / 1000, &a.ban_for);
+    app.top = Some(frame);
+    app.sort = sort;
+    app.vhost = a.vhost.clone();
+    let mut fetch = || match call(&socket, &req) {
+        Ok(v) => part::<Top>(&v, "top").map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut send = |req: Request| match (call(&socket, &req), &req) {
+        (Ok(v), Request::Ban { .. }) => render::ban(&v).trim_end().to_string(),
+        (Ok(v), Request::Unban { key }) => match part::<Unbanned>(&v, "unbanned") {
+            Ok(u) => match render::unban(key, &u) {
+                Ok(text) => text.trim_end().replace('\n', " "),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        },
+        (Ok(_), _) => "done".into(),
+        (Err(e), _) => format!("refused: {e}"),
+    };
+    tui::run(app, &mut fetch, &mut send).map_err(|e| Error::writing("to the terminal", e))
 }

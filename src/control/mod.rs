@@ -1,4 +1,4 @@
-//! Talking to a running watch: `floodwatch bans`, `ban`, `unban` and `status`.
+//! Talking to a running watch: `floodwatch bans`, `ban`, `unban`, `status` and `top`.
 //!
 //! A watch with a control socket (`[state] socket`, by default `control.sock` in `[state] dir`)
 //! serves it on its own event loop (`server`). The protocol is one JSON request per
@@ -14,6 +14,9 @@ pub mod key;
 pub mod reach;
 pub mod render;
 pub mod server;
+pub mod top;
+pub mod top_text;
+pub mod tui;
 
 use crate::fleet::FleetCounts;
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,11 @@ pub enum Request {
     },
     /// Lift the bans of `key` (an address or CIDR: the keys inside it) under every rule.
     Unban { key: String },
+    /// One frame of `floodwatch top` ([`top::Top`]): at most `limit` keys and vhosts.
+    Top {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 fn is_false(b: &bool) -> bool {

@@ -552,6 +552,17 @@ impl BanTable {
         self.active.contains_key(&Slot::new(*key, rule))
     }
 
+    /// The active ban of `key` under rule id `rule`, rebuilt whole (`top` shows a few).
+    pub fn active_ban(&self, key: &Key, rule: u16) -> Option<Ban> {
+        let slot = Slot::new(*key, rule);
+        self.active.get(&slot).map(|held| self.ban_of(slot, held))
+    }
+
+    /// Whether the allowlist (or a trusted proxy) covers `key`: never banned.
+    pub fn allowlisted(&self, key: &Cidr) -> bool {
+        self.allow.covers(key)
+    }
+
     pub fn stats(&self) -> TableStats {
         self.stats
     }

@@ -126,6 +126,13 @@ impl Bucket {
         self.drained(t, rate) >= u64::from(self.excess) + 1000
     }
 
+    /// The level at `t`: the excess left after the drain since the last accepted request,
+    /// in milli-requests (what `top` shows against the burst).
+    #[inline]
+    pub fn level(&self, t: Ms, rate: u64) -> u64 {
+        u64::from(self.excess).saturating_sub(self.drained(t, rate))
+    }
+
     /// Whether reports are suppressed at `t`.
     #[inline]
     pub fn quiet(&self, t: Ms) -> bool {

@@ -20,6 +20,7 @@ pub mod rule;
 pub mod rule_ids;
 pub mod shard;
 pub mod table;
+pub mod top;
 
 #[cfg(test)]
 mod model_tests;
@@ -125,6 +126,12 @@ pub enum ShardMsg {
     Rules {
         rules: Arc<rule::CompiledRules>,
         reset: bool,
+    },
+    /// Send the busiest `k` entries by fill and by rate to `reply` (`floodwatch top`; see
+    /// [`top`]). Asked by whoever holds a sender, between batches: no per-hit cost.
+    Top {
+        k: usize,
+        reply: crossbeam_channel::Sender<top::ShardTop>,
     },
 }
 

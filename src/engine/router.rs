@@ -169,6 +169,22 @@ impl Router {
         reset
     }
 
+    /// Asks every shard for its busiest `k` entries, answered on `reply` (see
+    /// [`crate::engine::top`]); waits like a batch when a shard's queue is full.
+    pub fn ask_top(&self, k: usize, reply: &Sender<crate::engine::top::ShardTop>) {
+        for tx in &self.senders {
+            let _ = tx.send(ShardMsg::Top {
+                k,
+                reply: reply.clone(),
+            });
+        }
+    }
+
+    /// Shards this router feeds.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
     /// Flushes and tells every shard this producer is done.
     pub fn finish(mut self) {
         self.flush(self.low);
@@ -268,7 +284,7 @@ mod tests {
             .try_iter()
             .filter_map(|m| match m {
                 ShardMsg::Hits { low_ms, hits, .. } => Some((low_ms, hits.len())),
-                ShardMsg::Done { .. } | ShardMsg::Rules { .. } => None,
+                ShardMsg::Done { .. } | ShardMsg::Rules { .. } | ShardMsg::Top { .. } => None,
             })
             .collect();
         assert_eq!(lows, [(10, 1), (10, 0), (10, 0)]);

@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::engine::rule::CompiledRules;
 use crate::engine::table::KeyTable;
+use crate::engine::top::{Picker, ShardTop};
 use crate::engine::{ShardMsg, ShardOut, ShardStats};
 use crate::hit::Hit;
 
@@ -98,6 +99,16 @@ struct Shard {
     settled: i64,
     hits: u64,
     late: u64,
+    /// A sample of the busiest entries in progress (`top`), taken a slice at a time.
+    sampling: Option<Sampling>,
+}
+
+/// A sample being taken: the entries kept so far, the next map, who asked.
+struct Sampling {
+    picker: Picker,
+    k: usize,
+    next: usize,
+    replies: Vec<Sender<ShardTop>>,
 }
 
 impl Shard {
@@ -125,12 +136,24 @@ impl Shard {
             settled: i64::MIN,
             hits: 0,
             late: 0,
+            sampling: None,
         }
     }
 
     fn run(mut self) {
         while self.live > 0 {
-            match self.rx.recv() {
+            // A sample in progress goes on while no message waits, a slice at a time.
+            let msg = match &self.sampling {
+                Some(_) => match self.rx.try_recv() {
+                    Err(crossbeam_channel::TryRecvError::Empty) => {
+                        self.sample_slice();
+                        continue;
+                    }
+                    got => got.map_err(|_| crossbeam_channel::RecvError),
+                },
+                None => self.rx.recv(),
+            };
+            match msg {
                 Ok(ShardMsg::Hits {
                     producer,
                     low_ms,
@@ -148,11 +171,17 @@ impl Shard {
                 }
                 Ok(ShardMsg::Rules { rules, reset }) => {
                     let remap = self.table.set_rules(&rules, reset);
+                    // The maps were renumbered: a sample in progress starts again.
+                    if let Some(s) = &mut self.sampling {
+                        s.picker = Picker::new(s.k, self.upto);
+                        s.next = 0;
+                    }
                     // Waiting hits were matched against the old rules.
                     for h in &mut self.pending {
                         h.rules = remap.apply(h.rules);
                     }
                 }
+                Ok(ShardMsg::Top { k, reply }) => self.ask_top(k, reply),
                 Ok(ShardMsg::Done { producer }) => {
                     if let Some(d) = self.done.get_mut(producer as usize) {
                         if !*d {
@@ -171,6 +200,10 @@ impl Shard {
                 let lateness = self.lateness;
                 let back = |m: Option<i64>| m.unwrap_or(i64::MIN).saturating_sub(lateness);
                 self.advance(back(low), back(settled));
+            }
+            // And a slice between two messages, however busy the shard.
+            if self.sampling.is_some() {
+                self.sample_slice();
             }
         }
         self.finish();
@@ -262,6 +295,46 @@ impl Shard {
             shard: self.id,
             stats: self.stats(),
         });
+    }
+
+    /// Starts a sample of the busiest entries as of the time processed (see
+    /// [`crate::engine::top`]), or adds `reply` to the one in progress.
+    fn ask_top(&mut self, k: usize, reply: Sender<ShardTop>) {
+        match &mut self.sampling {
+            Some(s) => s.replies.push(reply),
+            None => {
+                self.sampling = Some(Sampling {
+                    picker: Picker::new(k, self.upto),
+                    k,
+                    next: 0,
+                    replies: vec![reply],
+                })
+            }
+        }
+    }
+
+    /// Samples the next slice of maps; the last one sends the sample to whoever asked.
+    fn sample_slice(&mut self) {
+        let Some(s) = &mut self.sampling else {
+            return;
+        };
+        if let Some(next) = self.table.top_slice(&mut s.picker, s.next) {
+            s.next = next;
+            return;
+        }
+        if let Some(s) = self.sampling.take() {
+            let at_ms = s.picker.at_ms();
+            let top = ShardTop {
+                shard: self.id,
+                at_ms,
+                tracked: self.table.len() as u64,
+                entries: s.picker.finish(),
+            };
+            for reply in s.replies {
+                // Whoever asked may have given up waiting.
+                let _ = reply.send(top.clone());
+            }
+        }
     }
 
     /// The counters so far; `keys_at_end` is the number of keys tracked now.
@@ -598,6 +671,51 @@ pub(crate) mod tests {
             (10, 20, 10)
         );
         assert_eq!(ticks[2], s);
+    }
+
+    #[test]
+    fn a_top_request_is_answered_with_the_busiest_keys_while_hits_flow() {
+        let (mut routers, handles, rx) = setup(&[spec("r", 1000, 5)], 2, 1, 0, 1000);
+        let mut r = routers.pop().unwrap();
+        for t in 0..5 {
+            r.push(hit(7, 1000 + t));
+            r.push(hit(100 + t as u32, 1000));
+        }
+        r.flush(2000);
+        let (tx, replies) = unbounded();
+        r.ask_top(4, &tx);
+        r.ask_top(4, &tx);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(
+                replies
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .unwrap(),
+            );
+        }
+        let mut shards: Vec<u32> = got.iter().map(|t| t.shard).collect();
+        shards.sort_unstable();
+        assert_eq!(shards, [0, 0, 1, 1], "each shard answers each request");
+        let tracked: u64 = got
+            .iter()
+            .filter(|t| t.shard == 0)
+            .map(|t| t.tracked)
+            .sum::<u64>()
+            + got
+                .iter()
+                .filter(|t| t.shard == 1)
+                .map(|t| t.tracked)
+                .sum::<u64>();
+        assert_eq!(tracked, 12, "6 keys, counted twice");
+        let seven = (got.iter().flat_map(|t| &t.entries))
+            .find(|e| e.key.net.addr == Addr::from_v4(7))
+            .unwrap();
+        assert_eq!(seven.count, 5);
+        r.finish();
+        for h in handles {
+            h.join().unwrap();
+        }
+        drop(rx);
     }
 
     #[test]

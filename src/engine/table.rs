@@ -25,6 +25,7 @@ use std::hash::{Hash, Hasher};
 use crate::addr::Cidr;
 use crate::engine::bucket::{Bucket, Limits, Ms, Step};
 use crate::engine::rule::CompiledRules;
+use crate::engine::top::{Picker, TopEntry};
 use crate::engine::RuleSpec;
 use crate::engine::{Key, Offense};
 use crate::hit::{Hit, RuleMask, VhostId, MAX_RULES, NO_VHOST};
@@ -571,6 +572,69 @@ impl KeyTable {
     pub fn heap_bytes(&self) -> usize {
         self.rules.iter().map(|rt| rt.map.heap_bytes()).sum()
     }
+
+    /// Offers the entries of the next maps to `picker` (the busiest at its time: see
+    /// [`crate::engine::top`]), about `SLICE_ENTRIES` (65536) of them and at least one map, from map
+    /// `from` (counted over rules × the 32 maps of each, as sweeps count). Returns the map to go
+    /// on from, or `None` once every map was offered: a shard samples a slice between batches
+    /// of hits, never all its keys at once.
+    pub fn top_slice(&self, picker: &mut Picker, from: usize) -> Option<usize> {
+        let epoch = self.epoch?;
+        let at_ms = picker.at_ms();
+        let off = offset(at_ms, epoch);
+        let (mut n, mut done) = (from, 0);
+        while done < SLICE_ENTRIES {
+            let (rule, map) = (n / Segmented::MAPS, n % Segmented::MAPS);
+            let rt = self.rules.get(rule)?;
+            done += rt.map.len_of(map).max(1);
+            let lim = &rt.limits;
+            let mut offer = |net: Cidr, vhost: VhostId, b: &Bucket| {
+                let level = b.level(off, lim.rate);
+                picker.offer(TopEntry {
+                    key: Key { net, vhost },
+                    rule: rt.id,
+                    fill_milli: match lim.burst {
+                        0 => 0,
+                        burst => (level.saturating_mul(1000) / burst).min(1000) as u32,
+                    },
+                    count: b.count(),
+                    first_seen_ms: epoch + i64::from(b.first_seen()),
+                    over: b.quiet(off),
+                });
+            };
+            match map.checked_sub(SEGMENTS) {
+                None => {
+                    for (s, b) in &rt.map.v4[map] {
+                        let addr = crate::addr::Addr::from_v4(s.addr);
+                        offer(
+                            Cidr {
+                                addr,
+                                prefix: rt.v4_prefix,
+                            },
+                            s.vhost,
+                            b,
+                        );
+                    }
+                }
+                Some(m) => {
+                    for (s, b) in &rt.map.v6[m] {
+                        let [a, b1, c, d] = s.addr.map(u128::from);
+                        let addr = crate::addr::Addr(a | b1 << 32 | c << 64 | d << 96);
+                        offer(
+                            Cidr {
+                                addr,
+                                prefix: rt.v6_prefix,
+                            },
+                            s.vhost,
+                            b,
+                        );
+                    }
+                }
+            }
+            n += 1;
+        }
+        (n < self.rules.len() * Segmented::MAPS).then_some(n)
+    }
 }
 
 /// The bits of `n` rules.
@@ -675,6 +739,47 @@ mod tests {
             rules,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn a_sample_goes_slice_by_slice_and_finds_the_busiest() {
+        let mut t = table_of(spec("r", 1000, 10));
+        let mut none = |_| {};
+        for a in 0..70_000u32 {
+            t.hit(
+                &Hit {
+                    addr: Addr::from_v4(0x0a00_0000 + a),
+                    ..hit("10.0.0.1", 1000, 1)
+                },
+                &mut none,
+            );
+        }
+        for i in 0..8 {
+            t.hit(&hit("203.0.113.7", 1000 + i, 1), &mut none);
+        }
+        t.hit(&hit("2001:db8::1", 1000, 1), &mut none);
+        let mut picker = Picker::new(3, 1010);
+        let (mut slices, mut next) = (0, Some(0));
+        while let Some(from) = next {
+            next = t.top_slice(&mut picker, from);
+            slices += 1;
+        }
+        assert!(slices > 1, "a table larger than a slice takes several");
+        let got = picker.finish();
+        let flooder = got
+            .iter()
+            .find(|e| e.key.net.to_string() == "203.0.113.7")
+            .unwrap();
+        // 8 requests within 7 ms: 7000 milli-requests over the first, less 7 ms of drain.
+        assert_eq!(
+            (flooder.count, flooder.fill_milli, flooder.over),
+            (8, 699, false)
+        );
+        assert_eq!(got[0], *flooder, "the fullest first");
+        assert!(got.len() <= 6);
+        // An empty table has nothing to offer.
+        let empty = table_of(spec("r", 1000, 10));
+        assert_eq!(empty.top_slice(&mut Picker::new(3, 0), 0), None);
     }
 
     /// A table of one rule that sweeps whenever one is due.

@@ -821,7 +821,7 @@ mod tests {
                     lows[producer as usize] = Some(low_ms);
                 }
                 ShardMsg::Done { producer } => lows[producer as usize] = None,
-                ShardMsg::Rules { .. } => unreachable!(),
+                ShardMsg::Rules { .. } | ShardMsg::Top { .. } => unreachable!(),
             }
             let watermark = lows.iter().flatten().min().copied().unwrap_or(i64::MAX);
             while held.peek().is_some_and(|&Reverse(t)| t <= watermark) {

@@ -12,9 +12,11 @@ use crate::engine::rule::CompiledRules;
 use crate::hit::{Hit, RuleMask, VhostId, HIT_VIA_PROXY, NO_VHOST};
 use crate::parse::{Format, TimeCache};
 use crate::proxy::{Client, ClientIp};
+use crate::source::key_vhosts::KeyVhosts;
 use crate::source::reader::lines;
 use crate::source::stats::IngestStats;
 use crate::source::unusable::Samples;
+use crate::source::vhost_counts::VhostCounts;
 use crate::vhost::{VhostCache, Vhosts};
 
 /// One producer thread's line-to-hit converter.
@@ -34,6 +36,10 @@ pub struct Ingest {
     pub stats: IngestStats,
     /// The first unusable lines, for the warning that names them (see `unusable`).
     pub samples: Samples,
+    /// Requests per vhost and status class, when asked for ([`Ingest::counting_vhosts`]).
+    pub by_vhost: Option<VhostCounts>,
+    /// The busiest clients' vhosts, while `top` looks at them.
+    pub key_vhosts: Option<KeyVhosts>,
 }
 
 /// How far ahead of the clock a log time may be: time zones are already in the UTC conversion,
@@ -59,7 +65,15 @@ impl Ingest {
             client_ip: None,
             stats: IngestStats::default(),
             samples: Samples::default(),
+            by_vhost: None,
+            key_vhosts: None,
         }
+    }
+
+    /// Counts requests per vhost and status class (watch's `top` and dashboard).
+    pub fn counting_vhosts(mut self) -> Ingest {
+        self.by_vhost = Some(VhostCounts::default());
+        self
     }
 
     /// Takes the client of lines from trusted proxies from the format's real-client field.
@@ -143,6 +157,12 @@ impl Ingest {
         } else {
             file_vhost
         };
+        if let Some(counts) = &mut self.by_vhost {
+            counts.count(vhost, rec.status);
+        }
+        if let Some(k) = &mut self.key_vhosts {
+            k.count(addr, vhost);
+        }
         let rules = self.vhost_mask(vhost) & self.rules.request_mask(&rec);
         if rules == 0 {
             self.stats.unmatched += 1;

@@ -6,9 +6,11 @@
 pub mod checkpoint;
 pub mod discover;
 pub mod ingest;
+pub mod key_vhosts;
 pub mod mapped;
 pub mod paths;
 pub mod reader;
 pub mod stats;
 pub mod tail;
 pub mod unusable;
+pub mod vhost_counts;

@@ -26,8 +26,10 @@ use crate::pipeline::output::Output;
 use crate::sink::SinkHealth;
 
 use super::files::Files;
+use super::live::{LiveView, Sources};
 use super::reload::ConfigState;
 use crate::control::server::refuse;
+use crate::control::top::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// The longest manual ban (ten years: "for good" without overflowing any clock).
 const MAX_MANUAL_MS: u64 = 3653 * 86_400_000;
@@ -85,6 +87,7 @@ pub(super) struct Ctx<'a, 'o> {
     pub config_state: &'a ConfigState,
     pub rate: &'a LineRate,
     pub fleet: Option<&'a crate::fleet::Fleet>,
+    pub live: &'a mut LiveView,
 }
 
 /// Answers `req`, appending the answer (one JSON object and a newline) to `out`.
@@ -112,6 +115,11 @@ pub(super) fn answer(req: Request, cx: Ctx, out: &mut Vec<u8>) {
             Ok(u) => ok(out, "unbanned", &u),
             Err(e) => refuse(&e.to_string(), out),
         },
+        Request::Top { limit } => {
+            let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+            let top = top(cx, limit);
+            ok(out, "top", &top);
+        }
     }
 }
 
@@ -287,7 +295,28 @@ fn fleet_status(
     }
 }
 
-fn sink_status(h: &SinkHealth) -> SinkStatus {
+/// One frame of `top`: the shards' busiest keys (a fresh sample, waited for when the last
+/// one is old: see `live`), the vhosts' rates, the header's figures.
+fn top(cx: Ctx, limit: usize) -> crate::control::top::Top {
+    cx.live.want(Instant::now(), cx.files.router());
+    let table = cx.detector.table();
+    let lag = cx.files.read_lag(wall_ms());
+    let src = Sources {
+        table,
+        lines: cx.files.ingest_stats().lines,
+        vhost_counts: cx.files.vhost_counts(),
+        key_vhosts: cx.files.key_vhosts(),
+        files: cx.files.open_files(),
+        read_lag_ms: lag.worst_ms,
+        read_lag_bytes: lag.worst_bytes,
+        uptime: cx.started.at.elapsed(),
+        bans_since_start: table.stats().bans.saturating_sub(cx.started_stats.bans),
+        sinks: cx.output.sink_health().iter().map(sink_status).collect(),
+    };
+    cx.live.top(limit, src)
+}
+
+pub(super) fn sink_status(h: &SinkHealth) -> SinkStatus {
     let c = &h.counters;
     SinkStatus {
         name: h.name.clone(),

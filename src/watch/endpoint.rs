@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use mio::{Registry, Token};
 
-use super::http::{Page, Server};
+use super::http::{Asset, Page, Server};
 use super::metrics::{render_bans, render_metrics, Recorder, View};
 use super::procstat::ProcStat;
 use crate::decide::ban_table::BanTable;
@@ -27,7 +27,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// Binds `listen` (none: an endpoint that serves nothing) and says where on stderr.
-    pub(crate) fn bind(listen: Option<SocketAddr>) -> Result<Endpoint, Error> {
+    pub(crate) fn bind(listen: Option<SocketAddr>, dashboard: bool) -> Result<Endpoint, Error> {
         let server = match listen {
             Some(addr) => {
                 let s = Server::bind(addr).map_err(|source| Error::Listen {
@@ -36,7 +36,10 @@ impl Endpoint {
                     source,
                 })?;
                 log::info!("metrics on http://{}/metrics", s.local_addr());
-                Some(s)
+                if dashboard {
+                    log::info!("dashboard on http://{}/", s.local_addr());
+                }
+                Some(s.with_dashboard(dashboard))
             }
             None => None,
         };
@@ -61,13 +64,14 @@ impl Endpoint {
 
     /// Handles an event on one of the endpoint's tokens; `view` lends the loop's counters when
     /// `/metrics` is to be rendered (it reads every file's size: not for `/bans`, which only
-    /// needs the ban `table`).
+    /// needs the ban `table`); `api` renders the dashboard's JSON.
     pub(crate) fn ready<'a>(
         &mut self,
         registry: &Registry,
         token: Token,
         table: &BanTable,
         view: &dyn Fn() -> View<'a>,
+        api: &mut dyn FnMut(Page, &mut Vec<u8>),
     ) {
         let Endpoint {
             server,
@@ -80,6 +84,8 @@ impl Endpoint {
                 Page::Bans => render_bans(table, out),
                 // Answered by the loop itself: it is turning.
                 Page::Health => out.extend_from_slice(b"ok\n"),
+                Page::Dashboard(asset) => out.extend_from_slice(dashboard_file(asset)),
+                Page::ApiTop { .. } | Page::ApiHistory => api(page, out),
             });
         }
     }
@@ -101,5 +107,14 @@ impl Endpoint {
     /// When [`Endpoint::expire`] next has something to do.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.server.as_ref().and_then(Server::next_deadline)
+    }
+}
+
+/// The dashboard's files, built into the binary: nothing is fetched from elsewhere.
+fn dashboard_file(asset: Asset) -> &'static [u8] {
+    match asset {
+        Asset::Html => include_str!("dashboard/index.html").as_bytes(),
+        Asset::Script => include_str!("dashboard/dashboard.js").as_bytes(),
+        Asset::Style => include_str!("dashboard/dashboard.css").as_bytes(),
     }
 }

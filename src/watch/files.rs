@@ -165,6 +165,28 @@ impl Files {
         &self.ingest.stats
     }
 
+    /// Requests per vhost so far (counted from start: see `Ingest::counting_vhosts`).
+    pub(super) fn vhost_counts(&self) -> Option<&crate::source::vhost_counts::VhostCounts> {
+        self.ingest.by_vhost.as_ref()
+    }
+
+    /// Counts the vhosts of `addrs` from now on (`top`'s busiest keys), or nothing (none).
+    pub(super) fn watch_key_vhosts(&mut self, addrs: Option<&[crate::addr::Addr]>) {
+        match addrs {
+            Some(a) => (self.ingest.key_vhosts.get_or_insert_with(Default::default)).renew(a),
+            None => self.ingest.key_vhosts = None,
+        }
+    }
+
+    pub(super) fn key_vhosts(&self) -> Option<&crate::source::key_vhosts::KeyVhosts> {
+        self.ingest.key_vhosts.as_ref()
+    }
+
+    /// The router, to ask the shards for their busiest keys (`top`).
+    pub(super) fn router(&self) -> &crate::engine::router::Router {
+        &self.router
+    }
+
     /// Each followed file's health, in the order they were found (`status --files`).
     pub(super) fn health(&self, now_ms: i64) -> Vec<FileHealth> {
         (self.tailers.iter())

@@ -15,8 +15,9 @@
 //!
 //! Limits, against clients that misbehave: a request head is at most [`MAX_HEAD`] bytes (431
 //! beyond); connections are bounded in number and time as [`conns`](crate::conns) says. Only
-//! `GET` and `HEAD` are answered (405 otherwise), on `/metrics`, `/bans` and `/healthz` (404
-//! otherwise).
+//! `GET` and `HEAD` are answered (405 otherwise), on `/metrics`, `/bans` and `/healthz`, and
+//! with `[metrics] dashboard` on `/` (the page, its `/dashboard.js` and `/dashboard.css`),
+//! `/api/top` and `/api/history` (404 otherwise; a query they do not take is a 400).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -39,17 +40,48 @@ pub enum Page {
     Bans,
     /// `/healthz`: `ok` while the watch loop turns (it answers itself).
     Health,
+    /// `/api/top?limit=N`: one frame of `top` as JSON (`[metrics] dashboard`).
+    ApiTop { limit: Option<u16> },
+    /// `/api/history`: the last 15 minutes as JSON (`[metrics] dashboard`).
+    ApiHistory,
+    /// The dashboard's page, script and style (`[metrics] dashboard`).
+    Dashboard(Asset),
+}
+
+/// The dashboard's files, embedded in the binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asset {
+    Html,
+    Script,
+    Style,
 }
 
 impl Page {
     fn content_type(self) -> &'static str {
         match self {
             Page::Metrics => "text/plain; version=0.0.4; charset=utf-8",
-            Page::Bans => "application/json",
+            Page::Bans | Page::ApiTop { .. } | Page::ApiHistory => "application/json",
             Page::Health => "text/plain; charset=utf-8",
+            Page::Dashboard(Asset::Html) => "text/html; charset=utf-8",
+            Page::Dashboard(Asset::Script) => "text/javascript; charset=utf-8",
+            Page::Dashboard(Asset::Style) => "text/css; charset=utf-8",
         }
     }
+
+    /// Whether only `[metrics] dashboard` serves it.
+    pub fn is_dashboard(self) -> bool {
+        matches!(
+            self,
+            Page::ApiTop { .. } | Page::ApiHistory | Page::Dashboard(_)
+        )
+    }
 }
+
+/// What every answer of the dashboard says to the browser: nothing but this origin's own
+/// script, style and JSON; no framing; no guessing of types.
+const DASHBOARD_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'self'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
 
 /// An answer other than a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,11 +203,41 @@ fn route(target: &[u8]) -> Result<Page, Status> {
         return Err(Status::BadRequest);
     }
     let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
+    let query = match path.get(end) {
+        Some(b'?') => {
+            let q = &path[end + 1..];
+            &q[..memchr::memchr(b'#', q).unwrap_or(q.len())]
+        }
+        _ => b"".as_slice(),
+    };
     match &path[..end] {
         b"/metrics" => Ok(Page::Metrics),
         b"/bans" => Ok(Page::Bans),
         b"/healthz" => Ok(Page::Health),
+        b"/api/top" => top_query(query).map(|limit| Page::ApiTop { limit }),
+        b"/api/history" if query.is_empty() => Ok(Page::ApiHistory),
+        b"/api/history" => Err(Status::BadRequest),
+        b"/" | b"/index.html" => Ok(Page::Dashboard(Asset::Html)),
+        b"/dashboard.js" => Ok(Page::Dashboard(Asset::Script)),
+        b"/dashboard.css" => Ok(Page::Dashboard(Asset::Style)),
         _ => Err(Status::NotFound),
+    }
+}
+
+/// `/api/top`'s query: nothing, or `limit=N` (1 to 1000); anything else is a bad request.
+fn top_query(query: &[u8]) -> Result<Option<u16>, Status> {
+    if query.is_empty() {
+        return Ok(None);
+    }
+    let digits = query.strip_prefix(b"limit=").ok_or(Status::BadRequest)?;
+    let ok = !digits.is_empty() && digits.len() <= 4 && digits.iter().all(u8::is_ascii_digit);
+    let n: u16 = (std::str::from_utf8(digits).ok())
+        .filter(|_| ok)
+        .and_then(|d| d.parse().ok())
+        .ok_or(Status::BadRequest)?;
+    match n {
+        1..=1000 => Ok(Some(n)),
+        _ => Err(Status::BadRequest),
     }
 }
 
@@ -197,6 +259,7 @@ fn respond(req: Request, body: &mut Vec<u8>, out: &mut Vec<u8>) {
     };
     let allow = match req.route {
         Err(Status::MethodNotAllowed) => "Allow: GET, HEAD\r\n",
+        Ok(page) if page.is_dashboard() => DASHBOARD_HEADERS,
         _ => "",
     };
     // Writing into a Vec cannot fail.
@@ -225,6 +288,8 @@ pub struct Server {
     addr: SocketAddr,
     /// Rendering space reused from one response to the next.
     body: Vec<u8>,
+    /// `[metrics] dashboard`: the page and its API are served (404 otherwise).
+    dashboard: bool,
 }
 
 impl Server {
@@ -238,7 +303,14 @@ impl Server {
             conns: Conns::new(TcpListener::from_std(std), "metrics"),
             addr,
             body: Vec::new(),
+            dashboard: false,
         })
+    }
+
+    /// Serves the dashboard and its API too.
+    pub fn with_dashboard(mut self, on: bool) -> Server {
+        self.dashboard = on;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -262,8 +334,11 @@ impl Server {
         token: Token,
         render: &mut dyn FnMut(Page, &mut Vec<u8>),
     ) {
-        let body = &mut self.body;
-        self.conns.ready(registry, token, &mut |(), req, out| {
+        let (body, dashboard) = (&mut self.body, self.dashboard);
+        self.conns.ready(registry, token, &mut |(), mut req, out| {
+            if req.route.is_ok_and(|p| p.is_dashboard() && !dashboard) {
+                req.route = Err(Status::NotFound);
+            }
             if let Ok(page) = req.route {
                 render(page, body);
             }
@@ -326,7 +401,7 @@ mod tests {
                 route: Ok(Page::Metrics)
             }
         );
-        assert_eq!(p("GET / HTTP/1.1\r\n\r\n"), fails(Status::NotFound));
+        assert_eq!(p("GET /nothing HTTP/1.1\r\n\r\n"), fails(Status::NotFound));
         assert_eq!(p("GET /metrics/ HTTP/1.1\r\n\r\n"), fails(Status::NotFound));
         assert_eq!(
             p("POST /metrics HTTP/1.1\r\n\r\n"),
@@ -352,6 +427,37 @@ mod tests {
         );
         assert_eq!(p("GET /metrics FTP/1.1\r\n\r\n"), fails(Status::BadRequest));
         assert_eq!(p("\r\n\r\n"), fails(Status::BadRequest));
+    }
+
+    #[test]
+    fn the_dashboard_routes_take_only_their_own_queries() {
+        let p = |s: &str| parse_head(format!("GET {s} HTTP/1.1\r\n\r\n").as_bytes()).route;
+        assert_eq!(p("/"), Ok(Page::Dashboard(Asset::Html)));
+        assert_eq!(p("/dashboard.js"), Ok(Page::Dashboard(Asset::Script)));
+        assert_eq!(p("/dashboard.css?v=1"), Ok(Page::Dashboard(Asset::Style)));
+        assert_eq!(p("/api/top"), Ok(Page::ApiTop { limit: None }));
+        assert_eq!(p("/api/top?limit=20"), Ok(Page::ApiTop { limit: Some(20) }));
+        assert_eq!(
+            p("/api/top?limit=1000#x"),
+            Ok(Page::ApiTop { limit: Some(1000) })
+        );
+        assert_eq!(p("/api/history"), Ok(Page::ApiHistory));
+        for bad in [
+            "/api/top?limit=0",
+            "/api/top?limit=1001",
+            "/api/top?limit=-1",
+            "/api/top?limit=",
+            "/api/top?limit=99999999999999999999",
+            "/api/top?limit=1e3",
+            "/api/top?sort=rate",
+            "/api/top?limit=5&limit=6",
+            "/api/top?%00",
+            "/api/history?from=0",
+        ] {
+            assert_eq!(p(bad), Err(Status::BadRequest), "{bad}");
+        }
+        assert_eq!(p("/api/"), Err(Status::NotFound));
+        assert!(Page::ApiHistory.is_dashboard() && !Page::Metrics.is_dashboard());
     }
 
     #[test]
@@ -469,6 +575,7 @@ mod tests {
                                 Page::Metrics => body.extend_from_slice(b"m 1\n"),
                                 Page::Bans => body.resize(3 << 20, b'x'),
                                 Page::Health => body.extend_from_slice(b"ok\n"),
+                                _ => body.extend_from_slice(b"{}"),
                             }
                         });
                 }
@@ -509,6 +616,35 @@ mod tests {
             drop(c);
             rig.turn(Duration::from_millis(100));
             assert_eq!(rig.server.open(), 0, "closed once the client closed");
+        }
+
+        #[test]
+        fn the_dashboard_is_served_only_when_asked_for() {
+            for on in [false, true] {
+                let mut rig = Rig::new();
+                rig.server.dashboard = on;
+                for target in ["/", "/api/top", "/api/history"] {
+                    let mut c = rig.connect();
+                    c.write_all(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes())
+                        .unwrap();
+                    let got = String::from_utf8(rig.response(&mut c)).unwrap();
+                    let want = if on {
+                        "HTTP/1.1 200 OK\r\n"
+                    } else {
+                        "HTTP/1.1 404 "
+                    };
+                    assert!(got.starts_with(want), "{target} ({on}): {got}");
+                    assert_eq!(
+                        got.contains("Content-Security-Policy: default-src 'none'"),
+                        on
+                    );
+                }
+                let mut c = rig.connect();
+                c.write_all(b"GET /api/top?limit=x HTTP/1.1\r\n\r\n")
+                    .unwrap();
+                let got = String::from_utf8(rig.response(&mut c)).unwrap();
+                assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+            }
         }
 
         #[test]
@@ -646,6 +782,8 @@ mod tests {
                 Ok(Page::Metrics)
             } else if path == "/bans" {
                 Ok(Page::Bans)
+            } else if path == "/" {
+                Ok(Page::Dashboard(Asset::Html))
             } else {
                 Err(Status::NotFound)
             };

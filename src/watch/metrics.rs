@@ -190,7 +190,7 @@ fn files(t: &mut Text, v: &View) {
             v.lag.worst_bytes,
         ),
         (
-            "read_lag_bytes_total",
+            "read_lag_all_files_bytes",
             "gauge",
             "Bytes written to the followed files and not read yet, all files.",
             v.lag.total_bytes,
@@ -712,9 +712,9 @@ floodwatch_hits_total 990
 # HELP floodwatch_read_lag_bytes Bytes written to the followed files and not read yet: the most behind one.
 # TYPE floodwatch_read_lag_bytes gauge
 floodwatch_read_lag_bytes 200
-# HELP floodwatch_read_lag_bytes_total Bytes written to the followed files and not read yet, all files.
-# TYPE floodwatch_read_lag_bytes_total gauge
-floodwatch_read_lag_bytes_total 300
+# HELP floodwatch_read_lag_all_files_bytes Bytes written to the followed files and not read yet, all files.
+# TYPE floodwatch_read_lag_all_files_bytes gauge
+floodwatch_read_lag_all_files_bytes 300
 # HELP floodwatch_read_lag_seconds Age of the newest line read of the file most behind, among files with unread bytes.
 # TYPE floodwatch_read_lag_seconds gauge
 floodwatch_read_lag_seconds 1.5

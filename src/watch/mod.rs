@@ -15,6 +15,7 @@ mod endpoint;
 mod files;
 pub mod http;
 pub mod inotify;
+mod live;
 pub mod marks;
 pub mod metrics;
 mod notify;

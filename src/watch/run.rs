@@ -36,7 +36,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::commands::{self, Ctx, LineRate, Started};
 use super::endpoint::Endpoint;
 use super::files::{Files, Reading};
+use super::http::Page;
 use super::inotify::{self, Inotify};
+use super::live::{LiveView, Sources};
 use super::notify::Systemd;
 use super::reload::{self, Live};
 use super::signals::{Signal, Signals};
@@ -45,6 +47,7 @@ use super::WatchPlan;
 use crate::clock::wall_ms;
 use crate::config::{Config, StartAt};
 use crate::control::server::ControlSocket;
+use crate::control::top::DEFAULT_LIMIT;
 use crate::decide::ban_table::{RestoreStats, TableStats};
 use crate::engine::rule_ids::RuleIds;
 use crate::error::Error;
@@ -157,6 +160,8 @@ struct WatchLoop<'o> {
     stop_flag: Option<Arc<AtomicBool>>,
     /// `[fleet]`: bans shared with other servers.
     fleet: Option<Fleet>,
+    /// What `top` and the dashboard show.
+    live: LiveView,
 }
 
 impl<'o> WatchLoop<'o> {
@@ -191,7 +196,7 @@ impl<'o> WatchLoop<'o> {
             Some(dir) => Checkpoints::load(dir)?,
             None => Checkpoints::new(),
         };
-        let mut endpoint = Endpoint::bind(config.metrics.listen)?;
+        let mut endpoint = Endpoint::bind(config.metrics.listen, config.metrics.dashboard)?;
         let mut control = bind_control(&config)?;
 
         let vhosts = Vhosts::new();
@@ -260,7 +265,8 @@ impl<'o> WatchLoop<'o> {
         }
 
         let ingest = Ingest::new(Arc::new(format), rules, vhosts.clone())
-            .with_client_ip(proxies.client_ip());
+            .with_client_ip(proxies.client_ip())
+            .counting_vhosts();
         let mut files = Files::new(Reading {
             patterns,
             start_at: config.input.start_at,
@@ -286,7 +292,13 @@ impl<'o> WatchLoop<'o> {
         systemd.ready(&format!("watching {n_files} files in {folders} folders"));
 
         let now = Instant::now();
+        let live = LiveView::new(
+            files.router().shards(),
+            config.metrics.dashboard,
+            vhosts.clone(),
+        );
         Ok(WatchLoop {
+            live,
             rule_ids: RuleIds::new(&config.rules),
             config,
             config_path,
@@ -373,6 +385,17 @@ impl<'o> WatchLoop<'o> {
         detector.expire(wall_ms(), &mut |ev| output.emit(ev));
         output.flush();
         self.line_rate.sample(now, self.files.ingest_stats().lines);
+        let sources = live_sources(
+            &self.files,
+            self.detector.table(),
+            self.started,
+            self.started_stats,
+            Vec::new(),
+        );
+        self.live.tick(now, self.files.router(), &sources);
+        if let Some(addrs) = self.live.watched(now) {
+            self.files.watch_key_vhosts(addrs.as_deref());
+        }
         self.systemd.tick(now);
         if now >= self.next_save {
             self.save();
@@ -524,10 +547,38 @@ impl<'o> WatchLoop<'o> {
             reloads,
             poll,
             fleet,
+            live,
+            started,
+            started_stats,
+            config,
             ..
         } = self;
-        endpoint.ready(poll.registry(), token, detector.table(), &|| {
-            super::metrics::View {
+        // Taken before: `/metrics` borrows the output too (once per request, a few sinks).
+        let mut sinks: Option<Vec<_>> = config.metrics.dashboard.then(|| {
+            output
+                .sink_health()
+                .iter()
+                .map(commands::sink_status)
+                .collect()
+        });
+        let mut api = |page: Page, out: &mut Vec<u8>| match page {
+            Page::ApiTop { limit } => {
+                live.want(Instant::now(), files.router());
+                let sinks = sinks.take().unwrap_or_default();
+                let src = live_sources(files, detector.table(), *started, *started_stats, sinks);
+                let limit = limit.map_or(DEFAULT_LIMIT, usize::from);
+                let _ = serde_json::to_writer(&mut *out, &live.top(limit, src));
+            }
+            Page::ApiHistory => {
+                let _ = serde_json::to_writer(&mut *out, &live.history());
+            }
+            _ => {}
+        };
+        endpoint.ready(
+            poll.registry(),
+            token,
+            detector.table(),
+            &|| super::metrics::View {
                 ingest: files.ingest_stats(),
                 shards: detector.live_stats(),
                 table: detector.table(),
@@ -536,8 +587,9 @@ impl<'o> WatchLoop<'o> {
                 reloads: *reloads,
                 lag: files.read_lag(wall_ms()),
                 fleet: fleet.as_ref().map(Fleet::stats),
-            }
-        })
+            },
+            &mut api,
+        )
     }
 
     /// A control request or connection event (`floodwatch bans`, `unban`...).
@@ -554,6 +606,7 @@ impl<'o> WatchLoop<'o> {
             line_rate,
             poll,
             fleet,
+            live,
             ..
         } = self
         else {
@@ -570,6 +623,7 @@ impl<'o> WatchLoop<'o> {
                 config_state,
                 rate: line_rate,
                 fleet: fleet.as_ref(),
+                live,
             };
             commands::answer(req, cx, out)
         });
@@ -673,6 +727,30 @@ impl<'o> WatchLoop<'o> {
         }
         saved.map_err(Error::SavingState)?;
         Ok(report)
+    }
+}
+
+/// What a `top` frame is made from, as the loop has it now (`sinks`: their status, when the
+/// frame shows them).
+fn live_sources<'a>(
+    files: &'a Files,
+    table: &'a crate::decide::ban_table::BanTable,
+    started: Started,
+    started_stats: TableStats,
+    sinks: Vec<crate::control::SinkStatus>,
+) -> Sources<'a> {
+    let lag = files.read_lag(wall_ms());
+    Sources {
+        table,
+        lines: files.ingest_stats().lines,
+        vhost_counts: files.vhost_counts(),
+        key_vhosts: files.key_vhosts(),
+        files: files.open_files(),
+        read_lag_ms: lag.worst_ms,
+        read_lag_bytes: lag.worst_bytes,
+        uptime: started.at.elapsed(),
+        bans_since_start: table.stats().bans.saturating_sub(started_stats.bans),
+        sinks,
     }
 }
 
