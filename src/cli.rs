@@ -355,7 +355,7 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub by_vhost: bool,
     /// Suggest, per grid, the tightest threshold that bans only keys standing clearly apart
-    /// from the rest of the traffic, as a ready [[rule]] table with its evidence.
+    /// from the rest of the traffic, as a ready `[[rule]]` table with its evidence.
     #[arg(long)]
     pub suggest: bool,
     /// Only requests logged at or after this time (RFC 3339: 2026-11-20T10:05:00Z).

@@ -637,7 +637,7 @@ impl BanTable {
     /// history it would have found in time order.
     ///
     /// Forgetting is a pass over the whole history, made once the settled time passes the
-    /// earliest end, then at most once per [`FORGET_EVERY_MS`] of log time: a flood's stream of
+    /// earliest end, then at most once per `FORGET_EVERY_MS` of log time: a flood's stream of
     /// ending bans would otherwise ask for one at every round. (An index by end, one entry per
     /// past ban, cost more memory than the history itself.)
     pub fn forget_before(&mut self, settled_ms: i64) {

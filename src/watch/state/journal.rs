@@ -4,7 +4,7 @@
 //! copy would: a compaction.
 //!
 //! A record is its payload's length and CRC-32 (4 bytes each, little-endian), then the payload
-//! ([`super::codec`]). A save is one append: a crash in the middle of one (power loss; a kill
+//! (`codec`). A save is one append: a crash in the middle of one (power loss; a kill
 //! cannot split a write the kernel took) can leave its last record cut short or garbled at the
 //! end of the file, and that tail is dropped with a warning: it was the newest save, made before
 //! the read offsets were, so the lines behind it are read again and its bans decided again. A
