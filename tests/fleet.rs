@@ -327,6 +327,13 @@ impl Node {
         }
     }
 
+    /// SIGHUP: its watch reads the config again.
+    fn reload(&self) {
+        let child = self.child.as_ref().expect("the node runs");
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    }
+
     fn admin(&self, args: &[&str]) -> std::process::Output {
         util::command()
             .args(args)
@@ -857,6 +864,46 @@ fn a_flood_spread_over_three_servers_is_banned_on_all_three_and_27_rs_nowhere() 
     }
     let logs: String = nodes.iter().map(Node::log_text).collect();
     assert!(logs.contains("across the fleet"), "{logs}");
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+/// A reload that changes a fleet-counted rule counts with the new limits from then on: a client
+/// at 27 r/s spread over three servers (9 r/s each), never banned under 30r/s burst 35, is banned
+/// on all three once the rule is 20r/s burst 20 — which only the fleet's count can see.
+#[test]
+fn a_reload_that_changes_a_fleet_rule_counts_with_the_new_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = TestRedis::start(dir.path());
+    let mut nodes = counting_trio(dir.path(), &redis.url());
+    for n in &nodes {
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        let tighter = text.replace(
+            "rate = \"30r/s\"\nburst = 35",
+            "rate = \"20r/s\"\nburst = 20",
+        );
+        assert_ne!(tighter, text);
+        std::fs::write(&n.config, tighter).unwrap();
+        n.reload();
+    }
+    for n in &nodes {
+        eventually("counting again for the reloaded rule", || {
+            n.log_text()
+                .contains("counting started again for the reloaded rules (spread)")
+        });
+        eventually("counting with the fleet", || {
+            n.status()["fleet"]["counting"]["mode"] == "fleet"
+        });
+    }
+    let flows = vec![("198.51.100.27", 27, 0.0, 6.0)];
+    let since = Instant::now();
+    let (writer, _) = spread_in_background(&nodes, flows, "198.51.100.27");
+    denied_everywhere(&nodes, "198.51.100.27", since);
+    writer.join().unwrap();
+    let logs: String = nodes.iter().map(Node::log_text).collect();
+    assert!(logs.contains("across the fleet"), "{logs}");
+    assert!(!logs.contains("fleet counting stops"), "{logs}");
     for n in &mut nodes {
         n.stop();
     }

@@ -214,6 +214,16 @@ pub struct Fleet {
     lag_last_ms: u64,
     /// Fleet-wide counting, with the rules it was started for (config order).
     counting: Option<(counting::Counting, Vec<crate::engine::RuleSpec>)>,
+    /// What counting was first started with, to start it again after a reload changes the rules.
+    counting_base: Option<CountingBase>,
+}
+
+/// The `[fleet]` in force (a reload applies its counted rules, not its connection) and what the
+/// counting thread needs of the loop.
+struct CountingBase {
+    cfg: config::Fleet,
+    vhosts: crate::vhost::Vhosts,
+    waker: Arc<mio::Waker>,
 }
 
 impl Fleet {
@@ -301,6 +311,7 @@ impl Fleet {
                 .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
             lag_last_ms: 0,
             counting: None,
+            counting_base: None,
         })
     }
 
@@ -315,7 +326,15 @@ impl Fleet {
         vhosts: crate::vhost::Vhosts,
         waker: Arc<mio::Waker>,
     ) -> Result<crate::hit::RuleMask, FleetError> {
-        let Some(c) = counting::Counting::start(cfg, specs, ids, vhosts, waker)? else {
+        let base = CountingBase {
+            cfg: cfg.clone(),
+            vhosts,
+            waker,
+        };
+        let started =
+            counting::Counting::start(cfg, specs, ids, base.vhosts.clone(), base.waker.clone());
+        self.counting_base = Some(base);
+        let Some(c) = started? else {
             return Ok(0);
         };
         let mask = c.mask();
@@ -323,31 +342,62 @@ impl Fleet {
         Ok(mask)
     }
 
-    /// After a reload: the rule bits to keep handing over. Counting goes on only while the
-    /// rules are those it started with (a rule's bit, limits and scope decide its counts, and
-    /// every server must count alike); otherwise it stops, loudly, until a restart.
+    /// After a reload: the rule bits to hand over. Counting goes on as it was while the rules
+    /// are those it counts; otherwise it starts again for the reloaded rules (the connection
+    /// stays the `[fleet]` in force: a change there waits for a restart), counting from the
+    /// current window as a server that joins late does. Every server must count a rule alike:
+    /// until all of them have reloaded, the fleet's totals mix the old limits' servers with the
+    /// new ones', each judging with its own.
     pub fn rules_reloaded(
         &mut self,
-        cfg: Option<&config::Fleet>,
+        reloaded: Option<&config::Fleet>,
         specs: &[crate::engine::RuleSpec],
+        ids: &[u16],
     ) -> crate::hit::RuleMask {
-        let Some((c, started)) = &self.counting else {
+        let Some(base) = &self.counting_base else {
             return 0;
         };
-        let same_scope = cfg.is_some_and(|f| {
-            c.stats().rules.iter().all(|r| f.counted_rules.contains(r))
-                && f.counted_rules.len() == c.stats().rules.len()
-        });
-        if started.as_slice() == specs && same_scope {
-            return c.mask();
+        let counted = reloaded.map_or_else(Vec::new, |f| f.counted_rules.clone());
+        if let Some((c, started)) = &self.counting {
+            if started.as_slice() == specs && base.cfg.counted_rules == counted {
+                return c.mask();
+            }
+            c.stop();
+            self.counting = None;
         }
-        log::error!(
-            "fleet: the reloaded rules differ from those fleet counting started with: fleet \
-             counting stops (local counting goes on); restart watch to count with the new rules"
-        );
-        c.stop();
-        self.counting = None;
-        0
+        if counted.is_empty() {
+            if base.cfg.counted_rules.is_empty() {
+                return 0;
+            }
+            log::info!("fleet: no rule is counted with the fleet any more");
+        }
+        let mut cfg = base.cfg.clone();
+        cfg.counted_rules = counted;
+        let restarted =
+            counting::Counting::start(&cfg, specs, ids, base.vhosts.clone(), base.waker.clone());
+        let mask = match restarted {
+            Ok(Some(c)) => {
+                log::info!(
+                    "fleet: counting started again for the reloaded rules ({}), from the current window",
+                    cfg.counted_rules.join(", ")
+                );
+                let mask = c.mask();
+                self.counting = Some((c, specs.to_vec()));
+                mask
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                log::error!(
+                    "fleet: counting cannot start again for the reloaded rules ({e}): the fleet \
+                     rules count locally until a restart"
+                );
+                0
+            }
+        };
+        if let Some(b) = &mut self.counting_base {
+            b.cfg = cfg;
+        }
+        mask
     }
 
     /// Hands hits of fleet-counted rules to the counting thread.

@@ -530,7 +530,8 @@ impl<'o> WatchLoop<'o> {
         });
         self.reloads.count(applied.is_ok());
         if let (Ok(_), Some(f)) = (&applied, &mut self.fleet) {
-            let mask = f.rules_reloaded(self.config.fleet.as_ref(), &self.config.rules);
+            let ids = (self.rule_ids.clone().assign(&self.config.rules)).unwrap_or_default();
+            let mask = f.rules_reloaded(self.config.fleet.as_ref(), &self.config.rules, &ids);
             self.files.tap(mask);
         }
         self.config_state.reloaded(&applied, wall_ms());
