@@ -365,14 +365,18 @@ impl Fleet {
             c.stop();
             self.counting = None;
         }
-        if counted.is_empty() {
-            if base.cfg.counted_rules.is_empty() {
-                return 0;
-            }
-            log::info!("fleet: no rule is counted with the fleet any more");
-        }
         let mut cfg = base.cfg.clone();
+        let was_counting = !cfg.counted_rules.is_empty();
         cfg.counted_rules = counted;
+        if cfg.counted_rules.is_empty() {
+            if was_counting {
+                log::info!("fleet: no rule is counted with the fleet any more");
+            }
+            if let Some(b) = &mut self.counting_base {
+                b.cfg = cfg;
+            }
+            return 0;
+        }
         let restarted =
             counting::Counting::start(&cfg, specs, ids, base.vhosts.clone(), base.waker.clone());
         let mask = match restarted {
@@ -385,7 +389,7 @@ impl Fleet {
                 self.counting = Some((c, specs.to_vec()));
                 mask
             }
-            Ok(None) => 0,
+            Ok(None) => 0, // no counted rule among `specs`: nothing to hand over
             Err(e) => {
                 log::error!(
                     "fleet: counting cannot start again for the reloaded rules ({e}): the fleet \
